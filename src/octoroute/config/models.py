@@ -1,0 +1,145 @@
+"""The configuration schema: frozen pydantic models, unknown keys rejected.
+
+The octoroute 1.0 format (`[server]`, `[[models.fast|balanced|deep]]`,
+`[routing]`, `[timeouts]`, `[observability]`) validates as is; everything else
+here is an optional extension with a default. Cross-field rules (fallback
+chains, unique ids, router tier present) live in `semantics.py`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from octoroute.core.types import Importance, Strategy, Tier
+
+GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+Seconds = Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)]
+RoutingStrategy = Literal[Strategy.RULE, Strategy.LLM, Strategy.HYBRID]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Timeouts(_Frozen):
+    """Per-phase timeouts in seconds; unset phases inherit from the next level up."""
+
+    connect: Seconds | None = None
+    first_byte: Seconds | None = None
+    total: Seconds | None = None
+
+
+class ServerConfig(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(default=3000, ge=0, le=65535)
+    request_timeout_seconds: Seconds = 30.0
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+
+
+class EndpointConfig(_Frozen):
+    """One upstream server speaking the OpenAI API at `base_url` (ending in /v1)."""
+
+    name: str = Field(min_length=1, max_length=256)
+    base_url: str
+    max_tokens: int | None = Field(default=None, gt=0, le=10_000_000)
+    temperature: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)
+    weight: float = Field(default=1.0, gt=0, le=1_000_000, allow_inf_nan=False)
+    priority: int = Field(default=1, ge=-1000, le=1000)
+    id: str | None = Field(default=None, pattern=GROUP_NAME.pattern)
+    api_key_env: str | None = Field(default=None, pattern=ENV_NAME.pattern)
+    timeouts: Timeouts = Timeouts()
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL, e.g. http://localhost:11434/v1")
+        return value.rstrip("/")
+
+    @field_validator("weight")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be finite")
+        return value
+
+
+class RoutingConfig(_Frozen):
+    strategy: RoutingStrategy = Strategy.HYBRID
+    default_importance: Importance = Importance.NORMAL
+    router_tier: Tier = Tier.FAST
+    default_tier: Tier = Tier.BALANCED
+    llm_timeout_seconds: Seconds = 5.0
+    llm_retries: int = Field(default=2, ge=0, le=5)
+    llm_max_prompt_chars: int = Field(default=2000, ge=100, le=100_000)
+
+
+class TierTimeouts(_Frozen):
+    """`[timeouts]`: global connect/first-byte defaults and per-tier totals (1.0 style)
+    or per-tier tables. Any group name may appear, not only the three tiers."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    connect: Seconds = 5.0
+    first_byte: Seconds | None = None
+
+    def for_group(self, group: str) -> Timeouts:
+        raw = (self.model_extra or {}).get(group)
+        if raw is None:
+            return Timeouts()
+        if isinstance(raw, Timeouts):
+            return raw
+        if isinstance(raw, int | float):
+            return Timeouts(total=float(raw))
+        return Timeouts.model_validate(raw)
+
+
+class HealthConfig(_Frozen):
+    """Passive and active health checking."""
+
+    failure_threshold: int = Field(default=3, ge=1, le=100)
+    check_interval_seconds: Seconds = 10.0
+    check_timeout_seconds: Seconds = 2.0
+    active: bool = True
+
+
+class RetryConfig(_Frozen):
+    """Attempts across endpoints and fallback groups for one request."""
+
+    max_attempts: int = Field(default=4, ge=1, le=20)
+    backoff_base_ms: float = Field(default=25.0, ge=0, le=10_000)
+    backoff_max_ms: float = Field(default=500.0, ge=0, le=60_000)
+
+
+class ObservabilityConfig(_Frozen):
+    log_level: Literal["trace", "debug", "info", "warn", "warning", "error"] = "info"
+    log_format: Literal["human", "json"] = "human"
+
+
+class Config(_Frozen):
+    server: ServerConfig = ServerConfig()
+    models: dict[str, list[EndpointConfig]] = Field(min_length=1)
+    routing: RoutingConfig = RoutingConfig()
+    timeouts: TierTimeouts = TierTimeouts()
+    health: HealthConfig = HealthConfig()
+    retry: RetryConfig = RetryConfig()
+    fallback: dict[str, str] = Field(default_factory=dict)
+    observability: ObservabilityConfig = ObservabilityConfig()
+
+    @field_validator("models")
+    @classmethod
+    def _group_names(cls, value: dict[str, list[EndpointConfig]]) -> dict[str, list[EndpointConfig]]:
+        for group, endpoints in value.items():
+            if not GROUP_NAME.match(group):
+                raise ValueError(f"group name '{group}' must match {GROUP_NAME.pattern}")
+            if group == "auto":
+                raise ValueError("'auto' is reserved for routing and cannot be a group name")
+            if not endpoints:
+                raise ValueError(f"group '{group}' has no endpoints")
+        return value

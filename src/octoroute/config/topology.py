@@ -1,0 +1,195 @@
+"""The validated config turned into what the gateway runs on: named groups of
+endpoints with ids, resolved timeouts, fallbacks and secrets.
+
+`check_semantics` finds every cross-field problem at once; `build_topology`
+assumes a config that passed it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from octoroute.config.models import Config, EndpointConfig, Timeouts
+from octoroute.core.errors import ConfigError, ConfigProblem
+from octoroute.core.types import Tier
+
+DEFAULT_TIER_FALLBACK: dict[str, str] = {Tier.FAST: Tier.BALANCED, Tier.BALANCED: Tier.DEEP}
+NO_FALLBACK = ("", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedTimeouts:
+    connect: float
+    first_byte: float
+    total: float
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSpec:
+    id: str
+    group: str
+    name: str
+    base_url: str
+    weight: float
+    priority: int
+    max_tokens: int | None
+    temperature: float | None
+    api_key: str | None
+    timeouts: ResolvedTimeouts
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSpec:
+    name: str
+    endpoints: tuple[EndpointSpec, ...]
+    fallback: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    groups: Mapping[str, GroupSpec]
+    endpoints: Mapping[str, EndpointSpec]
+
+    def fallback_chain(self, group: str) -> tuple[str, ...]:
+        """`group` followed by its fallbacks, in order (acyclic by validation)."""
+        chain = [group]
+        nxt = self.groups[group].fallback
+        while nxt is not None and nxt not in chain:
+            chain.append(nxt)
+            nxt = self.groups[nxt].fallback
+        return tuple(chain)
+
+
+def _endpoint_ids(config: Config) -> list[tuple[str, str, int, bool]]:
+    """(id, group, index, explicit) for every endpoint; default ids are `group/name`."""
+    out: list[tuple[str, str, int, bool]] = []
+    seen: set[str] = {ep.id for eps in config.models.values() for ep in eps if ep.id}
+    for group, eps in config.models.items():
+        for i, ep in enumerate(eps):
+            if ep.id:
+                out.append((ep.id, group, i, True))
+                continue
+            candidate = f"{group}/{ep.name}"
+            n = 2
+            while candidate in seen:
+                candidate = f"{group}/{ep.name}#{n}"
+                n += 1
+            seen.add(candidate)
+            out.append((candidate, group, i, False))
+    return out
+
+
+def _fallbacks(config: Config) -> dict[str, str | None]:
+    result: dict[str, str | None] = {}
+    for group in config.models:
+        explicit = config.fallback.get(group)
+        if explicit is not None:
+            result[group] = None if explicit in NO_FALLBACK else explicit
+        else:
+            default = DEFAULT_TIER_FALLBACK.get(group)
+            result[group] = default if default in config.models else None
+    return result
+
+
+def check_semantics(config: Config, env: Mapping[str, str]) -> list[ConfigProblem]:
+    """Every cross-field problem, each with its key path."""
+    problems: list[ConfigProblem] = []
+    tiers_present = [t for t in Tier if t in config.models]
+    if not tiers_present:
+        problems.append(ConfigProblem("models", "define at least one of the tiers fast, balanced, deep"))
+    if config.routing.strategy != "rule" and config.routing.router_tier not in config.models:
+        problems.append(
+            ConfigProblem("routing.router_tier", f"'{config.routing.router_tier}' has no endpoints under [models]")
+        )
+    if tiers_present and config.routing.default_tier not in config.models:
+        problems.append(
+            ConfigProblem("routing.default_tier", f"'{config.routing.default_tier}' has no endpoints under [models]")
+        )
+    ids: dict[str, str] = {}
+    for ep_id, group, i, explicit in _endpoint_ids(config):
+        where = f"models.{group}[{i}].id"
+        if ep_id in ids and explicit:
+            problems.append(ConfigProblem(where, f"'{ep_id}' is already used by {ids[ep_id]}"))
+        elif explicit and (ep_id in config.models or ep_id == "auto"):
+            problems.append(ConfigProblem(where, f"'{ep_id}' is also a group name; ids and groups share one namespace"))
+        ids.setdefault(ep_id, where)
+    for group, eps in config.models.items():
+        for i, ep in enumerate(eps):
+            if ep.api_key_env and ep.api_key_env not in env:
+                problems.append(
+                    ConfigProblem(f"models.{group}[{i}].api_key_env", f"environment variable {ep.api_key_env} is not set")
+                )
+    for group, target in config.fallback.items():
+        if group not in config.models:
+            problems.append(ConfigProblem(f"fallback.{group}", f"'{group}' is not a group under [models]"))
+        elif target not in NO_FALLBACK and target not in config.models:
+            problems.append(ConfigProblem(f"fallback.{group}", f"target '{target}' is not a group under [models]"))
+        elif target == group:
+            problems.append(ConfigProblem(f"fallback.{group}", "a group cannot fall back to itself"))
+    problems.extend(_cycle_problems(config))
+    for key in (config.timeouts.model_extra or {}):
+        if key not in config.models:
+            problems.append(ConfigProblem(f"timeouts.{key}", f"'{key}' is not a group under [models]"))
+            continue
+        try:
+            config.timeouts.for_group(key)
+        except ValueError as exc:
+            problems.append(ConfigProblem(f"timeouts.{key}", str(exc).splitlines()[0]))
+    return problems
+
+
+def _cycle_problems(config: Config) -> list[ConfigProblem]:
+    fallbacks = _fallbacks(config)
+    problems = []
+    reported: set[frozenset[str]] = set()
+    for start in config.models:
+        path = [start]
+        nxt = fallbacks.get(start)
+        while nxt is not None and nxt in fallbacks:
+            if nxt in path:
+                cycle = frozenset(path[path.index(nxt):])
+                if cycle not in reported:
+                    reported.add(cycle)
+                    shown = " -> ".join([*path[path.index(nxt):], nxt])
+                    problems.append(ConfigProblem(f"fallback.{nxt}", f"fallback chain is a cycle: {shown}"))
+                break
+            path.append(nxt)
+            nxt = fallbacks.get(nxt)
+    return problems
+
+
+def _resolve_timeouts(config: Config, group: str, ep: EndpointConfig) -> ResolvedTimeouts:
+    tier = config.timeouts.for_group(group)
+    levels: list[Timeouts] = [ep.timeouts, tier]
+    total = next((t.total for t in levels if t.total), config.server.request_timeout_seconds)
+    connect = next((t.connect for t in levels if t.connect), config.timeouts.connect)
+    first_byte = next((t.first_byte for t in levels if t.first_byte), config.timeouts.first_byte or total)
+    return ResolvedTimeouts(connect=min(connect, total), first_byte=min(first_byte, total), total=total)
+
+
+def build_topology(config: Config, env: Mapping[str, str]) -> Topology:
+    problems = check_semantics(config, env)
+    if problems:
+        raise ConfigError(problems)
+    fallbacks = _fallbacks(config)
+    endpoints: dict[str, EndpointSpec] = {}
+    by_group: dict[str, list[EndpointSpec]] = {g: [] for g in config.models}
+    for ep_id, group, i, _ in _endpoint_ids(config):
+        ep = config.models[group][i]
+        spec = EndpointSpec(
+            id=ep_id,
+            group=group,
+            name=ep.name,
+            base_url=ep.base_url,
+            weight=ep.weight,
+            priority=ep.priority,
+            max_tokens=ep.max_tokens,
+            temperature=ep.temperature,
+            api_key=env.get(ep.api_key_env) if ep.api_key_env else None,
+            timeouts=_resolve_timeouts(config, group, ep),
+        )
+        endpoints[ep_id] = spec
+        by_group[group].append(spec)
+    groups = {g: GroupSpec(name=g, endpoints=tuple(eps), fallback=fallbacks[g]) for g, eps in by_group.items()}
+    return Topology(groups=groups, endpoints=endpoints)

@@ -1,0 +1,175 @@
+"""Every error octoroute raises, in one tree.
+
+    OctorouteError
+    ├── ConfigError                 config file invalid; carries every problem with its key path
+    ├── ClientError                 the client's request cannot be served as sent (4xx)
+    │   ├── InvalidRequest          400: malformed JSON, invalid fields
+    │   ├── ModelNotFound           404: `model` names no group, endpoint or `auto`
+    │   └── PayloadTooLarge         413: body over the configured limit
+    ├── UpstreamError               one attempt at one endpoint failed
+    │   ├── UpstreamConnectError    refused / reset / DNS: retryable
+    │   ├── UpstreamTimeout         connect, first-byte or total timeout: retryable
+    │   ├── UpstreamStatusError     the upstream answered 4xx/5xx; 429 and 5xx retryable
+    │   └── UpstreamProtocolError   unreadable answer (bad JSON, cut body): retryable
+    └── RoutingExhausted            no attempt succeeded
+        ├── AllEndpointsFailed      502 (504 when every attempt timed out); keeps every attempt
+        └── NoHealthyEndpoint       503: nothing could even be tried
+
+Third-party exceptions (aiohttp, orjson, pydantic) are mapped into this tree
+once, at the boundary that calls the library, with `raise ... from exc`.
+The server turns any of these into the error shape of the API the client
+called; nothing else reaches a client.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class ErrorType(enum.StrEnum):
+    """Closed set of upstream failure kinds (log field and future metric label)."""
+
+    CONNECT = "connect"
+    TIMEOUT = "timeout"
+    HTTP_4XX = "http_4xx"
+    HTTP_429 = "http_429"
+    HTTP_5XX = "http_5xx"
+    PROTOCOL = "protocol"
+    MID_STREAM = "mid_stream"
+
+
+class TimeoutPhase(enum.StrEnum):
+    CONNECT = "connect"
+    FIRST_BYTE = "first_byte"
+    TOTAL = "total"
+
+
+class OctorouteError(Exception):
+    """Root of the tree."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    path: str  # e.g. "models.fast[1].weight"
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(OctorouteError):
+    def __init__(self, problems: Sequence[ConfigProblem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class ClientError(OctorouteError):
+    """An error caused by the request; rendered with `status`, `code` and `param`."""
+
+    status = 400
+    code: str | None = "invalid_request"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+
+class InvalidRequest(ClientError):
+    status = 400
+    code = "invalid_request"
+
+
+class ModelNotFound(ClientError):
+    status = 404
+    code = "model_not_found"
+
+
+class PayloadTooLarge(ClientError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UpstreamError(OctorouteError):
+    """One attempt failed. `retryable` tells the policy whether another endpoint may help."""
+
+    error_type: ErrorType = ErrorType.PROTOCOL
+    retryable = True
+
+    def __init__(self, endpoint_id: str, message: str) -> None:
+        super().__init__(f"{endpoint_id}: {message}")
+        self.endpoint_id = endpoint_id
+        self.message = message
+
+
+class UpstreamConnectError(UpstreamError):
+    error_type = ErrorType.CONNECT
+
+
+class UpstreamTimeout(UpstreamError):
+    error_type = ErrorType.TIMEOUT
+
+    def __init__(self, endpoint_id: str, phase: TimeoutPhase, seconds: float) -> None:
+        super().__init__(endpoint_id, f"{phase.value} timeout after {seconds:g}s")
+        self.phase = phase
+        self.seconds = seconds
+
+
+class UpstreamStatusError(UpstreamError):
+    """The upstream answered with an error status; `body` is kept to pass 4xx through."""
+
+    def __init__(
+        self,
+        endpoint_id: str,
+        status: int,
+        body: bytes,
+        content_type: str | None,
+        retry_after: str | None = None,
+    ) -> None:
+        super().__init__(endpoint_id, f"HTTP {status}")
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.retry_after = retry_after
+        self.retryable = status == 429 or status >= 500
+        if status == 429:
+            self.error_type = ErrorType.HTTP_429
+        elif status >= 500:
+            self.error_type = ErrorType.HTTP_5XX
+        else:
+            self.error_type = ErrorType.HTTP_4XX
+
+
+class UpstreamProtocolError(UpstreamError):
+    error_type = ErrorType.PROTOCOL
+
+
+class RoutingExhausted(OctorouteError):
+    status = 502
+    code = "upstream_failed"
+
+
+class AllEndpointsFailed(RoutingExhausted):
+    """Every attempt failed; `attempts` keeps each one's error in order."""
+
+    def __init__(self, group: str, attempts: Sequence[UpstreamError]) -> None:
+        self.group = group
+        self.attempts = tuple(attempts)
+        detail = "; ".join(str(a) for a in self.attempts) or "no attempt made"
+        super().__init__(f"all endpoints for '{group}' failed: {detail}")
+        if self.attempts and all(isinstance(a, UpstreamTimeout) for a in self.attempts):
+            self.status = 504
+            self.code = "upstream_timeout"
+
+
+class NoHealthyEndpoint(RoutingExhausted):
+    status = 503
+    code = "no_healthy_endpoint"
+
+    def __init__(self, group: str) -> None:
+        self.group = group
+        super().__init__(f"no healthy endpoint is available for '{group}'; try again shortly")

@@ -1,0 +1,105 @@
+"""Domain values shared by every layer: tiers, hints, routing decisions.
+
+Everything that becomes a header, a log field or (later) a metric label is an
+enum here, so the set of values is closed and names stay stable.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Tier(enum.StrEnum):
+    """The three model tiers auto-routing chooses among."""
+
+    FAST = "fast"
+    BALANCED = "balanced"
+    DEEP = "deep"
+
+
+class Importance(enum.StrEnum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+
+
+class TaskType(enum.StrEnum):
+    """octoroute 1.0's task types (snake_case on the wire)."""
+
+    CASUAL_CHAT = "casual_chat"
+    CODE = "code"
+    CREATIVE_WRITING = "creative_writing"
+    DEEP_ANALYSIS = "deep_analysis"
+    DOCUMENT_SUMMARY = "document_summary"
+    QUESTION_ANSWER = "question_answer"
+
+
+class Strategy(enum.StrEnum):
+    """How a decision was made. `direct` means the client named a group or endpoint."""
+
+    RULE = "rule"
+    LLM = "llm"
+    HYBRID = "hybrid"
+    DIRECT = "direct"
+
+
+class RouteReason(enum.StrEnum):
+    """Why a request went where it went; sent as `X-Octoroute-Reason`."""
+
+    RULE_CASUAL_SHORT = "rule_casual_short"
+    RULE_HIGH_IMPORTANCE = "rule_high_importance"
+    RULE_DEEP_TASK = "rule_deep_task"
+    RULE_CODE = "rule_code"
+    RULE_CODE_LONG = "rule_code_long"
+    RULE_MEDIUM_QA = "rule_medium_question"
+    DEFAULT_TIER = "default_tier"
+    LLM_CLASSIFIED = "llm_classified"
+    LLM_FAILED_RULE = "llm_failed_fallback_rule"
+    LLM_FAILED_DEFAULT = "llm_failed_fallback_default"
+    EXPLICIT_GROUP = "explicit_group"
+    EXPLICIT_ENDPOINT = "explicit_endpoint"
+
+
+class JudgeFailure(enum.StrEnum):
+    """Why the LLM router's answer could not be used."""
+
+    TIMEOUT = "timeout"
+    UNAVAILABLE = "unavailable"
+    REFUSAL = "refusal"
+    UNPARSEABLE = "unparseable"
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """What routing knows about a request, extracted once from the message list."""
+
+    token_estimate: int
+    message_count: int
+    user_turns: int
+    code_fences: int
+    code_lines: int
+    has_tools: bool
+    has_images: bool
+    importance: Importance
+    task_type: TaskType
+    task_type_explicit: bool
+
+    @property
+    def has_code(self) -> bool:
+        return self.code_fences > 0 or self.code_lines >= 2
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingDecision:
+    """Where a request goes (a group name: a tier or an alias) and why."""
+
+    group: str
+    strategy: Strategy
+    reason: RouteReason
+    detail: str = ""
+    endpoint_id: str | None = None  # set when the client pinned one endpoint
+
+    @property
+    def tier_label(self) -> str:
+        return self.group
