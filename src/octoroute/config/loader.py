@@ -13,7 +13,6 @@ from octoroute.config.models import Config
 from octoroute.config.topology import check_semantics
 from octoroute.core.errors import ConfigError, ConfigProblem
 
-
 _BOUNDS = {
     "greater_than": "must be > {gt}",
     "greater_than_equal": "must be >= {ge}",

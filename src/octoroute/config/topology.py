@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from octoroute.config.models import Config, EndpointConfig, Timeouts
 from octoroute.core.errors import ConfigError, ConfigProblem
-from octoroute.core.types import Tier
+from octoroute.core.types import Strategy, Tier
 
 DEFAULT_TIER_FALLBACK: dict[str, str] = {Tier.FAST: Tier.BALANCED, Tier.BALANCED: Tier.DEEP}
 NO_FALLBACK = ("", "none")
@@ -98,11 +98,12 @@ def check_semantics(config: Config, env: Mapping[str, str]) -> list[ConfigProble
     tiers_present = [t for t in Tier if t in config.models]
     if not tiers_present:
         problems.append(ConfigProblem("models", "define at least one of the tiers fast, balanced, deep"))
-    if config.routing.strategy != "rule" and config.routing.router_tier not in config.models:
+    if config.routing.strategy is not Strategy.RULE and config.routing.router_tier not in config.models:
         problems.append(
             ConfigProblem("routing.router_tier", f"'{config.routing.router_tier}' has no endpoints under [models]")
         )
-    if tiers_present and config.routing.default_tier not in config.models:
+    explicit_default = "default_tier" in config.routing.model_fields_set
+    if tiers_present and explicit_default and config.routing.default_tier not in config.models:
         problems.append(
             ConfigProblem("routing.default_tier", f"'{config.routing.default_tier}' has no endpoints under [models]")
         )
@@ -118,7 +119,9 @@ def check_semantics(config: Config, env: Mapping[str, str]) -> list[ConfigProble
         for i, ep in enumerate(eps):
             if ep.api_key_env and ep.api_key_env not in env:
                 problems.append(
-                    ConfigProblem(f"models.{group}[{i}].api_key_env", f"environment variable {ep.api_key_env} is not set")
+                    ConfigProblem(
+                        f"models.{group}[{i}].api_key_env", f"environment variable {ep.api_key_env} is not set"
+                    )
                 )
     for group, target in config.fallback.items():
         if group not in config.models:
@@ -128,7 +131,7 @@ def check_semantics(config: Config, env: Mapping[str, str]) -> list[ConfigProble
         elif target == group:
             problems.append(ConfigProblem(f"fallback.{group}", "a group cannot fall back to itself"))
     problems.extend(_cycle_problems(config))
-    for key in (config.timeouts.model_extra or {}):
+    for key in config.timeouts.model_extra or {}:
         if key not in config.models:
             problems.append(ConfigProblem(f"timeouts.{key}", f"'{key}' is not a group under [models]"))
             continue
@@ -148,15 +151,24 @@ def _cycle_problems(config: Config) -> list[ConfigProblem]:
         nxt = fallbacks.get(start)
         while nxt is not None and nxt in fallbacks:
             if nxt in path:
-                cycle = frozenset(path[path.index(nxt):])
+                cycle = frozenset(path[path.index(nxt) :])
                 if cycle not in reported:
                     reported.add(cycle)
-                    shown = " -> ".join([*path[path.index(nxt):], nxt])
+                    shown = " -> ".join([*path[path.index(nxt) :], nxt])
                     problems.append(ConfigProblem(f"fallback.{nxt}", f"fallback chain is a cycle: {shown}"))
                 break
             path.append(nxt)
             nxt = fallbacks.get(nxt)
     return problems
+
+
+def default_tier(config: Config) -> Tier:
+    """`routing.default_tier`, or when it is left unset and has no endpoints, the
+    nearest configured tier (balanced, then fast, then deep)."""
+    wanted = config.routing.default_tier
+    if wanted in config.models:
+        return wanted
+    return next((t for t in (Tier.BALANCED, Tier.FAST, Tier.DEEP) if t in config.models), wanted)
 
 
 def _resolve_timeouts(config: Config, group: str, ep: EndpointConfig) -> ResolvedTimeouts:

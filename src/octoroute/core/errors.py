@@ -10,7 +10,8 @@
     │   ├── UpstreamConnectError    refused / reset / DNS: retryable
     │   ├── UpstreamTimeout         connect, first-byte or total timeout: retryable
     │   ├── UpstreamStatusError     the upstream answered 4xx/5xx; 429 and 5xx retryable
-    │   └── UpstreamProtocolError   unreadable answer (bad JSON, cut body): retryable
+    │   ├── UpstreamProtocolError   unreadable answer (bad JSON, cut body): retryable
+    │   └── UpstreamMidStream       a committed stream broke: never retried
     └── RoutingExhausted            no attempt succeeded
         ├── AllEndpointsFailed      502 (504 when every attempt timed out); keeps every attempt
         └── NoHealthyEndpoint       503: nothing could even be tried
@@ -146,6 +147,13 @@ class UpstreamStatusError(UpstreamError):
 
 class UpstreamProtocolError(UpstreamError):
     error_type = ErrorType.PROTOCOL
+
+
+class UpstreamMidStream(UpstreamError):
+    """The stream failed after the commit point; it ends with an error event."""
+
+    error_type = ErrorType.MID_STREAM
+    retryable = False
 
 
 class RoutingExhausted(OctorouteError):

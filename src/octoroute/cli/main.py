@@ -1,0 +1,69 @@
+"""Argument parsing and dispatch for `octoroute`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from octoroute import __version__
+from octoroute.core.types import Importance, TaskType
+
+DEFAULT_CONFIG = Path("octoroute.toml")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="octoroute", description="A fast gateway in front of self-hosted LLM servers."
+    )
+    parser.add_argument("--version", action="version", version=f"octoroute {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", type=Path, help=f"TOML config (default: ./{DEFAULT_CONFIG} if present)")
+    serve.add_argument("--host", help="bind address (overrides server.host)")
+    serve.add_argument("--port", type=int, help="port (overrides server.port)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes sharing the port (default 1)")
+    serve.add_argument("--demo", action="store_true", help="run against a built-in simulated fleet (no LLM needed)")
+
+    check = sub.add_parser("check", help="validate a config file and list every problem")
+    check.add_argument("path", type=Path)
+
+    route = sub.add_parser("route", help="show where a prompt would be routed, without calling any model")
+    route.add_argument("prompt")
+    route.add_argument("--importance", choices=[i.value for i in Importance])
+    route.add_argument("--task-type", choices=[t.value for t in TaskType])
+    route.add_argument("--config", type=Path, help=f"TOML config (default: ./{DEFAULT_CONFIG} if present)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check":
+        from octoroute.cli.commands import run_check
+
+        return run_check(args.path, os.environ)
+    if args.command == "route":
+        from octoroute.cli.commands import run_route
+
+        return run_route(args.prompt, args.importance, args.task_type, args.config or _default_config(), os.environ)
+    from octoroute.cli.serve import run_serve
+
+    return run_serve(
+        config_path=args.config or _default_config(),
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        demo=args.demo,
+        env=os.environ,
+    )
+
+
+def _default_config() -> Path | None:
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""`octoroute serve`: one process, or N worker processes sharing the port
+(SO_REUSEPORT), each a complete gateway; `--demo` adds a simulated fleet."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import signal
+from collections.abc import Coroutine, Mapping
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from rich.console import Console
+
+from octoroute.config import Config, build_topology, load_config, parse_config
+from octoroute.core.errors import ConfigError
+from octoroute.observe.logs import configure_logging
+from octoroute.server import create_app
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """asyncio.run on uvloop when installed (a declared dependency on Linux/macOS)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
+def run_serve(
+    *, config_path: Path | None, host: str | None, port: int | None, workers: int, demo: bool, env: Mapping[str, str]
+) -> int:
+    err = Console(stderr=True)
+    if workers < 1:
+        err.print("[red]--workers must be at least 1[/]")
+        return 2
+    if demo:
+        if workers != 1:
+            err.print("[yellow]--demo runs one worker (the simulated fleet lives in that process)[/]")
+        _run(_serve_demo(host, port, dict(env)))
+        return 0
+    if config_path is None:
+        err.print("[red]no config: pass --config PATH (or put octoroute.toml here), or try `octoroute serve --demo`[/]")
+        return 2
+    try:
+        config = load_config(config_path, env)
+    except ConfigError as exc:
+        err.print(f"[bold red]{config_path}: {len(exc.problems)} problem(s); not starting[/]")
+        for problem in exc.problems:
+            err.print(f"  {problem}", markup=False, highlight=False)
+        return 1
+    bind_host = host or config.server.host
+    bind_port = config.server.port if port is None else port
+    if workers == 1:
+        _run(_serve_one(config, bind_host, bind_port, dict(env), reuse_port=False))
+        return 0
+    if bind_port == 0:
+        err.print("[red]--workers needs a fixed port (not 0) so the workers can share it[/]")
+        return 2
+    return _serve_many(config, bind_host, bind_port, dict(env), workers)
+
+
+async def _start(
+    config: Config, host: str, port: int, env: dict[str, str], reuse_port: bool
+) -> tuple[web.AppRunner, int]:
+    configure_logging(config.observability.log_level, config.observability.log_format)
+    app = create_app(config, build_topology(config, env))
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=2048)
+    await site.start()
+    bound = runner.addresses[0][1] if runner.addresses else port
+    return runner, int(bound)
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _serve_one(config: Config, host: str, port: int, env: dict[str, str], *, reuse_port: bool) -> None:
+    runner, bound = await _start(config, host, port, env, reuse_port)
+    Console(stderr=True).print(f"octoroute listening on http://{host}:{bound} (pid {os.getpid()})", highlight=False)
+    try:
+        await _wait_for_signal()
+    finally:
+        await runner.cleanup()
+
+
+def _worker(config_data: dict[str, Any], host: str, port: int, env: dict[str, str]) -> None:
+    config = Config.model_validate(config_data)
+    _run(_serve_one(config, host, port, env, reuse_port=True))
+
+
+def _serve_many(config: Config, host: str, port: int, env: dict[str, str], workers: int) -> int:
+    ctx = multiprocessing.get_context("spawn")
+    data = config.model_dump(mode="json")
+    procs = [
+        ctx.Process(target=_worker, args=(data, host, port, env), name=f"octoroute-worker-{i}") for i in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for proc in procs:
+            if proc.pid is not None and proc.is_alive():
+                os.kill(proc.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    for proc in procs:
+        proc.join()
+    return max((proc.exitcode or 0) for proc in procs)
+
+
+async def _serve_demo(host: str | None, port: int | None, env: dict[str, str]) -> None:
+    from octoroute.demo.fleet import DemoFleet
+
+    fleet = DemoFleet()
+    await fleet.start()
+    try:
+        data = fleet.config_dict()
+        data.setdefault("server", {})
+        data["server"]["host"] = host or "127.0.0.1"
+        data["server"]["port"] = 3000 if port is None else port
+        config = parse_config(data, env)
+        runner, bound = await _start(config, config.server.host, config.server.port, env, False)
+        _print_demo_banner(config, config.server.host, bound)
+        try:
+            await _wait_for_signal()
+        finally:
+            await runner.cleanup()
+    finally:
+        await fleet.stop()
+
+
+def _print_demo_banner(config: Config, host: str, port: int) -> None:
+    console = Console(stderr=True)
+    url = f"http://{host}:{port}"
+    console.rule("[bold yellow]octoroute DEMO[/]")
+    console.print("[yellow]This is a demo: every upstream below is a SIMULATED in-process server, not a real LLM.[/]")
+    for group, endpoints in config.models.items():
+        for ep in endpoints:
+            console.print(f"  {group:<9} {ep.id or ep.name:<14} priority {ep.priority}  {ep.base_url}", highlight=False)
+    console.print(f"\nGateway: [bold]{url}[/]   (sim-flaky fails about half its requests: watch retries and fallback)")
+    console.print("Try:", highlight=False)
+    console.print(
+        f"  curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' \\\n"
+        '    -d \'{"model": "auto", "messages": [{"role": "user", "content": "hi there"}]}\' -i',
+        highlight=False,
+        markup=False,
+    )
+    console.print(f"  curl -s {url}/models     # endpoint health", highlight=False, markup=False)
+    console.print("Stop with Ctrl-C.")
+    console.rule()

@@ -1,0 +1,545 @@
+"""A real HTTP server that behaves like an OpenAI-compatible LLM server.
+
+Used as the upstream fleet of `octoroute serve --demo` and as fixture upstreams
+in tests (real HTTP on loopback, not mocks). Its behaviour is a mutable
+`Behaviour` that tests switch between requests::
+
+    async with SimulatedUpstream(label="sim-a") as up:
+        up.behaviour.fail_next = 2          # the next two chat requests get a 500
+        ...                                 # point a client (or the gateway) at up.base_url
+        assert up.requests[-1].body["model"] == "the-name-the-gateway-sent"
+
+Framing follows llama.cpp's llama-server (see shared/llm/transcripts); bodies
+follow the OpenAI spec (`CreateChatCompletionResponse`, `...StreamResponse`).
+
+Benchmarks run it as a process: `python -m octoroute.demo.simulated --port 8081`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import enum
+import itertools
+import random
+import secrets
+import signal
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Final
+
+import orjson
+from aiohttp import web
+
+JSON_CONTENT_TYPE: Final = "application/json"
+SSE_HEADERS: Final = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+DONE_EVENT: Final = b"data: [DONE]\n\n"
+VALID_ROLES: Final = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+ECHO_WORDS: Final = 8
+CONTEXT_WINDOW: Final = 2048
+MAX_BODY_BYTES: Final = 64 * 1024 * 1024  # above any gateway limit, so the gateway's limit is what tests see
+TOOL_ARGUMENT_PIECE: Final = 8  # characters of tool-call arguments per streamed chunk
+GARBAGE_BODY: Final = b'{"id": "chatcmpl-garbage", "object": "chat.completion", "choices": [{"index": 0, "message": <'
+
+
+class Mode(enum.StrEnum):
+    """How the next chat completion requests are answered."""
+
+    NORMAL = "normal"
+    ERROR_500 = "error_500"
+    ERROR_429 = "error_429"  # with Retry-After
+    ERROR_400 = "error_400"  # context length exceeded, OpenAI-shaped
+    SLOW = "slow"  # sleeps `slow_seconds` before sending headers
+    HANG_BODY = "hang_body"  # headers, then nothing until the client or stop() gives up
+    DROP_MID_STREAM = "drop_mid_stream"  # `drop_after_chunks` events, then the TCP connection is aborted
+    GARBAGE = "garbage"  # 200 with a body that is not JSON
+    FLAKY = "flaky"  # 500 with probability `failure_rate`, drawn from `rng`
+
+
+@dataclass
+class Behaviour:
+    """Mutable on purpose: tests change it between requests. Delays are in seconds."""
+
+    mode: Mode = Mode.NORMAL
+    label: str = "simulated"  # the model id in /v1/models and the name in the default reply
+    reply_text: str | None = None  # None: "This is <label> answering: <first words of the last user message>"
+    first_byte_delay: float = 0.0  # before the status line, in every mode
+    token_delay: float = 0.0  # between streamed chunks; non-stream waits this times the token count
+    slow_seconds: float = 30.0  # Mode.SLOW
+    drop_after_chunks: int = 2  # Mode.DROP_MID_STREAM: SSE events sent before the connection is cut
+    failure_rate: float = 0.5  # Mode.FLAKY
+    retry_after_seconds: int = 1  # Mode.ERROR_429
+    fail_next: int = 0  # the next N valid chat requests get a 500, whatever the mode; counts down
+    rng: random.Random = field(default_factory=lambda: random.Random(0), repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    """One request as the upstream received it. `headers` look up case-insensitively."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: dict[str, Any] | None  # the JSON object sent, None when absent or not an object
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """What to answer, decided from the request alone."""
+
+    model: str
+    pieces: tuple[str, ...]  # content deltas; their concatenation is the message
+    finish_reason: str
+    prompt_tokens: int
+    tool_name: str | None = None
+    tool_arguments: str = "{}"
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.pieces) if self.tool_name is None else max(1, len(self.tool_arguments) // 4)
+
+    def usage(self) -> dict[str, int]:
+        done = self.completion_tokens
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": done,
+            "total_tokens": self.prompt_tokens + done,
+        }
+
+
+class _BadRequest(Exception):
+    def __init__(self, message: str, param: str | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+def error_body(message: str, error_type: str, *, param: str | None = None, code: str | None = None) -> bytes:
+    """An OpenAI error object (`ErrorResponse` in the spec)."""
+    return orjson.dumps({"error": {"message": message, "type": error_type, "param": param, "code": code}})
+
+
+def _text_of(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+        return " ".join(texts)
+    return ""
+
+
+def _check_request(body: object) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    if not isinstance(body, dict):
+        raise _BadRequest("The request body must be a JSON object.", None)
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise _BadRequest("you must provide a model parameter", "model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _BadRequest("'messages' is required and must be a non-empty array", "messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in VALID_ROLES:
+            raise _BadRequest(
+                f"messages[{i}] must be an object with a role among {', '.join(sorted(VALID_ROLES))}",
+                f"messages[{i}].role",
+            )
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise _BadRequest("'stream' must be a boolean", "stream")
+    return body, messages
+
+
+def _forced_tool(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The tool definition the request forces a call to, if it forces one."""
+    tools = [t for t in body.get("tools") or () if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+    choice = body.get("tool_choice")
+    if not tools:
+        return None
+    if choice == "required":
+        function: dict[str, Any] = tools[0]["function"]
+        return function
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        wanted = choice["function"].get("name")
+        return next((t["function"] for t in tools if t["function"].get("name") == wanted), None)
+    return None
+
+
+def _tool_arguments(function: Mapping[str, Any]) -> str:
+    """`{}`, or a placeholder for every required parameter of a simple type."""
+    params = function.get("parameters")
+    if not isinstance(params, dict) or not isinstance(params.get("properties"), dict):
+        return "{}"
+    samples = {"string": "example", "integer": 1, "number": 1.5, "boolean": True}
+    args: dict[str, object] = {}
+    for name in params.get("required") or ():
+        prop = params["properties"].get(name)
+        if isinstance(prop, dict) and prop.get("type") in samples:
+            args[name] = samples[prop["type"]]
+    return orjson.dumps(args).decode()
+
+
+def plan_reply(body: Mapping[str, Any], messages: Sequence[Mapping[str, Any]], behaviour: Behaviour) -> _Reply:
+    """Decide the answer: a tool call when one is forced, else (possibly truncated) text."""
+    model = str(body["model"])
+    prompt_tokens = max(1, sum(len(_text_of(m.get("content"))) for m in messages) // 4)
+    function = _forced_tool(body)
+    if function is not None:
+        name = str(function.get("name") or "tool")
+        return _Reply(model, (), "tool_calls", prompt_tokens, name, _tool_arguments(function))
+    text = behaviour.reply_text
+    if text is None:
+        last_user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
+        echo = " ".join(_text_of(last_user.get("content") if last_user else None).split()[:ECHO_WORDS])
+        text = f"This is {behaviour.label} answering: {echo}" if echo else f"This is {behaviour.label} answering."
+    words = text.split(" ")
+    pieces = (words[0], *(" " + w for w in words[1:]))
+    limit = body.get("max_completion_tokens", body.get("max_tokens"))
+    if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < len(pieces):
+        return _Reply(model, pieces[:limit], "length", prompt_tokens)
+    return _Reply(model, pieces, "stop", prompt_tokens)
+
+
+def completion_body(reply: _Reply, completion_id: str, created: int, tool_call_id: str) -> bytes:
+    """A non-streamed `chat.completion`."""
+    message: dict[str, object] = {"role": "assistant", "content": "".join(reply.pieces), "refusal": None}
+    if reply.tool_name is not None:
+        message["content"] = None
+        function = {"name": reply.tool_name, "arguments": reply.tool_arguments}
+        message["tool_calls"] = [{"id": tool_call_id, "type": "function", "function": function}]
+    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": reply.finish_reason}
+    return orjson.dumps(
+        {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": reply.model,
+            "choices": [choice],
+            "usage": reply.usage(),
+        }
+    )
+
+
+def stream_events(
+    reply: _Reply, completion_id: str, created: int, tool_call_id: str, *, include_usage: bool
+) -> list[bytes]:
+    """Every SSE event of a streamed answer, `data: [DONE]` included."""
+    head = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": reply.model}
+
+    def event(delta: dict[str, object], finish_reason: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return b"data: " + orjson.dumps({**head, "choices": [choice]}) + b"\n\n"
+
+    if reply.tool_name is None:
+        deltas: list[dict[str, object]] = [{"role": "assistant", "content": ""}]
+        deltas += [{"content": piece} for piece in reply.pieces]
+    else:
+        call = {
+            "index": 0,
+            "id": tool_call_id,
+            "type": "function",
+            "function": {"name": reply.tool_name, "arguments": ""},
+        }
+        deltas = [{"role": "assistant", "content": None}, {"tool_calls": [call]}]
+        args = reply.tool_arguments
+        for start in range(0, len(args), TOOL_ARGUMENT_PIECE):
+            piece = args[start : start + TOOL_ARGUMENT_PIECE]
+            deltas.append({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+    events = [event(d) for d in deltas]
+    events.append(event({}, reply.finish_reason))
+    if include_usage:
+        events.append(b"data: " + orjson.dumps({**head, "choices": [], "usage": reply.usage()}) + b"\n\n")
+    events.append(DONE_EVENT)
+    return events
+
+
+def _json_response(status: int, body: bytes, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=body, content_type=JSON_CONTENT_TYPE, headers=headers)
+
+
+def _abort(request: web.BaseRequest) -> None:
+    """Drop the TCP connection without finishing the response, as a crashed server would."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+class SimulatedUpstream:
+    """An OpenAI-compatible server on loopback; `start()` then point a client at `base_url`.
+
+    `requests` records every request (when `record=True`); `count` counts chat
+    completion requests, recorded or not.
+    """
+
+    def __init__(self, behaviour: Behaviour | None = None, *, label: str | None = None, record: bool = True) -> None:
+        self.behaviour = behaviour if behaviour is not None else Behaviour()
+        if label is not None:
+            self.behaviour.label = label
+        self.record = record
+        self.requests: list[RecordedRequest] = []
+        self.count = 0
+        self._runner: web.AppRunner | None = None
+        self._host = "127.0.0.1"
+        self._port: int | None = None
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._ids = itertools.count(1)
+        self._id_prefix = secrets.token_hex(4)
+
+    @property
+    def port(self) -> int:
+        """The bound port; still answers after `stop()`, so tests can aim at a dead endpoint."""
+        if self._port is None:
+            raise RuntimeError("SimulatedUpstream has never been started")
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        """`http://127.0.0.1:<port>/v1`, the form octoroute's config and the openai SDK expect."""
+        return f"http://{self._host}:{self.port}/v1"
+
+    @property
+    def chat_requests(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.path == "/v1/chat/completions"]
+
+    def reset(self) -> None:
+        """Forget recorded requests and the count; the behaviour stays."""
+        self.requests.clear()
+        self.count = 0
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        if self._runner is not None:
+            raise RuntimeError("SimulatedUpstream is already started")
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app.router.add_post("/v1/chat/completions", self._chat_completions)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/health", self._health)
+        app.router.add_route("*", "/{tail:.*}", self._not_found)
+        # No access log: the bench drives this hard. handler_cancellation: a client
+        # that hangs up stops the "generation", as a real server would.
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self._host = host
+        self._port = int(runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        """Stop serving; requests still sleeping or hanging are cancelled, not waited for."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        for task in list(self._inflight):
+            task.cancel()
+        await runner.cleanup()
+
+    async def __aenter__(self) -> SimulatedUpstream:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    def _next_ids(self) -> tuple[str, str]:
+        n = next(self._ids)
+        return f"chatcmpl-{self._id_prefix}{n:010d}", f"call_{self._id_prefix}{n:010d}"
+
+    def _record(self, request: web.Request, raw: bytes, body: object) -> None:
+        parsed = body if isinstance(body, dict) else None
+        self.requests.append(RecordedRequest(request.method, request.path, request.headers, parsed, raw))
+
+    async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
+        self.count += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
+        try:
+            return await self._answer_chat(request)
+        finally:
+            if task is not None:
+                self._inflight.discard(task)
+
+    async def _answer_chat(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            parsed: object = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            parsed = None
+            msg = "We could not parse the JSON body of your request. Send a JSON object as the body."
+            return _json_response(400, error_body(msg, "invalid_request_error"))
+        finally:
+            if self.record:
+                self._record(request, raw, parsed)
+        try:
+            body, messages = _check_request(parsed)
+        except _BadRequest as exc:
+            return _json_response(400, error_body(exc.message, "invalid_request_error", param=exc.param))
+        b = self.behaviour
+        failing = b.fail_next > 0
+        if failing:
+            b.fail_next -= 1
+        elif b.mode is Mode.FLAKY:
+            failing = b.rng.random() < b.failure_rate
+        if b.first_byte_delay > 0:
+            await asyncio.sleep(b.first_byte_delay)
+        if b.mode is Mode.SLOW:
+            await asyncio.sleep(b.slow_seconds)
+        failure = self._failure(b, body, messages, failing=failing)
+        if failure is not None:
+            return failure
+        return await self._answer(request, b, body, messages)
+
+    def _failure(
+        self, b: Behaviour, body: Mapping[str, Any], messages: Sequence[Mapping[str, Any]], *, failing: bool
+    ) -> web.Response | None:
+        """The error (or garbage) this request gets instead of an answer, if any."""
+        if failing or b.mode is Mode.ERROR_500:
+            return self._server_error()
+        if b.mode is Mode.ERROR_429:
+            msg = f"Rate limit reached for {body['model']} on {b.label}. Please try again in {b.retry_after_seconds}s."
+            headers = {"Retry-After": str(b.retry_after_seconds)}
+            return _json_response(429, error_body(msg, "requests", code="rate_limit_exceeded"), headers)
+        if b.mode is Mode.ERROR_400:
+            return self._context_length_error(messages)
+        if b.mode is Mode.GARBAGE:
+            if body.get("stream") is True:
+                return web.Response(body=b"data: " + GARBAGE_BODY + b"\n\n" + DONE_EVENT, headers=SSE_HEADERS)
+            return _json_response(200, GARBAGE_BODY)
+        return None
+
+    async def _answer(
+        self, request: web.Request, b: Behaviour, body: Mapping[str, Any], messages: Sequence[Mapping[str, Any]]
+    ) -> web.StreamResponse:
+        reply = plan_reply(body, messages, b)
+        completion_id, call_id = self._next_ids()
+        created = int(time.time())
+        if body.get("stream") is True:
+            options = body.get("stream_options")
+            include_usage = isinstance(options, dict) and options.get("include_usage") is True
+            events = stream_events(reply, completion_id, created, call_id, include_usage=include_usage)
+            return await self._send_stream(request, events, b, timed_events=len(events) - 1 - include_usage)
+        payload = completion_body(reply, completion_id, created, call_id)
+        if b.token_delay > 0:
+            await asyncio.sleep(b.token_delay * reply.completion_tokens)
+        if b.mode is Mode.HANG_BODY or b.mode is Mode.DROP_MID_STREAM:
+            return await self._send_broken_body(request, payload, b.mode)
+        return _json_response(200, payload)
+
+    def _server_error(self) -> web.Response:
+        msg = f"The simulated upstream {self.behaviour.label} failed (simulated 500)."
+        return _json_response(500, error_body(msg, "server_error"))
+
+    @staticmethod
+    def _context_length_error(messages: Sequence[Mapping[str, Any]]) -> web.Response:
+        asked = max(CONTEXT_WINDOW + 1, sum(len(_text_of(m.get("content"))) for m in messages) // 4)
+        msg = (
+            f"This model's maximum context length is {CONTEXT_WINDOW} tokens. However, your messages "
+            f"resulted in {asked} tokens. Please reduce the length of the messages."
+        )
+        body = error_body(msg, "invalid_request_error", param="messages", code="context_length_exceeded")
+        return _json_response(400, body)
+
+    async def _send_stream(
+        self, request: web.Request, events: list[bytes], b: Behaviour, *, timed_events: int
+    ) -> web.StreamResponse:
+        """`token_delay` passes before each of events[1:timed_events] (content deltas and the finish chunk)."""
+        response = web.StreamResponse(headers=SSE_HEADERS)
+        await response.prepare(request)
+        if b.mode is Mode.HANG_BODY:
+            await asyncio.Event().wait()  # until the client hangs up or stop() cancels us
+        drop = b.mode is Mode.DROP_MID_STREAM
+        if drop:
+            events = events[: max(0, b.drop_after_chunks)]
+        if b.token_delay <= 0:
+            await response.write(b"".join(events))
+        else:
+            for i, event in enumerate(events):
+                if 0 < i < timed_events:
+                    await asyncio.sleep(b.token_delay)
+                await response.write(event)
+        if drop:
+            _abort(request)
+            return response
+        await response.write_eof()
+        return response
+
+    @staticmethod
+    async def _send_broken_body(request: web.Request, payload: bytes, mode: Mode) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": JSON_CONTENT_TYPE})
+        response.content_length = len(payload)
+        await response.prepare(request)
+        if mode is Mode.HANG_BODY:
+            await asyncio.Event().wait()
+        await response.write(payload[: len(payload) // 2])
+        _abort(request)
+        return response
+
+    async def _models(self, request: web.Request) -> web.Response:
+        if self.record:
+            self._record(request, b"", None)
+        if self.behaviour.mode is Mode.ERROR_500:
+            return self._server_error()
+        model = {"id": self.behaviour.label, "object": "model", "created": 1700000000, "owned_by": "octoroute-demo"}
+        return _json_response(200, orjson.dumps({"object": "list", "data": [model]}))
+
+    async def _health(self, request: web.Request) -> web.Response:
+        if self.record:
+            self._record(request, b"", None)
+        if self.behaviour.mode is Mode.ERROR_500:
+            return self._server_error()
+        return _json_response(200, b'{"status":"ok"}')
+
+    async def _not_found(self, request: web.Request) -> web.Response:
+        msg = f"Unknown request URL: {request.method} {request.path}."
+        return _json_response(404, error_body(msg, "invalid_request_error", code="unknown_url"))
+
+
+async def _serve(host: str, port: int, behaviour: Behaviour) -> None:
+    upstream = SimulatedUpstream(behaviour, record=False)
+    await upstream.start(host, port)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    print(f"simulated upstream {behaviour.label} listening on {upstream.base_url}", flush=True)
+    try:
+        await stopping.wait()
+    finally:
+        await upstream.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m octoroute.demo.simulated", description="Serve a simulated OpenAI-compatible LLM server."
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed on start)")
+    parser.add_argument("--label", default="simulated")
+    parser.add_argument("--first-byte-delay", type=float, default=0.0, metavar="S")
+    parser.add_argument("--token-delay", type=float, default=0.0, metavar="S")
+    parser.add_argument("--mode", type=Mode, choices=list(Mode), default=Mode.NORMAL)
+    parser.add_argument("--failure-rate", type=float, default=0.5, help="for --mode flaky")
+    parser.add_argument("--seed", type=int, default=0, help="for --mode flaky")
+    args = parser.parse_args(argv)
+    behaviour = Behaviour(
+        mode=args.mode,
+        label=args.label,
+        first_byte_delay=args.first_byte_delay,
+        token_delay=args.token_delay,
+        failure_rate=args.failure_rate,
+        rng=random.Random(args.seed),
+    )
+    asyncio.run(_serve(args.host, args.port, behaviour))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""Retry and fallback for one request, as a small state object the service drives.
+
+The plan answers "which endpoint next, after how long" and is told each outcome,
+in the manner of httpx's `auth_flow`:
+
+    plan = AttemptPlan(chain, selectors=selectors, healthy=board.is_healthy, retry=config.retry, rng=rng)
+    while (attempt := plan.next_attempt()) is not None:
+        await asyncio.sleep(attempt.backoff_seconds)
+        try:
+            response = await send(attempt.endpoint, request)   # up to the commit point
+        except UpstreamError as exc:
+            plan.record(exc)
+            continue
+        plan.record(None)
+        return response
+    raise plan.exhausted_error()
+
+Rules:
+
+- Within the current group the next endpoint is a healthy one not yet tried in
+  this request (priority, then weight). When the group has none left the plan
+  moves to the next group of the chain (the requested group, then its
+  fallbacks) and never comes back. Tried endpoints stay excluded everywhere.
+- Only healthy endpoints are tried, never unhealthy ones "as a last resort": if
+  nothing in the whole chain is healthy at the first call, `next_attempt()`
+  returns None, `nothing_tried` is True and `exhausted_error()` is
+  `NoHealthyEndpoint` (503). A 503 the client can retry beats piling requests
+  onto servers the health checker has just marked down; probes bring them back.
+- A non-retryable error (an upstream 4xx other than 429, or a failure after the
+  commit point) stops the plan: `final_error` holds it and the service passes
+  it through. Retryable errors are kept in order in `errors`.
+- At most `RetryConfig.max_attempts` attempts. Attempt n >= 2 waits
+  `base_ms * 2**(n-2)` capped at `max_ms`, with equal jitter (half fixed, half
+  random), so the wait is in [cap/2, cap].
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from octoroute.config.models import RetryConfig
+from octoroute.config.topology import EndpointSpec, GroupSpec
+from octoroute.core.errors import (
+    AllEndpointsFailed,
+    ErrorType,
+    NoHealthyEndpoint,
+    OctorouteError,
+    UpstreamError,
+)
+from octoroute.fleet.selector import GroupSelector, HealthyFn
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """Try `endpoint` (of `group`) after waiting `backoff_seconds`."""
+
+    endpoint: EndpointSpec
+    group: str
+    number: int  # 1-based within the request
+    backoff_seconds: float
+    is_fallback: bool  # group is not the requested group
+
+
+def backoff_seconds(number: int, retry: RetryConfig, rng: random.Random) -> float:
+    """Wait before attempt `number` (1-based): 0 for the first, then capped exponential
+    with equal jitter. `backoff_seconds(3, RetryConfig(backoff_base_ms=25), rng)` is in [0.025, 0.05]."""
+    if number <= 1:
+        return 0.0
+    cap_ms = min(retry.backoff_max_ms, retry.backoff_base_ms * 2.0 ** (number - 2))
+    half = cap_ms / 2
+    return (half + rng.uniform(0.0, half)) / 1000.0
+
+
+class AttemptPlan:
+    """The attempts for one request across the fallback chain; see the module docstring."""
+
+    __slots__ = (
+        "_chain",
+        "_errors",
+        "_final_error",
+        "_group_index",
+        "_healthy",
+        "_last_group",
+        "_pending",
+        "_retry",
+        "_rng",
+        "_selectors",
+        "_succeeded",
+        "_tried",
+    )
+
+    def __init__(
+        self,
+        chain: Sequence[GroupSpec],
+        selectors: Mapping[str, GroupSelector],
+        healthy: HealthyFn,
+        retry: RetryConfig,
+        rng: random.Random,
+    ) -> None:
+        if not chain:
+            raise ValueError("chain must name at least the requested group")
+        self._chain = tuple(chain)
+        self._selectors = [selectors[g.name] for g in self._chain]
+        self._healthy = healthy
+        self._retry = retry
+        self._rng = rng
+        self._group_index = 0
+        self._tried: set[str] = set()
+        self._errors: list[UpstreamError] = []
+        self._final_error: UpstreamError | None = None
+        self._pending: Attempt | None = None
+        self._last_group: str | None = None
+        self._succeeded = False
+
+    @property
+    def requested_group(self) -> str:
+        return self._chain[0].name
+
+    @property
+    def attempts_made(self) -> int:
+        return len(self._tried)
+
+    @property
+    def nothing_tried(self) -> bool:
+        return not self._tried
+
+    @property
+    def succeeded(self) -> bool:
+        return self._succeeded
+
+    @property
+    def errors(self) -> tuple[UpstreamError, ...]:
+        """Retryable errors of failed attempts, in order."""
+        return tuple(self._errors)
+
+    @property
+    def final_error(self) -> UpstreamError | None:
+        """The non-retryable error that stopped the plan, to pass through to the client."""
+        return self._final_error
+
+    @property
+    def fallback_used(self) -> str | None:
+        """The group that served (or was last tried) when it is not the requested one."""
+        if self._last_group is None or self._last_group == self.requested_group:
+            return None
+        return self._last_group
+
+    def next_attempt(self) -> Attempt | None:
+        """The next attempt, or None when the plan is over (success, terminal error,
+        attempt cap or no candidate left). `record` the previous attempt first."""
+        if self._pending is not None:
+            raise RuntimeError("record() the outcome of the previous attempt before asking for the next")
+        if self._succeeded or self._final_error is not None or len(self._tried) >= self._retry.max_attempts:
+            return None
+        while self._group_index < len(self._chain):
+            selector = self._selectors[self._group_index]
+            endpoint = selector.pick(healthy=self._healthy, excluded=self._tried, rng=self._rng)
+            if endpoint is not None:
+                return self._start(endpoint, self._chain[self._group_index].name)
+            self._group_index += 1
+        return None
+
+    def _start(self, endpoint: EndpointSpec, group: str) -> Attempt:
+        number = len(self._tried) + 1
+        attempt = Attempt(
+            endpoint=endpoint,
+            group=group,
+            number=number,
+            backoff_seconds=backoff_seconds(number, self._retry, self._rng),
+            is_fallback=group != self.requested_group,
+        )
+        self._tried.add(endpoint.id)
+        self._last_group = group
+        self._pending = attempt
+        return attempt
+
+    def record(self, outcome: UpstreamError | None) -> None:
+        """The outcome of the attempt last returned: None for success, else its error.
+
+        An error after the commit point (`ErrorType.MID_STREAM`) is terminal
+        whatever its `retryable` says: bytes already reached the client.
+        """
+        if self._pending is None:
+            raise RuntimeError("record() called without a pending attempt")
+        self._pending = None
+        if outcome is None:
+            self._succeeded = True
+        elif outcome.retryable and outcome.error_type is not ErrorType.MID_STREAM:
+            self._errors.append(outcome)
+        else:
+            self._final_error = outcome
+
+    def exhausted_error(self) -> OctorouteError:
+        """What to raise when `next_attempt()` returned None without a success:
+        the terminal upstream error if one stopped the plan, `NoHealthyEndpoint`
+        if nothing could be tried, else `AllEndpointsFailed` with every error."""
+        if self._succeeded:
+            raise RuntimeError("the plan succeeded; there is no error to raise")
+        if self._final_error is not None:
+            return self._final_error
+        if not self._tried:
+            return NoHealthyEndpoint(self.requested_group)
+        return AllEndpointsFailed(self.requested_group, self._errors)

@@ -1,0 +1,178 @@
+"""OpenAI Chat Completions wire shapes used by the gateway
+(https://platform.openai.com/docs/api-reference/chat, spec: ../shared/spec/openapi.yaml).
+
+The gateway forwards client JSON as parsed dicts; only the fields it reads or
+writes are typed here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Literal, NotRequired, TypedDict
+
+import orjson
+
+from octoroute.protocols.sse import encode_data
+
+ErrorTypeName = Literal["invalid_request_error", "not_found_error", "rate_limit_error", "server_error", "api_error"]
+
+
+class ErrorObject(TypedDict):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(TypedDict):
+    error: ErrorObject
+
+
+class Usage(TypedDict):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ModelEntry(TypedDict):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(TypedDict):
+    object: Literal["list"]
+    data: list[ModelEntry]
+
+
+class ChatMessage(TypedDict):
+    role: str
+    content: NotRequired[object]
+
+
+def error_type_for(status: int) -> ErrorTypeName:
+    if status == 404:
+        return "invalid_request_error"
+    if status == 429:
+        return "rate_limit_error"
+    if status >= 500:
+        return "server_error" if status == 500 else "api_error"
+    return "invalid_request_error"
+
+
+def error_body(message: str, status: int, *, code: str | None, param: str | None = None) -> bytes:
+    body: ErrorBody = {"error": {"message": message, "type": error_type_for(status), "param": param, "code": code}}
+    return orjson.dumps(body)
+
+
+def stream_error_event(message: str, *, code: str | None, error_type: str = "server_error") -> bytes:
+    """The one terminal event sent when a stream fails after the commit point."""
+    body: ErrorBody = {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+    return encode_data(orjson.dumps(body))
+
+
+def model_list(ids: Sequence[str], created: int | None = None) -> ModelList:
+    stamp = int(time.time()) if created is None else created
+    return {
+        "object": "list",
+        "data": [{"id": i, "object": "model", "created": stamp, "owned_by": "octoroute"} for i in ids],
+    }
+
+
+def read_usage(response: Mapping[str, object]) -> Usage | None:
+    """`usage` of a chat.completion (or a final stream chunk), if well formed."""
+    usage = response.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    try:
+        return {
+            "prompt_tokens": int(usage.get("prompt_tokens") or 0),
+            "completion_tokens": int(usage.get("completion_tokens") or 0),
+            "total_tokens": int(usage.get("total_tokens") or 0),
+        }
+    except (TypeError, ValueError):
+        return None
+
+
+def read_message_text(response: Mapping[str, object]) -> str | None:
+    """choices[0].message.content of a chat.completion (text parts joined), or None if the shape is off."""
+    choices = response.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
+        return None
+    message = choices[0].get("message")
+    if not isinstance(message, Mapping):
+        return None
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [p["text"] for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str)]
+        return "".join(texts) if texts else None
+    return None
+
+
+def parse_json_object(raw: bytes) -> dict[str, object]:
+    """Decode a request body that must be a JSON object; `ValueError` says what is wrong."""
+    if not raw.strip():
+        raise ValueError("request body is empty; send a JSON object")
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ValueError(f"request body must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+def check_chat_body(body: Mapping[str, object]) -> tuple[str, str] | None:
+    """First problem in a chat-completions body as (param, message), or None.
+
+    Only what the gateway must rely on is checked; everything else is the
+    upstream's to judge, so new OpenAI fields keep working.
+    """
+    model = body.get("model")
+    if model is not None and (not isinstance(model, str) or not model):
+        return "model", "'model' must be a non-empty string: 'auto', a group name or an endpoint id"
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "messages", "'messages' must be a non-empty array of message objects"
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            return f"messages[{i}]", f"messages[{i}] must be an object with 'role' and 'content'"
+        role = message.get("role")
+        if role not in _ROLES:
+            return f"messages[{i}].role", f"messages[{i}].role must be one of {', '.join(sorted(_ROLES))}"
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        return "stream", "'stream' must be true or false"
+    return None
+
+
+def normalise_error_body(raw: bytes, status: int) -> bytes:
+    """An upstream's error body as an OpenAI error object with all four keys.
+
+    Servers differ (llama.cpp sends an integer `code`, some send plain text);
+    the message and any extra fields are kept, the shape is made standard.
+    """
+    try:
+        value = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        value = None
+    inner = value.get("error") if isinstance(value, dict) else None
+    if isinstance(inner, str):
+        inner = {"message": inner}
+    if not isinstance(inner, dict):
+        text = raw.decode("utf-8", "replace").strip()[:2000] or f"upstream answered HTTP {status}"
+        inner = {"message": text}
+    code = inner.get("code")
+    fixed = dict(inner)
+    fixed["message"] = str(inner.get("message") or f"upstream answered HTTP {status}")
+    fixed["type"] = str(inner.get("type") or error_type_for(status))
+    fixed["param"] = inner.get("param") if isinstance(inner.get("param"), str) else None
+    fixed["code"] = None if code is None else str(code)
+    return orjson.dumps({"error": fixed})

@@ -1,0 +1,220 @@
+"""Route handlers for the OpenAI-compatible API, octoroute 1.0's `/chat`, and
+the operational endpoints."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from octoroute.core.errors import InvalidRequest, RoutingExhausted, UpstreamMidStream, UpstreamStatusError
+from octoroute.core.types import RoutingDecision
+from octoroute.observe.logs import RequestRecord, log_request
+from octoroute.protocols.openai import (
+    Usage,
+    model_list,
+    parse_json_object,
+    read_message_text,
+    read_usage,
+    stream_error_event,
+)
+from octoroute.server.middleware import render_error
+from octoroute.server.state import GATEWAY, REQUEST_ID
+from octoroute.service import ChatCall, Gateway, Outcome, decode_chat
+
+CLIENT_CLOSED = 499  # nginx's convention for "client closed the connection", log only
+_SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _decision_headers(decision: RoutingDecision, outcome: Outcome | None) -> dict[str, str]:
+    return {
+        "X-Octoroute-Tier": outcome.group if outcome else decision.group,
+        "X-Octoroute-Endpoint": outcome.endpoint.id if outcome else "",
+        "X-Octoroute-Strategy": decision.strategy.value,
+        "X-Octoroute-Reason": outcome.reason_header if outcome else decision.reason.value,
+        "X-Octoroute-Attempts": str(outcome.attempts if outcome else 0),
+    }
+
+
+async def _read_json(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    try:
+        return parse_json_object(raw)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
+def _record(
+    call: ChatCall,
+    route: str,
+    decision: RoutingDecision | None,
+    outcome: Outcome | None,
+    status: int,
+    started: float,
+    usage: Usage | None = None,
+) -> None:
+    log_request(
+        RequestRecord(
+            request_id=call.request_id,
+            route=route,
+            model=call.model,
+            group=outcome.group if outcome else decision.group if decision else None,
+            endpoint=outcome.endpoint.id if outcome else None,
+            strategy=decision.strategy.value if decision else None,
+            reason=outcome.reason_header if outcome else decision.reason.value if decision else None,
+            status=status,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            ttfb_ms=outcome.stream.first_byte_ms if outcome and outcome.stream else None,
+            attempts=outcome.attempts if outcome else 0,
+            prompt_tokens=usage["prompt_tokens"] if usage else None,
+            completion_tokens=usage["completion_tokens"] if usage else None,
+        )
+    )
+
+
+async def _serve(
+    gw: Gateway, call: ChatCall, route: str, started: float
+) -> tuple[RoutingDecision, Outcome | web.Response]:
+    """Decide and run the attempt loop; an upstream/routing failure comes back as a ready response."""
+    decision = await gw.decide(call)
+    try:
+        outcome = await gw.serve(call, decision, {"X-Request-Id": call.request_id})
+    except (RoutingExhausted, UpstreamStatusError) as exc:
+        response = render_error(exc)
+        response.headers.update(_decision_headers(decision, None))
+        _record(call, route, decision, None, response.status, started)
+        return decision, response
+    return decision, outcome
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter()
+    gw = request.app[GATEWAY]
+    body = await _read_json(request)
+    call = decode_chat(body, request.headers, gw.config.routing.default_importance, request[REQUEST_ID])
+    decision, outcome = await _serve(gw, call, "/v1/chat/completions", started)
+    if isinstance(outcome, web.Response):
+        return outcome
+    headers = _decision_headers(decision, outcome)
+    if outcome.reply is not None:
+        reply = outcome.reply
+        _record(call, "/v1/chat/completions", decision, outcome, reply.status, started, read_usage(reply.payload))
+        return web.Response(status=reply.status, body=reply.body, headers=headers, content_type="application/json")
+    return await _relay(request, gw, call, decision, outcome, headers, started)
+
+
+async def _relay(
+    request: web.Request,
+    gw: Gateway,
+    call: ChatCall,
+    decision: RoutingDecision,
+    outcome: Outcome,
+    headers: dict[str, str],
+    started: float,
+) -> web.StreamResponse:
+    """Past the commit point: relay whole events; a failure ends with one error event."""
+    stream = outcome.stream
+    assert stream is not None
+    response = web.StreamResponse(status=stream.status, headers={**headers, **_SSE_HEADERS})
+    response.headers["X-Request-Id"] = call.request_id
+    try:
+        await response.prepare(request)
+        await response.write(stream.first)
+        async with contextlib.aclosing(stream.rest()) as rest:
+            async for events in rest:
+                await response.write(events)
+    except UpstreamMidStream as exc:
+        gw.record_mid_stream(outcome.endpoint, exc)
+        await response.write(stream_error_event(f"upstream stream failed: {exc.message}", code="upstream_stream_error"))
+    except ConnectionResetError:
+        _record(call, "/v1/chat/completions", decision, outcome, CLIENT_CLOSED, started)
+        return response
+    finally:
+        stream.close()
+    await response.write_eof()
+    _record(call, "/v1/chat/completions", decision, outcome, stream.status, started)
+    return response
+
+
+async def list_models(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    return web.json_response(model_list(gw.model_ids, int(gw.started_at)), dumps=_dumps)
+
+
+async def native_chat(request: web.Request) -> web.Response:
+    """octoroute 1.0's API: {prompt, importance, task_type, model?, temperature?}."""
+    started = time.perf_counter()
+    gw = request.app[GATEWAY]
+    body = await _read_json(request)
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InvalidRequest("'prompt' must be a non-empty string", param="prompt")
+    chat: dict[str, Any] = {"model": body.get("model") or "auto", "messages": [{"role": "user", "content": prompt}]}
+    temperature = body.get("temperature")
+    if temperature is not None:
+        if not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
+            raise InvalidRequest("'temperature' must be a number from 0 to 2", param="temperature")
+        chat["temperature"] = temperature
+    for hint in ("importance", "task_type"):
+        if body.get(hint) is not None:
+            chat[hint] = body[hint]
+    call = decode_chat(chat, request.headers, gw.config.routing.default_importance, request[REQUEST_ID])
+    decision, outcome = await _serve(gw, call, "/chat", started)
+    if isinstance(outcome, web.Response):
+        return outcome
+    reply = outcome.reply
+    assert reply is not None
+    usage = read_usage(reply.payload)
+    _record(call, "/chat", decision, outcome, 200, started, usage)
+    result = {
+        "response": read_message_text(reply.payload) or "",
+        "model_used": outcome.endpoint.name,
+        "tier": outcome.group,
+        "endpoint": outcome.endpoint.id,
+        "routing_strategy": decision.strategy.value,
+        "token_count": usage["total_tokens"] if usage else 0,
+        "processing_time_ms": round((time.perf_counter() - started) * 1000, 3),
+    }
+    return web.json_response(result, headers=_decision_headers(decision, outcome), dumps=_dumps)
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    healthy = sum(1 for ep in gw.topology.endpoints if gw.board.is_healthy(ep))
+    status = 200 if healthy else 503
+    body = {
+        "status": "ready" if healthy else "unavailable",
+        "healthy_endpoints": healthy,
+        "total_endpoints": len(gw.topology.endpoints),
+    }
+    return web.json_response(body, status=status)
+
+
+async def endpoints(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    rows = [
+        {
+            "id": s.id,
+            "group": s.group,
+            "model": s.name,
+            "base_url": s.base_url,
+            "healthy": s.healthy,
+            "consecutive_failures": s.consecutive_failures,
+            "last_check_age_seconds": s.last_check_age_seconds,
+            "last_latency_ms": s.last_latency_ms,
+            "last_error": s.last_error,
+        }
+        for s in gw.board.snapshot(gw.clock())
+    ]
+    return web.json_response({"endpoints": rows}, dumps=_dumps)

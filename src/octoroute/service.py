@@ -1,0 +1,321 @@
+"""The pipeline every ingress shares: decode → decide → select → attempt loop.
+
+No web framework here: the server hands in decoded requests and gets back either
+a complete upstream reply or a stream past its commit point, plus everything the
+response headers and the access log need. The attempt loop is driven by
+`fleet.policy.AttemptPlan`, which decides where the next attempt goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from octoroute.config.models import Config
+from octoroute.config.topology import EndpointSpec, GroupSpec, Topology, default_tier
+from octoroute.core.errors import (
+    InvalidRequest,
+    ModelNotFound,
+    TimeoutPhase,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from octoroute.core.types import Importance, JudgeFailure, RouteReason, RoutingDecision, Strategy, TaskType
+from octoroute.fleet.health import HealthBoard, Transition
+from octoroute.fleet.policy import AttemptPlan
+from octoroute.fleet.selector import GroupSelector
+from octoroute.protocols.openai import check_chat_body, read_message_text
+from octoroute.routing.features import extract_features, last_user_text
+from octoroute.routing.router import JudgeUnavailable, Router
+from octoroute.upstream.client import UpstreamPool, UpstreamReply, UpstreamStream
+
+log = logging.getLogger("octoroute.health")
+AUTO = "auto"
+HINT_FIELDS = ("importance", "task_type")
+
+
+@dataclass(frozen=True, slots=True)
+class ChatCall:
+    """One decoded chat request in the internal form."""
+
+    body: dict[str, Any]
+    model: str
+    stream: bool
+    importance: Importance
+    task_type: TaskType | None
+    request_id: str
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What serving a request produced; exactly one of `reply` / `stream` is set."""
+
+    decision: RoutingDecision
+    endpoint: EndpointSpec
+    group: str
+    attempts: int
+    fallback_from: str | None
+    reply: UpstreamReply | None = None
+    stream: UpstreamStream | None = None
+
+    @property
+    def reason_header(self) -> str:
+        reason = self.decision.reason.value
+        if self.fallback_from is not None:
+            return f"{reason}; fallback from {self.fallback_from} to {self.group}"
+        return reason
+
+
+def _hint(value: object, enum: type[Importance] | type[TaskType], param: str) -> Any:
+    if value is None:
+        return None
+    try:
+        return enum(str(value).strip().lower())
+    except ValueError:
+        allowed = ", ".join(m.value for m in enum)
+        raise InvalidRequest(f"'{param}' must be one of {allowed}; got {value!r}", param=param) from None
+
+
+def decode_chat(
+    body: dict[str, Any], headers: Mapping[str, str], default_importance: Importance, request_id: str
+) -> ChatCall:
+    """Validate a parsed chat body and lift the routing hints out of it.
+
+    Body fields win over headers; both are removed before forwarding.
+    """
+    problem = check_chat_body(body)
+    if problem is not None:
+        raise InvalidRequest(problem[1], param=problem[0])
+    importance = _hint(body.pop("importance", None), Importance, "importance") or _hint(
+        headers.get("X-Octoroute-Importance"), Importance, "X-Octoroute-Importance"
+    )
+    task_type = _hint(body.pop("task_type", None), TaskType, "task_type") or _hint(
+        headers.get("X-Octoroute-Task-Type"), TaskType, "X-Octoroute-Task-Type"
+    )
+    return ChatCall(
+        body=body,
+        model=str(body.get("model") or AUTO),
+        stream=bool(body.get("stream", False)),
+        importance=importance or default_importance,
+        task_type=task_type,
+        request_id=request_id,
+    )
+
+
+def upstream_body(body: Mapping[str, Any], ep: EndpointSpec) -> bytes:
+    """The client's JSON with only `model` replaced and the endpoint's defaults filled in."""
+    out = dict(body)
+    out["model"] = ep.name
+    if ep.max_tokens is not None and "max_tokens" not in out and "max_completion_tokens" not in out:
+        out["max_tokens"] = ep.max_tokens
+    if ep.temperature is not None and "temperature" not in out:
+        out["temperature"] = ep.temperature
+    return orjson.dumps(out)
+
+
+class Gateway:
+    """Everything one worker needs to serve requests; built by `create_gateway`."""
+
+    def __init__(
+        self,
+        config: Config,
+        topology: Topology,
+        pool: UpstreamPool,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.topology = topology
+        self.pool = pool
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.board = HealthBoard(topology, config.health.failure_threshold)
+        self.selectors = {name: GroupSelector(group.endpoints) for name, group in topology.groups.items()}
+        self.default_tier = default_tier(config)
+        self.router = Router(
+            config.routing.strategy,
+            self.default_tier,
+            self._judge,
+            max_prompt_chars=config.routing.llm_max_prompt_chars,
+        )
+        self.started_at = time.time()
+        self._model_ids = (AUTO, *topology.groups, *(e for e in topology.endpoints if e not in topology.groups))
+
+    # -- model names -------------------------------------------------------
+
+    @property
+    def model_ids(self) -> tuple[str, ...]:
+        return self._model_ids
+
+    def check_model(self, model: str) -> None:
+        if model != AUTO and model not in self.topology.groups and model not in self.topology.endpoints:
+            raise ModelNotFound(
+                f"model '{model}' does not exist; use 'auto', a group ({', '.join(self.topology.groups)}) "
+                "or an endpoint id listed by GET /v1/models",
+                param="model",
+            )
+
+    # -- deciding ----------------------------------------------------------
+
+    async def decide(self, call: ChatCall) -> RoutingDecision:
+        model = call.model
+        self.check_model(model)
+        if model in self.topology.groups:
+            return RoutingDecision(model, Strategy.DIRECT, RouteReason.EXPLICIT_GROUP, f"client asked for {model}")
+        if model in self.topology.endpoints:
+            ep = self.topology.endpoints[model]
+            return RoutingDecision(ep.group, Strategy.DIRECT, RouteReason.EXPLICIT_ENDPOINT, model, endpoint_id=model)
+        messages = call.body["messages"]
+        features = extract_features(
+            messages, tools_present=bool(call.body.get("tools")), importance=call.importance, task_type=call.task_type
+        )
+        decision = await self.router.decide(features, last_user_text(messages))
+        if decision.group not in self.topology.groups:
+            decision = RoutingDecision(
+                self.default_tier,
+                decision.strategy,
+                RouteReason.DEFAULT_TIER,
+                f"{decision.group} has no endpoints; {decision.detail}",
+            )
+        return decision
+
+    # -- the attempt loop --------------------------------------------------
+
+    def _plan(self, decision: RoutingDecision) -> AttemptPlan:
+        if decision.endpoint_id is not None:
+            ep = self.topology.endpoints[decision.endpoint_id]
+            pinned = GroupSpec(name=ep.group, endpoints=(ep,), fallback=None)
+            return AttemptPlan(
+                [pinned], {ep.group: GroupSelector((ep,))}, lambda _id: True, self.config.retry, self.rng
+            )
+        chain = [self.topology.groups[g] for g in self.topology.fallback_chain(decision.group)]
+        return AttemptPlan(chain, self.selectors, self.is_available, self.config.retry, self.rng)
+
+    def is_available(self, endpoint_id: str) -> bool:
+        """Healthy, or (without active probes) unhealthy for longer than the check
+        interval: then one request may try it, as the probe would have."""
+        health = self.board.get(endpoint_id)
+        if health.healthy:
+            return True
+        if self.config.health.active or health.last_check_at is None:
+            return False
+        return self.clock() - health.last_check_at >= self.config.health.check_interval_seconds
+
+    def _record(self, ep: EndpointSpec, error: UpstreamError | None, latency_ms: float = 0.0) -> None:
+        now = self.clock()
+        if error is None:
+            transition = self.board.record_success(ep.id, now, latency_ms)
+        elif error.retryable or isinstance(error, UpstreamTimeout):
+            transition = self.board.record_failure(ep.id, now, str(error.message))
+        else:
+            transition = self.board.record_success(ep.id, now, latency_ms)
+        if transition is not None:
+            level = logging.INFO if transition is Transition.BECAME_HEALTHY else logging.WARNING
+            log.log(level, "endpoint %s %s (%s)", ep.id, transition.value, error.message if error else "answered")
+
+    def record_mid_stream(self, ep: EndpointSpec, error: UpstreamError) -> None:
+        self._record(ep, error)
+
+    async def serve(self, call: ChatCall, decision: RoutingDecision, extra_headers: Mapping[str, str]) -> Outcome:
+        """Run attempts until one commits; raises the plan's error when none does."""
+        plan = self._plan(decision)
+        while (attempt := plan.next_attempt()) is not None:
+            if attempt.backoff_seconds > 0:
+                await asyncio.sleep(attempt.backoff_seconds)
+            ep = attempt.endpoint
+            body = upstream_body(call.body, ep)
+            try:
+                if call.stream:
+                    stream = await self.pool.open_stream(ep, body, extra_headers)
+                    reply = None
+                    latency = stream.first_byte_ms
+                else:
+                    reply = await self.pool.complete(ep, body, extra_headers)
+                    stream = None
+                    latency = reply.latency_ms
+            except UpstreamError as error:
+                self._record(ep, error)
+                plan.record(error)
+                continue
+            self._record(ep, None, latency)
+            plan.record(None)
+            return Outcome(
+                decision=decision,
+                endpoint=ep,
+                group=attempt.group,
+                attempts=attempt.number,
+                fallback_from=decision.group if attempt.is_fallback else None,
+                reply=reply,
+                stream=stream,
+            )
+        if plan.final_error is not None:
+            raise plan.final_error
+        raise plan.exhausted_error()
+
+    # -- the LLM judge -----------------------------------------------------
+
+    async def _judge(self, body: dict[str, object]) -> str:
+        """Ask the router tier to classify; short timeout, retries on other endpoints."""
+        routing = self.config.routing
+        group = self.topology.groups[routing.router_tier]
+        retry = self.config.retry.model_copy(update={"max_attempts": routing.llm_retries + 1})
+        plan = AttemptPlan([group], self.selectors, self.is_available, retry, self.rng)
+        failures: list[JudgeFailure] = []
+        while (attempt := plan.next_attempt()) is not None:
+            ep = attempt.endpoint
+            payload = orjson.dumps({**body, "model": ep.name})
+            try:
+                async with asyncio.timeout(routing.llm_timeout_seconds):
+                    reply = await self.pool.complete(ep, payload, {})
+            except TimeoutError:
+                failures.append(JudgeFailure.TIMEOUT)
+                plan.record(UpstreamTimeout(ep.id, TimeoutPhase.TOTAL, routing.llm_timeout_seconds))
+                continue
+            except UpstreamError as error:
+                self._record(ep, error)
+                failures.append(
+                    JudgeFailure.TIMEOUT if isinstance(error, UpstreamTimeout) else JudgeFailure.UNAVAILABLE
+                )
+                plan.record(error)
+                continue
+            self._record(ep, None, reply.latency_ms)
+            text = read_message_text(reply.payload)
+            if text is None:
+                raise JudgeUnavailable(JudgeFailure.UNPARSEABLE, f"{ep.id} answered without message content")
+            return text
+        kind = (
+            JudgeFailure.TIMEOUT
+            if failures and all(f is JudgeFailure.TIMEOUT for f in failures)
+            else JudgeFailure.UNAVAILABLE
+        )
+        raise JudgeUnavailable(kind, f"router tier '{group.name}' did not answer ({len(failures)} attempts)")
+
+    # -- health ------------------------------------------------------------
+
+    async def probe_all(self) -> None:
+        """One active health check of every endpoint, concurrently."""
+        timeout = self.config.health.check_timeout_seconds
+
+        async def one(ep: EndpointSpec) -> None:
+            try:
+                latency = await self.pool.probe(ep, timeout)
+            except UpstreamError as error:
+                self._record(ep, error)
+            else:
+                self._record(ep, None, latency)
+
+        await asyncio.gather(*(one(ep) for ep in self.topology.endpoints.values()))
+
+    async def run_health_checks(self) -> None:
+        """Probe forever on the configured interval (cancelled at shutdown)."""
+        while True:
+            await self.probe_all()
+            await asyncio.sleep(self.config.health.check_interval_seconds)
