@@ -100,7 +100,7 @@ def _worker(config_data: dict[str, Any], host: str, port: int, env: dict[str, st
 
 def _serve_many(config: Config, host: str, port: int, env: dict[str, str], workers: int) -> int:
     ctx = multiprocessing.get_context("spawn")
-    data = config.model_dump(mode="json")
+    data = config.model_dump(mode="json", exclude_unset=True)
     procs = [
         ctx.Process(target=_worker, args=(data, host, port, env), name=f"octoroute-worker-{i}") for i in range(workers)
     ]

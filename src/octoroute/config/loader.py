@@ -34,7 +34,7 @@ def format_loc(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif str(part).startswith(("function-", "float", "int", "str", "literal")):
+        elif "[" in str(part) or str(part).startswith("function-"):
             continue  # pydantic's union-member tags add noise, not location
         else:
             out += f".{part}" if out else str(part)

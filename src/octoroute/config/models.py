@@ -12,7 +12,7 @@ import math
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from octoroute.core.types import Importance, Strategy, Tier
 
@@ -20,7 +20,16 @@ GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 Seconds = Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)]
-RoutingStrategy = Literal[Strategy.RULE, Strategy.LLM, Strategy.HYBRID]
+ROUTING_STRATEGIES = (Strategy.RULE, Strategy.LLM, Strategy.HYBRID)
+
+
+def _routing_strategy(value: object) -> object:
+    if value not in ROUTING_STRATEGIES:
+        raise ValueError(f"must be one of {', '.join(ROUTING_STRATEGIES)}; got {value!r}")
+    return value
+
+
+RoutingStrategy = Annotated[Strategy, BeforeValidator(_routing_strategy)]
 
 
 class _Frozen(BaseModel):

@@ -286,6 +286,9 @@ class SimulatedUpstream:
         self._host = "127.0.0.1"
         self._port: int | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
+        self.cancelled = 0  # chat requests whose client went away before the answer was done
+        self._started_events: list[asyncio.Event] = []
+        self._cancelled_events: list[asyncio.Event] = []
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(4)
 
@@ -357,13 +360,34 @@ class SimulatedUpstream:
         parsed = body if isinstance(body, dict) else None
         self.requests.append(RecordedRequest(request.method, request.path, request.headers, parsed, raw))
 
+    async def wait_started(self) -> None:
+        """Return once a chat request has arrived (now or already)."""
+        if self.count == 0:
+            event = asyncio.Event()
+            self._started_events.append(event)
+            await event.wait()
+
+    async def wait_cancelled(self) -> None:
+        """Return once a chat request has been cancelled by its client going away."""
+        if self.cancelled == 0:
+            event = asyncio.Event()
+            self._cancelled_events.append(event)
+            await event.wait()
+
     async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
         self.count += 1
+        for event in self._started_events:
+            event.set()
         task = asyncio.current_task()
         if task is not None:
             self._inflight.add(task)
         try:
             return await self._answer_chat(request)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            for event in self._cancelled_events:
+                event.set()
+            raise
         finally:
             if task is not None:
                 self._inflight.discard(task)

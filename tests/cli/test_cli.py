@@ -1,0 +1,231 @@
+"""The `octoroute` command as a user runs it: real processes, real ports."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LISTENING = re.compile(r"(?:listening on|Gateway:)\s+(http://[\d.]+:(\d+))")
+
+
+def octoroute(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "octoroute", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        check=False,
+    )
+
+
+class Server:
+    """`octoroute serve ...` in a subprocess; waits for its 'listening' lines on stderr."""
+
+    def __init__(self, *args: str, cwd: Path = REPO) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "octoroute", "serve", *args],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            cwd=cwd,
+            env={**os.environ, "COLUMNS": "200"},
+            start_new_session=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.put(line)
+
+    def wait_for(self, pattern: re.Pattern[str], count: int = 1, timeout: float = 30) -> list[re.Match[str]]:
+        matches = []
+        while len(matches) < count:
+            try:
+                line = self.lines.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(
+                    f"server said nothing matching {pattern.pattern}; got:\n{''.join(self.seen)}"
+                ) from None
+            self.seen.append(line)
+            if m := pattern.search(line):
+                matches.append(m)
+        return matches
+
+    def stop(self) -> int:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def serve() -> Iterator[type[Server]]:
+    servers: list[Server] = []
+
+    class Tracked(Server):
+        def __init__(self, *args: str, **kw: Path) -> None:
+            super().__init__(*args, **kw)
+            servers.append(self)
+
+    yield Tracked
+    for s in servers:
+        if s.proc.poll() is None:
+            s.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- check -------------------------------------------------------------------
+
+
+def test_check_accepts_a_good_file(tmp_path):
+    path = tmp_path / "ok.toml"
+    path.write_text('[[models.fast]]\nname = "m"\nbase_url = "http://localhost:1/v1"\n[routing]\nstrategy = "rule"\n')
+    result = octoroute("check", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout
+
+
+def test_check_prints_every_problem_with_its_key_path(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        '[server]\nport = -1\n[[models.fast]]\nname = "m"\nbase_url = "http://localhost:1/v1"\n'
+        '[[models.fast]]\nname = "m"\nbase_url = "http://localhost:1/v1"\nweight = 0\ncolour = "red"\n'
+    )
+    result = octoroute("check", str(path))
+    assert result.returncode == 1
+    assert "server.port: must be >= 0" in result.stderr
+    assert "models.fast[1].weight: must be > 0" in result.stderr
+    assert "models.fast[1].colour: unknown key" in result.stderr
+    assert "3 problem(s)" in result.stderr
+
+
+def test_check_reports_unreadable_and_invalid_toml(tmp_path):
+    assert octoroute("check", str(tmp_path / "missing.toml")).returncode == 1
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[server\nport = 1")
+    result = octoroute("check", str(broken))
+    assert result.returncode == 1
+    assert "not valid TOML" in result.stderr
+
+
+@pytest.mark.parametrize("example", sorted((REPO / "examples").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_examples_pass_check(example):
+    result = octoroute("check", str(example), env={"VLLM_API_KEY": "dummy", "OPENROUTER_API_KEY": "dummy"})
+    assert result.returncode == 0, result.stderr
+
+
+# -- route -------------------------------------------------------------------
+
+
+def test_route_explains_a_decision_without_calling_a_model():
+    result = octoroute("route", "Fix this:\n```py\ndef f():\n    return 1\n```")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"tier\s+balanced", result.stdout)
+    assert "rule_code" in result.stdout
+    assert re.search(r"task_type\s+code", result.stdout)
+    assert re.search(r"token_estimate\s+\d+", result.stdout)
+
+
+def test_route_honours_hints():
+    result = octoroute("route", "hello", "--importance", "high", "--task-type", "question_answer")
+    assert re.search(r"tier\s+deep", result.stdout)
+    assert "rule_high_importance" in result.stdout
+
+
+def test_route_says_when_the_llm_would_decide(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[[models.fast]]\nname = "m"\nbase_url = "http://localhost:1/v1"\n[routing]\nstrategy = "hybrid"\n')
+    result = octoroute("route", "What is the capital of France?", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "LLM router" in result.stdout
+
+
+# -- serve -------------------------------------------------------------------
+
+
+def test_demo_answers_through_the_official_sdk(serve):
+    server = serve("--demo", "--port", "0")
+    url = server.wait_for(LISTENING)[0].group(1)
+    banner = "".join(server.seen)
+    assert "DEMO" in "".join(server.seen) or "DEMO" in banner
+    with openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, _strict_response_validation=True) as client:
+        models = [m.id for m in client.models.list()]
+        assert {"auto", "fast", "balanced", "deep", "sim-flaky"} <= set(models)
+        for _ in range(6):  # the flaky endpoint fails about half the time: every request must still succeed
+            raw = client.chat.completions.with_raw_response.create(
+                model="fast", messages=[{"role": "user", "content": "hi"}]
+            )
+            assert "simulated" in (raw.parse().choices[0].message.content or "")
+        stream = client.chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": "hello there"}], stream=True
+        )
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert server.stop() == 0
+
+
+def test_serve_refuses_a_bad_config(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('[[models.fast]]\nname = "m"\nbase_url = "nope"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "octoroute", "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "models.fast[0].base_url" in result.stderr
+
+
+def test_serve_without_config_points_at_the_demo(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "octoroute", "serve"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--demo" in result.stderr
+
+
+def test_several_workers_share_the_port(serve, tmp_path):
+    upstream = serve("--demo", "--port", "0")  # a running demo gateway doubles as an OpenAI upstream here
+    upstream_url = upstream.wait_for(LISTENING)[0].group(1)
+    port = free_port()
+    config = tmp_path / "w.toml"
+    config.write_text(
+        f'[server]\nport = {port}\n[[models.fast]]\nname = "fast"\nbase_url = "{upstream_url}/v1"\n'
+        '[routing]\nstrategy = "rule"\n[health]\nactive = false\n'
+    )
+    server = serve("--config", str(config), "--workers", "2")
+    matches = server.wait_for(LISTENING, count=2)
+    pids = {int(m) for m in re.findall(r"pid (\d+)", "".join(server.seen))}
+    assert len(pids) == 2
+    assert all(m.group(2) == str(port) for m in matches)
+    with openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0) as client:
+        for _ in range(10):
+            client.chat.completions.create(model="fast", messages=[{"role": "user", "content": "hi"}])
+    assert server.stop() == 0
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()

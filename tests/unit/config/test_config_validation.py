@@ -1,0 +1,142 @@
+"""Config validation: the 1.0 format as is, extensions, and every problem at once."""
+
+from __future__ import annotations
+
+import pytest
+
+from octoroute.config import build_topology, parse_config
+from octoroute.config.topology import default_tier
+from octoroute.core.errors import ConfigError
+
+ONE_O = {
+    "server": {"host": "127.0.0.1", "port": 3000, "request_timeout_seconds": 30},
+    "models": {
+        tier: [
+            {
+                "name": f"{tier}-m",
+                "base_url": "http://localhost:1234/v1",
+                "max_tokens": 2048,
+                "temperature": 0.7,
+                "weight": 1.0,
+                "priority": 1,
+            }
+        ]
+        for tier in ("fast", "balanced", "deep")
+    },
+    "routing": {"strategy": "hybrid", "default_importance": "normal", "router_tier": "balanced"},
+    "timeouts": {"fast": 15, "balanced": 30, "deep": 60},
+    "observability": {"log_level": "info"},
+}
+
+
+def ep(**extra):
+    return {"name": "m", "base_url": "http://localhost:1/v1", **extra}
+
+
+def problems(data, env=None):
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, env or {})
+    return [str(p) for p in info.value.problems]
+
+
+def test_octoroute_1_0_config_is_accepted_verbatim():
+    config = parse_config(ONE_O, {})
+    topo = build_topology(config, {})
+    assert list(topo.groups) == ["fast", "balanced", "deep"]
+    assert topo.endpoints["fast/fast-m"].timeouts.total == 15
+    assert topo.endpoints["deep/deep-m"].timeouts.total == 60
+    assert topo.fallback_chain("fast") == ("fast", "balanced", "deep")
+
+
+def test_every_problem_is_reported_at_once_with_its_key_path():
+    data = {
+        "server": {"port": 70000, "colour": "blue"},
+        "models": {"fast": [ep(), ep(weight=0), ep(weight=float("inf"), base_url="ftp://x")]},
+        "routing": {"strategy": "magic"},
+    }
+    found = problems(data)
+    assert "server.port: must be <= 65535" in found
+    assert "server.colour: unknown key" in found
+    assert "models.fast[1].weight: must be > 0" in found
+    assert any(p.startswith("models.fast[2].weight:") for p in found)
+    assert any(p.startswith("models.fast[2].base_url: must be an http") for p in found)
+    assert "routing.strategy: must be one of rule, llm, hybrid; got 'magic'" in found
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            {"models": {"fast": [ep()]}, "routing": {"strategy": "llm", "router_tier": "deep"}},
+            "routing.router_tier: 'deep' has no endpoints under [models]",
+        ),
+        (
+            {"models": {"fast": [ep(id="a")], "deep": [ep(id="a")]}},
+            "models.deep[0].id: 'a' is already used by models.fast[0].id",
+        ),
+        (
+            {"models": {"fast": [ep(id="deep")], "deep": [ep()]}},
+            "models.fast[0].id: 'deep' is also a group name; ids and groups share one namespace",
+        ),
+        (
+            {"models": {"fast": [ep()], "deep": [ep()]}, "fallback": {"fast": "deep", "deep": "fast"}},
+            "fallback.fast: fallback chain is a cycle: fast -> deep -> fast",
+        ),
+        (
+            {"models": {"fast": [ep()]}, "fallback": {"fast": "nowhere"}},
+            "fallback.fast: target 'nowhere' is not a group under [models]",
+        ),
+        (
+            {"models": {"fast": [ep(api_key_env="OCTO_TEST_KEY")]}},
+            "models.fast[0].api_key_env: environment variable OCTO_TEST_KEY is not set",
+        ),
+        ({"models": {"coder": [ep()]}}, "models: define at least one of the tiers fast, balanced, deep"),
+        ({"models": {"fast": [ep(timeouts={"total": 0})]}}, "models.fast[0].timeouts.total: must be > 0"),
+        ({"models": {"fast": [ep()]}, "timeouts": {"slow": 3}}, "timeouts.slow: 'slow' is not a group under [models]"),
+        ({"models": {"fast": []}}, "models: group 'fast' has no endpoints"),
+        ({"models": {"auto": [ep()]}}, "models: 'auto' is reserved for routing and cannot be a group name"),
+    ],
+)
+def test_cross_field_rules(data, expected):
+    found = problems(data)
+    assert any(expected in p for p in found), found
+
+
+def test_api_key_is_read_from_the_environment_only():
+    config = parse_config({"models": {"fast": [ep(api_key_env="OCTO_KEY")]}}, {"OCTO_KEY": "s3cret"})
+    topo = build_topology(config, {"OCTO_KEY": "s3cret"})
+    assert topo.endpoints["fast/m"].api_key == "s3cret"
+    assert "s3cret" not in config.model_dump_json()
+
+
+def test_timeouts_resolve_endpoint_then_group_then_global():
+    data = {
+        "server": {"request_timeout_seconds": 40},
+        "models": {
+            "fast": [ep(id="a", timeouts={"first_byte": 2}), ep(id="b")],
+            "deep": [ep(id="c")],
+        },
+        "timeouts": {"connect": 1.5, "fast": {"total": 10, "first_byte": 5}},
+    }
+    topo = build_topology(parse_config(data, {}), {})
+    a, b, c = (topo.endpoints[i].timeouts for i in "abc")
+    assert (a.connect, a.first_byte, a.total) == (1.5, 2, 10)
+    assert (b.connect, b.first_byte, b.total) == (1.5, 5, 10)
+    assert (c.connect, c.first_byte, c.total) == (1.5, 40, 40)
+
+
+def test_default_ids_alias_groups_and_fallbacks():
+    data = {
+        "models": {"fast": [ep(), ep()], "coder": [ep(name="qwen")], "deep": [ep()]},
+        "fallback": {"coder": "deep", "fast": "none"},
+    }
+    topo = build_topology(parse_config(data, {}), {})
+    assert list(topo.endpoints) == ["fast/m", "fast/m#2", "coder/qwen", "deep/m"]
+    assert topo.fallback_chain("coder") == ("coder", "deep")
+    assert topo.fallback_chain("fast") == ("fast",)
+
+
+def test_unset_default_tier_uses_the_nearest_configured_tier():
+    assert default_tier(parse_config({"models": {"fast": [ep()]}, "routing": {"strategy": "rule"}}, {})) == "fast"
+    found = problems({"models": {"fast": [ep()]}, "routing": {"strategy": "rule", "default_tier": "deep"}})
+    assert "routing.default_tier: 'deep' has no endpoints under [models]" in found

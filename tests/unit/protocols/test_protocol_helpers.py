@@ -1,0 +1,77 @@
+"""SSE framing and OpenAI body helpers."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from octoroute.protocols.openai import check_chat_body, normalise_error_body, parse_json_object
+from octoroute.protocols.sse import EventFramer, iter_data
+
+
+@pytest.mark.parametrize(
+    ("chunks", "released"),
+    [
+        ([b"data: 1\n\n"], [b"data: 1\n\n"]),
+        ([b"data: 1\n", b"\ndata: 2"], [b"", b"data: 1\n\n"]),
+        ([b"data: a\n\ndata: b\n\nda", b"ta: c\n\n"], [b"data: a\n\ndata: b\n\n", b"data: c\n\n"]),
+        ([b"data: x\r\n\r\n"], [b"data: x\r\n\r\n"]),
+        ([b"da", b"ta", b": y", b"\n\n"], [b"", b"", b"", b"data: y\n\n"]),
+    ],
+)
+def test_framer_releases_only_whole_events(chunks, released):
+    framer = EventFramer()
+    assert [framer.feed(c) for c in chunks] == released
+
+
+def test_framer_keeps_the_unfinished_tail():
+    framer = EventFramer()
+    framer.feed(b'data: 1\n\ndata: {"half')
+    assert framer.pending == b'data: {"half'
+
+
+def test_iter_data_joins_multiline_data():
+    assert list(iter_data(b"event: x\ndata: a\ndata: b\n\ndata: [DONE]\n\n")) == [b"a\nb", b"[DONE]"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "expected"),
+    [
+        (
+            b'{"error":{"code":400,"message":"too long","type":"exceed_context_size_error","n_ctx":2048}}',
+            400,
+            {"code": "400", "message": "too long", "type": "exceed_context_size_error", "param": None, "n_ctx": 2048},
+        ),
+        (
+            b"plain text failure",
+            422,
+            {"code": None, "message": "plain text failure", "type": "invalid_request_error", "param": None},
+        ),
+        (
+            b'{"error": "bad thing"}',
+            400,
+            {"code": None, "message": "bad thing", "type": "invalid_request_error", "param": None},
+        ),
+        (
+            b"",
+            409,
+            {"code": None, "message": "upstream answered HTTP 409", "type": "invalid_request_error", "param": None},
+        ),
+    ],
+)
+def test_upstream_errors_are_normalised_to_the_openai_shape(raw, status, expected):
+    assert orjson.loads(normalise_error_body(raw, status)) == {"error": expected}
+
+
+@pytest.mark.parametrize("raw", [b"", b"  ", b"{", b"[]", b'"x"', b"null"])
+def test_request_bodies_must_be_json_objects(raw):
+    with pytest.raises(ValueError, match="request body"):
+        parse_json_object(raw)
+
+
+def test_chat_body_checks_only_what_the_gateway_relies_on():
+    ok = {"model": "auto", "messages": [{"role": "user", "content": "x"}], "anything": {"new": True}}
+    assert check_chat_body(ok) is None
+    assert check_chat_body({"messages": [{"role": "user"}]}) is None
+    assert check_chat_body({"model": "", "messages": [{"role": "user"}]})[0] == "model"
+    assert check_chat_body({"messages": ["hi"]})[0] == "messages[0]"
