@@ -46,7 +46,8 @@ class Server:
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
-        threading.Thread(target=self._pump, daemon=True).start()
+        self._pump_thread = threading.Thread(target=self._pump, daemon=True)
+        self._pump_thread.start()
 
     def _pump(self) -> None:
         assert self.proc.stderr is not None
@@ -69,7 +70,11 @@ class Server:
 
     def stop(self) -> int:
         os.killpg(self.proc.pid, signal.SIGTERM)
-        return self.proc.wait(timeout=30)
+        code = self.proc.wait(timeout=30)
+        self._pump_thread.join(10)
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
+        return code
 
 
 @pytest.fixture
