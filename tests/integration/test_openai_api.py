@@ -290,6 +290,8 @@ def test_all_endpoints_failing_is_a_502(upstreams, gateway):
     error = _error(response)
     assert "fast" in error["message"]
     assert response.headers["X-Octoroute-Tier"] == "fast"
+    assert response.headers["X-Octoroute-Attempts"] == "2"
+    assert "X-Octoroute-Endpoint" not in response.headers
 
 
 def test_refused_connection_fails_over(upstreams, gateway, loop_thread):

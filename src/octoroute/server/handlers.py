@@ -10,7 +10,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from octoroute.core.errors import InvalidRequest, RoutingExhausted, UpstreamMidStream, UpstreamStatusError
+from octoroute.core.errors import (
+    AllEndpointsFailed,
+    InvalidRequest,
+    RoutingExhausted,
+    UpstreamMidStream,
+    UpstreamStatusError,
+)
 from octoroute.core.types import RoutingDecision
 from octoroute.observe.logs import RequestRecord, log_request
 from octoroute.protocols.openai import (
@@ -29,14 +35,30 @@ CLIENT_CLOSED = 499  # nginx's convention for "client closed the connection", lo
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def _decision_headers(decision: RoutingDecision, outcome: Outcome | None) -> dict[str, str]:
+def _decision_headers(decision: RoutingDecision, outcome: Outcome) -> dict[str, str]:
     return {
-        "X-Octoroute-Tier": outcome.group if outcome else decision.group,
-        "X-Octoroute-Endpoint": outcome.endpoint.id if outcome else "",
+        "X-Octoroute-Tier": outcome.group,
+        "X-Octoroute-Endpoint": outcome.endpoint.id,
         "X-Octoroute-Strategy": decision.strategy.value,
-        "X-Octoroute-Reason": outcome.reason_header if outcome else decision.reason.value,
-        "X-Octoroute-Attempts": str(outcome.attempts if outcome else 0),
+        "X-Octoroute-Reason": outcome.reason_header,
+        "X-Octoroute-Attempts": str(outcome.attempts),
     }
+
+
+def _failure_headers(decision: RoutingDecision, exc: RoutingExhausted | UpstreamStatusError) -> dict[str, str]:
+    """Decision headers for a request no endpoint served; the endpoint is named when one answered."""
+    headers = {
+        "X-Octoroute-Tier": decision.group,
+        "X-Octoroute-Strategy": decision.strategy.value,
+        "X-Octoroute-Reason": decision.reason.value,
+    }
+    if isinstance(exc, UpstreamStatusError):
+        headers["X-Octoroute-Endpoint"] = exc.endpoint_id
+    attempts = (
+        len(exc.attempts) if isinstance(exc, AllEndpointsFailed) else 1 if isinstance(exc, UpstreamStatusError) else 0
+    )
+    headers["X-Octoroute-Attempts"] = str(attempts)
+    return headers
 
 
 async def _read_json(request: web.Request) -> dict[str, Any]:
@@ -84,7 +106,7 @@ async def _serve(
         outcome = await gw.serve(call, decision, {"X-Request-Id": call.request_id})
     except (RoutingExhausted, UpstreamStatusError) as exc:
         response = render_error(exc)
-        response.headers.update(_decision_headers(decision, None))
+        response.headers.update(_failure_headers(decision, exc))
         _record(call, route, decision, None, response.status, started)
         return decision, response
     return decision, outcome
