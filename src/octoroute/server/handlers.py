@@ -141,6 +141,7 @@ async def _relay(
     stream = outcome.stream
     assert stream is not None
     response = web.StreamResponse(status=stream.status, headers={**headers, **_SSE_HEADERS})
+    response.content_type = stream.content_type.split(";")[0]
     response.headers["X-Request-Id"] = call.request_id
     try:
         await response.prepare(request)

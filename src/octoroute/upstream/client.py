@@ -215,6 +215,9 @@ class UpstreamPool:
         try:
             async with asyncio.timeout_at(first_byte_at):
                 first = b""
+                if "text/event-stream" not in response.headers.get("Content-Type", ""):
+                    # A server that ignored `stream: true` answered with one body: relay it whole.
+                    first = await response.read()
                 while not first:
                     chunk = await response.content.readany()
                     if not chunk:
