@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from octoroute.core.errors import (
     ModelNotFound,
     TimeoutPhase,
     UpstreamError,
+    UpstreamStatusError,
     UpstreamTimeout,
 )
 from octoroute.core.types import Importance, JudgeFailure, RouteReason, RoutingDecision, Strategy, TaskType
@@ -109,6 +110,14 @@ def decode_chat(
     )
 
 
+def settle_decision(decision: RoutingDecision, groups: Collection[str], default: str) -> RoutingDecision:
+    """A decision for a tier with no endpoints goes to the default tier, saying so."""
+    if decision.group in groups:
+        return decision
+    detail = f"{decision.group} has no endpoints; {decision.detail}"
+    return RoutingDecision(default, decision.strategy, RouteReason.DEFAULT_TIER, detail)
+
+
 def upstream_body(body: Mapping[str, Any], ep: EndpointSpec) -> bytes:
     """The client's JSON with only `model` replaced and the endpoint's defaults filled in."""
     out = dict(body)
@@ -178,14 +187,7 @@ class Gateway:
             messages, tools_present=bool(call.body.get("tools")), importance=call.importance, task_type=call.task_type
         )
         decision = await self.router.decide(features, last_user_text(messages))
-        if decision.group not in self.topology.groups:
-            decision = RoutingDecision(
-                self.default_tier,
-                decision.strategy,
-                RouteReason.DEFAULT_TIER,
-                f"{decision.group} has no endpoints; {decision.detail}",
-            )
-        return decision
+        return settle_decision(decision, self.topology.groups, self.default_tier)
 
     # -- the attempt loop --------------------------------------------------
 
@@ -211,12 +213,11 @@ class Gateway:
 
     def _record(self, ep: EndpointSpec, error: UpstreamError | None, latency_ms: float = 0.0) -> None:
         now = self.clock()
-        if error is None:
+        if error is None or (isinstance(error, UpstreamStatusError) and not error.retryable):
+            # A 4xx is the request's fault: the endpoint answered, so it is alive.
             transition = self.board.record_success(ep.id, now, latency_ms)
-        elif error.retryable or isinstance(error, UpstreamTimeout):
-            transition = self.board.record_failure(ep.id, now, str(error.message))
         else:
-            transition = self.board.record_success(ep.id, now, latency_ms)
+            transition = self.board.record_failure(ep.id, now, str(error.message))
         if transition is not None:
             level = logging.INFO if transition is Transition.BECAME_HEALTHY else logging.WARNING
             log.log(level, "endpoint %s %s (%s)", ep.id, transition.value, error.message if error else "answered")
@@ -242,6 +243,7 @@ class Gateway:
                     stream = None
                     latency = reply.latency_ms
             except UpstreamError as error:
+                error.attempt = attempt.number
                 self._record(ep, error)
                 plan.record(error)
                 continue

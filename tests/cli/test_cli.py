@@ -156,6 +156,17 @@ def test_route_honours_hints():
     assert "rule_high_importance" in result.stdout
 
 
+def test_route_maps_a_missing_tier_to_the_default_like_serve(tmp_path):
+    path = tmp_path / "two.toml"
+    path.write_text(
+        '[[models.fast]]\nname = "m"\nbase_url = "http://localhost:1/v1"\n'
+        '[[models.balanced]]\nname = "m"\nbase_url = "http://localhost:1/v1"\n[routing]\nstrategy = "rule"\n'
+    )
+    result = octoroute("route", "Write a poem about the sea", "--config", str(path))
+    assert re.search(r"tier\s+balanced", result.stdout)
+    assert "default_tier (deep has no endpoints" in result.stdout
+
+
 def test_route_says_when_the_llm_would_decide(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('[[models.fast]]\nname = "m"\nbase_url = "http://localhost:1/v1"\n[routing]\nstrategy = "hybrid"\n')

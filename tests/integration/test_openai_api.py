@@ -249,6 +249,8 @@ def test_429_is_retried_but_400_is_passed_through(upstreams, gateway):
         sdk(gw.base_url).chat.completions.create(model="deep", messages=HELLO)
     validate("ErrorResponse", info.value.response.json())
     assert picky.count == 1
+    assert info.value.response.headers["X-Octoroute-Endpoint"] == "picky"
+    assert info.value.response.headers["X-Octoroute-Attempts"] == "1"
 
 
 def test_exhausted_group_falls_back_to_the_next_tier(upstreams, gateway):
@@ -374,6 +376,8 @@ def test_drop_after_first_byte_ends_with_one_error_event(upstreams, gateway):
         chunk = orjson.loads(event)
         assert all(choice.get("finish_reason") is None for choice in chunk["choices"])
     assert sim.count == 1
+    row = orjson.loads(HTTP.request("GET", f"{gw.url}/models").data)["endpoints"][0]
+    assert row["consecutive_failures"] == 1  # a broken stream counts against the endpoint
 
 
 def test_fifty_concurrent_streams_arrive_complete_and_unmixed(upstreams, gateway):

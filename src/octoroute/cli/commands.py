@@ -9,10 +9,12 @@ from rich.console import Console
 from rich.table import Table
 
 from octoroute.config import Config, load_config, parse_config
+from octoroute.config.topology import default_tier
 from octoroute.core.errors import ConfigError
-from octoroute.core.types import Importance, Strategy, TaskType
+from octoroute.core.types import Features, Importance, Strategy, TaskType
 from octoroute.routing.features import extract_features
 from octoroute.routing.router import Router
+from octoroute.service import settle_decision
 
 _ROUTE_ONLY = {
     "models": {
@@ -59,9 +61,12 @@ def run_route(
     return 0
 
 
-def _print_decision(config: Config, features: object) -> None:
-    router = Router.from_config(config.routing, None)
-    decision = router.explain(features)  # type: ignore[arg-type]
+def _print_decision(config: Config, features: Features) -> None:
+    default = default_tier(config)
+    router = Router(config.routing.strategy, default, None)
+    decision = router.explain(features)
+    if decision is not None:
+        decision = settle_decision(decision, config.models, default)
     table = Table(show_header=False, box=None)
     if decision is None:
         table.add_row("tier", f"decided by the LLM router on '{config.routing.router_tier}'")
@@ -69,7 +74,7 @@ def _print_decision(config: Config, features: object) -> None:
         if config.routing.strategy is Strategy.LLM:
             fallback = "the rules, then the default tier"
         else:
-            fallback = f"the default tier '{config.routing.default_tier}'"
+            fallback = f"the default tier '{default}'"
         table.add_row("reason", f"serve would ask the router model; if it fails: {fallback}")
     else:
         table.add_row("tier", decision.group)

@@ -10,50 +10,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from octoroute.config.models import Config
+from octoroute.config.problems import problems_from
 from octoroute.config.topology import check_semantics
 from octoroute.core.errors import ConfigError, ConfigProblem
-
-_BOUNDS = {
-    "greater_than": "must be > {gt}",
-    "greater_than_equal": "must be >= {ge}",
-    "less_than": "must be < {lt}",
-    "less_than_equal": "must be <= {le}",
-    "finite_number": "must be a finite number",
-}
-
-
-def _number(value: object) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def format_loc(loc: tuple[int | str, ...]) -> str:
-    """('models', 'fast', 1, 'weight') -> 'models.fast[1].weight'."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif "[" in str(part) or str(part).startswith("function-"):
-            continue  # pydantic's union-member tags add noise, not location
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-def _problems_from(exc: ValidationError) -> list[ConfigProblem]:
-    problems = []
-    for err in exc.errors(include_url=False):
-        message = err["msg"].removeprefix("Value error, ")
-        ctx = err.get("ctx", {})
-        if err["type"] == "extra_forbidden":
-            message = "unknown key"
-        elif err["type"] == "missing":
-            message = "required key is missing"
-        elif err["type"] in _BOUNDS:
-            message = _BOUNDS[err["type"]].format(**{k: _number(v) for k, v in ctx.items()})
-        problems.append(ConfigProblem(format_loc(tuple(err["loc"])), message))
-    return problems
 
 
 def parse_config(data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
@@ -61,7 +20,7 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_problems_from(exc)) from exc
+        raise ConfigError(problems_from(exc)) from exc
     problems = check_semantics(config, env)
     if problems:
         raise ConfigError(problems)

@@ -3,7 +3,7 @@
 The octoroute 1.0 format (`[server]`, `[[models.fast|balanced|deep]]`,
 `[routing]`, `[timeouts]`, `[observability]`) validates as is; everything else
 here is an optional extension with a default. Cross-field rules (fallback
-chains, unique ids, router tier present) live in `semantics.py`.
+chains, unique ids, router tier present) live in `topology.py`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
 from octoroute.config.models import Config, EndpointConfig, Timeouts
+from octoroute.config.problems import problems_from
 from octoroute.core.errors import ConfigError, ConfigProblem
 from octoroute.core.types import Strategy, Tier
 
@@ -137,8 +140,8 @@ def check_semantics(config: Config, env: Mapping[str, str]) -> list[ConfigProble
             continue
         try:
             config.timeouts.for_group(key)
-        except ValueError as exc:
-            problems.append(ConfigProblem(f"timeouts.{key}", str(exc).splitlines()[0]))
+        except ValidationError as exc:
+            problems.extend(problems_from(exc, ("timeouts", key)))
     return problems
 
 

@@ -100,6 +100,7 @@ class UpstreamError(OctorouteError):
 
     error_type: ErrorType = ErrorType.PROTOCOL
     retryable = True
+    attempt = 0  # the attempt number within its request, set by the attempt loop
 
     def __init__(self, endpoint_id: str, message: str) -> None:
         super().__init__(f"{endpoint_id}: {message}")

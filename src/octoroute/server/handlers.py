@@ -54,11 +54,14 @@ def _failure_headers(decision: RoutingDecision, exc: RoutingExhausted | Upstream
     }
     if isinstance(exc, UpstreamStatusError):
         headers["X-Octoroute-Endpoint"] = exc.endpoint_id
-    attempts = (
-        len(exc.attempts) if isinstance(exc, AllEndpointsFailed) else 1 if isinstance(exc, UpstreamStatusError) else 0
-    )
-    headers["X-Octoroute-Attempts"] = str(attempts)
+    headers["X-Octoroute-Attempts"] = str(attempts_of(exc))
     return headers
+
+
+def attempts_of(exc: RoutingExhausted | UpstreamStatusError) -> int:
+    if isinstance(exc, AllEndpointsFailed):
+        return len(exc.attempts)
+    return exc.attempt if isinstance(exc, UpstreamStatusError) else 0
 
 
 async def _read_json(request: web.Request) -> dict[str, Any]:
@@ -77,6 +80,7 @@ def _record(
     status: int,
     started: float,
     usage: Usage | None = None,
+    attempts: int = 0,
 ) -> None:
     log_request(
         RequestRecord(
@@ -90,7 +94,7 @@ def _record(
             status=status,
             latency_ms=(time.perf_counter() - started) * 1000,
             ttfb_ms=outcome.stream.first_byte_ms if outcome and outcome.stream else None,
-            attempts=outcome.attempts if outcome else 0,
+            attempts=outcome.attempts if outcome else attempts,
             prompt_tokens=usage["prompt_tokens"] if usage else None,
             completion_tokens=usage["completion_tokens"] if usage else None,
         )
@@ -107,7 +111,7 @@ async def _serve(
     except (RoutingExhausted, UpstreamStatusError) as exc:
         response = render_error(exc)
         response.headers.update(_failure_headers(decision, exc))
-        _record(call, route, decision, None, response.status, started)
+        _record(call, route, decision, None, response.status, started, attempts=attempts_of(exc))
         return decision, response
     return decision, outcome
 
