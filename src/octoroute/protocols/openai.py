@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 import orjson
 
@@ -176,3 +176,26 @@ def normalise_error_body(raw: bytes, status: int) -> bytes:
     fixed["param"] = inner.get("param") if isinstance(inner.get("param"), str) else None
     fixed["code"] = None if code is None else str(code)
     return orjson.dumps({"error": fixed})
+
+
+def fill_required_fields(response: dict[str, Any]) -> bool:
+    """Add the keys the spec requires of a chat.completion but some servers omit
+    (llama.cpp sends no `logprobs` or `refusal`), as null. True when it changed anything,
+    so a conforming upstream's bytes can be relayed untouched."""
+    changed = False
+    choices = response.get("choices")
+    if not isinstance(choices, list):
+        return False
+    for choice in choices:
+        if not isinstance(choice, dict):
+            continue
+        if "logprobs" not in choice:
+            choice["logprobs"] = None
+            changed = True
+        message = choice.get("message")
+        if isinstance(message, dict):
+            for key in ("content", "refusal"):
+                if key not in message:
+                    message[key] = None
+                    changed = True
+    return changed

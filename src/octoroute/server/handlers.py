@@ -21,6 +21,7 @@ from octoroute.core.types import RoutingDecision
 from octoroute.observe.logs import RequestRecord, log_request
 from octoroute.protocols.openai import (
     Usage,
+    fill_required_fields,
     model_list,
     parse_json_object,
     read_message_text,
@@ -128,7 +129,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if outcome.reply is not None:
         reply = outcome.reply
         _record(call, "/v1/chat/completions", decision, outcome, reply.status, started, read_usage(reply.payload))
-        return web.Response(status=reply.status, body=reply.body, headers=headers, content_type="application/json")
+        raw = orjson.dumps(reply.payload) if fill_required_fields(reply.payload) else reply.body
+        return web.Response(status=reply.status, body=raw, headers=headers, content_type="application/json")
     return await _relay(request, gw, call, decision, outcome, headers, started)
 
 

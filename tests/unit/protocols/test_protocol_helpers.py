@@ -75,3 +75,13 @@ def test_chat_body_checks_only_what_the_gateway_relies_on():
     assert check_chat_body({"messages": [{"role": "user"}]}) is None
     assert check_chat_body({"model": "", "messages": [{"role": "user"}]})[0] == "model"
     assert check_chat_body({"messages": ["hi"]})[0] == "messages[0]"
+
+
+def test_missing_required_completion_fields_are_filled_with_null():
+    from octoroute.protocols.openai import fill_required_fields
+
+    llama_style = {"choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "x"}}]}
+    assert fill_required_fields(llama_style) is True
+    assert llama_style["choices"][0]["logprobs"] is None
+    assert llama_style["choices"][0]["message"]["refusal"] is None
+    assert fill_required_fields(llama_style) is False

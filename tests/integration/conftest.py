@@ -1,0 +1,30 @@
+"""Fixtures for integration tests against real llama.cpp servers (tests/integration/llama.py).
+
+Servers are started once per session on first use and stopped at session end.
+A missing or failing start script makes the tests that need it error, never skip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from tests.integration.llama import LlamaFleet, LlamaServer
+
+
+@pytest.fixture(scope="session")
+def llama_fleet() -> Iterator[LlamaFleet]:
+    with LlamaFleet() as fleet:
+        yield fleet
+
+
+@pytest.fixture(scope="session")
+def llama_tiny(llama_fleet: LlamaFleet) -> LlamaServer:
+    """llama-server with the 0.9 MB random-weight model: gibberish text, real protocol."""
+    return llama_fleet.get("tiny")
+
+
+@pytest.fixture(scope="session")
+def llama_toolcaller(llama_fleet: LlamaFleet) -> LlamaServer:
+    """llama-server whose model answers `tool_choice: "required"` with one well-formed tool call."""
+    return llama_fleet.get("toolcaller")
