@@ -65,9 +65,12 @@ def configure_logging(level: str, fmt: str) -> None:
     root.setLevel(_LEVELS.get(level, logging.INFO))
 
 
+def access_log_enabled() -> bool:
+    """Callers check this before building a `RequestRecord` (hot path)."""
+    return ACCESS.isEnabledFor(logging.INFO)
+
+
 def log_request(record: RequestRecord) -> None:
-    if not ACCESS.isEnabledFor(logging.INFO):
-        return
     fields = asdict(record)
     fields["latency_ms"] = round(record.latency_ms, 2)
     if record.ttfb_ms is not None:

@@ -14,7 +14,7 @@ from aiohttp import web
 from octoroute.config.models import Config
 from octoroute.config.topology import Topology
 from octoroute.server import handlers
-from octoroute.server.middleware import errors_middleware
+from octoroute.server.middleware import RequestIds, errors_middleware
 from octoroute.server.state import GATEWAY
 from octoroute.service import Gateway
 from octoroute.upstream.client import UpstreamPool
@@ -29,7 +29,7 @@ def create_app(
 ) -> web.Application:
     """A complete gateway app; run it with `aiohttp.web.AppRunner(app, handler_cancellation=True)`
     so that a client disconnect cancels its upstream request."""
-    app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[errors_middleware])
+    app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[errors_middleware(RequestIds())])
     gateway = Gateway(config, topology, UpstreamPool(topology.endpoints.values()), clock=clock, rng=rng)
     app[GATEWAY] = gateway
     app.cleanup_ctx.append(_lifecycle)

@@ -18,7 +18,7 @@ from octoroute.core.errors import (
     UpstreamStatusError,
 )
 from octoroute.core.types import RoutingDecision
-from octoroute.observe.logs import RequestRecord, log_request
+from octoroute.observe.logs import RequestRecord, access_log_enabled, log_request
 from octoroute.protocols.openai import (
     Usage,
     fill_required_fields,
@@ -83,6 +83,8 @@ def _record(
     usage: Usage | None = None,
     attempts: int = 0,
 ) -> None:
+    if not access_log_enabled():
+        return
     log_request(
         RequestRecord(
             request_id=call.request_id,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from octoroute.core.errors import ClientError, RoutingExhausted, UpstreamStatusError
 from octoroute.protocols.openai import error_body, normalise_error_body
@@ -17,11 +18,18 @@ log = logging.getLogger("octoroute.server")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
-def new_request_id(incoming: str | None) -> str:
-    """Keep a caller's id when it is safe to echo, else make one."""
-    if incoming and _SAFE_ID.match(incoming):
-        return incoming
-    return os.urandom(12).hex()
+class RequestIds:
+    """Request ids: a random prefix per app (so workers never collide) and a counter."""
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(6).hex()
+        self._counter = itertools.count(1)
+
+    def __call__(self, incoming: str | None) -> str:
+        """Keep a caller's id when it is safe to echo, else make one."""
+        if incoming and _SAFE_ID.match(incoming):
+            return incoming
+        return f"{self._prefix}{next(self._counter):012x}"
 
 
 def json_error(status: int, message: str, *, code: str | None, param: str | None = None) -> web.Response:
@@ -57,10 +65,18 @@ def render_error(exc: BaseException) -> web.Response:
     return json_error(500, "internal error in octoroute; see the gateway log for details", code="internal_error")
 
 
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Outermost: every exception becomes an error response in the caller's shape."""
-    request_id = new_request_id(request.headers.get("X-Request-Id"))
+def errors_middleware(ids: RequestIds) -> Middleware:
+    """Outermost: gives every request an id, and turns every exception into an
+    error response in the caller's shape."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await _handle(request, handler, ids(request.headers.get("X-Request-Id")))
+
+    return middleware
+
+
+async def _handle(request: web.Request, handler: Handler, request_id: str) -> web.StreamResponse:
     request[REQUEST_ID] = request_id
     try:
         response: web.StreamResponse = await handler(request)

@@ -1,23 +1,23 @@
-"""Calling one upstream endpoint: one pooled `aiohttp.ClientSession` per base URL,
-created at startup and closed at shutdown.
+"""Calling upstream endpoints: one keep-alive pool per upstream origin, created
+at startup and closed at shutdown (the HTTP layer is `upstream/http.py`).
 
-Timeouts per attempt: `connect` (TCP connect), `first_byte` (until the response
-headers and, for streams, the first complete SSE event), `total` (the whole
-attempt). A stream returned by `open_stream` has already received its first
-event: that is the commit point, and later failures surface as
-`UpstreamMidStream`.
+Timeouts per attempt: `connect` (TCP/TLS connect), `first_byte` (until the
+response headers and, for streams, the first complete SSE event), `total` (a
+whole non-streaming attempt, and a stream up to its first event). A stream
+returned by `open_stream` has already received its first event: that is the
+commit point. After it, the stream fails only if no bytes arrive for
+`first_byte` seconds, so long generations are never cut while they progress;
+later failures surface as `UpstreamMidStream`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 
 from octoroute.config.topology import EndpointSpec
@@ -31,10 +31,16 @@ from octoroute.core.errors import (
     UpstreamTimeout,
 )
 from octoroute.protocols.sse import EventFramer
+from octoroute.upstream.http import (
+    Connection,
+    ConnectionClosedError,
+    DeadlineError,
+    HostPool,
+    Origin,
+    ProtocolViolation,
+)
 
 ERROR_BODY_LIMIT = 64 * 1024
-_JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
-_STREAM_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,213 +53,228 @@ class UpstreamReply:
     latency_ms: float
 
 
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """Everything about one endpoint that is the same for every request, built once."""
+
+    pool: HostPool
+    chat_head: bytes  # request line and fixed headers for POST .../chat/completions
+    models_head: bytes  # the same for GET .../models
+
+
+def _target(ep: EndpointSpec, pool: HostPool) -> _Target:
+    origin = pool.origin
+    fixed = b"Host: " + origin.host_header + b"\r\nUser-Agent: octoroute\r\n"
+    if ep.api_key:
+        fixed += b"Authorization: Bearer " + ep.api_key.encode("latin-1") + b"\r\n"
+    chat = f"POST {origin.path_prefix}/chat/completions HTTP/1.1\r\n".encode() + fixed
+    chat += b"Content-Type: application/json\r\n"
+    models = f"GET {origin.path_prefix}/models HTTP/1.1\r\n".encode() + fixed + b"Accept: application/json\r\n"
+    return _Target(pool, chat, models)
+
+
+def _headers_bytes(extra: Mapping[str, str]) -> bytes:
+    return b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in extra.items())
+
+
 class UpstreamStream:
     """An upstream SSE stream that has delivered its first complete event."""
 
-    __slots__ = ("_deadline", "_endpoint", "_framer", "_response", "first", "first_byte_ms", "status")
+    __slots__ = ("_conn", "_endpoint", "_framer", "_pool", "content_type", "first", "first_byte_ms", "status")
 
     def __init__(
         self,
         endpoint: EndpointSpec,
-        response: aiohttp.ClientResponse,
+        pool: HostPool,
+        conn: Connection,
         framer: EventFramer,
         first: bytes,
-        deadline: float,
         first_byte_ms: float,
     ) -> None:
         self._endpoint = endpoint
-        self._response = response
+        self._pool = pool
+        self._conn: Connection | None = conn
         self._framer = framer
-        self._deadline = deadline
         self.first = first
         self.first_byte_ms = first_byte_ms
-        self.status = response.status
-
-    @property
-    def content_type(self) -> str:
-        return self._response.headers.get("Content-Type", "text/event-stream")
+        self.status = conn.status
+        self.content_type = conn.headers.get("content-type", "text/event-stream")
 
     async def rest(self) -> AsyncGenerator[bytes, None]:
         """Whole events after the first, as they arrive; raises `UpstreamMidStream`."""
-        content = self._response.content
+        conn = self._conn
+        if conn is None:
+            return
         framer = self._framer
         try:
-            while True:
-                async with asyncio.timeout_at(self._deadline):
-                    chunk = await content.readany()
-                if not chunk:
-                    tail = framer.pending
-                    if tail.strip():
-                        yield tail + b"\n\n"
-                    return
+            while chunk := await conn.read_chunk():
                 events = framer.feed(chunk)
                 if events:
                     yield events
-        except TimeoutError as exc:
-            raise UpstreamMidStream(self._endpoint.id, "total timeout while streaming") from exc
-        except (aiohttp.ClientError, ConnectionError) as exc:
-            raise UpstreamMidStream(self._endpoint.id, f"stream broke: {_describe(exc)}") from exc
+            tail = framer.pending
+            if tail.strip():
+                yield tail + b"\n\n"
+        except DeadlineError as exc:
+            raise UpstreamMidStream(self._endpoint.id, f"no data for {self._endpoint.timeouts.first_byte:g}s") from exc
+        except (ConnectionClosedError, ProtocolViolation, OSError) as exc:
+            raise UpstreamMidStream(self._endpoint.id, f"stream broke: {exc}") from exc
         finally:
             self.close()
 
     def close(self) -> None:
-        self._response.close()
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _map_error(endpoint: EndpointSpec, exc: BaseException, phase: TimeoutPhase, seconds: float) -> UpstreamError:
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return UpstreamTimeout(endpoint.id, TimeoutPhase.CONNECT, endpoint.timeouts.connect)
-    if isinstance(exc, TimeoutError):
-        return UpstreamTimeout(endpoint.id, phase, seconds)
-    if isinstance(exc, aiohttp.ClientConnectorError | ConnectionError | aiohttp.ServerDisconnectedError):
-        return UpstreamConnectError(endpoint.id, f"cannot connect to {endpoint.base_url}: {_describe(exc)}")
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return UpstreamProtocolError(endpoint.id, f"response cut short: {_describe(exc)}")
-    return UpstreamConnectError(endpoint.id, _describe(exc))
+        """Return the connection to its pool if the stream ended cleanly, else drop it."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._pool.release(conn)
 
 
 class UpstreamPool:
-    """One connection pool per upstream server, shared by every endpoint on it."""
+    """One keep-alive pool per upstream origin, shared by every endpoint on it."""
 
-    def __init__(self, endpoints: Iterable[EndpointSpec], *, limit_per_upstream: int = 256) -> None:
+    def __init__(self, endpoints: Iterable[EndpointSpec]) -> None:
         self._endpoints = tuple(endpoints)
-        self._limit = limit_per_upstream
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._pools: dict[Origin, HostPool] = {}
+        self._targets: dict[str, _Target] = {}
 
     async def start(self) -> None:
         for ep in self._endpoints:
-            if ep.base_url not in self._sessions:
-                connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300, keepalive_timeout=30)
-                self._sessions[ep.base_url] = aiohttp.ClientSession(
-                    connector=connector,
-                    timeout=aiohttp.ClientTimeout(total=None),
-                    auto_decompress=True,
-                    skip_auto_headers=("User-Agent",),
-                )
+            origin = Origin.from_url(ep.base_url)
+            pool = self._pools.get(origin) or self._pools.setdefault(origin, HostPool(origin))
+            self._targets[ep.id] = _target(ep, pool)
 
     async def close(self) -> None:
-        sessions, self._sessions = self._sessions, {}
-        for session in sessions.values():
-            await session.close()
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
+        self._targets.clear()
 
-    def _headers(self, ep: EndpointSpec, base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
-        headers = {**base, **extra}
-        if ep.api_key:
-            headers["Authorization"] = f"Bearer {ep.api_key}"
-        return headers
+    async def _exchange(self, ep: EndpointSpec, head: bytes, body: bytes, first_byte_at: float) -> Connection:
+        """Send one request and wait for the response headers.
 
-    async def _post(
-        self, ep: EndpointSpec, body: bytes, headers: dict[str, str], deadline: float
-    ) -> aiohttp.ClientResponse:
-        """POST and wait for the status line; raises mapped errors (4xx/5xx included)."""
-        session = self._sessions[ep.base_url]
-        timeout = aiohttp.ClientTimeout(total=None, connect=ep.timeouts.connect, sock_connect=ep.timeouts.connect)
-        loop = asyncio.get_running_loop()
-        first_byte_at = min(deadline, loop.time() + ep.timeouts.first_byte)
-        phase = TimeoutPhase.FIRST_BYTE if first_byte_at < deadline else TimeoutPhase.TOTAL
-        seconds = ep.timeouts.first_byte if phase is TimeoutPhase.FIRST_BYTE else ep.timeouts.total
+        A pooled connection the upstream closed while idle fails before any
+        response byte; the request is then sent once more on a fresh connection.
+        """
+        target = self._targets[ep.id]
+        phase = "first_byte" if first_byte_at - asyncio.get_running_loop().time() < ep.timeouts.total else "total"
+        request = head + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body if body else head + b"\r\n"
+        for _ in range(2):
+            conn = target.pool.take_idle()
+            reused = conn is not None
+            if conn is None:
+                conn = await self._connect(ep, target.pool)
+            conn.set_deadline(first_byte_at, phase)
+            conn.send(request)
+            try:
+                await conn.read_headers()
+            except ConnectionClosedError as exc:
+                conn.abort()
+                if reused:
+                    continue
+                raise UpstreamConnectError(ep.id, f"{ep.base_url} closed the connection: {exc}") from exc
+            except DeadlineError as exc:
+                raise _timeout(ep, exc.phase) from exc
+            except ProtocolViolation as exc:
+                raise UpstreamProtocolError(ep.id, str(exc)) from exc
+            except BaseException:
+                conn.abort()
+                raise
+            return conn
+        raise UpstreamConnectError(ep.id, f"{ep.base_url} closed the connection twice")
+
+    async def _connect(self, ep: EndpointSpec, pool: HostPool) -> Connection:
         try:
-            async with asyncio.timeout_at(first_byte_at):
-                response = await session.post(
-                    f"{ep.base_url}/chat/completions", data=body, headers=headers, timeout=timeout
-                )
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise _map_error(ep, exc, phase, seconds) from exc
-        if response.status >= 400:
-            await self._raise_status(ep, response, deadline)
-        return response
+            return await pool.connect(ep.timeouts.connect)
+        except TimeoutError as exc:
+            raise UpstreamTimeout(ep.id, TimeoutPhase.CONNECT, ep.timeouts.connect) from exc
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise UpstreamConnectError(ep.id, f"cannot connect to {ep.base_url}: {reason}") from exc
 
-    async def _raise_status(self, ep: EndpointSpec, response: aiohttp.ClientResponse, deadline: float) -> None:
+    async def _raise_status(self, ep: EndpointSpec, conn: Connection) -> None:
+        """Read (a bounded part of) an error body and raise it; the caller releases `conn`."""
         try:
-            async with asyncio.timeout_at(deadline):
-                body = await response.content.read(ERROR_BODY_LIMIT)
-        except (aiohttp.ClientError, OSError, TimeoutError):
+            body = await conn.read_body(ERROR_BODY_LIMIT)
+        except (DeadlineError, ConnectionClosedError, ProtocolViolation):
             body = b""
-        finally:
-            response.close()
         raise UpstreamStatusError(
-            ep.id,
-            response.status,
-            body,
-            response.headers.get("Content-Type"),
-            response.headers.get("Retry-After"),
+            ep.id, conn.status, body, conn.headers.get("content-type"), conn.headers.get("retry-after")
         )
 
     async def complete(self, ep: EndpointSpec, body: bytes, extra_headers: Mapping[str, str]) -> UpstreamReply:
         """One non-streaming call; the body must be a JSON object or the attempt failed."""
+        target = self._targets[ep.id]
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + ep.timeouts.total
-        response = await self._post(ep, body, self._headers(ep, _JSON_HEADERS, extra_headers), deadline)
+        head = target.chat_head + b"Accept: application/json\r\n" + _headers_bytes(extra_headers)
+        conn = await self._exchange(ep, head, body, min(deadline, started + ep.timeouts.first_byte))
         try:
-            async with asyncio.timeout_at(deadline):
-                raw = await response.read()
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            response.close()
-            raise _map_error(ep, exc, TimeoutPhase.TOTAL, ep.timeouts.total) from exc
+            conn.set_deadline(deadline, "total")
+            if conn.status >= 400:
+                await self._raise_status(ep, conn)
+            raw = await conn.read_body()
+        except DeadlineError as exc:
+            raise _timeout(ep, exc.phase) from exc
+        except (ConnectionClosedError, ProtocolViolation) as exc:
+            raise UpstreamProtocolError(ep.id, f"response cut short: {exc}") from exc
+        finally:
+            target.pool.release(conn)
         try:
             payload = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise UpstreamProtocolError(ep.id, "answer is not valid JSON") from exc
         if not isinstance(payload, dict):
             raise UpstreamProtocolError(ep.id, "answer is not a JSON object")
-        return UpstreamReply(response.status, raw, payload, (loop.time() - started) * 1000)
+        return UpstreamReply(conn.status, raw, payload, (loop.time() - started) * 1000)
 
     async def open_stream(self, ep: EndpointSpec, body: bytes, extra_headers: Mapping[str, str]) -> UpstreamStream:
         """Start a streaming call and wait for its first complete event (the commit point)."""
+        target = self._targets[ep.id]
         loop = asyncio.get_running_loop()
         started = loop.time()
-        deadline = started + ep.timeouts.total
-        response = await self._post(ep, body, self._headers(ep, _STREAM_HEADERS, extra_headers), deadline)
+        head = target.chat_head + b"Accept: text/event-stream\r\n" + _headers_bytes(extra_headers)
+        conn = await self._exchange(ep, head, body, started + min(ep.timeouts.first_byte, ep.timeouts.total))
         framer = EventFramer()
-        first_byte_at = min(deadline, started + ep.timeouts.first_byte)
         try:
-            async with asyncio.timeout_at(first_byte_at):
-                first = b""
-                if "text/event-stream" not in response.headers.get("Content-Type", ""):
-                    # A server that ignored `stream: true` answered with one body: relay it whole.
-                    first = await response.read()
-                while not first:
-                    chunk = await response.content.readany()
-                    if not chunk:
-                        raise UpstreamProtocolError(ep.id, "stream ended before its first event")
-                    first = framer.feed(chunk)
-        except UpstreamError:
-            response.close()
-            raise
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            response.close()
-            phase = TimeoutPhase.FIRST_BYTE if first_byte_at < deadline else TimeoutPhase.TOTAL
-            raise _map_error(ep, exc, phase, min(ep.timeouts.first_byte, ep.timeouts.total)) from exc
+            if conn.status >= 400:
+                await self._raise_status(ep, conn)
+            first = b""
+            if "text/event-stream" not in conn.headers.get("content-type", ""):
+                first = await conn.read_body()  # a server that ignored `stream: true` sent one body
+            while not first:
+                chunk = await conn.read_chunk()
+                if not chunk:
+                    raise UpstreamProtocolError(ep.id, "stream ended before its first event")
+                first = framer.feed(chunk)
+        except DeadlineError as exc:
+            conn.abort()
+            raise _timeout(ep, exc.phase) from exc
+        except (ConnectionClosedError, ProtocolViolation) as exc:
+            conn.abort()
+            raise UpstreamProtocolError(ep.id, f"stream cut before its first event: {exc}") from exc
         except BaseException:
-            response.close()
+            target.pool.release(conn)
             raise
-        return UpstreamStream(ep, response, framer, first, deadline, (loop.time() - started) * 1000)
+        conn.set_idle_limit(ep.timeouts.first_byte)
+        return UpstreamStream(ep, target.pool, conn, framer, first, (loop.time() - started) * 1000)
 
     async def probe(self, ep: EndpointSpec, limit_seconds: float) -> float:
         """GET {base_url}/models; returns latency in ms or raises an `UpstreamError`."""
-        session = self._sessions[ep.base_url]
-        headers = self._headers(ep, {"Accept": "application/json"}, {})
+        target = self._targets[ep.id]
         started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        conn = await self._exchange(ep, target.models_head, b"", loop.time() + limit_seconds)
         try:
-            async with (
-                asyncio.timeout(limit_seconds),
-                session.get(f"{ep.base_url}/models", headers=headers) as response,
-            ):
-                await response.read()
-                if response.status >= 400:
-                    raise UpstreamStatusError(ep.id, response.status, b"", None)
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise _map_error(ep, exc, TimeoutPhase.TOTAL, limit_seconds) from exc
+            await conn.read_body()
+        except (DeadlineError, ConnectionClosedError, ProtocolViolation) as exc:
+            raise UpstreamProtocolError(ep.id, f"health check answer cut short: {exc}") from exc
+        finally:
+            target.pool.release(conn)
+        if conn.status >= 400:
+            raise UpstreamStatusError(ep.id, conn.status, b"", None)
         return (time.perf_counter() - started) * 1000
 
 
-def close_quietly(stream: UpstreamStream | None) -> None:
-    if stream is not None:
-        with contextlib.suppress(Exception):
-            stream.close()
+def _timeout(ep: EndpointSpec, phase: str) -> UpstreamError:
+    seconds = {"first_byte": ep.timeouts.first_byte, "connect": ep.timeouts.connect}.get(phase, ep.timeouts.total)
+    return UpstreamTimeout(ep.id, TimeoutPhase(phase) if phase != "idle" else TimeoutPhase.FIRST_BYTE, seconds)
