@@ -124,7 +124,7 @@ def test_a_silent_upstream_hits_the_first_byte_deadline():
         await asyncio.sleep(10)
 
     async def test(pool, ep):
-        with pytest.raises(UpstreamTimeout, match="first_byte timeout after 0.2s"):
+        with pytest.raises(UpstreamTimeout, match=r"first_byte timeout after 0\.2s"):
             await pool.complete(ep, b"{}", {})
 
     asyncio.run(with_server(handler, test, timeouts={"first_byte": 0.2}))
@@ -166,7 +166,7 @@ def test_a_stream_that_goes_quiet_fails_mid_stream():
 
     async def test(pool, ep):
         stream = await pool.open_stream(ep, b"{}", {})
-        with pytest.raises(UpstreamMidStream, match="no data for 0.2s"):
+        with pytest.raises(UpstreamMidStream, match=r"no data for 0\.2s"):
             async for _ in stream.rest():
                 pass
 
