@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import httptools
 
 HIGH_WATER = 256 * 1024  # pause reading when this much response body is unread
+_KEPT_HEADERS = frozenset({b"content-type", b"content-length", b"transfer-encoding", b"retry-after"})
 
 
 class ConnectionClosedError(ConnectionError):
@@ -138,11 +139,13 @@ class Connection(asyncio.Protocol):
     # -- httptools callbacks ---------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_list.append((name, value))
+        key = name.lower()
+        if key in _KEPT_HEADERS:  # the gateway reads only these; skip decoding the rest
+            self._header_list.append((key, value))
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
-        headers = {n.decode("latin-1").lower(): v.decode("latin-1") for n, v in self._header_list}
+        headers = {n.decode("latin-1"): v.decode("latin-1") for n, v in self._header_list}
         self.headers = headers
         self._eof_body = "content-length" not in headers and "chunked" not in headers.get("transfer-encoding", "")
         self._headers_ready = True
