@@ -1,11 +1,12 @@
-"""The floor of octoroute's stack: the least an aiohttp server + aiohttp client
-relay can do per request, for comparison with the real gateway.
+"""A reference relay: the least an aiohttp server + aiohttp client can do per
+request, for comparison with the real gateway (whose upstream client is not
+aiohttp's: see upstream/http.py).
 
 It forwards the client's body bytes unchanged to one upstream (no parsing, no
 routing, no retries, no timeouts, no extra headers) and relays the answer: the
 whole body for JSON, chunks as they arrive for SSE. Same event loop (uvloop),
 same server settings (`AppRunner(handler_cancellation=True, access_log=None)`)
-and same client pool settings as octoroute's `UpstreamPool`.
+as octoroute.
 
     python bench/floor_relay.py --port 3001 --upstream http://127.0.0.1:8081/v1
 """

@@ -1,6 +1,6 @@
-"""The only outbound I/O: pooled HTTP clients per upstream, sending, streaming up
-to the commit point, health probes, and mapping aiohttp errors into the tree in
-`octoroute.core.errors`.
+"""The only outbound I/O: a keep-alive HTTP/1.1 pool per upstream origin
+(`http.py`), sending, streaming up to the commit point, health probes, and
+mapping socket and protocol errors into the tree in `octoroute.core.errors`.
 
 May import `octoroute.core`, `octoroute.config`, `octoroute.protocols`.
 """

@@ -157,8 +157,8 @@ class UpstreamPool:
         target = self._targets[ep.id]
         phase = "first_byte" if first_byte_at - asyncio.get_running_loop().time() < ep.timeouts.total else "total"
         request = head + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body if body else head + b"\r\n"
-        for _ in range(2):
-            conn = target.pool.take_idle()
+        for retry in (False, True):
+            conn = None if retry else target.pool.take_idle()
             reused = conn is not None
             if conn is None:
                 conn = await self._connect(ep, target.pool)
@@ -266,7 +266,9 @@ class UpstreamPool:
         conn = await self._exchange(ep, target.models_head, b"", loop.time() + limit_seconds)
         try:
             await conn.read_body()
-        except (DeadlineError, ConnectionClosedError, ProtocolViolation) as exc:
+        except DeadlineError as exc:
+            raise UpstreamTimeout(ep.id, TimeoutPhase.TOTAL, limit_seconds) from exc
+        except (ConnectionClosedError, ProtocolViolation) as exc:
             raise UpstreamProtocolError(ep.id, f"health check answer cut short: {exc}") from exc
         finally:
             target.pool.release(conn)

@@ -232,8 +232,11 @@ class Connection(asyncio.Protocol):
         self._deadline = self._loop.call_at(self._last_data + seconds, self._check_idle, seconds)
 
     def _check_idle(self, seconds: float) -> None:
+        now = self._loop.time()
+        if self._paused:  # we stopped reading (the client is slow): silence is ours, not the upstream's
+            self._last_data = now
         due = self._last_data + seconds
-        if self._loop.time() >= due:
+        if now >= due:
             self._deadline_passed("idle")
         else:
             self._deadline = self._loop.call_at(due, self._check_idle, seconds)
