@@ -4,6 +4,7 @@
     ├── ConfigError                 config file invalid; carries every problem with its key path
     ├── ClientError                 the client's request cannot be served as sent (4xx)
     │   ├── InvalidRequest          400: malformed JSON, invalid fields
+    │   │   └── TranslationError    400: a body whose structure cannot be translated to the other API
     │   ├── ModelNotFound           404: `model` names no group, endpoint or `auto`
     │   └── PayloadTooLarge         413: body over the configured limit
     ├── UpstreamError               one attempt at one endpoint failed
@@ -83,6 +84,13 @@ class ClientError(OctorouteError):
 class InvalidRequest(ClientError):
     status = 400
     code = "invalid_request"
+
+
+class TranslationError(InvalidRequest):
+    """The body's structure cannot be translated between APIs; `param` names the field."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message, param=param)
 
 
 class ModelNotFound(ClientError):

@@ -103,3 +103,37 @@ class RoutingDecision:
     @property
     def tier_label(self) -> str:
         return self.group
+
+
+class DegradationKind(enum.StrEnum):
+    """What a translation had to drop or change; stable names, usable as metric labels."""
+
+    THINKING = "thinking"  # top-level extended thinking config
+    THINKING_BLOCK = "thinking_block"  # thinking / redacted_thinking content blocks
+    CACHE_CONTROL = "cache_control"
+    TOP_K = "top_k"
+    OUTPUT_CONFIG = "output_config"
+    CONTEXT_MANAGEMENT = "context_management"
+    CONTAINER = "container"
+    MCP_SERVERS = "mcp_servers"
+    SERVICE_TIER = "service_tier"
+    DOCUMENT_BLOCK = "document_block"
+    UNSUPPORTED_BLOCK = "unsupported_block"  # a content block the target has no form for
+    UNSUPPORTED_TOOL = "unsupported_tool"  # server tools (web_search, bash, ...) and OpenAI custom tools
+    TOOL_OPTION = "tool_option"  # defer_loading, input_examples, ... on a kept tool
+    TOOL_RESULT_IMAGE = "tool_result_image"  # OpenAI tool messages take text only
+    STOP_SEQUENCES_TRUNCATED = "stop_sequences_truncated"
+    SYSTEM_MOVED = "system_moved"  # a mid-conversation system message was merged into the leading one
+    UNSUPPORTED_FIELD = "unsupported_field"  # a known field the target has no equivalent for
+    UNKNOWN_FIELD = "unknown_field"
+    MAX_TOKENS_DEFAULTED = "max_tokens_defaulted"
+    TEMPERATURE_CLAMPED = "temperature_clamped"
+    INVALID_TOOL_ARGUMENTS = "invalid_tool_arguments"  # arguments not a JSON object; {} used instead
+    EXTRA_CHOICES = "extra_choices"  # n > 1 upstream answer; only choice 0 kept
+    LATE_TOOL_DELTA = "late_tool_delta"  # stream: arguments for a tool block already closed
+
+
+@dataclass(frozen=True, slots=True)
+class Degradation:
+    kind: DegradationKind
+    path: str
