@@ -1,6 +1,7 @@
 """Routing features from an OpenAI `messages` list, computed once per request.
 
-This runs on every auto-routed request, so it is deliberately cheap:
+This runs on every auto-routed request, so it is deliberately cheap, and its
+cost is bounded by a fixed window rather than by the size of the prompt:
 
 - Token estimate: every text string in the conversation (system, user,
   assistant, tool messages, text parts, tool-call names and arguments) is
@@ -8,10 +9,24 @@ This runs on every auto-routed request, so it is deliberately cheap:
   per token is the usual rule of thumb for English with BPE tokenizers; it
   under-counts CJK text (about one token per character) and ignores images.
   It only has to be stable and in the right range for the 1.0 thresholds.
-- Everything else (code signals, task type) looks at the LAST user message
-  only, the request being made now, and at most `SCAN_HEAD_CHARS` from its
-  start plus `SCAN_TAIL_CHARS` from its end, because instructions sit at either
-  end of a pasted document ("Summarize this: ..." / "... Summarize the above.").
+- Everything else looks at the LAST user message only, the request being made
+  now. Code fences (```) are counted over all of it: `count_fences` hops from
+  backtick to backtick with memchr, so even a 100 KB paste costs a few calls.
+- Code lines and task keywords look only at its first `SCAN_HEAD_CHARS` and
+  last `SCAN_TAIL_CHARS` characters. That is where the request sits when a
+  document is pasted ("Summarize this: ..." / "... Summarize the above."), a
+  sentence or a short paragraph that these windows hold with room to spare;
+  the middle is the document, and a keyword there ("the Q3 summary shows ...")
+  says nothing about what is being asked. The window is also the cost: each
+  scanned character costs ~25 ns of keyword search and each scanned line ~2 µs
+  of code-line checks, so 1,500 characters keep a 16 KB or 100 KB prompt at a
+  few tens of microseconds (twice the window roughly doubles that).
+- `Features.code_lines` counts code-looking lines up to `CODE_LINES_CAP`, then
+  stops: two already decide `has_code`, and a pasted file needs no exact count.
+- A keyword regex runs only where one of its literal starts occurs (a C
+  substring search) instead of as a `search` over the text: the leading word
+  boundary defeats `re`'s prefix scan, which made each search cost ~60 ns per
+  character.
 - Regexes are anchored or bounded (no nested quantifiers), so matching stays
   linear in the scanned text.
 """
@@ -20,23 +35,27 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from octoroute.core.types import Features, Importance, TaskType
 
 CHARS_PER_TOKEN = 4
-SCAN_HEAD_CHARS = 16_000
-SCAN_TAIL_CHARS = 4_000
+SCAN_HEAD_CHARS = 1_000
+SCAN_TAIL_CHARS = 500
+CODE_LINES_CAP = 10
 SMALL_TALK_MAX_CHARS = 60
 
 _TEXT_PART_TYPES = frozenset({"text", "input_text"})
 _IMAGE_PART_TYPES = frozenset({"image_url", "input_image", "image"})
 _FENCE = "```"
+_FENCE_HOPS = 32
 
 # A line (leading whitespace stripped) that starts like code in a common language.
 # Each branch needs structure prose lacks (a parenthesis, `=`, a quoted module,
 # a type before a name), so "import the data" or "public transport is" do not
 # count. Branches are anchored and have at most one unbounded run each, so a
-# match costs O(line length).
+# match costs O(line length); the possessive `*+`/`++` on a name skip backtracking
+# that can never succeed (what follows a name is never a name character).
 _CODE_LINE_START = re.compile(
     r"""(?:
       (?:async\s+)?def\s+\w+\s*\(
@@ -61,8 +80,8 @@ _CODE_LINE_START = re.compile(
     | //
     | /\*
     | </?[A-Za-z][\w-]*(?:\s[^<>]*)?/?>
-    | [A-Za-z_][\w.]*(?:\[[^\]\n]*\])?\s*(?:[-+*/%|&^]|\*\*|//|\?\?)?=(?!=)(?!.*[.!?]$)\s*\S
-    | [\w.]+\(.*\)\s*;?$
+    | [A-Za-z_][\w.]*+(?:\[[^\]\n]*\])?\s*(?:[-+*/%|&^]|\*\*|//|\?\?)?=(?!=)(?!.*[.!?]$)\s*\S
+    | [\w.]++\(.*\)\s*;?$
     | [}\])][}\]);,\s]*$
     )""",
     re.VERBOSE,
@@ -105,6 +124,39 @@ _QUESTION_WORDS = frozenset(
 )  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class _Keywords:
+    """A task's keyword regex and the literal text (lower case, right after the leading
+    word boundary) that every one of its matches begins with. Keep `starts` in step
+    with the regex: a keyword whose start is missing here is never found."""
+
+    task: TaskType
+    pattern: re.Pattern[str]
+    starts: tuple[str, ...]
+
+
+# In priority order: the first task with a keyword wins.
+_KEYWORD_TASKS = (
+    _Keywords(TaskType.DOCUMENT_SUMMARY, _SUMMARY, ("summar", "tl;dr", "tldr", "condense", "recap")),
+    _Keywords(
+        TaskType.DEEP_ANALYSIS,
+        _ANALYSIS,
+        (
+            "analy", "prove", "proof", "deriv", "step", "trade", "in depth", "in-depth", "compar", "contrast",
+            "critique", "pros and cons", "rigorous", "thorough",
+        ),
+    ),
+    _Keywords(
+        TaskType.CREATIVE_WRITING,
+        _CREATIVE,
+        (
+            "write", "compose", "create", "draft", "invent", "make up", "come up with", "tell ",
+            "fiction", "haiku", "limerick", "sonnet", "once upon a time", "short story", "role",
+        ),
+    ),
+)  # fmt: skip
+
+
 def content_text(content: object) -> str:
     """The text of one message's `content`: a string, null, or a list of parts."""
     if isinstance(content, str):
@@ -143,9 +195,9 @@ def extract_features(
         has_images = has_images or images
         if role == "assistant":
             chars += _tool_calls_size(message.get("tool_calls"))
-    window = _scan_window(last_user_text(messages))
-    fences = window.count(_FENCE)
-    code_fences = (fences + 1) // 2  # a pair is one block; an unclosed fence still opens one
+    text = last_user_text(messages)
+    code_fences = (count_fences(text) + 1) // 2  # a pair is one block; an unclosed fence still opens one
+    window = _scan_window(text)
     code_lines = count_code_lines(window)
     explicit = task_type is not None
     if task_type is None:
@@ -164,9 +216,34 @@ def extract_features(
     )
 
 
-def count_code_lines(text: str) -> int:
-    """How many lines look like source code; a single such line is weak evidence on its own."""
-    return sum(1 for line in text.splitlines() if _is_code_line(line))
+def count_fences(text: str) -> int:
+    """How many ``` fences `text` holds, counted like `text.count("```")` but cheaper.
+
+    Hopping from backtick to backtick uses memchr, so a long fenced paste costs a few
+    calls instead of a character-by-character count; text with many backticks
+    (inline code everywhere) hands the rest to `str.count` after a few hops.
+    """
+    count = 0
+    at = text.find("`")
+    for _ in range(_FENCE_HOPS):
+        if at < 0:
+            return count
+        if text.startswith(_FENCE, at):
+            count += 1
+            at += len(_FENCE) - 1
+        at = text.find("`", at + 1)
+    return count + (text.count(_FENCE, at) if at >= 0 else 0)
+
+
+def count_code_lines(text: str, cap: int = CODE_LINES_CAP) -> int:
+    """How many lines look like source code, counting stops at `cap`; a single such line is weak evidence."""
+    count = 0
+    for line in text.splitlines():
+        if _is_code_line(line):
+            count += 1
+            if count >= cap:
+                break
+    return count
 
 
 def infer_task_type(text: str, *, has_code: bool) -> TaskType:
@@ -178,18 +255,31 @@ def infer_task_type(text: str, *, has_code: bool) -> TaskType:
     if has_code:
         return TaskType.CODE
     lowered = text.lower()
-    if _SUMMARY.search(lowered):
-        return TaskType.DOCUMENT_SUMMARY
-    if _ANALYSIS.search(lowered):
-        return TaskType.DEEP_ANALYSIS
-    if _CREATIVE.search(lowered):
-        return TaskType.CREATIVE_WRITING
+    for keywords in _KEYWORD_TASKS:
+        if _has_keyword(lowered, keywords):
+            return keywords.task
     stripped = lowered.strip()
     if len(stripped) <= SMALL_TALK_MAX_CHARS and _SMALL_TALK.fullmatch(stripped):
         return TaskType.CASUAL_CHAT
     if _is_question(stripped):
         return TaskType.QUESTION_ANSWER
     return TaskType.CASUAL_CHAT
+
+
+def _has_keyword(lowered: str, keywords: _Keywords) -> bool:
+    """Same answer as `keywords.pattern.search(lowered)`, matching only where a keyword can start.
+
+    `match` at a position still sees the character before it, so the word boundary holds.
+    """
+    if not any(map(lowered.__contains__, keywords.starts)):  # the usual case, without a Python loop
+        return False
+    for start in keywords.starts:
+        at = lowered.find(start)
+        while at >= 0:
+            if keywords.pattern.match(lowered, at):
+                return True
+            at = lowered.find(start, at + 1)
+    return False
 
 
 def _is_question(stripped_lower: str) -> bool:

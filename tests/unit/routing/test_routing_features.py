@@ -6,8 +6,11 @@ import pytest
 
 from octoroute.core.types import Features, Importance, TaskType
 from octoroute.routing.features import (
+    CODE_LINES_CAP,
     SCAN_HEAD_CHARS,
+    SCAN_TAIL_CHARS,
     count_code_lines,
+    count_fences,
     extract_features,
     infer_task_type,
     last_user_text,
@@ -161,6 +164,31 @@ def test_code_lines_count() -> None:
     assert count_code_lines("The results were good; the team was happy.") == 0
 
 
+def test_code_lines_stop_at_the_cap() -> None:
+    assert count_code_lines(PYTHON * 50) == CODE_LINES_CAP
+    assert count_code_lines(PYTHON * 50, cap=2) == 2
+    assert extract([user(PYTHON * 50)]).code_lines == CODE_LINES_CAP
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "no fences",
+        "```",
+        "````",
+        "``````",
+        "`a` and ``b``",
+        "```a```\n```b```",
+        "`" * 7,
+        "x`" * 100 + "```",
+        "`" * 500,
+    ],
+)
+def test_count_fences_counts_like_str_count(text: str) -> None:
+    assert count_fences(text) == text.count("```")
+
+
 def test_signals_come_from_last_user_message_only() -> None:
     messages: list[dict[str, object]] = [user(PYTHON), {"role": "assistant", "content": "Looks fine."}, user("thanks!")]
     f = extract(messages)
@@ -212,6 +240,73 @@ def test_huge_message_scans_head_and_tail() -> None:
     assert tail_instruction.token_estimate == -(-len(text) // 4)  # size still counts everything
     buried = extract([user(filler + "please summarize this" + filler)])
     assert buried.task_type is TaskType.CASUAL_CHAT  # the middle of a huge paste is not scanned
+
+
+FILLER = "lorem ipsum dolor sit amet. " * ((SCAN_HEAD_CHARS + SCAN_TAIL_CHARS) * 3 // 28)
+PROSE_100KB = "The team moved the nightly jobs to the new cluster.\n" * 2_000
+
+
+def test_long_prose_with_instruction_at_the_end() -> None:
+    text = PROSE_100KB + "\nSummarize the above."
+    f = extract([user(text)])
+    assert f.task_type is TaskType.DOCUMENT_SUMMARY
+    assert f.token_estimate == -(-len(text) // 4)
+    assert extract([user("Summarize the following notes:\n\n" + PROSE_100KB)]).task_type is TaskType.DOCUMENT_SUMMARY
+    assert extract([user(PROSE_100KB + "\nWhich of these points matter most?")]).task_type is TaskType.QUESTION_ANSWER
+
+
+def test_long_code_paste_is_code() -> None:
+    pasted = "Why does this fail?\n" + PYTHON * 1_500
+    f = extract([user(pasted)])
+    assert (f.task_type, f.code_fences, f.code_lines) == (TaskType.CODE, 0, CODE_LINES_CAP)
+    fenced = extract([user("Why does this fail?\n```python\n" + PYTHON * 1_500 + "```\nSummarize the fix.")])
+    assert (fenced.task_type, fenced.code_fences) == (TaskType.CODE, 1)
+
+
+def test_fence_anywhere_in_a_long_message_counts() -> None:
+    f = extract([user(FILLER + "\n```\nprint('hi')\n```\n" + FILLER + "Why does it print twice?")])
+    assert (f.task_type, f.code_fences) == (TaskType.CODE, 1)
+
+
+# Every keyword (and spelling) the README lists, as a user would write it.
+KEYWORD_PHRASES = {
+    TaskType.DOCUMENT_SUMMARY: (
+        "summarize", "summarise", "summarized", "summarising", "summary", "summaries", "tl;dr", "tldr",
+        "condense", "recap",
+    ),
+    TaskType.DEEP_ANALYSIS: (
+        "analyze", "analyse", "analyzing", "analysis", "prove", "proof", "derive", "derivation", "step by step",
+        "step-by-step", "trade-offs", "tradeoff", "trade offs", "in depth", "in-depth", "compare", "comparison",
+        "contrast", "critique", "pros and cons", "rigorously", "thorough", "thoroughly",
+    ),
+    TaskType.CREATIVE_WRITING: (
+        "write a poem", "compose a song", "create a story", "draft some lyrics", "invent a fable", "make up a story",
+        "come up with a haiku", "fiction", "fictional", "limerick", "sonnet", "once upon a time", "short story",
+        "role-play", "roleplay", "tell me an old fable",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("phrase", "task"), [(p, task) for task, phrases in KEYWORD_PHRASES.items() for p in phrases])
+def test_every_keyword_is_found_at_either_end_of_a_long_paste(phrase: str, task: TaskType) -> None:
+    assert extract([user(FILLER + "\n\nNow, " + phrase + ".")]).task_type is task
+    assert extract([user(phrase.capitalize() + ":\n\n" + FILLER)]).task_type is task
+
+
+@pytest.mark.parametrize("phrase", ["Please summarize this.", "Compare them in depth.", "Write a poem about it."])
+def test_keywords_buried_in_the_middle_do_not_decide(phrase: str) -> None:
+    assert extract([user(FILLER + phrase + FILLER)]).task_type is TaskType.CASUAL_CHAT
+    question = extract([user(FILLER + phrase + FILLER + "Who wrote this?")])
+    assert question.task_type is TaskType.QUESTION_ANSWER
+
+
+def test_window_edges() -> None:
+    # A keyword that ends on the head window's last character counts; one character later it is cut.
+    for pad, task in ((SCAN_HEAD_CHARS - 10, TaskType.DOCUMENT_SUMMARY), (SCAN_HEAD_CHARS - 9, TaskType.CASUAL_CHAT)):
+        assert extract([user("x" * pad + " summarize" + FILLER)]).task_type is task
+    # A keyword that starts on the tail window's first character counts; one character earlier it is cut.
+    for pad, task in ((SCAN_TAIL_CHARS - 10, TaskType.DOCUMENT_SUMMARY), (SCAN_TAIL_CHARS - 9, TaskType.CASUAL_CHAT)):
+        assert extract([user(FILLER + "summarize " + "y" * pad)]).task_type is task
 
 
 def test_pathological_input_is_handled() -> None:
