@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from octoroute.core.types import Features, Importance, TaskType
 from octoroute.demo.simulated import SimulatedUpstream
 
 
@@ -23,3 +24,21 @@ def fleet_config(models: dict[str, list[dict[str, Any]]], **sections: Any) -> di
     for key, value in sections.items():
         data[key] = {**data.get(key, {}), **value}
     return data
+
+
+def make_features(
+    tokens: int, task: TaskType, importance: Importance = Importance.NORMAL, *, explicit: bool = False
+) -> Features:
+    """Features of a one-message chat, for routing tests."""
+    return Features(
+        token_estimate=tokens,
+        message_count=1,
+        user_turns=1,
+        code_fences=0,
+        code_lines=0,
+        has_tools=False,
+        has_images=False,
+        importance=importance,
+        task_type=task,
+        task_type_explicit=explicit,
+    )

@@ -30,9 +30,7 @@ def run_check(path: Path, env: Mapping[str, str]) -> int:
     try:
         config = load_config(path, env)
     except ConfigError as exc:
-        err.print(f"[bold red]{path}: {len(exc.problems)} problem(s)[/]")
-        for problem in exc.problems:
-            err.print(f"  {problem}", markup=False, highlight=False)
+        print_problems(err, path, exc)
         return 1
     endpoints = sum(len(eps) for eps in config.models.values())
     out.print(
@@ -40,6 +38,13 @@ def run_check(path: Path, env: Mapping[str, str]) -> int:
         f"{endpoints} endpoints, strategy {config.routing.strategy}"
     )
     return 0
+
+
+def print_problems(console: Console, path: Path, exc: ConfigError, consequence: str = "") -> None:
+    """Every config problem on its own line, with its key path."""
+    console.print(f"[bold red]{path}: {len(exc.problems)} problem(s){consequence}[/]")
+    for problem in exc.problems:
+        console.print(f"  {problem}", markup=False, highlight=False)
 
 
 def run_route(

@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 from rich.console import Console
 
+from octoroute.cli.commands import print_problems
 from octoroute.config import Config, build_topology, load_config, parse_config
 from octoroute.core.errors import ConfigError
 from octoroute.observe.logs import configure_logging
@@ -48,9 +49,7 @@ def run_serve(
     try:
         config = load_config(config_path, env)
     except ConfigError as exc:
-        err.print(f"[bold red]{config_path}: {len(exc.problems)} problem(s); not starting[/]")
-        for problem in exc.problems:
-            err.print(f"  {problem}", markup=False, highlight=False)
+        print_problems(err, config_path, exc, "; not starting")
         return 1
     bind_host = host or config.server.host
     bind_port = config.server.port if port is None else port

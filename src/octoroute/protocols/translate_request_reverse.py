@@ -10,7 +10,7 @@ Unknown fields never raise; what the Messages API cannot take is reported as a
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import orjson
@@ -103,7 +103,11 @@ def _plain_text(content: object) -> str:
     return ""
 
 
-def _tool_use_blocks(calls: object, path: str, lost: list[Degradation]) -> list[ContentBlockParam]:
+def tool_use_blocks(
+    calls: object, path: str, lost: list[Degradation], make_id: Callable[[object, int], str]
+) -> list[ContentBlockParam]:
+    """OpenAI `tool_calls` as Anthropic `tool_use` blocks (arguments parsed to objects);
+    `make_id(call_id, index)` gives each block its id."""
     blocks: list[ContentBlockParam] = []
     for i, call in enumerate(calls if isinstance(calls, list) else []):
         function = call.get("function") if isinstance(call, Mapping) else None
@@ -115,7 +119,7 @@ def _tool_use_blocks(calls: object, path: str, lost: list[Degradation]) -> list[
         blocks.append(
             {
                 "type": "tool_use",
-                "id": anthropic_tool_id(call.get("id")),
+                "id": make_id(call.get("id"), i),
                 "name": str(function.get("name", "")),
                 "input": arguments or {},
             }
@@ -155,7 +159,9 @@ def _anthropic_messages(messages: object, lost: list[Degradation]) -> tuple[list
             _append_turn(turns, "user", _anthropic_parts(content, f"{path}.content", lost))
         elif role == "assistant":
             blocks = _anthropic_parts(content, f"{path}.content", lost)
-            blocks += _tool_use_blocks(message.get("tool_calls"), f"{path}.tool_calls", lost)
+            blocks += tool_use_blocks(
+                message.get("tool_calls"), f"{path}.tool_calls", lost, lambda call_id, _: anthropic_tool_id(call_id)
+            )
             _append_turn(turns, "assistant", blocks)
         elif role == "tool":
             result: ContentBlockParam = {

@@ -21,7 +21,7 @@ import orjson
 
 from octoroute.core.types import Degradation, DegradationKind
 from octoroute.protocols.anthropic import ContentBlock, Message, StopReason, Usage
-from octoroute.protocols.translate_request_reverse import parse_tool_arguments
+from octoroute.protocols.translate_request_reverse import tool_use_blocks
 
 _FINISH_TO_STOP: dict[str, StopReason] = {
     "stop": "end_turn",
@@ -125,22 +125,12 @@ def _content_blocks(
         text = f"{text}\n{refusal}" if text else str(refusal)
     if text:
         blocks.append({"type": "text", "text": text})
-    calls = message.get("tool_calls")
-    for i, call in enumerate(calls if isinstance(calls, list) else []):
-        function = call.get("function") if isinstance(call, Mapping) else None
-        if not isinstance(function, Mapping):
-            continue
-        arguments = parse_tool_arguments(function.get("arguments"))
-        if arguments is None:
-            lost.append(Degradation(DegradationKind.INVALID_TOOL_ARGUMENTS, f"choices[0].message.tool_calls[{i}]"))
-        blocks.append(
-            {
-                "type": "tool_use",
-                "id": tool_use_id(call.get("id"), message_id, i),
-                "name": str(function.get("name", "")),
-                "input": arguments or {},
-            }
-        )
+    blocks += tool_use_blocks(  # type: ignore[arg-type]  # the same tool_use shape in requests and answers
+        message.get("tool_calls"),
+        "choices[0].message.tool_calls",
+        lost,
+        lambda call_id, i: tool_use_id(call_id, message_id, i),
+    )
     return blocks, refused
 
 

@@ -4,6 +4,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
+from tests.support import make_features
 
 from octoroute.config.models import RoutingConfig
 from octoroute.core.errors import OctorouteError
@@ -23,18 +24,7 @@ Body = dict[str, object]
 
 
 def features(tokens: int, task: TaskType, importance: Importance = Importance.NORMAL) -> Features:
-    return Features(
-        token_estimate=tokens,
-        message_count=1,
-        user_turns=1,
-        code_fences=0,
-        code_lines=0,
-        has_tools=False,
-        has_images=False,
-        importance=importance,
-        task_type=task,
-        task_type_explicit=False,
-    )
+    return make_features(tokens, task, importance, explicit=False)
 
 
 CODE_SHORT = features(300, TaskType.CODE)  # rule 3 -> balanced

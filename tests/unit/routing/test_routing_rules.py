@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from tests.support import make_features
 
 from octoroute.core.types import Features, Importance, RouteReason, TaskType, Tier
 from octoroute.routing.rules import RuleMatch, evaluate_rules
@@ -14,19 +15,8 @@ CREATIVE = TaskType.CREATIVE_WRITING
 LOW, NORMAL, HIGH = Importance.LOW, Importance.NORMAL, Importance.HIGH
 
 
-def features(tokens: int, task: TaskType, importance: Importance = NORMAL) -> Features:
-    return Features(
-        token_estimate=tokens,
-        message_count=1,
-        user_turns=1,
-        code_fences=0,
-        code_lines=0,
-        has_tools=False,
-        has_images=False,
-        importance=importance,
-        task_type=task,
-        task_type_explicit=True,
-    )
+def features(tokens: int, task: TaskType, importance: Importance = Importance.NORMAL) -> Features:
+    return make_features(tokens, task, importance, explicit=True)
 
 
 @pytest.mark.parametrize(
