@@ -157,3 +157,19 @@ def test_client_disconnect_cancels_a_streaming_upstream(upstreams, gateway, loop
     body = orjson.dumps({"model": "fast", "messages": CASUAL, "stream": True})
     _send_and_hang_up(gw.port, body, loop_thread, sim)
     assert sim.cancelled == 1
+
+
+def test_the_background_health_loop_probes_on_its_interval(upstreams, gateway, loop_thread):
+    sim = upstreams("probed")
+    sim.behaviour.mode = Mode.ERROR_500
+    gw = gateway(
+        fleet_config(
+            {"fast": [endpoint(sim, "m", id="probed")]},
+            health={"active": True, "failure_threshold": 2, "check_interval_seconds": 0.05},
+        )
+    )
+    loop_thread.run(asyncio.wait_for(sim.wait_requests("/v1/models", 3), 10))
+    row = orjson.loads(HTTP.request("GET", f"{gw.url}/models").data)["endpoints"][0]
+    assert row["healthy"] is False
+    assert row["consecutive_failures"] >= 2
+    assert sim.count == 0
