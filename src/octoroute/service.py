@@ -164,19 +164,23 @@ class Gateway:
     def model_ids(self) -> tuple[str, ...]:
         return self._model_ids
 
-    def check_model(self, model: str) -> None:
-        if model != AUTO and model not in self.topology.groups and model not in self.topology.endpoints:
+    def resolve_model(self, model: str) -> str:
+        """`model` itself when it is 'auto', a group or an endpoint id, else an alias's target."""
+        if model == AUTO or model in self.topology.groups or model in self.topology.endpoints:
+            return model
+        target = self.topology.resolve_alias(model)
+        if target is None:
             raise ModelNotFound(
-                f"model '{model}' does not exist; use 'auto', a group ({', '.join(self.topology.groups)}) "
-                "or an endpoint id listed by GET /v1/models",
+                f"model '{model}' does not exist; use 'auto', a group ({', '.join(self.topology.groups)}), "
+                "an endpoint id listed by GET /v1/models, or a configured alias",
                 param="model",
             )
+        return target
 
     # -- deciding ----------------------------------------------------------
 
     async def decide(self, call: ChatCall) -> RoutingDecision:
-        model = call.model
-        self.check_model(model)
+        model = self.resolve_model(call.model)
         if model in self.topology.groups:
             return RoutingDecision(model, Strategy.DIRECT, RouteReason.EXPLICIT_GROUP, f"client asked for {model}")
         if model in self.topology.endpoints:

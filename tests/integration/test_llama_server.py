@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import anthropic
 import openai
 import orjson
 import pytest
@@ -321,3 +322,29 @@ def test_health_probe_accepts_llama_s_model_listing(tiny_gw, loop_thread):
     assert row["last_check_age_seconds"] is not None
     assert row["last_latency_ms"] is not None
     assert HTTP.request("GET", f"{tiny_gw.url}/ready").status == 200
+
+
+def test_anthropic_client_gets_llama_s_streamed_tool_call_as_a_tool_use_block(tool_gw):
+    weather = {
+        "name": "get_weather",
+        "description": "Get the weather for a city",
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    }
+    with (
+        anthropic.Anthropic(
+            base_url=tool_gw.url, api_key="x", max_retries=0, _strict_response_validation=True
+        ) as client,
+        client.messages.stream(
+            model="auto",
+            max_tokens=64,
+            messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+            tools=[weather],
+            tool_choice={"type": "any"},
+        ) as stream,
+    ):
+        final = stream.get_final_message()
+    uses = [b for b in final.content if b.type == "tool_use"]
+    assert final.stop_reason == "tool_use"
+    assert len(uses) == 1
+    assert uses[0].name == "get_weather"
+    assert isinstance(uses[0].input, dict)

@@ -139,6 +139,7 @@ class Config(_Frozen):
     health: HealthConfig = HealthConfig()
     retry: RetryConfig = RetryConfig()
     fallback: dict[str, str] = Field(default_factory=dict)
+    aliases: dict[str, str] = Field(default_factory=dict)
     observability: ObservabilityConfig = ObservabilityConfig()
 
     @field_validator("models")

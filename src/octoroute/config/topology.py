@@ -7,6 +7,7 @@ assumes a config that passed it.
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -53,6 +54,14 @@ class GroupSpec:
 class Topology:
     groups: Mapping[str, GroupSpec]
     endpoints: Mapping[str, EndpointSpec]
+    aliases: tuple[tuple[str, str], ...] = ()  # (pattern, target) in config order
+
+    def resolve_alias(self, model: str) -> str | None:
+        """The target of the first alias whose pattern (shell-style: `claude-*`) matches `model`."""
+        for pattern, target in self.aliases:
+            if pattern == model or fnmatch.fnmatchcase(model, pattern):
+                return target
+        return None
 
     def fallback_chain(self, group: str) -> tuple[str, ...]:
         """`group` followed by its fallbacks, in order (acyclic by validation)."""
@@ -134,6 +143,14 @@ def check_semantics(config: Config, env: Mapping[str, str]) -> list[ConfigProble
         elif target == group:
             problems.append(ConfigProblem(f"fallback.{group}", "a group cannot fall back to itself"))
     problems.extend(_cycle_problems(config))
+    targets = {"auto", *config.models, *(ep_id for ep_id, *_ in _endpoint_ids(config))}
+    for pattern, target in config.aliases.items():
+        if target not in targets:
+            problems.append(
+                ConfigProblem(f"aliases.{pattern}", f"target '{target}' is not 'auto', a group or an endpoint id")
+            )
+        elif pattern in targets:
+            problems.append(ConfigProblem(f"aliases.{pattern}", f"'{pattern}' is already a group or endpoint id"))
     for key in config.timeouts.model_extra or {}:
         if key not in config.models:
             problems.append(ConfigProblem(f"timeouts.{key}", f"'{key}' is not a group under [models]"))
@@ -207,4 +224,4 @@ def build_topology(config: Config, env: Mapping[str, str]) -> Topology:
         endpoints[ep_id] = spec
         by_group[group].append(spec)
     groups = {g: GroupSpec(name=g, endpoints=tuple(eps), fallback=fallbacks[g]) for g, eps in by_group.items()}
-    return Topology(groups=groups, endpoints=endpoints)
+    return Topology(groups=groups, endpoints=endpoints, aliases=tuple(config.aliases.items()))

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from octoroute.config.models import Config
 from octoroute.config.topology import Topology
-from octoroute.server import handlers
+from octoroute.server import anthropic_api, handlers
 from octoroute.server.middleware import RequestIds, errors_middleware
 from octoroute.server.state import GATEWAY
 from octoroute.service import Gateway
@@ -35,6 +35,8 @@ def create_app(
     app.cleanup_ctx.append(_lifecycle)
     app.router.add_post("/v1/chat/completions", handlers.chat_completions)
     app.router.add_get("/v1/models", handlers.list_models)
+    app.router.add_post("/v1/messages", anthropic_api.messages)
+    app.router.add_post("/v1/messages/count_tokens", anthropic_api.count_tokens)
     app.router.add_post("/chat", handlers.native_chat)
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/ready", handlers.ready)

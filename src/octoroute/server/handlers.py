@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
@@ -28,7 +29,7 @@ from octoroute.protocols.openai import (
     read_usage,
     stream_error_event,
 )
-from octoroute.server.middleware import render_error
+from octoroute.server.middleware import Api, render_error
 from octoroute.server.state import GATEWAY, REQUEST_ID
 from octoroute.service import ChatCall, Gateway, Outcome, decode_chat
 
@@ -36,7 +37,7 @@ CLIENT_CLOSED = 499  # nginx's convention for "client closed the connection", lo
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def _decision_headers(decision: RoutingDecision, outcome: Outcome) -> dict[str, str]:
+def decision_headers(decision: RoutingDecision, outcome: Outcome) -> dict[str, str]:
     return {
         "X-Octoroute-Tier": outcome.group,
         "X-Octoroute-Endpoint": outcome.endpoint.id,
@@ -65,7 +66,7 @@ def attempts_of(exc: RoutingExhausted | UpstreamStatusError) -> int:
     return exc.attempt if isinstance(exc, UpstreamStatusError) else 0
 
 
-async def _read_json(request: web.Request) -> dict[str, Any]:
+async def read_json(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
     try:
         return parse_json_object(raw)
@@ -73,7 +74,7 @@ async def _read_json(request: web.Request) -> dict[str, Any]:
         raise InvalidRequest(str(exc)) from None
 
 
-def _record(
+def record_request(
     call: ChatCall,
     route: str,
     decision: RoutingDecision | None,
@@ -104,17 +105,17 @@ def _record(
     )
 
 
-async def _serve(
-    gw: Gateway, call: ChatCall, route: str, started: float
+async def serve_call(
+    gw: Gateway, call: ChatCall, route: str, started: float, api: Api = Api.OPENAI
 ) -> tuple[RoutingDecision, Outcome | web.Response]:
     """Decide and run the attempt loop; an upstream/routing failure comes back as a ready response."""
     decision = await gw.decide(call)
     try:
         outcome = await gw.serve(call, decision, {"X-Request-Id": call.request_id})
     except (RoutingExhausted, UpstreamStatusError) as exc:
-        response = render_error(exc)
+        response = render_error(exc, api)
         response.headers.update(_failure_headers(decision, exc))
-        _record(call, route, decision, None, response.status, started, attempts=attempts_of(exc))
+        record_request(call, route, decision, None, response.status, started, attempts=attempts_of(exc))
         return decision, response
     return decision, outcome
 
@@ -122,21 +123,52 @@ async def _serve(
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     gw = request.app[GATEWAY]
-    body = await _read_json(request)
+    body = await read_json(request)
     call = decode_chat(body, request.headers, gw.config.routing.default_importance, request[REQUEST_ID])
-    decision, outcome = await _serve(gw, call, "/v1/chat/completions", started)
+    decision, outcome = await serve_call(gw, call, "/v1/chat/completions", started)
     if isinstance(outcome, web.Response):
         return outcome
-    headers = _decision_headers(decision, outcome)
+    headers = decision_headers(decision, outcome)
     if outcome.reply is not None:
         reply = outcome.reply
-        _record(call, "/v1/chat/completions", decision, outcome, reply.status, started, read_usage(reply.payload))
+        record_request(
+            call, "/v1/chat/completions", decision, outcome, reply.status, started, read_usage(reply.payload)
+        )
         raw = orjson.dumps(reply.payload) if fill_required_fields(reply.payload) else reply.body
         return web.Response(status=reply.status, body=raw, headers=headers, content_type="application/json")
-    return await _relay(request, gw, call, decision, outcome, headers, started)
+    return await relay(request, gw, call, decision, outcome, headers, started, PassThrough())
 
 
-async def _relay(
+class StreamConverter(Protocol):
+    """Turns upstream SSE bytes (whole events) into what the client's API expects."""
+
+    route: str
+    content_type: str | None  # None: the upstream's own
+
+    def convert(self, events: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+    def fail(self, message: str) -> bytes: ...
+
+
+class PassThrough:
+    """OpenAI to OpenAI: the upstream's bytes as they are."""
+
+    route = "/v1/chat/completions"
+    content_type: str | None = None
+
+    def convert(self, events: bytes) -> bytes:
+        return events
+
+    def finish(self) -> bytes:
+        return b""
+
+    def fail(self, message: str) -> bytes:
+        return stream_error_event(message, code="upstream_stream_error")
+
+
+async def relay(
     request: web.Request,
     gw: Gateway,
     call: ChatCall,
@@ -144,34 +176,43 @@ async def _relay(
     outcome: Outcome,
     headers: dict[str, str],
     started: float,
+    converter: StreamConverter,
 ) -> web.StreamResponse:
     """Past the commit point: relay whole events; a failure ends with one error event."""
     stream = outcome.stream
     assert stream is not None
     response = web.StreamResponse(status=stream.status, headers={**headers, **_SSE_HEADERS})
-    response.content_type = stream.content_type.split(";")[0]
+    response.content_type = converter.content_type or stream.content_type.split(";")[0]
     response.headers["X-Request-Id"] = call.request_id
     try:
         await response.prepare(request)
-        await response.write(stream.first)
+        await response.write(converter.convert(stream.first))
         async with contextlib.aclosing(stream.rest()) as rest:
             async for events in rest:
-                await response.write(events)
+                await response.write(converter.convert(events))
+        await response.write(converter.finish())
     except UpstreamMidStream as exc:
         gw.record_mid_stream(outcome.endpoint, exc)
-        await response.write(stream_error_event(f"upstream stream failed: {exc.message}", code="upstream_stream_error"))
+        await response.write(converter.fail(f"upstream stream failed: {exc.message}"))
     except ConnectionResetError:
-        _record(call, "/v1/chat/completions", decision, outcome, CLIENT_CLOSED, started)
+        record_request(call, converter.route, decision, outcome, CLIENT_CLOSED, started)
         return response
     finally:
         stream.close()
     await response.write_eof()
-    _record(call, "/v1/chat/completions", decision, outcome, stream.status, started)
+    record_request(call, converter.route, decision, outcome, stream.status, started)
     return response
 
 
 async def list_models(request: web.Request) -> web.Response:
+    """OpenAI's list shape, or Anthropic's when the client sends `anthropic-version`
+    (Claude Code lists models that way before its first message)."""
     gw = request.app[GATEWAY]
+    if "anthropic-version" in request.headers:
+        created = datetime.fromtimestamp(gw.started_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        data = [{"type": "model", "id": m, "display_name": m, "created_at": created} for m in gw.model_ids]
+        body = {"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]}
+        return web.json_response(body, dumps=_dumps)
     return web.json_response(model_list(gw.model_ids, int(gw.started_at)), dumps=_dumps)
 
 
@@ -179,7 +220,7 @@ async def native_chat(request: web.Request) -> web.Response:
     """octoroute 1.0's API: {prompt, importance, task_type, model?, temperature?}."""
     started = time.perf_counter()
     gw = request.app[GATEWAY]
-    body = await _read_json(request)
+    body = await read_json(request)
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise InvalidRequest("'prompt' must be a non-empty string", param="prompt")
@@ -193,13 +234,13 @@ async def native_chat(request: web.Request) -> web.Response:
         if body.get(hint) is not None:
             chat[hint] = body[hint]
     call = decode_chat(chat, request.headers, gw.config.routing.default_importance, request[REQUEST_ID])
-    decision, outcome = await _serve(gw, call, "/chat", started)
+    decision, outcome = await serve_call(gw, call, "/chat", started)
     if isinstance(outcome, web.Response):
         return outcome
     reply = outcome.reply
     assert reply is not None
     usage = read_usage(reply.payload)
-    _record(call, "/chat", decision, outcome, 200, started, usage)
+    record_request(call, "/chat", decision, outcome, 200, started, usage)
     result = {
         "response": read_message_text(reply.payload) or "",
         "model_used": outcome.endpoint.name,
@@ -209,7 +250,7 @@ async def native_chat(request: web.Request) -> web.Response:
         "token_count": usage["total_tokens"] if usage else 0,
         "processing_time_ms": round((time.perf_counter() - started) * 1000, 3),
     }
-    return web.json_response(result, headers=_decision_headers(decision, outcome), dumps=_dumps)
+    return web.json_response(result, headers=decision_headers(decision, outcome), dumps=_dumps)
 
 
 def _dumps(value: Any) -> str:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import enum
 import itertools
 import logging
 import os
 import re
+from dataclasses import dataclass
 
+import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from octoroute.core.errors import ClientError, RoutingExhausted, UpstreamStatusError
+from octoroute.protocols import anthropic
 from octoroute.protocols.openai import error_body, normalise_error_body
 from octoroute.server.state import REQUEST_ID
 
@@ -32,37 +36,66 @@ class RequestIds:
         return f"{self._prefix}{next(self._counter):012x}"
 
 
-def json_error(status: int, message: str, *, code: str | None, param: str | None = None) -> web.Response:
-    return web.Response(
-        status=status, body=error_body(message, status, code=code, param=param), content_type="application/json"
-    )
+class Api(enum.Enum):
+    """Which API a route speaks, and so which error shape its clients parse."""
+
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
 
 
-def render_error(exc: BaseException) -> web.Response:
-    """Any error as the OpenAI error object with the right status; never a traceback."""
+def api_of(path: str) -> Api:
+    return Api.ANTHROPIC if path.startswith("/v1/messages") else Api.OPENAI
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """An error described independently of the shape it is rendered in."""
+
+    status: int
+    message: str
+    code: str | None = None
+    param: str | None = None
+    retry_after: str | None = None
+    upstream_body: bytes | None = None  # an upstream 4xx, normalised to the OpenAI error object
+
+
+def describe_error(exc: BaseException) -> ErrorInfo:
+    """Status, message and code for anything a handler raised; never a traceback."""
     if isinstance(exc, ClientError):
-        return json_error(exc.status, exc.message, code=exc.code, param=exc.param)
+        return ErrorInfo(exc.status, exc.message, exc.code, exc.param)
     if isinstance(exc, UpstreamStatusError):
-        response = web.Response(
-            status=exc.status, body=normalise_error_body(exc.body, exc.status), content_type="application/json"
-        )
-        if exc.retry_after:
-            response.headers["Retry-After"] = exc.retry_after
-        return response
+        body = normalise_error_body(exc.body, exc.status)
+        message = str(orjson.loads(body)["error"]["message"])
+        return ErrorInfo(exc.status, message, retry_after=exc.retry_after, upstream_body=body)
     if isinstance(exc, RoutingExhausted):
-        return json_error(exc.status, str(exc), code=exc.code)
+        return ErrorInfo(exc.status, str(exc), exc.code)
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
-        return json_error(
-            413, "request body is too large; the limit is server.max_body_bytes", code="payload_too_large"
-        )
+        return ErrorInfo(413, "request body is too large; the limit is server.max_body_bytes", "payload_too_large")
     if isinstance(exc, web.HTTPMethodNotAllowed):
         allowed = ", ".join(sorted(exc.allowed_methods))
-        return json_error(405, f"method not allowed; use {allowed}", code="method_not_allowed")
+        return ErrorInfo(405, f"method not allowed; use {allowed}", "method_not_allowed")
     if isinstance(exc, web.HTTPNotFound):
-        return json_error(404, "no such route; see GET /v1/models and POST /v1/chat/completions", code="not_found")
+        return ErrorInfo(
+            404, "no such route; see GET /v1/models, POST /v1/chat/completions, POST /v1/messages", "not_found"
+        )
     if isinstance(exc, web.HTTPException):
-        return json_error(exc.status, exc.reason, code=None)
-    return json_error(500, "internal error in octoroute; see the gateway log for details", code="internal_error")
+        return ErrorInfo(exc.status, exc.reason)
+    return ErrorInfo(500, "internal error in octoroute; see the gateway log for details", "internal_error")
+
+
+def render_error(exc: BaseException, api: Api = Api.OPENAI) -> web.Response:
+    """Any error in the error shape of the API the client called, with the right status."""
+    info = describe_error(exc)
+    if api is Api.ANTHROPIC:
+        body = anthropic.error_body(info.message, info.status)
+    elif info.upstream_body is not None:
+        body = info.upstream_body
+    else:
+        body = error_body(info.message, info.status, code=info.code, param=info.param)
+    response = web.Response(status=info.status, body=body, content_type="application/json")
+    if info.retry_after:
+        response.headers["Retry-After"] = info.retry_after
+    return response
 
 
 def errors_middleware(ids: RequestIds) -> Middleware:
@@ -81,10 +114,10 @@ async def _handle(request: web.Request, handler: Handler, request_id: str) -> we
     try:
         response: web.StreamResponse = await handler(request)
     except (ClientError, RoutingExhausted, UpstreamStatusError, web.HTTPException) as exc:
-        response = render_error(exc)
+        response = render_error(exc, api_of(request.path))
     except Exception as exc:
         log.exception("unhandled error serving %s %s (request %s)", request.method, request.path, request_id)
-        response = render_error(exc)
+        response = render_error(exc, api_of(request.path))
     if not response.prepared:
         response.headers["X-Request-Id"] = request_id
     return response

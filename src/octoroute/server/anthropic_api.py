@@ -1,0 +1,150 @@
+"""The Anthropic Messages API (`POST /v1/messages`, `POST /v1/messages/count_tokens`)
+in front of OpenAI-compatible upstreams.
+
+Translation happens at the edges only: the request becomes an OpenAI chat body,
+goes through the same decide → attempt loop → commit point as
+`/v1/chat/completions`, and the answer (or stream) is translated back. What a
+translation had to drop is named in `X-Octoroute-Degraded`. Errors on these
+routes use Anthropic's error shape (`server.middleware.render_error`).
+https://docs.anthropic.com/en/api/messages
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from octoroute.core.errors import InvalidRequest
+from octoroute.core.types import Degradation
+from octoroute.protocols.sse import iter_data
+from octoroute.protocols.translate_request import anthropic_to_openai_request
+from octoroute.protocols.translate_response import openai_to_anthropic_response
+from octoroute.protocols.translate_stream import OpenAIToAnthropicStream
+from octoroute.routing.features import extract_features
+from octoroute.server.handlers import decision_headers, read_json, record_request, relay, serve_call
+from octoroute.server.middleware import Api
+from octoroute.server.state import GATEWAY, REQUEST_ID
+from octoroute.service import ChatCall, decode_chat
+
+ROUTE = "/v1/messages"
+
+
+def _check_messages_request(body: dict[str, Any]) -> None:
+    """What the Messages API requires and translation relies on; the rest is the upstream's to judge."""
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise InvalidRequest(
+            "'model' must be a non-empty string: 'auto', a group, an endpoint id or an alias", param="model"
+        )
+    max_tokens = body.get("max_tokens")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise InvalidRequest("'max_tokens' is required and must be a positive integer", param="max_tokens")
+    if not isinstance(body.get("messages"), list) or not body["messages"]:
+        raise InvalidRequest("'messages' must be a non-empty array of messages", param="messages")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidRequest("'stream' must be true or false", param="stream")
+
+
+def _degraded_header(lost: Iterable[Degradation]) -> dict[str, str]:
+    kinds = sorted({d.kind.value for d in lost})
+    return {"X-Octoroute-Degraded": ",".join(kinds)} if kinds else {}
+
+
+async def _translate(request: web.Request) -> tuple[dict[str, Any], ChatCall, list[Degradation]]:
+    body = await read_json(request)
+    _check_messages_request(body)
+    gw = request.app[GATEWAY]
+    openai_body, lost = anthropic_to_openai_request(body, system_placement="hoist")
+    openai_body["model"] = body["model"]
+    for hint in ("importance", "task_type"):  # routing hints work here as on the OpenAI route
+        if hint in body:
+            openai_body[hint] = body[hint]
+    call = decode_chat(openai_body, request.headers, gw.config.routing.default_importance, request[REQUEST_ID])
+    return body, call, lost
+
+
+def _stop_sequences(body: dict[str, Any]) -> Sequence[str]:
+    stops = body.get("stop_sequences")
+    return [s for s in stops if isinstance(s, str)] if isinstance(stops, list) else []
+
+
+def _input_estimate(call: ChatCall) -> int:
+    features = extract_features(
+        call.body["messages"], tools_present=bool(call.body.get("tools")), importance=call.importance, task_type=None
+    )
+    return features.token_estimate + len(orjson.dumps(call.body.get("tools", []))) // 4
+
+
+class AnthropicStream:
+    """Upstream OpenAI SSE in, Anthropic events out (one `OpenAIToAnthropicStream`)."""
+
+    route = ROUTE
+    content_type: str | None = "text/event-stream"
+
+    def __init__(self, translator: OpenAIToAnthropicStream) -> None:
+        self._translator = translator
+        self._failed = False
+
+    def convert(self, events: bytes) -> bytes:
+        out: list[bytes] = []
+        for data in iter_data(events):
+            if self._failed or data.strip() == b"[DONE]":
+                continue
+            try:
+                chunk = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                out.append(self.fail("upstream sent an unreadable stream event"))
+                break
+            if isinstance(chunk, dict):
+                out += self._translator.feed(chunk)
+                self._failed = "error" in chunk and "choices" not in chunk
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        return b"" if self._failed else b"".join(self._translator.finish())
+
+    def fail(self, message: str) -> bytes:
+        self._failed = True
+        return self._translator.fail(message)
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter()
+    gw = request.app[GATEWAY]
+    body, call, lost = await _translate(request)
+    decision, outcome = await serve_call(gw, call, ROUTE, started, Api.ANTHROPIC)
+    if isinstance(outcome, web.Response):
+        return outcome
+    headers = {**decision_headers(decision, outcome), **_degraded_header(lost)}
+    message_id = f"msg_{call.request_id}"
+    if outcome.reply is not None:
+        message, more = openai_to_anthropic_response(
+            outcome.reply.payload, model=body["model"], message_id=message_id, stop_sequences=_stop_sequences(body)
+        )
+        headers.update(_degraded_header([*lost, *more]))
+        record_request(call, ROUTE, decision, outcome, 200, started)
+        return web.Response(body=orjson.dumps(message), headers=headers, content_type="application/json")
+    translator = OpenAIToAnthropicStream(
+        body["model"], message_id, input_tokens=_input_estimate(call), stop_sequences=_stop_sequences(body)
+    )
+    return await relay(request, gw, call, decision, outcome, headers, started, AnthropicStream(translator))
+
+
+async def count_tokens(request: web.Request) -> web.Response:
+    """An estimate (characters / 4 over messages, system and tools): local servers
+    expose no tokenizer endpoint in common, and agents use this only for budgeting."""
+    body = await read_json(request)
+    if not isinstance(body.get("messages"), list):
+        raise InvalidRequest("'messages' must be an array of messages", param="messages")
+    body.setdefault("max_tokens", 1)
+    body.setdefault("model", "auto")
+    _check_messages_request(body)
+    gw = request.app[GATEWAY]
+    openai_body, _ = anthropic_to_openai_request(body, system_placement="hoist")
+    call = decode_chat(openai_body, request.headers, gw.config.routing.default_importance, request[REQUEST_ID])
+    gw.resolve_model(str(body["model"]))
+    return web.json_response({"input_tokens": _input_estimate(call)})
