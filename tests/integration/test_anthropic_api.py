@@ -251,3 +251,23 @@ def test_twenty_five_concurrent_streams(upstreams, gateway):
     for n, text in asyncio.run(run_all()):
         assert f"token{n}" in text
     assert a.count + b.count == 25
+
+
+def test_a_stream_request_answered_with_one_json_body_still_streams_its_content(upstreams, gateway, client):
+    sim = upstreams("unstreaming")
+    sim.behaviour.ignore_stream = True
+    gw = gateway(fleet_config({"fast": [endpoint(sim, "m")]}))
+    with client(gw.url).messages.stream(model="fast", max_tokens=32, messages=HELLO) as stream:
+        final = stream.get_final_message()
+    assert "hi there" in final.content[0].text
+    assert final.stop_reason == "end_turn"
+
+
+def test_routing_hints_in_the_body_are_used_and_not_reported_as_dropped(fleet, client):
+    gw, _, deep = fleet
+    raw = client(gw.url).messages.with_raw_response.create(
+        model="auto", max_tokens=16, messages=HELLO, extra_body={"importance": "high", "task_type": "question_answer"}
+    )
+    assert raw.headers["X-Octoroute-Tier"] == "deep"
+    assert "X-Octoroute-Degraded" not in raw.headers
+    assert "importance" not in deep.requests[-1].body

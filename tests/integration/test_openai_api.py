@@ -445,3 +445,14 @@ def test_health_ready_and_models_status(three_tiers):
     assert by_id["fast-1"]["healthy"] is True
     assert by_id["fast-1"]["last_latency_ms"] is not None
     assert by_id["deep-1"]["last_check_age_seconds"] is None
+
+
+def test_a_stream_request_answered_with_one_json_body_is_relayed_whole(upstreams, gateway):
+    sim = upstreams("unstreaming")
+    sim.behaviour.ignore_stream = True
+    gw = gateway(fleet_config({"fast": [endpoint(sim, "m")]}))
+    body = orjson.dumps({"model": "fast", "messages": HELLO, "stream": True})
+    response = raw_post(f"{gw.base_url}/chat/completions", body)
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("application/json")
+    validate("CreateChatCompletionResponse", orjson.loads(response.data))

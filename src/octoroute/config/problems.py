@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pydantic import ValidationError
 
 from octoroute.core.errors import ConfigProblem
@@ -21,13 +23,16 @@ def _number(value: object) -> str:
     return str(value)
 
 
+_PYDANTIC_TAG = re.compile(r"^(?:function-\w+|[a-z_]+)\[.*\]$")  # union and validator tags, e.g. function-before[...]
+
+
 def format_loc(loc: tuple[int | str, ...]) -> str:
     """('models', 'fast', 1, 'weight') -> 'models.fast[1].weight'."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif "[" in str(part) or str(part).startswith("function-"):
+        elif _PYDANTIC_TAG.match(str(part)):
             continue  # pydantic's union-member tags add noise, not location
         else:
             out += f".{part}" if out else str(part)

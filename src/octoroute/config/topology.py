@@ -149,6 +149,8 @@ def check_semantics(config: Config, env: Mapping[str, str]) -> list[ConfigProble
             problems.append(
                 ConfigProblem(f"aliases.{pattern}", f"target '{target}' is not 'auto', a group or an endpoint id")
             )
+        elif pattern == "auto":
+            problems.append(ConfigProblem(f"aliases.{pattern}", "'auto' is reserved for routing"))
         elif pattern in targets:
             problems.append(ConfigProblem(f"aliases.{pattern}", f"'{pattern}' is already a group or endpoint id"))
     for key in config.timeouts.model_extra or {}:

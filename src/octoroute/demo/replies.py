@@ -57,6 +57,7 @@ class Behaviour:
     drop_after_chunks: int = 2  # Mode.DROP_MID_STREAM: SSE events sent before the connection is cut
     failure_rate: float = 0.5  # Mode.FLAKY
     retry_after_seconds: int = 1  # Mode.ERROR_429
+    ignore_stream: bool = False  # answer `stream: true` with one JSON body, as some servers do
     fail_next: int = 0  # the next N valid chat requests get a 500, whatever the mode; counts down
     rng: random.Random = field(default_factory=lambda: random.Random(0), repr=False, compare=False)
 

@@ -254,7 +254,7 @@ class SimulatedUpstream:
         reply = plan_reply(body, messages, b)
         completion_id, call_id = self._next_ids()
         created = int(time.time())
-        if body.get("stream") is True:
+        if body.get("stream") is True and not b.ignore_stream:
             options = body.get("stream_options")
             include_usage = isinstance(options, dict) and options.get("include_usage") is True
             events = stream_events(reply, completion_id, created, call_id, include_usage=include_usage)

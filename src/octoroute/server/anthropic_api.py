@@ -58,11 +58,10 @@ async def _translate(request: web.Request) -> tuple[dict[str, Any], ChatCall, li
     body = await read_json(request)
     _check_messages_request(body)
     gw = request.app[GATEWAY]
+    hints: dict[str, Any] = {h: body.pop(h) for h in ("importance", "task_type") if h in body}  # ours
     openai_body, lost = anthropic_to_openai_request(body, system_placement="hoist")
     openai_body["model"] = body["model"]
-    for hint in ("importance", "task_type"):  # routing hints work here as on the OpenAI route
-        if hint in body:
-            openai_body[hint] = body[hint]
+    openai_body.update(hints)
     call = decode_chat(openai_body, request.headers, gw.config.routing.default_importance, request[REQUEST_ID])
     return body, call, lost
 
@@ -79,6 +78,26 @@ def _input_estimate(call: ChatCall) -> int:
     return features.token_estimate + len(orjson.dumps(call.body.get("tools", []))) // 4
 
 
+def completion_as_chunk(raw: bytes) -> dict[str, Any]:
+    """A whole chat.completion body as one chat.completion.chunk (message becomes delta)."""
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {"error": {"message": "upstream answered a stream request with an unreadable body"}}
+    if not isinstance(payload, dict):
+        return {"error": {"message": "upstream answered a stream request with an unreadable body"}}
+    choices = []
+    for choice in payload.get("choices") or []:
+        if not isinstance(choice, dict):
+            continue
+        delta = dict(choice.get("message") or {})
+        calls = delta.get("tool_calls")
+        if isinstance(calls, list):
+            delta["tool_calls"] = [{**c, "index": i} for i, c in enumerate(calls) if isinstance(c, dict)]
+        choices.append({"index": choice.get("index", 0), "delta": delta, "finish_reason": choice.get("finish_reason")})
+    return {"choices": choices, "usage": payload.get("usage")}
+
+
 class AnthropicStream:
     """Upstream OpenAI SSE in, Anthropic events out (one `OpenAIToAnthropicStream`)."""
 
@@ -91,6 +110,9 @@ class AnthropicStream:
 
     def convert(self, events: bytes) -> bytes:
         out: list[bytes] = []
+        if not events.lstrip().startswith((b"data:", b"event:", b"id:", b":", b"retry:")):
+            # An upstream that ignored `stream: true` sent one chat.completion: stream it as one chunk.
+            events = b"data: " + orjson.dumps(completion_as_chunk(events)) + b"\n\n"
         for data in iter_data(events):
             if self._failed or data.strip() == b"[DONE]":
                 continue

@@ -140,3 +140,24 @@ def test_unset_default_tier_uses_the_nearest_configured_tier():
     assert default_tier(parse_config({"models": {"fast": [ep()]}, "routing": {"strategy": "rule"}}, {})) == "fast"
     found = problems({"models": {"fast": [ep()]}, "routing": {"strategy": "rule", "default_tier": "deep"}})
     assert "routing.default_tier: 'deep' has no endpoints under [models]" in found
+
+
+@pytest.mark.parametrize(
+    ("aliases", "expected"),
+    [
+        ({"claude-*": "nowhere"}, "aliases.claude-*: target 'nowhere' is not 'auto', a group or an endpoint id"),
+        ({"auto": "fast"}, "aliases.auto: 'auto' is reserved for routing"),
+        ({"fast": "auto"}, "aliases.fast: 'fast' is already a group or endpoint id"),
+        ({"claude-[ab]*": 3}, "aliases.claude-[ab]*: Input should be a valid string"),
+    ],
+)
+def test_alias_problems(aliases, expected):
+    assert expected in problems({"models": {"fast": [ep()]}, "aliases": aliases})
+
+
+def test_aliases_match_patterns_in_file_order():
+    data = {"models": {"fast": [ep()], "deep": [ep()]}, "aliases": {"claude-opus-*": "deep", "claude-*": "fast"}}
+    topo = build_topology(parse_config(data, {}), {})
+    assert topo.resolve_alias("claude-opus-9") == "deep"
+    assert topo.resolve_alias("claude-haiku-9") == "fast"
+    assert topo.resolve_alias("gpt-4") is None
