@@ -32,7 +32,10 @@ from octoroute.core.types import Importance, JudgeFailure, RouteReason, RoutingD
 from octoroute.fleet.health import HealthBoard, Transition
 from octoroute.fleet.policy import AttemptPlan
 from octoroute.fleet.selector import GroupSelector
+from octoroute.protocols.filters import OutputFilter
 from octoroute.protocols.openai import check_chat_body, read_message_text
+from octoroute.protocols.postprocess import PostProcess, declared_tools
+from octoroute.protocols.repair import call_id_factory
 from octoroute.routing.features import extract_features, last_user_text
 from octoroute.routing.router import JudgeUnavailable, Router
 from octoroute.upstream.client import UpstreamPool, UpstreamReply, UpstreamStream
@@ -156,6 +159,10 @@ class Gateway:
             max_prompt_chars=config.routing.llm_max_prompt_chars,
         )
         self.started_at = time.time()
+        self.filters = {
+            name: OutputFilter(g.options.strip_think, g.options.drop_reasoning, g.options.stop_markers)
+            for name, g in topology.groups.items()
+        }
         self._model_ids = (AUTO, *topology.groups, *(e for e in topology.endpoints if e not in topology.groups))
 
     # -- model names -------------------------------------------------------
@@ -176,6 +183,13 @@ class Gateway:
                 param="model",
             )
         return target
+
+    def post_process(self, group: str, call: ChatCall) -> PostProcess | None:
+        """The serving group's filters and, when the request declared tools and the
+        group allows it, tool-call repair; None when the answer passes untouched."""
+        options = self.topology.groups[group].options
+        declared = declared_tools(call.body) if options.tool_repair else frozenset()
+        return PostProcess.build(self.filters.get(group), declared, call_id_factory(call.request_id))
 
     # -- deciding ----------------------------------------------------------
 

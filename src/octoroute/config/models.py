@@ -131,6 +131,15 @@ class ObservabilityConfig(_Frozen):
     log_format: Literal["human", "json"] = "human"
 
 
+class GroupOptions(_Frozen):
+    """`[groups.<name>]`: what the gateway does to a group's answers."""
+
+    tool_repair: bool = True
+    strip_think: bool = False
+    drop_reasoning: bool = False
+    stop_markers: tuple[Annotated[str, Field(min_length=1, max_length=64)], ...] = ()
+
+
 class Config(_Frozen):
     server: ServerConfig = ServerConfig()
     models: dict[str, list[EndpointConfig]] = Field(min_length=1)
@@ -140,6 +149,7 @@ class Config(_Frozen):
     retry: RetryConfig = RetryConfig()
     fallback: dict[str, str] = Field(default_factory=dict)
     aliases: dict[str, str] = Field(default_factory=dict)
+    groups: dict[str, GroupOptions] = Field(default_factory=dict)
     observability: ObservabilityConfig = ObservabilityConfig()
 
     @field_validator("models")

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from octoroute.config.models import Config, EndpointConfig, Timeouts
+from octoroute.config.models import Config, EndpointConfig, GroupOptions, Timeouts
 from octoroute.config.problems import problems_from
 from octoroute.core.errors import ConfigError, ConfigProblem
 from octoroute.core.types import Strategy, Tier
@@ -48,6 +48,7 @@ class GroupSpec:
     name: str
     endpoints: tuple[EndpointSpec, ...]
     fallback: str | None
+    options: GroupOptions = field(default_factory=GroupOptions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +145,9 @@ def check_semantics(config: Config, env: Mapping[str, str]) -> list[ConfigProble
             problems.append(ConfigProblem(f"fallback.{group}", "a group cannot fall back to itself"))
     problems.extend(_cycle_problems(config))
     targets = {"auto", *config.models, *(ep_id for ep_id, *_ in _endpoint_ids(config))}
+    for group in config.groups:
+        if group not in config.models:
+            problems.append(ConfigProblem(f"groups.{group}", f"'{group}' is not a group under [models]"))
     for pattern, target in config.aliases.items():
         if target not in targets:
             problems.append(
@@ -225,5 +229,8 @@ def build_topology(config: Config, env: Mapping[str, str]) -> Topology:
         )
         endpoints[ep_id] = spec
         by_group[group].append(spec)
-    groups = {g: GroupSpec(name=g, endpoints=tuple(eps), fallback=fallbacks[g]) for g, eps in by_group.items()}
+    groups = {
+        g: GroupSpec(name=g, endpoints=tuple(eps), fallback=fallbacks[g], options=config.groups.get(g, GroupOptions()))
+        for g, eps in by_group.items()
+    }
     return Topology(groups=groups, endpoints=endpoints, aliases=tuple(config.aliases.items()))

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from octoroute.core.errors import InvalidRequest
 from octoroute.core.types import Degradation
+from octoroute.protocols.postprocess import PostProcess
 from octoroute.protocols.sse import iter_data
 from octoroute.protocols.translate_request import anthropic_to_openai_request
 from octoroute.protocols.translate_response import openai_to_anthropic_response
@@ -104,8 +105,9 @@ class AnthropicStream:
     route = ROUTE
     content_type: str | None = "text/event-stream"
 
-    def __init__(self, translator: OpenAIToAnthropicStream) -> None:
+    def __init__(self, translator: OpenAIToAnthropicStream, post: PostProcess | None) -> None:
         self._translator = translator
+        self._post = post
         self._failed = False
 
     def convert(self, events: bytes) -> bytes:
@@ -121,13 +123,19 @@ class AnthropicStream:
             except orjson.JSONDecodeError:
                 out.append(self.fail("upstream sent an unreadable stream event"))
                 break
-            if isinstance(chunk, dict):
-                out += self._translator.feed(chunk)
-                self._failed = "error" in chunk and "choices" not in chunk
+            if not isinstance(chunk, dict):
+                continue
+            self._failed = "error" in chunk and "choices" not in chunk
+            chunks = [chunk] if self._post is None or self._failed else self._post.chunk(chunk)
+            for piece in chunks:
+                out += self._translator.feed(piece)
         return b"".join(out)
 
     def finish(self) -> bytes:
-        return b"" if self._failed else b"".join(self._translator.finish())
+        if self._failed:
+            return b""
+        held = self._post.finish() if self._post is not None else []
+        return b"".join([e for c in held for e in self._translator.feed(c)] + self._translator.finish())
 
     def fail(self, message: str) -> bytes:
         self._failed = True
@@ -143,7 +151,10 @@ async def messages(request: web.Request) -> web.StreamResponse:
         return outcome
     headers = {**decision_headers(decision, outcome), **_degraded_header(lost)}
     message_id = f"msg_{call.request_id}"
+    post = gw.post_process(outcome.group, call)
     if outcome.reply is not None:
+        if post is not None:
+            post.completion(outcome.reply.payload)
         message, more = openai_to_anthropic_response(
             outcome.reply.payload, model=body["model"], message_id=message_id, stop_sequences=_stop_sequences(body)
         )
@@ -153,7 +164,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     translator = OpenAIToAnthropicStream(
         body["model"], message_id, input_tokens=_input_estimate(call), stop_sequences=_stop_sequences(body)
     )
-    return await relay(request, gw, call, decision, outcome, headers, started, AnthropicStream(translator))
+    return await relay(request, gw, call, decision, outcome, headers, started, AnthropicStream(translator, post))
 
 
 async def count_tokens(request: web.Request) -> web.Response:

@@ -29,6 +29,8 @@ from octoroute.protocols.openai import (
     read_usage,
     stream_error_event,
 )
+from octoroute.protocols.postprocess import PostProcess
+from octoroute.protocols.sse import encode_data
 from octoroute.server.middleware import Api, render_error
 from octoroute.server.state import GATEWAY, REQUEST_ID
 from octoroute.service import ChatCall, Gateway, Outcome, decode_chat
@@ -134,9 +136,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         record_request(
             call, "/v1/chat/completions", decision, outcome, reply.status, started, read_usage(reply.payload)
         )
-        raw = orjson.dumps(reply.payload) if fill_required_fields(reply.payload) else reply.body
+        post = gw.post_process(outcome.group, call)
+        changed = post.completion(reply.payload) if post is not None else False
+        changed = fill_required_fields(reply.payload) or changed
+        raw = orjson.dumps(reply.payload) if changed else reply.body
         return web.Response(status=reply.status, body=raw, headers=headers, content_type="application/json")
-    return await relay(request, gw, call, decision, outcome, headers, started, PassThrough())
+    converter = PassThrough(gw.post_process(outcome.group, call))
+    return await relay(request, gw, call, decision, outcome, headers, started, converter)
 
 
 class StreamConverter(Protocol):
@@ -153,16 +159,22 @@ class StreamConverter(Protocol):
 
 
 class PassThrough:
-    """OpenAI to OpenAI: the upstream's bytes as they are."""
+    """OpenAI to OpenAI: the upstream's bytes as they are, unless the group's
+    filters or tool-call repair must see (and rewrite) each event."""
 
     route = "/v1/chat/completions"
     content_type: str | None = None
 
+    def __init__(self, post: PostProcess | None = None) -> None:
+        self._post = post
+
     def convert(self, events: bytes) -> bytes:
-        return events
+        return events if self._post is None else self._post.sse(events)
 
     def finish(self) -> bytes:
-        return b""
+        if self._post is None:
+            return b""
+        return b"".join(encode_data(orjson.dumps(c)) for c in self._post.finish())
 
     def fail(self, message: str) -> bytes:
         return stream_error_event(message, code="upstream_stream_error")
