@@ -64,9 +64,9 @@ class RunningGateway:
         return self.app[GATEWAY]
 
 
-async def start_gateway(config_data: dict[str, Any]) -> RunningGateway:
-    config = parse_config(config_data, {})
-    app = create_app(config, build_topology(config, {}))
+async def start_gateway(config_data: dict[str, Any], env: dict[str, str] | None = None) -> RunningGateway:
+    config = parse_config(config_data, env or {})
+    app = create_app(config, build_topology(config, env or {}))
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -96,8 +96,8 @@ def gateway(loop_thread: LoopThread) -> Iterator[Callable[[dict[str, Any]], Runn
     """Factory: `gateway(config_dict)` starts octoroute on a loopback port; stopped after the test."""
     started: list[RunningGateway] = []
 
-    def make(config_data: dict[str, Any]) -> RunningGateway:
-        running = loop_thread.run(start_gateway(config_data))
+    def make(config_data: dict[str, Any], env: dict[str, str] | None = None) -> RunningGateway:
+        running = loop_thread.run(start_gateway(config_data, env))
         started.append(running)
         return running
 

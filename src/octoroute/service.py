@@ -28,7 +28,7 @@ from octoroute.core.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from octoroute.core.types import Importance, JudgeFailure, RouteReason, RoutingDecision, Strategy, TaskType
+from octoroute.core.types import Api, Importance, JudgeFailure, RouteReason, RoutingDecision, Strategy, TaskType
 from octoroute.fleet.health import HealthBoard, Transition
 from octoroute.fleet.policy import AttemptPlan
 from octoroute.fleet.selector import GroupSelector
@@ -36,6 +36,8 @@ from octoroute.protocols.filters import OutputFilter
 from octoroute.protocols.openai import check_chat_body, read_message_text
 from octoroute.protocols.postprocess import PostProcess, declared_tools
 from octoroute.protocols.repair import call_id_factory
+from octoroute.protocols.translate_request_reverse import openai_to_anthropic_request
+from octoroute.protocols.translate_response import anthropic_to_openai_response
 from octoroute.routing.features import extract_features, last_user_text
 from octoroute.routing.router import JudgeUnavailable, Router
 from octoroute.upstream.client import UpstreamPool, UpstreamReply, UpstreamStream
@@ -55,6 +57,7 @@ class ChatCall:
     importance: Importance
     task_type: TaskType | None
     request_id: str
+    anthropic_body: dict[str, Any] | None = None  # the client's own request when it spoke the Messages API
 
 
 @dataclass(slots=True)
@@ -111,6 +114,27 @@ def decode_chat(
         task_type=task_type,
         request_id=request_id,
     )
+
+
+def body_for(call: ChatCall, ep: EndpointSpec) -> bytes:
+    """The request body in the endpoint's API: OpenAI bodies as `upstream_body` makes
+    them; for Anthropic-native endpoints the client's own Messages request untouched
+    but for `model` (pass-through), or the OpenAI body translated."""
+    if ep.kind is not Api.ANTHROPIC:
+        return upstream_body(call.body, ep)
+    if call.anthropic_body is not None:
+        return orjson.dumps({**call.anthropic_body, "model": ep.name})
+    body, _ = openai_to_anthropic_request(call.body, default_max_tokens=ep.max_tokens or 4096)
+    body["model"] = ep.name
+    return orjson.dumps(body)
+
+
+def openai_payload(ep: EndpointSpec, payload: dict[str, Any]) -> dict[str, Any]:
+    """A non-streaming answer in OpenAI's shape, whatever API the endpoint speaks."""
+    if ep.kind is not Api.ANTHROPIC:
+        return payload
+    converted, _ = anthropic_to_openai_response(payload, model=ep.name, created=int(time.time()))
+    return converted
 
 
 def settle_decision(decision: RoutingDecision, groups: Collection[str], default: str) -> RoutingDecision:
@@ -250,7 +274,7 @@ class Gateway:
             if attempt.backoff_seconds > 0:
                 await asyncio.sleep(attempt.backoff_seconds)
             ep = attempt.endpoint
-            body = upstream_body(call.body, ep)
+            body = body_for(call, ep)
             try:
                 if call.stream:
                     stream = await self.pool.open_stream(ep, body, extra_headers)
@@ -291,7 +315,8 @@ class Gateway:
         failures: list[JudgeFailure] = []
         while (attempt := plan.next_attempt()) is not None:
             ep = attempt.endpoint
-            payload = orjson.dumps({**body, "model": ep.name})
+            judge_call = ChatCall(body, AUTO, False, Importance.NORMAL, None, "judge")
+            payload = body_for(judge_call, ep)
             try:
                 async with asyncio.timeout(routing.llm_timeout_seconds):
                     reply = await self.pool.complete(ep, payload, {})
@@ -307,7 +332,7 @@ class Gateway:
                 plan.record(error)
                 continue
             self._record(ep, None, reply.latency_ms)
-            text = read_message_text(reply.payload)
+            text = read_message_text(openai_payload(ep, reply.payload))
             if text is None:
                 raise JudgeUnavailable(JudgeFailure.UNPARSEABLE, f"{ep.id} answered without message content")
             return text

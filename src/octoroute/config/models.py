@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from octoroute.core.types import Importance, Strategy, Tier
+from octoroute.core.types import Api, Importance, Strategy, Tier
 
 GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -61,6 +61,7 @@ class EndpointConfig(_Frozen):
     weight: float = Field(default=1.0, gt=0, le=1_000_000, allow_inf_nan=False)
     priority: int = Field(default=1, ge=-1000, le=1000)
     id: str | None = Field(default=None, pattern=GROUP_NAME.pattern)
+    kind: Api = Api.OPENAI  # the API the server speaks at base_url: openai (/chat/completions) or anthropic (/messages)
     api_key_env: str | None = Field(default=None, pattern=ENV_NAME.pattern)
     timeouts: Timeouts = Timeouts()
 

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from octoroute.config.models import Config, EndpointConfig, GroupOptions, Timeouts
 from octoroute.config.problems import problems_from
 from octoroute.core.errors import ConfigError, ConfigProblem
-from octoroute.core.types import Strategy, Tier
+from octoroute.core.types import Api, Strategy, Tier
 
 DEFAULT_TIER_FALLBACK: dict[str, str] = {Tier.FAST: Tier.BALANCED, Tier.BALANCED: Tier.DEEP}
 NO_FALLBACK = ("", "none")
@@ -41,6 +41,7 @@ class EndpointSpec:
     temperature: float | None
     api_key: str | None
     timeouts: ResolvedTimeouts
+    kind: Api = Api.OPENAI
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +227,7 @@ def build_topology(config: Config, env: Mapping[str, str]) -> Topology:
             temperature=ep.temperature,
             api_key=env.get(ep.api_key_env) if ep.api_key_env else None,
             timeouts=_resolve_timeouts(config, group, ep),
+            kind=ep.kind,
         )
         endpoints[ep_id] = spec
         by_group[group].append(spec)

@@ -18,6 +18,13 @@ class Tier(enum.StrEnum):
     DEEP = "deep"
 
 
+class Api(enum.StrEnum):
+    """An API dialect: what a client speaks, and what an endpoint speaks (its `kind`)."""
+
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+
+
 class Importance(enum.StrEnum):
     LOW = "low"
     NORMAL = "normal"

@@ -49,6 +49,10 @@ from octoroute.demo.replies import (
     stream_events,
     text_of,
 )
+from octoroute.protocols import anthropic
+from octoroute.protocols.translate_request import anthropic_to_openai_request
+from octoroute.protocols.translate_response import openai_to_anthropic_response
+from octoroute.protocols.translate_stream import OpenAIToAnthropicStream
 
 __all__ = ["Behaviour", "Mode", "RecordedRequest", "SimulatedUpstream", "main"]
 
@@ -115,6 +119,7 @@ class SimulatedUpstream:
             raise RuntimeError("SimulatedUpstream is already started")
         app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_post("/v1/chat/completions", self._chat_completions)
+        app.router.add_post("/v1/messages", self._messages)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
@@ -199,6 +204,46 @@ class SimulatedUpstream:
         finally:
             if task is not None:
                 self._inflight.discard(task)
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        """An Anthropic-native server (as llama.cpp and vLLM also are): the same
+        behaviours and replies, in the Messages API's shapes."""
+        self.count += 1
+        raw = await request.read()
+        try:
+            parsed: object = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if self.record:
+            self._record(request, raw, parsed)
+        if not isinstance(parsed, dict) or not isinstance(parsed.get("model"), str):
+            return _json_response(400, anthropic.error_body("send a JSON object with 'model'", 400))
+        try:
+            chat, _ = anthropic_to_openai_request(parsed)
+            body, messages = check_request(chat)
+        except (BadRequest, ValueError) as exc:
+            return _json_response(400, anthropic.error_body(str(exc), 400))
+        b = self.behaviour
+        failure = self._failure(b, body, messages, failing=b.mode is Mode.ERROR_500)
+        if failure is not None:  # the same failure, in the Messages API's error shape
+            error = anthropic.error_body(f"simulated failure ({b.mode.value})", failure.status)
+            return _json_response(
+                failure.status, error, {k: v for k, v in failure.headers.items() if k == "Retry-After"}
+            )
+        reply = plan_reply(body, messages, b)
+        completion_id, call_id = self._next_ids()
+        if parsed.get("stream") is True:
+            translator = OpenAIToAnthropicStream(parsed["model"], "msg_" + completion_id)
+            events: list[bytes] = []
+            for event in stream_events(reply, completion_id, int(time.time()), call_id, include_usage=True):
+                data = event[6:].strip()
+                if data != b"[DONE]":
+                    events += translator.feed(orjson.loads(data))
+            events += translator.finish()
+            return await self._send_stream(request, events, b, timed_events=len(events) - 1)
+        completion = orjson.loads(completion_body(reply, completion_id, int(time.time()), call_id))
+        message, _ = openai_to_anthropic_response(completion, model=parsed["model"])
+        return _json_response(200, orjson.dumps(message))
 
     async def _answer_chat(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()

@@ -11,6 +11,7 @@ https://docs.anthropic.com/en/api/messages
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -19,7 +20,8 @@ import orjson
 from aiohttp import web
 
 from octoroute.core.errors import InvalidRequest
-from octoroute.core.types import Degradation
+from octoroute.core.types import Api, Degradation
+from octoroute.protocols.anthropic import stream_error_event
 from octoroute.protocols.postprocess import PostProcess
 from octoroute.protocols.sse import iter_data
 from octoroute.protocols.translate_request import anthropic_to_openai_request
@@ -27,7 +29,6 @@ from octoroute.protocols.translate_response import openai_to_anthropic_response
 from octoroute.protocols.translate_stream import OpenAIToAnthropicStream
 from octoroute.routing.features import extract_features
 from octoroute.server.handlers import decision_headers, read_json, record_request, relay, serve_call
-from octoroute.server.middleware import Api
 from octoroute.server.state import GATEWAY, REQUEST_ID
 from octoroute.service import ChatCall, decode_chat
 
@@ -64,7 +65,7 @@ async def _translate(request: web.Request) -> tuple[dict[str, Any], ChatCall, li
     openai_body["model"] = body["model"]
     openai_body.update(hints)
     call = decode_chat(openai_body, request.headers, gw.config.routing.default_importance, request[REQUEST_ID])
-    return body, call, lost
+    return body, dataclasses.replace(call, anthropic_body=body), lost
 
 
 def _stop_sequences(body: dict[str, Any]) -> Sequence[str]:
@@ -97,6 +98,22 @@ def completion_as_chunk(raw: bytes) -> dict[str, Any]:
             delta["tool_calls"] = [{**c, "index": i} for i, c in enumerate(calls) if isinstance(c, dict)]
         choices.append({"index": choice.get("index", 0), "delta": delta, "finish_reason": choice.get("finish_reason")})
     return {"choices": choices, "usage": payload.get("usage")}
+
+
+class NativeStream:
+    """An Anthropic-native endpoint's events, relayed as they are."""
+
+    route = ROUTE
+    content_type: str | None = "text/event-stream"
+
+    def convert(self, events: bytes) -> bytes:
+        return events
+
+    def finish(self) -> bytes:
+        return b""
+
+    def fail(self, message: str) -> bytes:
+        return stream_error_event(message)
 
 
 class AnthropicStream:
@@ -146,9 +163,17 @@ async def messages(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     gw = request.app[GATEWAY]
     body, call, lost = await _translate(request)
-    decision, outcome = await serve_call(gw, call, ROUTE, started, Api.ANTHROPIC)
+    beta = request.headers.get("anthropic-beta")  # features an Anthropic-native server may need
+    forward = {"anthropic-beta": beta} if beta else None
+    decision, outcome = await serve_call(gw, call, ROUTE, started, Api.ANTHROPIC, forward)
     if isinstance(outcome, web.Response):
         return outcome
+    if outcome.endpoint.kind is Api.ANTHROPIC:  # an Anthropic-native server: pass its answer through
+        headers = decision_headers(decision, outcome)
+        if outcome.reply is not None:
+            record_request(call, ROUTE, decision, outcome, outcome.reply.status, started)
+            return web.Response(body=outcome.reply.body, headers=headers, content_type="application/json")
+        return await relay(request, gw, call, decision, outcome, headers, started, NativeStream())
     headers = {**decision_headers(decision, outcome), **_degraded_header(lost)}
     message_id = f"msg_{call.request_id}"
     post = gw.post_process(outcome.group, call)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -18,7 +19,7 @@ from octoroute.core.errors import (
     UpstreamMidStream,
     UpstreamStatusError,
 )
-from octoroute.core.types import RoutingDecision
+from octoroute.core.types import Api, RoutingDecision
 from octoroute.observe.logs import RequestRecord, access_log_enabled, log_request
 from octoroute.protocols.openai import (
     Usage,
@@ -30,10 +31,11 @@ from octoroute.protocols.openai import (
     stream_error_event,
 )
 from octoroute.protocols.postprocess import PostProcess
-from octoroute.protocols.sse import encode_data
-from octoroute.server.middleware import Api, render_error
+from octoroute.protocols.sse import encode_data, iter_data
+from octoroute.protocols.translate_stream import AnthropicToOpenAIStream
+from octoroute.server.middleware import render_error
 from octoroute.server.state import GATEWAY, REQUEST_ID
-from octoroute.service import ChatCall, Gateway, Outcome, decode_chat
+from octoroute.service import ChatCall, Gateway, Outcome, decode_chat, openai_payload
 
 CLIENT_CLOSED = 499  # nginx's convention for "client closed the connection", log only
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -108,12 +110,18 @@ def record_request(
 
 
 async def serve_call(
-    gw: Gateway, call: ChatCall, route: str, started: float, api: Api = Api.OPENAI
+    gw: Gateway,
+    call: ChatCall,
+    route: str,
+    started: float,
+    api: Api = Api.OPENAI,
+    forward: Mapping[str, str] | None = None,
 ) -> tuple[RoutingDecision, Outcome | web.Response]:
-    """Decide and run the attempt loop; an upstream/routing failure comes back as a ready response."""
+    """Decide and run the attempt loop; an upstream/routing failure comes back as a ready response.
+    `forward` are client headers to pass on to the upstream."""
     decision = await gw.decide(call)
     try:
-        outcome = await gw.serve(call, decision, {"X-Request-Id": call.request_id})
+        outcome = await gw.serve(call, decision, {"X-Request-Id": call.request_id, **(forward or {})})
     except (RoutingExhausted, UpstreamStatusError) as exc:
         response = render_error(exc, api)
         response.headers.update(_failure_headers(decision, exc))
@@ -131,17 +139,26 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if isinstance(outcome, web.Response):
         return outcome
     headers = decision_headers(decision, outcome)
+    native = outcome.endpoint.kind is Api.ANTHROPIC
     if outcome.reply is not None:
         reply = outcome.reply
-        record_request(
-            call, "/v1/chat/completions", decision, outcome, reply.status, started, read_usage(reply.payload)
-        )
-        post = gw.post_process(outcome.group, call)
-        changed = post.completion(reply.payload) if post is not None else False
-        changed = fill_required_fields(reply.payload) or changed
-        raw = orjson.dumps(reply.payload) if changed else reply.body
+        payload = openai_payload(outcome.endpoint, reply.payload)
+        record_request(call, "/v1/chat/completions", decision, outcome, reply.status, started, read_usage(payload))
+        post = None if native else gw.post_process(outcome.group, call)
+        changed = native or (post.completion(payload) if post is not None else False)
+        changed = fill_required_fields(payload) or changed
+        raw = orjson.dumps(payload) if changed else reply.body
         return web.Response(status=reply.status, body=raw, headers=headers, content_type="application/json")
-    converter = PassThrough(gw.post_process(outcome.group, call))
+    if native:
+        include_usage = isinstance(call.body.get("stream_options"), dict) and bool(
+            call.body["stream_options"].get("include_usage")
+        )
+        translator = AnthropicToOpenAIStream(
+            call.model, f"chatcmpl-{call.request_id}", int(time.time()), include_usage=include_usage
+        )
+        converter: StreamConverter = FromAnthropic(translator)
+    else:
+        converter = PassThrough(gw.post_process(outcome.group, call))
     return await relay(request, gw, call, decision, outcome, headers, started, converter)
 
 
@@ -177,6 +194,40 @@ class PassThrough:
         return b"".join(encode_data(orjson.dumps(c)) for c in self._post.finish())
 
     def fail(self, message: str) -> bytes:
+        return stream_error_event(message, code="upstream_stream_error")
+
+
+class FromAnthropic:
+    """An Anthropic-native endpoint's events as OpenAI chunks, ending with `[DONE]`."""
+
+    route = "/v1/chat/completions"
+    content_type: str | None = "text/event-stream"
+
+    def __init__(self, translator: AnthropicToOpenAIStream) -> None:
+        self._translator = translator
+        self._done = False
+
+    def convert(self, events: bytes) -> bytes:
+        out: list[bytes] = []
+        for data in iter_data(events):
+            try:
+                event = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(event, dict) and not self._done:
+                out += [encode_data(orjson.dumps(c)) for c in self._translator.feed(event)]
+                if event.get("type") == "error":
+                    self._done = True
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        if self._done:
+            return b""
+        self._done = True
+        return b"".join(encode_data(orjson.dumps(c)) for c in self._translator.finish()) + encode_data(b"[DONE]")
+
+    def fail(self, message: str) -> bytes:
+        self._done = True
         return stream_error_event(message, code="upstream_stream_error")
 
 
@@ -251,10 +302,11 @@ async def native_chat(request: web.Request) -> web.Response:
         return outcome
     reply = outcome.reply
     assert reply is not None
-    usage = read_usage(reply.payload)
+    payload = openai_payload(outcome.endpoint, reply.payload)
+    usage = read_usage(payload)
     record_request(call, "/chat", decision, outcome, 200, started, usage)
     result = {
-        "response": read_message_text(reply.payload) or "",
+        "response": read_message_text(payload) or "",
         "model_used": outcome.endpoint.name,
         "tier": outcome.group,
         "endpoint": outcome.endpoint.id,

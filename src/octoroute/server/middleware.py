@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import itertools
 import logging
 import os
@@ -14,6 +13,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from octoroute.core.errors import ClientError, RoutingExhausted, UpstreamStatusError
+from octoroute.core.types import Api
 from octoroute.protocols import anthropic
 from octoroute.protocols.openai import error_body, normalise_error_body
 from octoroute.server.state import REQUEST_ID
@@ -34,13 +34,6 @@ class RequestIds:
         if incoming and _SAFE_ID.match(incoming):
             return incoming
         return f"{self._prefix}{next(self._counter):012x}"
-
-
-class Api(enum.Enum):
-    """Which API a route speaks, and so which error shape its clients parse."""
-
-    OPENAI = "openai"
-    ANTHROPIC = "anthropic"
 
 
 def api_of(path: str) -> Api:

@@ -30,6 +30,7 @@ from octoroute.core.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
+from octoroute.core.types import Api
 from octoroute.protocols.sse import EventFramer
 from octoroute.upstream.http import (
     Connection,
@@ -62,12 +63,25 @@ class _Target:
     models_head: bytes  # the same for GET .../models
 
 
+ANTHROPIC_VERSION = b"2023-06-01"
+
+
 def _target(ep: EndpointSpec, pool: HostPool) -> _Target:
+    """Request heads for the endpoint's API: OpenAI's chat completions with a bearer
+    key, or Anthropic's messages with `x-api-key` and `anthropic-version`."""
     origin = pool.origin
     fixed = b"Host: " + origin.host_header + b"\r\nUser-Agent: octoroute\r\n"
-    if ep.api_key:
-        fixed += b"Authorization: Bearer " + ep.api_key.encode("latin-1") + b"\r\n"
-    chat = f"POST {origin.path_prefix}/chat/completions HTTP/1.1\r\n".encode() + fixed
+    key = ep.api_key.encode("latin-1") if ep.api_key else None
+    if ep.kind is Api.ANTHROPIC:
+        fixed += b"anthropic-version: " + ANTHROPIC_VERSION + b"\r\n"
+        if key:
+            fixed += b"x-api-key: " + key + b"\r\n"
+        path = "/messages"
+    else:
+        if key:
+            fixed += b"Authorization: Bearer " + key + b"\r\n"
+        path = "/chat/completions"
+    chat = f"POST {origin.path_prefix}{path} HTTP/1.1\r\n".encode() + fixed
     chat += b"Content-Type: application/json\r\n"
     models = f"GET {origin.path_prefix}/models HTTP/1.1\r\n".encode() + fixed + b"Accept: application/json\r\n"
     return _Target(pool, chat, models)
