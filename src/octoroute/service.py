@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -28,7 +28,24 @@ from octoroute.core.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from octoroute.core.types import Api, Importance, JudgeFailure, RouteReason, RoutingDecision, Strategy, TaskType
+from octoroute.core.types import (
+    Api,
+    DegradationKind,
+    Importance,
+    JudgeFailure,
+    RouteReason,
+    RoutingDecision,
+    Strategy,
+    TaskType,
+)
+from octoroute.fleet.capabilities import (
+    MISSING_TOOLS,
+    MISSING_VISION,
+    CapabilityRegistry,
+    Needs,
+    missing,
+    needs_of,
+)
 from octoroute.fleet.health import HealthBoard, Transition
 from octoroute.fleet.policy import AttemptPlan
 from octoroute.fleet.selector import GroupSelector
@@ -43,6 +60,11 @@ from octoroute.routing.router import JudgeUnavailable, Router
 from octoroute.upstream.client import UpstreamPool, UpstreamReply, UpstreamStream
 
 log = logging.getLogger("octoroute.health")
+CAPABLE_FIRST = 100_000  # added to the priority of capable endpoints: above any configured priority (±1000)
+LACKS = {
+    MISSING_TOOLS: DegradationKind.ENDPOINT_LACKS_TOOLS.value,
+    MISSING_VISION: DegradationKind.ENDPOINT_LACKS_VISION.value,
+}
 AUTO = "auto"
 HINT_FIELDS = ("importance", "task_type")
 
@@ -71,6 +93,7 @@ class Outcome:
     fallback_from: str | None
     reply: UpstreamReply | None = None
     stream: UpstreamStream | None = None
+    degraded: tuple[str, ...] = ()  # what the serving endpoint lacks for this request (DegradationKind values)
 
     @property
     def reason_header(self) -> str:
@@ -183,6 +206,9 @@ class Gateway:
             max_prompt_chars=config.routing.llm_max_prompt_chars,
         )
         self.started_at = time.time()
+        overrides = {k: v.model_dump(exclude_none=True) for k, v in config.capabilities.items()}
+        self.capabilities = CapabilityRegistry.bundled(overrides)
+        self._capable_selectors: dict[tuple[bool, bool], dict[str, GroupSelector]] = {}
         self.filters = {
             name: OutputFilter(g.options.strip_think, g.options.drop_reasoning, g.options.stop_markers)
             for name, g in topology.groups.items()
@@ -233,7 +259,38 @@ class Gateway:
 
     # -- the attempt loop --------------------------------------------------
 
-    def _plan(self, decision: RoutingDecision) -> AttemptPlan:
+    def _selectors_for(self, needs: Needs) -> Mapping[str, GroupSelector]:
+        """Selectors that try endpoints able to serve `needs` (tools, images) before the
+        rest, keeping priority and weight order within each part; cached per need."""
+        if not (needs.tools or needs.vision):
+            return self.selectors
+        key = (needs.tools, needs.vision)
+        selectors = self._capable_selectors.get(key)
+        if selectors is None:
+            plain = Needs(tools=needs.tools, vision=needs.vision)
+            selectors = {
+                name: GroupSelector(
+                    tuple(
+                        ep
+                        if missing(plain, self.capabilities.lookup(ep.name))
+                        else replace(ep, priority=ep.priority + CAPABLE_FIRST)
+                        for ep in group.endpoints
+                    )
+                )
+                for name, group in self.topology.groups.items()
+            }
+            self._capable_selectors[key] = selectors
+        return selectors
+
+    def _lacking(self, needs: Needs, ep: EndpointSpec) -> tuple[str, ...]:
+        """What the serving endpoint's model lacks for this request (tools, images), by the
+        capability registry; context size is not judged, since unknown models get a guess."""
+        if not (needs.tools or needs.vision):
+            return ()
+        lacks = missing(Needs(tools=needs.tools, vision=needs.vision), self.capabilities.lookup(ep.name))
+        return tuple(LACKS[m] for m in sorted(lacks))
+
+    def _plan(self, decision: RoutingDecision, needs: Needs) -> AttemptPlan:
         if decision.endpoint_id is not None:
             ep = self.topology.endpoints[decision.endpoint_id]
             pinned = GroupSpec(name=ep.group, endpoints=(ep,), fallback=None)
@@ -241,7 +298,7 @@ class Gateway:
                 [pinned], {ep.group: GroupSelector((ep,))}, lambda _id: True, self.config.retry, self.rng
             )
         chain = [self.topology.groups[g] for g in self.topology.fallback_chain(decision.group)]
-        return AttemptPlan(chain, self.selectors, self.is_available, self.config.retry, self.rng)
+        return AttemptPlan(chain, self._selectors_for(needs), self.is_available, self.config.retry, self.rng)
 
     def is_available(self, endpoint_id: str) -> bool:
         """Healthy, or (without active probes) unhealthy for longer than the check
@@ -269,7 +326,8 @@ class Gateway:
 
     async def serve(self, call: ChatCall, decision: RoutingDecision, extra_headers: Mapping[str, str]) -> Outcome:
         """Run attempts until one commits; raises the plan's error when none does."""
-        plan = self._plan(decision)
+        needs = needs_of(call.body)
+        plan = self._plan(decision, needs)
         while (attempt := plan.next_attempt()) is not None:
             if attempt.backoff_seconds > 0:
                 await asyncio.sleep(attempt.backoff_seconds)
@@ -299,6 +357,7 @@ class Gateway:
                 fallback_from=decision.group if attempt.is_fallback else None,
                 reply=reply,
                 stream=stream,
+                degraded=self._lacking(needs, ep),
             )
         if plan.final_error is not None:
             raise plan.final_error

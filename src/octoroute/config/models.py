@@ -141,6 +141,15 @@ class GroupOptions(_Frozen):
     stop_markers: tuple[Annotated[str, Field(min_length=1, max_length=64)], ...] = ()
 
 
+class CapabilityOverride(_Frozen):
+    """`[capabilities."<pattern>"]`: corrections to the bundled model-family table."""
+
+    tools: bool | None = None
+    vision: bool | None = None
+    thinking: bool | None = None
+    context_window: int | None = Field(default=None, gt=0, le=100_000_000)
+
+
 class Config(_Frozen):
     server: ServerConfig = ServerConfig()
     models: dict[str, list[EndpointConfig]] = Field(min_length=1)
@@ -151,6 +160,7 @@ class Config(_Frozen):
     fallback: dict[str, str] = Field(default_factory=dict)
     aliases: dict[str, str] = Field(default_factory=dict)
     groups: dict[str, GroupOptions] = Field(default_factory=dict)
+    capabilities: dict[str, CapabilityOverride] = Field(default_factory=dict)
     observability: ObservabilityConfig = ObservabilityConfig()
 
     @field_validator("models")

@@ -30,7 +30,7 @@ from octoroute.protocols.translate_stream import OpenAIToAnthropicStream
 from octoroute.routing.features import extract_features
 from octoroute.server.handlers import decision_headers, read_json, record_request, relay, serve_call
 from octoroute.server.state import GATEWAY, REQUEST_ID
-from octoroute.service import ChatCall, decode_chat
+from octoroute.service import ChatCall, Outcome, decode_chat
 
 ROUTE = "/v1/messages"
 
@@ -51,8 +51,8 @@ def _check_messages_request(body: dict[str, Any]) -> None:
         raise InvalidRequest("'stream' must be true or false", param="stream")
 
 
-def _degraded_header(lost: Iterable[Degradation]) -> dict[str, str]:
-    kinds = sorted({d.kind.value for d in lost})
+def _degraded_header(lost: Iterable[Degradation], outcome: Outcome) -> dict[str, str]:
+    kinds = sorted({d.kind.value for d in lost} | set(outcome.degraded))
     return {"X-Octoroute-Degraded": ",".join(kinds)} if kinds else {}
 
 
@@ -174,7 +174,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
             record_request(call, ROUTE, decision, outcome, outcome.reply.status, started)
             return web.Response(body=outcome.reply.body, headers=headers, content_type="application/json")
         return await relay(request, gw, call, decision, outcome, headers, started, NativeStream())
-    headers = {**decision_headers(decision, outcome), **_degraded_header(lost)}
+    headers = {**decision_headers(decision, outcome), **_degraded_header(lost, outcome)}
     message_id = f"msg_{call.request_id}"
     post = gw.post_process(outcome.group, call)
     if outcome.reply is not None:
@@ -183,7 +183,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         message, more = openai_to_anthropic_response(
             outcome.reply.payload, model=body["model"], message_id=message_id, stop_sequences=_stop_sequences(body)
         )
-        headers.update(_degraded_header([*lost, *more]))
+        headers.update(_degraded_header([*lost, *more], outcome))
         record_request(call, ROUTE, decision, outcome, 200, started)
         return web.Response(body=orjson.dumps(message), headers=headers, content_type="application/json")
     translator = OpenAIToAnthropicStream(

@@ -42,13 +42,16 @@ _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"
 
 
 def decision_headers(decision: RoutingDecision, outcome: Outcome) -> dict[str, str]:
-    return {
+    headers = {
         "X-Octoroute-Tier": outcome.group,
         "X-Octoroute-Endpoint": outcome.endpoint.id,
         "X-Octoroute-Strategy": decision.strategy.value,
         "X-Octoroute-Reason": outcome.reason_header,
         "X-Octoroute-Attempts": str(outcome.attempts),
     }
+    if outcome.degraded:
+        headers["X-Octoroute-Degraded"] = ",".join(outcome.degraded)
+    return headers
 
 
 def _failure_headers(decision: RoutingDecision, exc: RoutingExhausted | UpstreamStatusError) -> dict[str, str]:
