@@ -49,6 +49,7 @@ from octoroute.fleet.capabilities import (
 from octoroute.fleet.health import HealthBoard, Transition
 from octoroute.fleet.policy import AttemptPlan
 from octoroute.fleet.selector import GroupSelector
+from octoroute.observe.metrics import Metrics
 from octoroute.protocols.filters import OutputFilter
 from octoroute.protocols.openai import check_chat_body, read_message_text
 from octoroute.protocols.postprocess import PostProcess, declared_tools
@@ -208,6 +209,7 @@ class Gateway:
         self.started_at = time.time()
         overrides = {k: v.model_dump(exclude_none=True) for k, v in config.capabilities.items()}
         self.capabilities = CapabilityRegistry.bundled(overrides)
+        self.metrics = Metrics()
         self._capable_selectors: dict[tuple[bool, bool], dict[str, GroupSelector]] = {}
         self.filters = {
             name: OutputFilter(g.options.strip_think, g.options.drop_reasoning, g.options.stop_markers)

@@ -271,3 +271,29 @@ def test_routing_hints_in_the_body_are_used_and_not_reported_as_dropped(fleet, c
     assert raw.headers["X-Octoroute-Tier"] == "deep"
     assert "X-Octoroute-Degraded" not in raw.headers
     assert "importance" not in deep.requests[-1].body
+
+
+def _degradation_counts(gw) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = HTTP.request("GET", f"{gw.url}/metrics").data.decode()
+    family = next(f for f in text_string_to_metric_families(text) if f.name == "octoroute_degradations")
+    return {s.labels["kind"]: s.value for s in family.samples if s.name == "octoroute_degradations_total"}
+
+
+def test_dropped_fields_are_counted_in_a_metric(fleet, client):
+    gw, _, _ = fleet
+    before = _degradation_counts(gw)
+    assert before["thinking"] == 0
+    client(gw.url).messages.create(
+        model="fast",
+        max_tokens=16,
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        messages=[
+            {"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}
+        ],
+    )
+    after = _degradation_counts(gw)
+    assert after["thinking"] == 1
+    assert after["cache_control"] == 1
+    assert after["top_k"] == 0

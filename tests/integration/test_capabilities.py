@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import openai
 import pytest
+import urllib3
 from tests.support import endpoint, fleet_config
 
 from octoroute.demo.simulated import Mode
@@ -86,3 +87,20 @@ def test_when_no_capable_endpoint_is_left_the_gap_is_named(fleet):
 def test_config_overrides_the_bundled_table(fleet):
     _, client, *_ = fleet(capabilities={"smollm2*": {"tools": True}})
     assert _served(client, messages=HELLO, tools=[TOOL]) == ("small", None)
+
+
+def test_serving_without_the_capability_is_counted(fleet):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    gw, client, _, coder, _ = fleet()
+    coder.behaviour.mode = Mode.ERROR_500
+    _served(client, messages=HELLO, tools=[TOOL])
+    text = urllib3.request("GET", f"{gw.url}/metrics").data.decode()
+    samples = {
+        s.labels["kind"]: s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "octoroute_degradations_total"
+    }
+    assert samples["endpoint_lacks_tools"] == 1
+    assert samples["endpoint_lacks_vision"] == 0

@@ -34,6 +34,7 @@ class RequestRecord:
     attempts: int
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    degraded: str | None = None  # comma-separated DegradationKind values
 
 
 class _JsonFormatter(logging.Formatter):

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from octoroute.core.errors import InvalidRequest
 from octoroute.core.types import Api, Degradation
+from octoroute.observe.metrics import Metrics
 from octoroute.protocols.anthropic import stream_error_event
 from octoroute.protocols.postprocess import PostProcess
 from octoroute.protocols.sse import iter_data
@@ -28,7 +29,7 @@ from octoroute.protocols.translate_request import anthropic_to_openai_request
 from octoroute.protocols.translate_response import openai_to_anthropic_response
 from octoroute.protocols.translate_stream import OpenAIToAnthropicStream
 from octoroute.routing.features import extract_features
-from octoroute.server.handlers import decision_headers, read_json, record_request, relay, serve_call
+from octoroute.server.handlers import decision_headers, degraded_of, read_json, record_request, relay, serve_call
 from octoroute.server.state import GATEWAY, REQUEST_ID
 from octoroute.service import ChatCall, Outcome, decode_chat
 
@@ -122,7 +123,8 @@ class AnthropicStream:
     route = ROUTE
     content_type: str | None = "text/event-stream"
 
-    def __init__(self, translator: OpenAIToAnthropicStream, post: PostProcess | None) -> None:
+    def __init__(self, translator: OpenAIToAnthropicStream, post: PostProcess | None, metrics: Metrics) -> None:
+        self._metrics = metrics
         self._translator = translator
         self._post = post
         self._failed = False
@@ -152,7 +154,9 @@ class AnthropicStream:
         if self._failed:
             return b""
         held = self._post.finish() if self._post is not None else []
-        return b"".join([e for c in held for e in self._translator.feed(c)] + self._translator.finish())
+        events = [e for c in held for e in self._translator.feed(c)] + self._translator.finish()
+        self._metrics.record_degradations(d.kind.value for d in self._translator.degradations)
+        return b"".join(events)
 
     def fail(self, message: str) -> bytes:
         self._failed = True
@@ -163,6 +167,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     gw = request.app[GATEWAY]
     body, call, lost = await _translate(request)
+    gw.metrics.record_degradations(d.kind.value for d in lost)
     beta = request.headers.get("anthropic-beta")  # features an Anthropic-native server may need
     forward = {"anthropic-beta": beta} if beta else None
     decision, outcome = await serve_call(gw, call, ROUTE, started, Api.ANTHROPIC, forward)
@@ -171,7 +176,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     if outcome.endpoint.kind is Api.ANTHROPIC:  # an Anthropic-native server: pass its answer through
         headers = decision_headers(decision, outcome)
         if outcome.reply is not None:
-            record_request(call, ROUTE, decision, outcome, outcome.reply.status, started)
+            record_request(call, ROUTE, decision, outcome, outcome.reply.status, started, degraded=outcome.degraded)
             return web.Response(body=outcome.reply.body, headers=headers, content_type="application/json")
         return await relay(request, gw, call, decision, outcome, headers, started, NativeStream())
     headers = {**decision_headers(decision, outcome), **_degraded_header(lost, outcome)}
@@ -184,12 +189,15 @@ async def messages(request: web.Request) -> web.StreamResponse:
             outcome.reply.payload, model=body["model"], message_id=message_id, stop_sequences=_stop_sequences(body)
         )
         headers.update(_degraded_header([*lost, *more], outcome))
-        record_request(call, ROUTE, decision, outcome, 200, started)
+        gw.metrics.record_degradations(d.kind.value for d in more)
+        record_request(call, ROUTE, decision, outcome, 200, started, degraded=degraded_of(headers))
         return web.Response(body=orjson.dumps(message), headers=headers, content_type="application/json")
     translator = OpenAIToAnthropicStream(
         body["model"], message_id, input_tokens=_input_estimate(call), stop_sequences=_stop_sequences(body)
     )
-    return await relay(request, gw, call, decision, outcome, headers, started, AnthropicStream(translator, post))
+    return await relay(
+        request, gw, call, decision, outcome, headers, started, AnthropicStream(translator, post, gw.metrics)
+    )
 
 
 async def count_tokens(request: web.Request) -> web.Response:

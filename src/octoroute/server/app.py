@@ -39,6 +39,7 @@ def create_app(
     app.router.add_post("/v1/messages/count_tokens", anthropic_api.count_tokens)
     app.router.add_post("/chat", handlers.native_chat)
     app.router.add_get("/health", handlers.health)
+    app.router.add_get("/metrics", handlers.metrics)
     app.router.add_get("/ready", handlers.ready)
     app.router.add_get("/models", handlers.endpoints)
     return app

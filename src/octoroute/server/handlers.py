@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -21,6 +21,7 @@ from octoroute.core.errors import (
 )
 from octoroute.core.types import Api, RoutingDecision
 from octoroute.observe.logs import RequestRecord, access_log_enabled, log_request
+from octoroute.observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from octoroute.protocols.openai import (
     Usage,
     fill_required_fields,
@@ -81,6 +82,11 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         raise InvalidRequest(str(exc)) from None
 
 
+def degraded_of(headers: Mapping[str, str]) -> list[str]:
+    value = headers.get("X-Octoroute-Degraded", "")
+    return value.split(",") if value else []
+
+
 def record_request(
     call: ChatCall,
     route: str,
@@ -90,6 +96,7 @@ def record_request(
     started: float,
     usage: Usage | None = None,
     attempts: int = 0,
+    degraded: Sequence[str] = (),
 ) -> None:
     if not access_log_enabled():
         return
@@ -108,6 +115,7 @@ def record_request(
             attempts=outcome.attempts if outcome else attempts,
             prompt_tokens=usage["prompt_tokens"] if usage else None,
             completion_tokens=usage["completion_tokens"] if usage else None,
+            degraded=",".join(degraded) or None,
         )
     )
 
@@ -130,6 +138,7 @@ async def serve_call(
         response.headers.update(_failure_headers(decision, exc))
         record_request(call, route, decision, None, response.status, started, attempts=attempts_of(exc))
         return decision, response
+    gw.metrics.record_degradations(outcome.degraded)
     return decision, outcome
 
 
@@ -146,7 +155,16 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if outcome.reply is not None:
         reply = outcome.reply
         payload = openai_payload(outcome.endpoint, reply.payload)
-        record_request(call, "/v1/chat/completions", decision, outcome, reply.status, started, read_usage(payload))
+        record_request(
+            call,
+            "/v1/chat/completions",
+            decision,
+            outcome,
+            reply.status,
+            started,
+            read_usage(payload),
+            degraded=outcome.degraded,
+        )
         post = None if native else gw.post_process(outcome.group, call)
         changed = native or (post.completion(payload) if post is not None else False)
         changed = fill_required_fields(payload) or changed
@@ -261,12 +279,12 @@ async def relay(
         gw.record_mid_stream(outcome.endpoint, exc)
         await response.write(converter.fail(f"upstream stream failed: {exc.message}"))
     except ConnectionResetError:
-        record_request(call, converter.route, decision, outcome, CLIENT_CLOSED, started)
+        record_request(call, converter.route, decision, outcome, CLIENT_CLOSED, started, degraded=degraded_of(headers))
         return response
     finally:
         stream.close()
     await response.write_eof()
-    record_request(call, converter.route, decision, outcome, stream.status, started)
+    record_request(call, converter.route, decision, outcome, stream.status, started, degraded=degraded_of(headers))
     return response
 
 
@@ -322,6 +340,11 @@ async def native_chat(request: web.Request) -> web.Response:
 
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
+
+
+async def metrics(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    return web.Response(body=gw.metrics.exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 async def health(request: web.Request) -> web.Response:
