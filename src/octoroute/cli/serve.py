@@ -154,7 +154,8 @@ def _print_demo_banner(config: Config, host: str, port: int) -> None:
         '    -d \'{"model": "auto", "messages": [{"role": "user", "content": "hi there"}]}\' -i',
         highlight=False,
         markup=False,
+        soft_wrap=True,  # never break a command someone will copy
     )
-    console.print(f"  curl -s {url}/models     # endpoint health", highlight=False, markup=False)
+    console.print(f"  curl -s {url}/models     # endpoint health", highlight=False, markup=False, soft_wrap=True)
     console.print("Stop with Ctrl-C.")
     console.rule()
