@@ -150,6 +150,34 @@ class CapabilityOverride(_Frozen):
     context_window: int | None = Field(default=None, gt=0, le=100_000_000)
 
 
+RequestsPerSecond = Annotated[float, Field(gt=0, le=1_000_000, allow_inf_nan=False)]
+Burst = Annotated[int, Field(ge=1, le=1_000_000)]
+TokensPerMinute = Annotated[int, Field(gt=0, le=1_000_000_000)]
+
+
+class RateLimitOverride(_Frozen):
+    """`[[rate_limit.overrides]]`: other limits for the client sending the API key
+    held by environment variable `key_env` (so the key never sits in the file).
+    A limit left out is the section's."""
+
+    key_env: str = Field(pattern=ENV_NAME.pattern)
+    requests_per_second: RequestsPerSecond | None = None
+    burst: Burst | None = None
+    tokens_per_minute: TokensPerMinute | None = None
+
+
+class RateLimitConfig(_Frozen):
+    """`[rate_limit]`: per-client request rate and token budget at the ingress."""
+
+    enabled: bool = False
+    requests_per_second: RequestsPerSecond = 10.0
+    burst: Burst = 20
+    tokens_per_minute: TokensPerMinute | None = None
+    idle_seconds: float = Field(default=300.0, gt=0, le=86_400, allow_inf_nan=False)
+    max_clients: int = Field(default=100_000, ge=1, le=10_000_000)
+    overrides: tuple[RateLimitOverride, ...] = Field(default=(), max_length=10_000)
+
+
 class Config(_Frozen):
     server: ServerConfig = ServerConfig()
     models: dict[str, list[EndpointConfig]] = Field(min_length=1)
@@ -161,6 +189,7 @@ class Config(_Frozen):
     aliases: dict[str, str] = Field(default_factory=dict)
     groups: dict[str, GroupOptions] = Field(default_factory=dict)
     capabilities: dict[str, CapabilityOverride] = Field(default_factory=dict)
+    rate_limit: RateLimitConfig = RateLimitConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
 
     @field_validator("models")

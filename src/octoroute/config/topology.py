@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from octoroute.config.models import Config, EndpointConfig, GroupOptions, Timeouts
+from octoroute.config.models import Config, EndpointConfig, GroupOptions, RateLimitOverride, Timeouts
 from octoroute.config.problems import problems_from
 from octoroute.core.errors import ConfigError, ConfigProblem
 from octoroute.core.types import Api, Strategy, Tier
@@ -57,6 +57,9 @@ class Topology:
     groups: Mapping[str, GroupSpec]
     endpoints: Mapping[str, EndpointSpec]
     aliases: tuple[tuple[str, str], ...] = ()  # (pattern, target) in config order
+    # (raw API key, its override) per `[[rate_limit.overrides]]`, read from `key_env`;
+    # empty when rate limiting is off. Secrets: kept out of repr.
+    rate_limit_keys: tuple[tuple[str, RateLimitOverride], ...] = field(default=(), repr=False)
 
     def resolve_alias(self, model: str) -> str | None:
         """The target of the first alias whose pattern (shell-style: `claude-*`) matches `model`."""
@@ -145,6 +148,7 @@ def check_semantics(config: Config, env: Mapping[str, str]) -> list[ConfigProble
         elif target == group:
             problems.append(ConfigProblem(f"fallback.{group}", "a group cannot fall back to itself"))
     problems.extend(_cycle_problems(config))
+    problems.extend(_rate_limit_problems(config, env))
     targets = {"auto", *config.models, *(ep_id for ep_id, *_ in _endpoint_ids(config))}
     for group in config.groups:
         if group not in config.models:
@@ -186,6 +190,33 @@ def _cycle_problems(config: Config) -> list[ConfigProblem]:
                 break
             path.append(nxt)
             nxt = fallbacks.get(nxt)
+    return problems
+
+
+def _rate_limit_problems(config: Config, env: Mapping[str, str]) -> list[ConfigProblem]:
+    """Each override's `key_env` is set, non-empty and holds a key no other override holds.
+
+    Checked only when rate limiting is on, so turning it off needs none of the keys."""
+    if not config.rate_limit.enabled:
+        return []
+    problems: list[ConfigProblem] = []
+    first_with_key: dict[str, int] = {}
+    for i, override in enumerate(config.rate_limit.overrides):
+        where = f"rate_limit.overrides[{i}].key_env"
+        name = override.key_env
+        key = env.get(name)
+        if key is None:
+            problems.append(ConfigProblem(where, f"environment variable {name} is not set"))
+        elif not key:
+            problems.append(ConfigProblem(where, f"environment variable {name} is empty"))
+        elif key in first_with_key:
+            j = first_with_key[key]
+            other = config.rate_limit.overrides[j].key_env
+            problems.append(
+                ConfigProblem(where, f"{name} holds the same API key as rate_limit.overrides[{j}] ({other})")
+            )
+        else:
+            first_with_key[key] = i
     return problems
 
 
@@ -235,4 +266,9 @@ def build_topology(config: Config, env: Mapping[str, str]) -> Topology:
         g: GroupSpec(name=g, endpoints=tuple(eps), fallback=fallbacks[g], options=config.groups.get(g, GroupOptions()))
         for g, eps in by_group.items()
     }
-    return Topology(groups=groups, endpoints=endpoints, aliases=tuple(config.aliases.items()))
+    rate_limit_keys = (
+        tuple((env[o.key_env], o) for o in config.rate_limit.overrides) if config.rate_limit.enabled else ()
+    )
+    return Topology(
+        groups=groups, endpoints=endpoints, aliases=tuple(config.aliases.items()), rate_limit_keys=rate_limit_keys
+    )

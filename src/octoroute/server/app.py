@@ -15,6 +15,7 @@ from octoroute.config.models import Config
 from octoroute.config.topology import Topology
 from octoroute.server import anthropic_api, handlers
 from octoroute.server.middleware import RequestIds, errors_middleware
+from octoroute.server.ratelimit import build_limiter, rate_limit_middleware
 from octoroute.server.state import GATEWAY
 from octoroute.service import Gateway
 from octoroute.upstream.client import UpstreamPool
@@ -29,7 +30,11 @@ def create_app(
 ) -> web.Application:
     """A complete gateway app; run it with `aiohttp.web.AppRunner(app, handler_cancellation=True)`
     so that a client disconnect cancels its upstream request."""
-    app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[errors_middleware(RequestIds())])
+    middlewares = [errors_middleware(RequestIds())]
+    if config.rate_limit.enabled:  # not registered at all otherwise: no cost per request
+        limiter = build_limiter(config.rate_limit, topology.rate_limit_keys, clock)
+        middlewares.append(rate_limit_middleware(limiter))
+    app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=middlewares)
     gateway = Gateway(config, topology, UpstreamPool(topology.endpoints.values()), clock=clock, rng=rng)
     app[GATEWAY] = gateway
     app.cleanup_ctx.append(_lifecycle)

@@ -1,0 +1,134 @@
+"""Per-client rate limits at the ingress: `fleet.ratelimit.RateLimiter` as an
+aiohttp middleware over the routed API paths.
+
+`create_app` registers it only when `[rate_limit] enabled`, so a gateway
+without limits pays nothing per request. A refused request is answered here,
+in the error shape of the API its path speaks, and never reaches a handler or
+an upstream. The token budget is charged with an estimate (body bytes / 4)
+when the request is admitted; the estimate is given back when the request ends
+in an error, and is never corrected to the upstream's reported usage.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from octoroute.config.models import RateLimitConfig, RateLimitOverride
+from octoroute.core.errors import ClientError, RoutingExhausted, UpstreamStatusError
+from octoroute.core.types import Api
+from octoroute.fleet.ratelimit import ClientLimits, LimitReason, RateLimiter, Verdict, client_key
+from octoroute.protocols import anthropic, openai
+from octoroute.server.middleware import api_of
+
+log = logging.getLogger("octoroute.ratelimit")
+
+# The routes that reach an upstream. count_tokens never does; health, readiness,
+# model lists and metrics must keep answering a client that is being limited.
+LIMITED_PATHS = frozenset({"/v1/chat/completions", "/v1/messages", "/chat"})
+BYTES_PER_TOKEN = 4  # the same rough estimate as count_tokens (characters / 4)
+
+
+def build_limiter(
+    config: RateLimitConfig, keys: Iterable[tuple[str, RateLimitOverride]], clock: Callable[[], float]
+) -> RateLimiter:
+    """The limiter for `[rate_limit]`, with each override's raw key (from `Topology.rate_limit_keys`)."""
+    default = ClientLimits(config.requests_per_second, config.burst, config.tokens_per_minute)
+    overrides = {key: _merge(default, override) for key, override in keys}
+    return RateLimiter(default, overrides, clock, idle_seconds=config.idle_seconds, max_clients=config.max_clients)
+
+
+def _merge(default: ClientLimits, override: RateLimitOverride) -> ClientLimits:
+    """An override's limits, each one it leaves out taken from the section."""
+    return ClientLimits(
+        override.requests_per_second if override.requests_per_second is not None else default.requests_per_second,
+        override.burst if override.burst is not None else default.burst,
+        override.tokens_per_minute if override.tokens_per_minute is not None else default.tokens_per_minute,
+    )
+
+
+def api_key_of(headers: Mapping[str, str]) -> str | None:
+    """The client's API key: `Authorization: Bearer <key>`, else `x-api-key`, else None.
+
+    `headers` is the request's case-insensitive multidict. The key is not checked
+    against anything (octoroute does not authenticate clients): it only names the
+    client's bucket.
+    """
+    scheme, _, token = headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return headers.get("x-api-key") or None
+
+
+def estimate_tokens(body: bytes) -> int:
+    return (len(body) + BYTES_PER_TOKEN - 1) // BYTES_PER_TOKEN
+
+
+def rate_limit_middleware(limiter: RateLimiter) -> Middleware:
+    """Admit or refuse each POST to `LIMITED_PATHS` per client; everything else passes.
+
+    Place it inside `errors_middleware`, so refusals get a request id and errors
+    raised while reading the body are rendered.
+    """
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method != "POST" or request.path not in LIMITED_PATHS:
+            return await handler(request)
+        key = client_key(api_key_of(request.headers), request.remote)
+        limits = limiter.limits_for(key)
+        # The body is read (and cached for the handler) only when a token budget needs its size.
+        estimate = estimate_tokens(await request.read()) if limits.tokens_per_minute is not None else None
+        verdict = limiter.check_request(key, estimated_tokens=estimate)
+        if not verdict.allowed:
+            log.debug("refused %s for %s: %s", request.path, key, verdict.reason)
+            return refusal(verdict, limits, api_of(request.path), estimate)
+        if not estimate:
+            return await handler(request)
+        try:
+            response = await handler(request)
+        except (ClientError, RoutingExhausted, UpstreamStatusError, web.HTTPException):
+            limiter.record_tokens(key, 0, reserved_tokens=estimate)
+            raise
+        if response.status >= 400:  # nothing was generated: give the reservation back
+            limiter.record_tokens(key, 0, reserved_tokens=estimate)
+        return response
+
+    return middleware
+
+
+def refusal(verdict: Verdict, limits: ClientLimits, api: Api, estimate: int | None) -> web.Response:
+    """429 with `Retry-After` for a retryable refusal, 413 for a request over the whole
+    per-minute budget; in the error shape of `api`."""
+    retry_after: str | None = None
+    if verdict.reason is LimitReason.TOO_LARGE:
+        status, code = 413, "request_too_large"
+        message = (
+            f"this request is estimated at {estimate} tokens (body bytes / {BYTES_PER_TOKEN}), more than "
+            f"this client's whole budget of {limits.tokens_per_minute} tokens per minute "
+            "(rate_limit.tokens_per_minute); it can never be served, so send a shorter request"
+        )
+    else:
+        status, code = 429, "rate_limit_exceeded"
+        retry_after = verdict.retry_after_header()
+        if verdict.reason is LimitReason.TOKENS:
+            message = (
+                f"token budget exceeded: this client may send {limits.tokens_per_minute} tokens per minute "
+                f"(estimated as body bytes / {BYTES_PER_TOKEN}); retry after {retry_after} s"
+            )
+        else:
+            message = (
+                f"rate limit exceeded: this client may send {limits.requests_per_second:g} requests per second "
+                f"in bursts of up to {limits.burst}; retry after {retry_after} s"
+            )
+    if api is Api.ANTHROPIC:
+        body = anthropic.error_body(message, status)
+    else:
+        body = openai.error_body(message, status, code=code)
+    response = web.Response(status=status, body=body, content_type="application/json")
+    if retry_after is not None:
+        response.headers["Retry-After"] = retry_after
+    return response
