@@ -44,7 +44,6 @@ from octoroute.fleet.capabilities import (
     CapabilityRegistry,
     Needs,
     missing,
-    needs_of,
 )
 from octoroute.fleet.health import HealthBoard, Transition
 from octoroute.fleet.policy import AttemptPlan
@@ -138,6 +137,22 @@ def decode_chat(
         task_type=task_type,
         request_id=request_id,
     )
+
+
+_IMAGE_PARTS = frozenset({"image_url", "input_image"})
+
+
+def selection_needs(body: Mapping[str, Any]) -> Needs:
+    """What endpoint selection cares about (tools, images), found without walking
+    text: a message with string content cannot carry an image."""
+    tools = bool(body.get("tools")) and body.get("tool_choice") != "none"
+    vision = any(
+        isinstance(part, Mapping) and part.get("type") in _IMAGE_PARTS
+        for message in body.get("messages") or ()
+        if isinstance(message, Mapping) and isinstance(message.get("content"), list)
+        for part in message["content"]
+    )
+    return Needs(tools=tools, vision=vision)
 
 
 def body_for(call: ChatCall, ep: EndpointSpec) -> bytes:
@@ -328,7 +343,7 @@ class Gateway:
 
     async def serve(self, call: ChatCall, decision: RoutingDecision, extra_headers: Mapping[str, str]) -> Outcome:
         """Run attempts until one commits; raises the plan's error when none does."""
-        needs = needs_of(call.body)
+        needs = selection_needs(call.body)
         plan = self._plan(decision, needs)
         while (attempt := plan.next_attempt()) is not None:
             if attempt.backoff_seconds > 0:
