@@ -10,6 +10,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import anthropic
+import openai
 import pytest
 from aiohttp import web
 
@@ -104,3 +106,36 @@ def gateway(loop_thread: LoopThread) -> Iterator[Callable[[dict[str, Any]], Runn
     yield make
     for running in started:
         loop_thread.run(running.runner.cleanup())
+
+
+class SdkClients:
+    """Official SDK clients for a running gateway, strict validation on, no retries;
+    closed after the test."""
+
+    def __init__(self) -> None:
+        self._made: list[openai.OpenAI | anthropic.Anthropic] = []
+
+    def openai(self, gw: RunningGateway | str) -> openai.OpenAI:
+        """For a gateway, or any OpenAI base URL (…/v1)."""
+        base_url = gw if isinstance(gw, str) else gw.base_url
+        client = openai.OpenAI(base_url=base_url, api_key="k", max_retries=0, _strict_response_validation=True)
+        self._made.append(client)
+        return client
+
+    def anthropic(self, gw: RunningGateway | str) -> anthropic.Anthropic:
+        """For a gateway, or any Anthropic base URL (without /v1)."""
+        url = gw if isinstance(gw, str) else gw.url
+        client = anthropic.Anthropic(base_url=url, api_key="k", max_retries=0, _strict_response_validation=True)
+        self._made.append(client)
+        return client
+
+    def close(self) -> None:
+        for client in self._made:
+            client.close()
+
+
+@pytest.fixture
+def sdk_clients() -> Iterator[SdkClients]:
+    clients = SdkClients()
+    yield clients
+    clients.close()

@@ -25,17 +25,9 @@ EVENT_ORDER = ["message_start", "content_block_start", "content_block_delta", "c
 
 
 @pytest.fixture
-def client():
-    made: list[anthropic.Anthropic] = []
-
-    def make(url: str) -> anthropic.Anthropic:
-        c = anthropic.Anthropic(base_url=url, api_key="k", max_retries=0, _strict_response_validation=True)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.close()
+def client(sdk_clients):
+    """`client(url)`: the anthropic SDK against the gateway at `url`."""
+    return sdk_clients.anthropic
 
 
 @pytest.fixture

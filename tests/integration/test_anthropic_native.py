@@ -33,22 +33,8 @@ def native(upstreams, gateway):
 
 
 @pytest.fixture
-def clients():
-    made: list[anthropic.Anthropic | openai.OpenAI] = []
-
-    def ant(gw):
-        c = anthropic.Anthropic(base_url=gw.url, api_key="k", max_retries=0, _strict_response_validation=True)
-        made.append(c)
-        return c
-
-    def oai(gw):
-        c = openai.OpenAI(base_url=gw.base_url, api_key="k", max_retries=0, _strict_response_validation=True)
-        made.append(c)
-        return c
-
-    yield ant, oai
-    for c in made:
-        c.close()
+def clients(sdk_clients):
+    return sdk_clients.anthropic, sdk_clients.openai
 
 
 def test_anthropic_requests_pass_through_untouched_but_the_model(native, clients):

@@ -3,8 +3,6 @@ on both APIs, streamed and not, through real fixture upstreams."""
 
 from __future__ import annotations
 
-import anthropic
-import openai
 import orjson
 import pytest
 from tests.spec_validation import validate
@@ -30,31 +28,13 @@ def text_caller(upstreams, gateway):
 
 
 @pytest.fixture
-def oai():
-    made: list[openai.OpenAI] = []
-
-    def make(gw):
-        c = openai.OpenAI(base_url=gw.base_url, api_key="k", max_retries=0, _strict_response_validation=True)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.close()
+def oai(sdk_clients):
+    return sdk_clients.openai
 
 
 @pytest.fixture
-def ant():
-    made: list[anthropic.Anthropic] = []
-
-    def make(gw):
-        c = anthropic.Anthropic(base_url=gw.url, api_key="k", max_retries=0, _strict_response_validation=True)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.close()
+def ant(sdk_clients):
+    return sdk_clients.anthropic
 
 
 def test_text_tool_call_is_repaired_for_openai_clients(text_caller, oai):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import socket
 
-import openai
 import orjson
 import pytest
 import urllib3
@@ -20,17 +19,9 @@ UNMATCHED = [{"role": "user", "content": "What is the history of tea?"}]  # a sh
 
 
 @pytest.fixture
-def client():
-    clients: list[openai.OpenAI] = []
-
-    def make(base_url: str) -> openai.OpenAI:
-        c = openai.OpenAI(base_url=base_url, api_key="k", max_retries=0, _strict_response_validation=True)
-        clients.append(c)
-        return c
-
-    yield make
-    for c in clients:
-        c.close()
+def client(sdk_clients):
+    """`client(base_url)`: the openai SDK against the gateway at `base_url`."""
+    return sdk_clients.openai
 
 
 def _route(client, gw, messages):
