@@ -289,3 +289,27 @@ def test_dropped_fields_are_counted_in_a_metric(fleet, client):
     assert after["thinking"] == 1
     assert after["cache_control"] == 1
     assert after["top_k"] == 0
+
+
+def test_dozens_of_tools_and_a_long_stream(upstreams, gateway, client):
+    sim = upstreams("talkative")
+    words = [f"w{i}" for i in range(3000)]
+    sim.behaviour.reply_text = " ".join(words)
+    gw = gateway(fleet_config({"fast": [endpoint(sim, "m")]}))
+    tools = [
+        {
+            "name": f"tool_{i}",
+            "description": f"Tool number {i}",
+            "input_schema": {
+                "$schema": "http://json-schema.org/draft-07/schema#",
+                "type": "object",
+                "properties": {"x": {"type": "string"}},
+                "additionalProperties": False,
+            },
+        }
+        for i in range(48)
+    ]
+    with client(gw.url).messages.stream(model="fast", max_tokens=8000, messages=HELLO, tools=tools) as stream:
+        final = stream.get_final_message()
+    assert final.content[0].text.split() == words
+    assert len(sim.requests[-1].body["tools"]) == 48
