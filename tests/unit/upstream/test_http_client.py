@@ -186,3 +186,48 @@ def test_a_large_body_is_read_whole_through_flow_control():
         assert len(reply.body) == len(big)
 
     asyncio.run(with_server(handler, test))
+
+
+def test_a_connect_that_never_completes_hits_the_connect_timeout():
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)  # never accepted: once its queue is full, the kernel drops further SYNs
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(8):  # fill the accept queue until a connect really hangs
+        sock = socket.socket()
+        sock.settimeout(0.3)
+        fillers.append(sock)
+        try:
+            sock.connect(("127.0.0.1", port))
+        except TimeoutError:
+            break
+    else:
+        raise AssertionError("could not fill the listen queue")
+
+    async def run() -> None:
+        config = parse_config(
+            {
+                "models": {
+                    "fast": [{"name": "m", "base_url": f"http://127.0.0.1:{port}/v1", "timeouts": {"connect": 0.2}}]
+                }
+            },
+            {},
+        )
+        topology = build_topology(config, {})
+        pool = UpstreamPool(topology.endpoints.values())
+        await pool.start()
+        try:
+            with pytest.raises(UpstreamTimeout, match=r"connect timeout after 0\.2s"):
+                await pool.complete(topology.endpoints["fast/m"], b"{}", {})
+        finally:
+            await pool.close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        for sock in fillers:
+            sock.close()
+        listener.close()
