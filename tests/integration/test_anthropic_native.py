@@ -8,6 +8,7 @@ import anthropic
 import openai
 import orjson
 import pytest
+import urllib3
 from tests.spec_validation import validate
 from tests.support import endpoint, fleet_config
 
@@ -62,6 +63,8 @@ def test_anthropic_requests_pass_through_untouched_but_the_model(native, clients
     assert sent.headers["anthropic-version"]
     assert sent.headers["anthropic-beta"] == "context-management-2025-06-27"
     assert "authorization" not in {k.lower() for k in sent.headers}
+    metrics = urllib3.request("GET", f"{gw.url}/metrics").data.decode()
+    assert 'octoroute_degradations_total{kind="thinking"} 0.0' in metrics  # nothing was dropped
 
 
 def test_anthropic_streams_pass_through(native, clients):

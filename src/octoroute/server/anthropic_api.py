@@ -167,7 +167,6 @@ async def messages(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     gw = request.app[GATEWAY]
     body, call, lost = await _translate(request)
-    gw.metrics.record_degradations(d.kind.value for d in lost)
     beta = request.headers.get("anthropic-beta")  # features an Anthropic-native server may need
     forward = {"anthropic-beta": beta} if beta else None
     decision, outcome = await serve_call(gw, call, ROUTE, started, Api.ANTHROPIC, forward)
@@ -179,6 +178,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
             record_request(call, ROUTE, decision, outcome, outcome.reply.status, started, degraded=outcome.degraded)
             return web.Response(body=outcome.reply.body, headers=headers, content_type="application/json")
         return await relay(request, gw, call, decision, outcome, headers, started, NativeStream())
+    gw.metrics.record_degradations(d.kind.value for d in lost)  # only now: a native endpoint loses nothing
     headers = {**decision_headers(decision, outcome), **_degraded_header(lost, outcome)}
     message_id = f"msg_{call.request_id}"
     post = gw.post_process(outcome.group, call)
