@@ -155,17 +155,18 @@ def selection_needs(body: Mapping[str, Any]) -> Needs:
     return Needs(tools=tools, vision=vision)
 
 
-def body_for(call: ChatCall, ep: EndpointSpec) -> bytes:
-    """The request body in the endpoint's API: OpenAI bodies as `upstream_body` makes
-    them; for Anthropic-native endpoints the client's own Messages request untouched
-    but for `model` (pass-through), or the OpenAI body translated."""
+def body_for(call: ChatCall, ep: EndpointSpec) -> tuple[bytes, tuple[str, ...]]:
+    """The request body in the endpoint's API, and what translating it dropped:
+    OpenAI bodies as `upstream_body` makes them; for Anthropic-native endpoints the
+    client's own Messages request untouched but for `model` (pass-through), or the
+    OpenAI body translated."""
     if ep.kind is not Api.ANTHROPIC:
-        return upstream_body(call.body, ep)
+        return upstream_body(call.body, ep), ()
     if call.anthropic_body is not None:
-        return orjson.dumps({**call.anthropic_body, "model": ep.name})
-    body, _ = openai_to_anthropic_request(call.body, default_max_tokens=ep.max_tokens or 4096)
+        return orjson.dumps({**call.anthropic_body, "model": ep.name}), ()
+    body, lost = openai_to_anthropic_request(call.body, default_max_tokens=ep.max_tokens or 4096)
     body["model"] = ep.name
-    return orjson.dumps(body)
+    return orjson.dumps(body), tuple(sorted({d.kind.value for d in lost}))
 
 
 def openai_payload(ep: EndpointSpec, payload: dict[str, Any]) -> dict[str, Any]:
@@ -349,7 +350,7 @@ class Gateway:
             if attempt.backoff_seconds > 0:
                 await asyncio.sleep(attempt.backoff_seconds)
             ep = attempt.endpoint
-            body = body_for(call, ep)
+            body, dropped = body_for(call, ep)
             try:
                 if call.stream:
                     stream = await self.pool.open_stream(ep, body, extra_headers)
@@ -374,7 +375,7 @@ class Gateway:
                 fallback_from=decision.group if attempt.is_fallback else None,
                 reply=reply,
                 stream=stream,
-                degraded=self._lacking(needs, ep),
+                degraded=(*dropped, *self._lacking(needs, ep)),
             )
         if plan.final_error is not None:
             raise plan.final_error
@@ -392,7 +393,7 @@ class Gateway:
         while (attempt := plan.next_attempt()) is not None:
             ep = attempt.endpoint
             judge_call = ChatCall(body, AUTO, False, Importance.NORMAL, None, "judge")
-            payload = body_for(judge_call, ep)
+            payload, _ = body_for(judge_call, ep)
             try:
                 async with asyncio.timeout(routing.llm_timeout_seconds):
                     reply = await self.pool.complete(ep, payload, {})

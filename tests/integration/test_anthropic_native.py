@@ -80,12 +80,16 @@ def test_anthropic_streams_pass_through(native, clients):
 def test_openai_clients_reach_anthropic_native_endpoints(native, clients):
     gw, sim = native
     _, oai = clients
-    raw = oai(gw).chat.completions.with_raw_response.create(model="deep", messages=HELLO, max_tokens=32)
+    raw = oai(gw).chat.completions.with_raw_response.create(
+        model="deep", messages=HELLO, max_tokens=32, seed=7, response_format={"type": "text"}
+    )
     validate("CreateChatCompletionResponse", orjson.loads(raw.http_response.content))
     completion = raw.parse()
     assert "hi there" in (completion.choices[0].message.content or "")
     assert completion.usage is not None
     assert sim.requests[-1].body["max_tokens"] == 32
+    assert raw.headers["X-Octoroute-Degraded"] == "unsupported_field"  # seed, response_format
+    assert "seed" not in sim.requests[-1].body
     assert sim.requests[-1].body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "hi there"}]}]
 
 
