@@ -44,10 +44,11 @@ from octoroute.fleet.capabilities import (
     CapabilityRegistry,
     Needs,
     missing,
+    selection_needs,
 )
 from octoroute.fleet.health import HealthBoard, Transition
 from octoroute.fleet.policy import AttemptPlan
-from octoroute.fleet.selector import GroupSelector
+from octoroute.fleet.selector import GroupSelector, build_selectors
 from octoroute.observe.metrics import Metrics
 from octoroute.protocols.filters import OutputFilter
 from octoroute.protocols.openai import check_chat_body, read_message_text
@@ -139,22 +140,6 @@ def decode_chat(
     )
 
 
-_IMAGE_PARTS = frozenset({"image_url", "input_image"})
-
-
-def selection_needs(body: Mapping[str, Any]) -> Needs:
-    """What endpoint selection cares about (tools, images), found without walking
-    text: a message with string content cannot carry an image."""
-    tools = bool(body.get("tools")) and body.get("tool_choice") != "none"
-    vision = any(
-        isinstance(part, Mapping) and part.get("type") in _IMAGE_PARTS
-        for message in body.get("messages") or ()
-        if isinstance(message, Mapping) and isinstance(message.get("content"), list)
-        for part in message["content"]
-    )
-    return Needs(tools=tools, vision=vision)
-
-
 def body_for(call: ChatCall, ep: EndpointSpec) -> tuple[bytes, tuple[str, ...]]:
     """The request body in the endpoint's API, and what translating it dropped:
     OpenAI bodies as `upstream_body` makes them; for Anthropic-native endpoints the
@@ -214,7 +199,7 @@ class Gateway:
         self.clock = clock
         self.rng = rng or random.Random()
         self.board = HealthBoard(topology, config.health.failure_threshold)
-        self.selectors = {name: GroupSelector(group.endpoints) for name, group in topology.groups.items()}
+        self.selectors = build_selectors(topology)
         self.default_tier = default_tier(config)
         self.router = Router(
             config.routing.strategy,

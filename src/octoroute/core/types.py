@@ -107,10 +107,6 @@ class RoutingDecision:
     detail: str = ""
     endpoint_id: str | None = None  # set when the client pinned one endpoint
 
-    @property
-    def tier_label(self) -> str:
-        return self.group
-
 
 class DegradationKind(enum.StrEnum):
     """What a translation had to drop or change; stable names, usable as metric labels."""

@@ -8,20 +8,18 @@ when the registry is built; `lookup` is cached per name because it runs per
 request.
 
     registry = CapabilityRegistry.bundled(overrides={"my-finetune*": {"tools": True}})
-    needs = needs_of(call.body)
-    ordered = rank_endpoints(candidates, needs, registry)  # capable endpoints first
+    needs = selection_needs(call.body)   # tools, images: what endpoint selection prefers
+    lacking = missing(needs, registry.lookup(endpoint.name))
 """
 
 from __future__ import annotations
 
 import fnmatch
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Final
-
-from octoroute.config.topology import EndpointSpec
 
 MISSING_TOOLS: Final = "tools"
 MISSING_VISION: Final = "vision"
@@ -251,29 +249,6 @@ def missing(needs: Needs, caps: Capabilities) -> frozenset[str]:
     return frozenset(out)
 
 
-def _can_serve(needs: Needs, caps: Capabilities) -> bool:
-    return (
-        (caps.tools or not needs.tools)
-        and (caps.vision or not needs.vision)
-        and needs.min_context <= caps.context_window
-    )
-
-
-def rank_endpoints(endpoints: Sequence[EndpointSpec], needs: Needs, registry: CapabilityRegistry) -> list[EndpointSpec]:
-    """`endpoints` with those whose model can serve `needs` first; order kept within each part.
-
-    A stable partition, not a filter: the selector's priority/weight order
-    survives inside both parts, and endpoints that lack something stay
-    available as a last resort (the registry can be wrong about a model).
-    """
-    capable: list[EndpointSpec] = []
-    lacking: list[EndpointSpec] = []
-    for ep in endpoints:
-        (capable if _can_serve(needs, registry.lookup(ep.name)) else lacking).append(ep)
-    capable.extend(lacking)
-    return capable
-
-
 def _positive_int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
@@ -300,6 +275,21 @@ def _scan_messages(messages: object) -> tuple[int, bool]:
         elif isinstance(item, list):
             stack.extend(item)
     return chars, vision
+
+
+def selection_needs(body: Mapping[str, object]) -> Needs:
+    """The needs endpoint selection acts on (tools, images), found without walking
+    text: a message whose content is a string cannot carry an image. Per request,
+    so cheaper than `needs_of`."""
+    tools = bool(body.get("tools")) and body.get("tool_choice") != "none"
+    messages = body.get("messages")
+    vision = isinstance(messages, list) and any(
+        isinstance(part, Mapping) and part.get("type") in _IMAGE_PARTS
+        for message in messages
+        if isinstance(message, Mapping) and isinstance(message.get("content"), list)
+        for part in message["content"]
+    )
+    return Needs(tools=tools, vision=vision)
 
 
 def needs_of(body: Mapping[str, object]) -> Needs:

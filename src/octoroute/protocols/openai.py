@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, TypedDict
 
 import orjson
 
@@ -45,11 +45,6 @@ class ModelEntry(TypedDict):
 class ModelList(TypedDict):
     object: Literal["list"]
     data: list[ModelEntry]
-
-
-class ChatMessage(TypedDict):
-    role: str
-    content: NotRequired[object]
 
 
 def error_type_for(status: int) -> ErrorTypeName:

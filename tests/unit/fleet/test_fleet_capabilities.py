@@ -19,7 +19,6 @@ from octoroute.fleet.capabilities import (
     missing,
     needs_of,
     parse_families,
-    rank_endpoints,
 )
 
 BUNDLED = CapabilityRegistry.bundled()
@@ -359,7 +358,7 @@ def test_needs_of_tolerates_odd_bodies() -> None:
     assert needs_of({"messages": "nope", "tools": None}) == Needs(min_context=1)
 
 
-# --- missing and rank_endpoints ------------------------------------------------
+# --- missing ------------------------------------------------
 
 
 def test_missing_names_what_an_endpoint_lacks() -> None:
@@ -368,34 +367,3 @@ def test_missing_names_what_an_endpoint_lacks() -> None:
     assert missing(needs, caps(tools=True, vision=True, window=10_000)) == frozenset()
     assert missing(needs, caps(tools=True, window=32768)) == {"vision"}
     assert missing(Needs(), FALLBACK) == frozenset()
-
-
-def test_rank_endpoints_puts_capable_first_and_keeps_order_within_each_part() -> None:
-    endpoints = [
-        ep("a", "llama3:8b"),  # no tools
-        ep("b", "qwen2.5-coder:7b"),  # tools
-        ep("c", "gemma2:9b"),  # no tools
-        ep("d", "qwen3:8b"),  # tools
-        ep("e", "mistral:7b"),  # tools
-    ]
-    ranked = rank_endpoints(endpoints, Needs(tools=True), BUNDLED)
-    assert [e.id for e in ranked] == ["b", "d", "e", "a", "c"]
-
-
-def test_rank_endpoints_keeps_the_order_when_all_or_none_can_serve() -> None:
-    endpoints = [ep("a", "qwen3:8b"), ep("b", "llama3.1:8b"), ep("c", "mistral:7b")]
-    assert rank_endpoints(endpoints, Needs(), BUNDLED) == endpoints
-    assert rank_endpoints(endpoints, Needs(tools=True), BUNDLED) == endpoints
-    assert rank_endpoints(endpoints, Needs(vision=True), BUNDLED) == endpoints
-
-
-def test_rank_endpoints_considers_vision_and_context_together() -> None:
-    endpoints = [ep("small-vision", "llava:7b"), ep("text", "qwen3:8b"), ep("big-vision", "gemma3:12b")]
-    ranked = rank_endpoints(endpoints, Needs(vision=True, min_context=6000), BUNDLED)
-    assert [e.id for e in ranked] == ["big-vision", "small-vision", "text"]
-
-
-def test_rank_endpoints_uses_overrides() -> None:
-    registry = CapabilityRegistry.bundled(overrides={"llama3:8b": {"tools": True}})
-    endpoints = [ep("a", "gemma2:9b"), ep("b", "llama3:8b")]
-    assert [e.id for e in rank_endpoints(endpoints, Needs(tools=True), registry)] == ["b", "a"]
