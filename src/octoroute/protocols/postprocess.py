@@ -15,7 +15,7 @@ import orjson
 
 from octoroute.protocols.filters import OutputFilter, StreamFilter
 from octoroute.protocols.repair import MakeId, StreamRepair, repair_completion
-from octoroute.protocols.sse import encode_data, iter_data
+from octoroute.protocols.sse import encode_data, encode_json_events, iter_data
 
 
 def declared_tools(body: Mapping[str, Any]) -> frozenset[str]:
@@ -84,7 +84,7 @@ class PostProcess:
         out: list[bytes] = []
         for data in iter_data(events):
             if data.strip() == b"[DONE]":
-                out += [encode_data(orjson.dumps(c)) for c in self.finish()]
+                out.append(encode_json_events(self.finish()))
                 out.append(encode_data(b"[DONE]"))
                 continue
             try:
@@ -95,5 +95,5 @@ class PostProcess:
             if not isinstance(parsed, dict) or "error" in parsed:
                 out.append(encode_data(data))
                 continue
-            out += [encode_data(orjson.dumps(c)) for c in self.chunk(parsed)]
+            out.append(encode_json_events(self.chunk(parsed)))
         return b"".join(out)

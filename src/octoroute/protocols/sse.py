@@ -7,7 +7,9 @@ terminal error event.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+
+import orjson
 
 _SEPARATORS = (b"\n\n", b"\r\n\r\n", b"\r\r")
 
@@ -55,3 +57,8 @@ def iter_data(payload: bytes) -> Iterator[bytes]:
 def encode_data(payload: bytes) -> bytes:
     """One SSE event carrying `payload` (which must not contain newlines)."""
     return b"data: " + payload + b"\n\n"
+
+
+def encode_json_events(items: Iterable[object]) -> bytes:
+    """One `data:` event per JSON-serialisable item (OpenAI chunks), concatenated."""
+    return b"".join(b"data: " + orjson.dumps(item) + b"\n\n" for item in items)

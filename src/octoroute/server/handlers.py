@@ -32,7 +32,7 @@ from octoroute.protocols.openai import (
     stream_error_event,
 )
 from octoroute.protocols.postprocess import PostProcess
-from octoroute.protocols.sse import encode_data, iter_data
+from octoroute.protocols.sse import encode_data, encode_json_events, iter_data
 from octoroute.protocols.translate_stream import AnthropicToOpenAIStream
 from octoroute.server.middleware import render_error
 from octoroute.server.state import GATEWAY, REQUEST_ID
@@ -212,7 +212,7 @@ class PassThrough:
     def finish(self) -> bytes:
         if self._post is None:
             return b""
-        return b"".join(encode_data(orjson.dumps(c)) for c in self._post.finish())
+        return encode_json_events(self._post.finish())
 
     def fail(self, message: str) -> bytes:
         return stream_error_event(message, code="upstream_stream_error")
@@ -236,7 +236,7 @@ class FromAnthropic:
             except orjson.JSONDecodeError:
                 continue
             if isinstance(event, dict) and not self._done:
-                out += [encode_data(orjson.dumps(c)) for c in self._translator.feed(event)]
+                out.append(encode_json_events(self._translator.feed(event)))
                 if event.get("type") == "error":
                     self._done = True
         return b"".join(out)
@@ -245,7 +245,7 @@ class FromAnthropic:
         if self._done:
             return b""
         self._done = True
-        return b"".join(encode_data(orjson.dumps(c)) for c in self._translator.finish()) + encode_data(b"[DONE]")
+        return encode_json_events(self._translator.finish()) + encode_data(b"[DONE]")
 
     def fail(self, message: str) -> bytes:
         self._done = True
