@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup run test lint unit bench clean
+.PHONY: setup system-deps run test lint unit bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,6 +12,10 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 setup: $(BIN)/.installed
+
+# Chromium, ChromeDriver, Prometheus and promtool from Debian, for the tests that drive them.
+system-deps:
+	bash scripts/system-deps.sh
 
 run: setup
 	$(BIN)/octoroute serve --demo
@@ -22,7 +26,7 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint
+test: lint system-deps
 	$(BIN)/pytest -q
 
 unit: setup

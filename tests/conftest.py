@@ -66,9 +66,12 @@ class RunningGateway:
         return self.app[GATEWAY]
 
 
-async def start_gateway(config_data: dict[str, Any], env: dict[str, str] | None = None) -> RunningGateway:
+async def start_gateway(
+    config_data: dict[str, Any], env: dict[str, str] | None = None, **app_options: Any
+) -> RunningGateway:
+    """`app_options` go to `create_app` (e.g. `span_exporter`)."""
     config = parse_config(config_data, env or {})
-    app = create_app(config, build_topology(config, env or {}))
+    app = create_app(config, build_topology(config, env or {}), **app_options)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -94,12 +97,13 @@ def upstreams(loop_thread: LoopThread) -> Iterator[Callable[[str], SimulatedUpst
 
 
 @pytest.fixture
-def gateway(loop_thread: LoopThread) -> Iterator[Callable[[dict[str, Any]], RunningGateway]]:
-    """Factory: `gateway(config_dict)` starts octoroute on a loopback port; stopped after the test."""
+def gateway(loop_thread: LoopThread) -> Iterator[Callable[..., RunningGateway]]:
+    """Factory: `gateway(config_dict, env=None, **create_app_options)` starts octoroute on a
+    loopback port; stopped after the test."""
     started: list[RunningGateway] = []
 
-    def make(config_data: dict[str, Any], env: dict[str, str] | None = None) -> RunningGateway:
-        running = loop_thread.run(start_gateway(config_data, env))
+    def make(config_data: dict[str, Any], env: dict[str, str] | None = None, **app_options: Any) -> RunningGateway:
+        running = loop_thread.run(start_gateway(config_data, env, **app_options))
         started.append(running)
         return running
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from octoroute.core.types import Features, Importance, TaskType
@@ -42,3 +44,14 @@ def make_features(
         task_type=task,
         task_type_explicit=explicit,
     )
+
+
+def eventually(check: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll `check` until it holds; fail after `timeout` seconds. For state another
+    thread or process finishes after the client already has its answer (a stream's
+    bookkeeping runs after its last byte)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.005)

@@ -18,9 +18,11 @@ from typing import Any
 
 import orjson
 
+from octoroute import __version__
 from octoroute.config.models import Config
 from octoroute.config.topology import EndpointSpec, GroupSpec, Topology, default_tier
 from octoroute.core.errors import (
+    ErrorType,
     InvalidRequest,
     ModelNotFound,
     TimeoutPhase,
@@ -49,7 +51,9 @@ from octoroute.fleet.capabilities import (
 from octoroute.fleet.health import HealthBoard, Transition
 from octoroute.fleet.policy import AttemptPlan
 from octoroute.fleet.selector import GroupSelector, build_selectors
-from octoroute.observe.metrics import Metrics
+from octoroute.observe.metrics import Recorder
+from octoroute.observe.observer import Observer, RequestTrace
+from octoroute.observe.snapshot import EndpointInfo, SnapshotInputs, build_snapshot
 from octoroute.protocols.filters import OutputFilter
 from octoroute.protocols.openai import check_chat_body, read_message_text
 from octoroute.protocols.postprocess import PostProcess, declared_tools
@@ -95,6 +99,7 @@ class Outcome:
     reply: UpstreamReply | None = None
     stream: UpstreamStream | None = None
     degraded: tuple[str, ...] = ()  # what the serving endpoint lacks for this request (DegradationKind values)
+    sent_at: float = 0.0  # perf_counter when the serving attempt was sent (a stream's duration counts from it)
 
     @property
     def reason_header(self) -> str:
@@ -192,6 +197,7 @@ class Gateway:
         *,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.config = config
         self.topology = topology
@@ -210,7 +216,8 @@ class Gateway:
         self.started_at = time.time()
         overrides = {k: v.model_dump(exclude_none=True) for k, v in config.capabilities.items()}
         self.capabilities = CapabilityRegistry.bundled(overrides)
-        self.metrics = Metrics()
+        self.observer = observer or Observer(Recorder())
+        self.metrics = self.observer.metrics
         self._capable_selectors: dict[tuple[bool, bool], dict[str, GroupSelector]] = {}
         self.filters = {
             name: OutputFilter(g.options.strip_think, g.options.drop_reasoning, g.options.stop_markers)
@@ -315,27 +322,58 @@ class Gateway:
 
     def _record(self, ep: EndpointSpec, error: UpstreamError | None, latency_ms: float = 0.0) -> None:
         now = self.clock()
+        if error is not None:
+            self.observer.upstream_error(ep.id, error.error_type, error.message)
         if error is None or (isinstance(error, UpstreamStatusError) and not error.retryable):
             # A 4xx is the request's fault: the endpoint answered, so it is alive.
             transition = self.board.record_success(ep.id, now, latency_ms)
         else:
             transition = self.board.record_failure(ep.id, now, str(error.message))
         if transition is not None:
-            level = logging.INFO if transition is Transition.BECAME_HEALTHY else logging.WARNING
-            log.log(level, "endpoint %s %s (%s)", ep.id, transition.value, error.message if error else "answered")
+            healthy = transition is Transition.BECAME_HEALTHY
+            detail = error.message if error else "answered"
+            log.log(
+                logging.INFO if healthy else logging.WARNING, "endpoint %s %s (%s)", ep.id, transition.value, detail
+            )
+            self.observer.health_changed(ep.id, healthy, detail)
 
     def record_mid_stream(self, ep: EndpointSpec, error: UpstreamError) -> None:
+        self.metrics.mid_stream(ep.id)
         self._record(ep, error)
 
-    async def serve(self, call: ChatCall, decision: RoutingDecision, extra_headers: Mapping[str, str]) -> Outcome:
-        """Run attempts until one commits; raises the plan's error when none does."""
+    async def serve(
+        self,
+        call: ChatCall,
+        decision: RoutingDecision,
+        extra_headers: Mapping[str, str],
+        trace: RequestTrace | None = None,
+    ) -> Outcome:
+        """Run attempts until one commits; raises the plan's error when none does.
+        `trace` (when given) learns the attempts and carries the request's span."""
         needs = selection_needs(call.body)
         plan = self._plan(decision, needs)
+        metrics, tracing = self.metrics, self.observer.tracing
+        span = trace.span if trace is not None else None
+        group = decision.group
         while (attempt := plan.next_attempt()) is not None:
             if attempt.backoff_seconds > 0:
                 await asyncio.sleep(attempt.backoff_seconds)
             ep = attempt.endpoint
+            if attempt.number > 1:
+                metrics.retry()
+            if attempt.group != group:
+                self.observer.fallback(call.request_id, group, attempt.group)
+                group = attempt.group
+            if trace is not None:
+                trace.attempts = attempt.number
+            metrics.attempt_started(attempt.group)
+            attempt_span = (
+                tracing.attempt(span, ep.id, attempt.group, attempt.number)
+                if tracing is not None and span is not None
+                else None
+            )
             body, dropped = body_for(call, ep)
+            sent_at = time.perf_counter()
             try:
                 if call.stream:
                     stream = await self.pool.open_stream(ep, body, extra_headers)
@@ -347,9 +385,21 @@ class Gateway:
                     latency = reply.latency_ms
             except UpstreamError as error:
                 error.attempt = attempt.number
+                metrics.attempt_finished(ep.id, error.error_type, time.perf_counter() - sent_at)
+                if attempt_span is not None:
+                    attempt_span.set("octoroute.outcome", error.error_type.value)
+                    attempt_span.end(error.message)
                 self._record(ep, error)
                 plan.record(error)
                 continue
+            if stream is not None:
+                metrics.attempt_finished(ep.id, None, None)
+                metrics.first_token(ep.id, stream.first_byte_ms / 1000)
+            else:
+                metrics.attempt_finished(ep.id, None, time.perf_counter() - sent_at)
+            if attempt_span is not None:
+                attempt_span.set("octoroute.outcome", "ok")
+                attempt_span.end()
             self._record(ep, None, latency)
             plan.record(None)
             return Outcome(
@@ -361,10 +411,34 @@ class Gateway:
                 reply=reply,
                 stream=stream,
                 degraded=(*dropped, *self._lacking(needs, ep)),
+                sent_at=sent_at,
             )
         if plan.final_error is not None:
             raise plan.final_error
         raise plan.exhausted_error()
+
+    # -- reporting ---------------------------------------------------------
+
+    def snapshot(self) -> dict[str, object]:
+        """The `/metrics.json` document (docs/metrics-json.md)."""
+        decisions, errors = self.observer.windows()
+        endpoints = [
+            EndpointInfo(ep.id, ep.group, ep.name, ep.kind.value, ep.base_url)
+            for ep in self.topology.endpoints.values()
+        ]
+        return build_snapshot(
+            SnapshotInputs(
+                version=__version__,
+                now=time.time(),
+                started_at=self.started_at,
+                workers=self.observer.workers,
+                endpoints=endpoints,
+                rate_limit_enabled=self.config.rate_limit.enabled,
+                families=self.metrics.collect(),
+                decisions=decisions,
+                errors=errors,
+            )
+        )
 
     # -- the LLM judge -----------------------------------------------------
 
@@ -379,20 +453,25 @@ class Gateway:
             ep = attempt.endpoint
             judge_call = ChatCall(body, AUTO, False, Importance.NORMAL, None, "judge")
             payload, _ = body_for(judge_call, ep)
+            self.metrics.attempt_started(group.name)
+            sent_at = time.perf_counter()
             try:
                 async with asyncio.timeout(routing.llm_timeout_seconds):
                     reply = await self.pool.complete(ep, payload, {})
             except TimeoutError:
                 failures.append(JudgeFailure.TIMEOUT)
+                self.metrics.attempt_finished(ep.id, ErrorType.TIMEOUT, time.perf_counter() - sent_at)
                 plan.record(UpstreamTimeout(ep.id, TimeoutPhase.TOTAL, routing.llm_timeout_seconds))
                 continue
             except UpstreamError as error:
+                self.metrics.attempt_finished(ep.id, error.error_type, time.perf_counter() - sent_at)
                 self._record(ep, error)
                 failures.append(
                     JudgeFailure.TIMEOUT if isinstance(error, UpstreamTimeout) else JudgeFailure.UNAVAILABLE
                 )
                 plan.record(error)
                 continue
+            self.metrics.attempt_finished(ep.id, None, time.perf_counter() - sent_at)
             self._record(ep, None, reply.latency_ms)
             text = read_message_text(openai_payload(ep, reply.payload))
             if text is None:

@@ -36,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     route.add_argument("--importance", choices=[i.value for i in Importance])
     route.add_argument("--task-type", choices=[t.value for t in TaskType])
     route.add_argument("--config", type=Path, help=f"TOML config (default: ./{DEFAULT_CONFIG} if present)")
+
+    stats = sub.add_parser("stats", help="live view of a running gateway (from its /metrics.json)")
+    stats.add_argument("--url", help="gateway base URL or its /metrics.json URL (default: http://127.0.0.1:3000)")
+    stats.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes (default 2)")
+    stats.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    stats.add_argument("--token", help="metrics token (default: $OCTOROUTE_METRICS_TOKEN)")
     return parser
 
 
@@ -49,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from octoroute.cli.commands import run_route
 
         return run_route(args.prompt, args.importance, args.task_type, args.config or _default_config(), os.environ)
+    if args.command == "stats":
+        from octoroute.cli.stats import run_stats
+
+        return run_stats(args.url, args.token, args.interval, args.once, os.environ)
     from octoroute.cli.serve import run_serve
 
     return run_serve(

@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import shutil
 import signal
+import tempfile
 from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import multiprocess
 from rich.console import Console
 
 from octoroute.cli.commands import print_problems
@@ -63,10 +66,17 @@ def run_serve(
 
 
 async def _start(
-    config: Config, host: str, port: int, env: dict[str, str], reuse_port: bool
+    config: Config,
+    host: str,
+    port: int,
+    env: dict[str, str],
+    reuse_port: bool,
+    shared: tuple[str, int] | None = None,
 ) -> tuple[web.AppRunner, int]:
+    """`shared`: (metrics directory, worker count) when this is one of several workers."""
     configure_logging(config.observability.log_level, config.observability.log_format)
-    app = create_app(config, build_topology(config, env))
+    directory, workers = shared if shared is not None else (None, 1)
+    app = create_app(config, build_topology(config, env), multiprocess_dir=directory, workers=workers)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=2048)
@@ -83,8 +93,16 @@ async def _wait_for_signal() -> None:
     await stop.wait()
 
 
-async def _serve_one(config: Config, host: str, port: int, env: dict[str, str], *, reuse_port: bool) -> None:
-    runner, bound = await _start(config, host, port, env, reuse_port)
+async def _serve_one(
+    config: Config,
+    host: str,
+    port: int,
+    env: dict[str, str],
+    *,
+    reuse_port: bool,
+    shared: tuple[str, int] | None = None,
+) -> None:
+    runner, bound = await _start(config, host, port, env, reuse_port, shared)
     Console(stderr=True).print(f"octoroute listening on http://{host}:{bound} (pid {os.getpid()})", highlight=False)
     try:
         await _wait_for_signal()
@@ -92,16 +110,31 @@ async def _serve_one(config: Config, host: str, port: int, env: dict[str, str], 
         await runner.cleanup()
 
 
-def _worker(config_data: dict[str, Any], host: str, port: int, env: dict[str, str]) -> None:
+def _worker(config_data: dict[str, Any], host: str, port: int, env: dict[str, str], shared: tuple[str, int]) -> None:
     config = Config.model_validate(config_data)
-    _run(_serve_one(config, host, port, env, reuse_port=True))
+    _run(_serve_one(config, host, port, env, reuse_port=True, shared=shared))
 
 
 def _serve_many(config: Config, host: str, port: int, env: dict[str, str], workers: int) -> int:
+    """Start `workers` processes on one port. They share a fresh directory for
+    prometheus_client's multiprocess mode (and the decision windows), named in
+    PROMETHEUS_MULTIPROC_DIR before any worker imports prometheus_client, and
+    removed when they have all stopped."""
+    directory = tempfile.mkdtemp(prefix="octoroute-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory  # inherited by the spawned workers
+    try:
+        return _run_workers(config, host, port, env, workers, directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _run_workers(config: Config, host: str, port: int, env: dict[str, str], workers: int, directory: str) -> int:
     ctx = multiprocessing.get_context("spawn")
     data = config.model_dump(mode="json", exclude_unset=True)
+    shared = (directory, workers)
     procs = [
-        ctx.Process(target=_worker, args=(data, host, port, env), name=f"octoroute-worker-{i}") for i in range(workers)
+        ctx.Process(target=_worker, args=(data, host, port, env, shared), name=f"octoroute-worker-{i}")
+        for i in range(workers)
     ]
     for proc in procs:
         proc.start()
@@ -115,6 +148,8 @@ def _serve_many(config: Config, host: str, port: int, env: dict[str, str], worke
     signal.signal(signal.SIGTERM, forward)
     for proc in procs:
         proc.join()
+        if proc.pid is not None:
+            multiprocess.mark_process_dead(proc.pid, directory)  # type: ignore[no-untyped-call]
     return max((proc.exitcode or 0) for proc in procs)
 
 

@@ -12,7 +12,7 @@ import math
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from octoroute.core.types import Api, Importance, Strategy, Tier
 
@@ -127,9 +127,32 @@ class RetryConfig(_Frozen):
     backoff_max_ms: float = Field(default=500.0, ge=0, le=60_000)
 
 
+class TracingConfig(_Frozen):
+    """OpenTelemetry spans over OTLP/HTTP; needs the `otel` extra (`pip install 'octoroute[otel]'`)."""
+
+    enabled: bool = False
+    endpoint: str = Field(default="http://127.0.0.1:4318/v1/traces", min_length=1, max_length=2048)
+    service_name: str = Field(default="octoroute", min_length=1, max_length=128)
+    sample_ratio: float = Field(default=1.0, ge=0, le=1, allow_inf_nan=False)
+
+
 class ObservabilityConfig(_Frozen):
     log_level: Literal["trace", "debug", "info", "warn", "warning", "error"] = "info"
     log_format: Literal["human", "json"] = "human"
+    log_content: bool = False  # put prompt and completion text in the request log and event file
+    events_file: str | None = Field(default=None, min_length=1, max_length=4096)
+    metrics: bool = True  # False: no Prometheus series and no decision window are recorded
+    routing_duration_unit: Literal["ms", "seconds"] = "ms"  # "ms": octoroute 1.0's metric name
+    metrics_token: str | None = Field(default=None, min_length=8, max_length=512)
+    metrics_token_env: str | None = Field(default=None, min_length=1, max_length=256)
+    decisions_kept: int = Field(default=500, ge=10, le=100_000)
+    tracing: TracingConfig = TracingConfig()
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> ObservabilityConfig:
+        if self.metrics_token is not None and self.metrics_token_env is not None:
+            raise ValueError("set metrics_token or metrics_token_env, not both")
+        return self
 
 
 class GroupOptions(_Frozen):

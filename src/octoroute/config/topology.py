@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
@@ -20,6 +21,9 @@ from octoroute.core.types import Api, Strategy, Tier
 
 DEFAULT_TIER_FALLBACK: dict[str, str] = {Tier.FAST: Tier.BALANCED, Tier.BALANCED: Tier.DEEP}
 NO_FALLBACK = ("", "none")
+
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,7 @@ class Topology:
     # (raw API key, its override) per `[[rate_limit.overrides]]`, read from `key_env`;
     # empty when rate limiting is off. Secrets: kept out of repr.
     rate_limit_keys: tuple[tuple[str, RateLimitOverride], ...] = field(default=(), repr=False)
+    metrics_token: str | None = field(default=None, repr=False)  # bearer token for /metrics and /metrics.json
 
     def resolve_alias(self, model: str) -> str | None:
         """The target of the first alias whose pattern (shell-style: `claude-*`) matches `model`."""
@@ -147,6 +152,14 @@ def check_semantics(config: Config, env: Mapping[str, str]) -> list[ConfigProble
             problems.append(ConfigProblem(f"fallback.{group}", f"target '{target}' is not a group under [models]"))
         elif target == group:
             problems.append(ConfigProblem(f"fallback.{group}", "a group cannot fall back to itself"))
+    token_env = config.observability.metrics_token_env
+    if token_env is not None and len(env.get(token_env, "")) < 8:
+        problems.append(
+            ConfigProblem(
+                "observability.metrics_token_env",
+                f"environment variable {token_env} is not set or holds fewer than 8 characters",
+            )
+        )
     problems.extend(_cycle_problems(config))
     problems.extend(_rate_limit_problems(config, env))
     targets = {"auto", *config.models, *(ep_id for ep_id, *_ in _endpoint_ids(config))}
@@ -269,6 +282,27 @@ def build_topology(config: Config, env: Mapping[str, str]) -> Topology:
     rate_limit_keys = (
         tuple((env[o.key_env], o) for o in config.rate_limit.overrides) if config.rate_limit.enabled else ()
     )
+    token_env = config.observability.metrics_token_env
     return Topology(
-        groups=groups, endpoints=endpoints, aliases=tuple(config.aliases.items()), rate_limit_keys=rate_limit_keys
+        groups=groups,
+        endpoints=endpoints,
+        aliases=tuple(config.aliases.items()),
+        rate_limit_keys=rate_limit_keys,
+        metrics_token=env[token_env] if token_env else config.observability.metrics_token,
     )
+
+
+def config_warnings(config: Config, topology: Topology) -> list[str]:
+    """Settings that are valid but probably not what the operator wants; logged at
+    startup, written to the event file and shown by `octoroute check`."""
+    warnings: list[str] = []
+    for ep in topology.endpoints.values():
+        url = urlsplit(ep.base_url)
+        if ep.api_key and url.scheme == "http" and url.hostname not in LOOPBACK_HOSTS:
+            warnings.append(f"endpoint {ep.id} sends its API key over plain http to {url.hostname}; use https")
+    obs = config.observability
+    if obs.log_content:
+        warnings.append("observability.log_content is on: prompt and completion text go to the log and event file")
+    if obs.tracing.enabled and obs.tracing.sample_ratio == 0:
+        warnings.append("observability.tracing is enabled with sample_ratio 0: no trace will be recorded")
+    return warnings

@@ -5,6 +5,8 @@
     ├── ClientError                 the client's request cannot be served as sent (4xx)
     │   ├── InvalidRequest          400: malformed JSON, invalid fields
     │   │   └── TranslationError    400: a body whose structure cannot be translated to the other API
+    │   ├── Unauthorised            401: /metrics or /metrics.json without the configured token
+    │   ├── NotFound                404: a switched-off feature (metrics = false)
     │   ├── ModelNotFound           404: `model` names no group, endpoint or `auto`
     │   └── PayloadTooLarge         413: body over the configured limit
     ├── UpstreamError               one attempt at one endpoint failed
@@ -91,6 +93,16 @@ class TranslationError(InvalidRequest):
 
     def __init__(self, message: str, param: str) -> None:
         super().__init__(message, param=param)
+
+
+class Unauthorised(ClientError):
+    status = 401
+    code = "unauthorized"
+
+
+class NotFound(ClientError):
+    status = 404
+    code = "not_found"
 
 
 class ModelNotFound(ClientError):

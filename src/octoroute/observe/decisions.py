@@ -1,28 +1,110 @@
-"""Recent routing decisions and latencies, kept in memory for a JSON snapshot.
+"""Recent records (routing decisions, upstream errors) in fixed-size slots, and
+percentiles over them.
 
-Both are fixed-size windows: adding is O(1) and never grows memory; the
-snapshot (`DecisionLog.recent`, `LatencyWindow.percentiles`) does the work, on
-demand. Records hold ids, names, enums and numbers, never prompt or completion
-text. Nothing here reads the clock: the caller passes each record's time.
+A `SlotRing` keeps the last `capacity` records of one process in a buffer of
+fixed-size slots: a `bytearray` for a single process, or a memory-mapped file
+per worker when several share the port, so that whichever worker answers
+`/metrics.json` reads every worker's window (`read_ring_files`). Adding is
+O(1), never allocates beyond the record's own bytes and never grows memory.
 
-    log = DecisionLog(capacity=200)
-    log.add(DecisionRecord(time=time.time(), request_id=rid, model="auto", tier="fast",
-                           endpoint="fast/qwen", strategy=Strategy.RULE,
-                           reason=RouteReason.RULE_CASUAL_SHORT, status=200, latency_ms=41.7))
-    snapshot = {"decisions": log.recent(50), "latency_ms": window.percentiles()}
+Slot layout: 8-byte sequence number, 4-byte length, then the record (JSON
+bytes). The writer zeroes the sequence, writes the record, then sets the
+sequence, so a reader that finds the same non-zero sequence before and after
+copying a record knows it is whole. Records hold ids, names, enums and numbers,
+never prompt or completion text.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
-from dataclasses import dataclass
-from itertools import islice
+import mmap
+import os
+import struct
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 
-from octoroute.core.types import RouteReason, Strategy
-
-JsonScalar = str | int | float | None
+_HEADER = struct.Struct("<QI")
 PERCENTILES = (50, 90, 99)
+DECISION_SLOT = 768
+ERROR_SLOT = 512
+
+
+class SlotRing:
+    """The last `capacity` records, each at most `slot_size - 12` bytes."""
+
+    __slots__ = ("_buffer", "_next", "capacity", "slot_size")
+
+    def __init__(self, buffer: bytearray | mmap.mmap, slot_size: int) -> None:
+        if slot_size <= _HEADER.size or len(buffer) < slot_size:
+            raise ValueError(f"a buffer of {len(buffer)} bytes cannot hold slots of {slot_size} bytes")
+        self._buffer = buffer
+        self.slot_size = slot_size
+        self.capacity = len(buffer) // slot_size
+        self._next = 0
+
+    @classmethod
+    def in_memory(cls, capacity: int, slot_size: int) -> SlotRing:
+        _check_capacity(capacity)
+        return cls(bytearray(capacity * slot_size), slot_size)
+
+    @classmethod
+    def in_file(cls, path: Path, capacity: int, slot_size: int) -> SlotRing:
+        """A ring in a new file at `path` (replaced if it exists), shared by mapping it."""
+        _check_capacity(capacity)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.ftruncate(fd, capacity * slot_size)
+            mapped = mmap.mmap(fd, capacity * slot_size)
+        finally:
+            os.close(fd)
+        return cls(mapped, slot_size)
+
+    @property
+    def max_record(self) -> int:
+        return self.slot_size - _HEADER.size
+
+    def add(self, record: bytes) -> bool:
+        """Store `record` over the oldest one; False (nothing stored) when it does not fit a slot."""
+        if len(record) > self.max_record:
+            return False
+        sequence = self._next + 1
+        start = (self._next % self.capacity) * self.slot_size
+        buf = self._buffer
+        buf[start : start + 8] = b"\0" * 8
+        buf[start + 8 : start + _HEADER.size] = len(record).to_bytes(4, "little")
+        buf[start + _HEADER.size : start + _HEADER.size + len(record)] = record
+        buf[start : start + 8] = sequence.to_bytes(8, "little")
+        self._next = sequence
+        return True
+
+    def records(self) -> list[bytes]:
+        """Every whole record, oldest first."""
+        return [record for _, record in sorted(read_slots(bytes(self._buffer), self.slot_size))]
+
+    def close(self) -> None:
+        if isinstance(self._buffer, mmap.mmap):
+            self._buffer.close()
+
+
+def read_slots(data: bytes, slot_size: int) -> Iterator[tuple[int, bytes]]:
+    """(sequence, record) for every whole slot of a ring's bytes, in slot order."""
+    for start in range(0, len(data) - slot_size + 1, slot_size):
+        sequence, length = _HEADER.unpack_from(data, start)
+        if sequence == 0 or length > slot_size - _HEADER.size:
+            continue
+        yield sequence, data[start + _HEADER.size : start + _HEADER.size + length]
+
+
+def read_ring_files(paths: Iterable[Path], slot_size: int) -> list[bytes]:
+    """The records of several workers' ring files (those still readable), in no particular order."""
+    out: list[bytes] = []
+    for path in paths:
+        try:
+            data = path.read_bytes()
+        except OSError:  # a worker's file removed while we listed the directory
+            continue
+        out.extend(record for _, record in read_slots(data, slot_size))
+    return out
 
 
 def _check_capacity(capacity: int) -> None:
@@ -30,99 +112,19 @@ def _check_capacity(capacity: int) -> None:
         raise ValueError(f"capacity must be an int >= 1, got {capacity!r}")
 
 
-@dataclass(frozen=True, slots=True)
-class DecisionRecord:
-    """One routed request: where it went, why, and how it ended.
+def percentiles(values: Sequence[float]) -> dict[str, float | int | None]:
+    """p50, p90 and p99 (nearest rank: every result is an observed value) and the count.
 
-    `time` is wall-clock seconds since the epoch (passed in); `tier` is the group
-    routing chose (a tier or an alias); `endpoint` is the one that answered, None
-    when none did.
+    For p in (0, 100] over n sorted values the result is the value at 1-based rank
+    ceil(p * n / 100); with no values the percentiles are None.
     """
-
-    time: float
-    request_id: str
-    model: str
-    tier: str
-    endpoint: str | None
-    strategy: Strategy
-    reason: RouteReason
-    status: int
-    latency_ms: float
-
-    def to_json(self) -> dict[str, JsonScalar]:
-        """A JSON-ready dict: enums as their string values, floats rounded for display."""
-        return {
-            "time": round(self.time, 3),
-            "request_id": self.request_id,
-            "model": self.model,
-            "tier": self.tier,
-            "endpoint": self.endpoint,
-            "strategy": self.strategy.value,
-            "reason": self.reason.value,
-            "status": self.status,
-            "latency_ms": round(self.latency_ms, 2),
-        }
+    ordered = sorted(values)
+    out: dict[str, float | int | None] = {f"p{p}": nearest_rank(ordered, p) for p in PERCENTILES}
+    out["count"] = len(ordered)
+    return out
 
 
-class DecisionLog:
-    """The last `capacity` decisions; older ones fall off as new ones are added."""
-
-    __slots__ = ("_records", "capacity")
-
-    def __init__(self, capacity: int) -> None:
-        _check_capacity(capacity)
-        self.capacity = capacity
-        self._records: deque[DecisionRecord] = deque(maxlen=capacity)
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def add(self, record: DecisionRecord) -> None:
-        """O(1); drops the oldest record when full."""
-        self._records.append(record)
-
-    def recent(self, limit: int | None = None) -> list[dict[str, JsonScalar]]:
-        """Up to `limit` records (all when None), newest first, as JSON-ready dicts."""
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-            raise ValueError(f"limit must be an int >= 0 or None, got {limit!r}")
-        return [record.to_json() for record in islice(reversed(self._records), limit)]
-
-
-class LatencyWindow:
-    """The last `capacity` latencies (ms), with percentiles computed on demand.
-
-    Percentiles use the nearest-rank method: for p in (0, 100] over n sorted
-    values, the value at 1-based rank ceil(p * n / 100). Every result is a
-    latency that was actually observed (no interpolation); with one value, every
-    percentile is that value; with none, percentiles are None.
-    """
-
-    __slots__ = ("_values",)
-
-    def __init__(self, capacity: int) -> None:
-        _check_capacity(capacity)
-        self._values: deque[float] = deque(maxlen=capacity)
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def add(self, latency_ms: float) -> None:
-        """O(1); drops the oldest value when full. Negative or non-finite values are refused."""
-        if not (latency_ms >= 0 and math.isfinite(latency_ms)):
-            raise ValueError(f"latency_ms must be a finite number >= 0, got {latency_ms!r}")
-        self._values.append(latency_ms)
-
-    def percentile(self, p: float) -> float | None:
-        """The nearest-rank `p`th percentile, or None when empty."""
-        return _nearest_rank(sorted(self._values), p)
-
-    def percentiles(self) -> dict[str, float | None]:
-        """p50, p90 and p99 from one sort: `{"p50": ..., "p90": ..., "p99": ...}`."""
-        ordered = sorted(self._values)
-        return {f"p{p}": _nearest_rank(ordered, p) for p in PERCENTILES}
-
-
-def _nearest_rank(ordered: list[float], p: float) -> float | None:
+def nearest_rank(ordered: Sequence[float], p: float) -> float | None:
     if not (0 < p <= 100):
         raise ValueError(f"percentile must be in (0, 100], got {p!r}")
     if not ordered:
@@ -130,4 +132,5 @@ def _nearest_rank(ordered: list[float], p: float) -> float | None:
     # p * n / 100, not p / 100 * n: for integer p the product is exact, so an
     # exact rank (7 * 100 / 100) is not pushed past an integer by rounding.
     rank = math.ceil(p * len(ordered) / 100)
-    return ordered[max(rank, 1) - 1]
+    value = ordered[max(rank, 1) - 1]
+    return round(value, 3) if isinstance(value, float) else value

@@ -1,14 +1,14 @@
-"""Logging configuration and the per-request access record."""
+"""Logging configuration and the per-request access line."""
 
 from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import asdict, dataclass
 
 import orjson
 
 ACCESS = logging.getLogger("octoroute.access")
+_TEXT_FIELDS = ("prompt", "completion")  # quoted in the human format: they hold spaces and newlines
 _LEVELS = {
     "trace": logging.DEBUG,
     "debug": logging.DEBUG,
@@ -17,24 +17,6 @@ _LEVELS = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class RequestRecord:
-    request_id: str
-    route: str
-    model: str
-    group: str | None
-    endpoint: str | None
-    strategy: str | None
-    reason: str | None
-    status: int
-    latency_ms: float
-    ttfb_ms: float | None
-    attempts: int
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    degraded: str | None = None  # comma-separated DegradationKind values
 
 
 class _JsonFormatter(logging.Formatter):
@@ -71,10 +53,10 @@ def access_log_enabled() -> bool:
     return ACCESS.isEnabledFor(logging.INFO)
 
 
-def log_request(record: RequestRecord) -> None:
-    fields = asdict(record)
-    fields["latency_ms"] = round(record.latency_ms, 2)
-    if record.ttfb_ms is not None:
-        fields["ttfb_ms"] = round(record.ttfb_ms, 2)
-    text = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+def log_request(fields: dict[str, object]) -> None:
+    """One access line: `k=v` pairs for people, the same fields as JSON with `log_format = "json"`."""
+    text = " ".join(f"{k}={v}" for k, v in fields.items() if k not in _TEXT_FIELDS)
+    for k in _TEXT_FIELDS:
+        if k in fields:
+            text += f" {k}={orjson.dumps(fields[k]).decode()}"
     ACCESS.info(text, extra={"fields": fields})

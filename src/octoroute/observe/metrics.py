@@ -1,39 +1,327 @@
 """Prometheus metrics, on a registry owned by each app (no module-level state).
 
-Label values come only from enums (`DegradationKind`), so cardinality is
-bounded whatever clients send. With several workers each keeps its own
-registry: a scrape sees the worker that answered it.
+`Recorder` is the interface the request path calls, and does nothing: it is
+what a gateway with `[observability] metrics = false` gets, so the hot path
+never tests a flag. `PrometheusRecorder` records into prometheus_client.
+
+Label values come only from enums and from names in the config (groups,
+endpoint ids, registered routes); the request path maps anything else to a
+fixed value (`other`, `unmatched`) before it gets here, so cardinality is
+bounded whatever clients send.
+
+With several worker processes, prometheus_client's multiprocess mode is used:
+`octoroute serve --workers N` points `PROMETHEUS_MULTIPROC_DIR` at a fresh
+directory before the workers start, each worker writes its values to files
+there, and whichever worker answers a scrape merges all of them. Gauges say
+how they merge: connections and buckets are summed over live workers, health
+is the most recent verdict of any live worker.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Literal
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 
-from octoroute.core.types import DegradationKind
+from octoroute.core.errors import ErrorType
+from octoroute.core.types import DegradationKind, Strategy
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+# The classic text format, which every Prometheus reads; all our names are plain ASCII.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+ROUTING_BUCKETS_MS = (0.1, 0.5, 1, 5, 10, 50, 100, 500, 1000)
+HTTP_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+UPSTREAM_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+OK = "ok"
+ATTEMPT_OUTCOMES = (OK, *(e.value for e in ErrorType if e is not ErrorType.MID_STREAM))
 
 
-class Metrics:
-    """The gateway's metrics; `exposition()` renders the text format for GET /metrics."""
+class Recorder:
+    """What the request path records; this base class records nothing."""
 
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.degradations = Counter(
+    enabled = False
+
+    def http_started(self) -> None:
+        """A client request is being served (until `http_finished`)."""
+
+    def http_finished(self, route: str, method: str, status: int, seconds: float) -> None:
+        """A client request ended; `route` is a registered route or 'unmatched'."""
+
+    def routed(self, tier: str, strategy: Strategy, routing_ms: float) -> None:
+        """A routing decision was made for a request, taking `routing_ms`."""
+
+    def attempt_started(self, tier: str) -> None:
+        """An upstream model is about to be called for the group `tier`."""
+
+    def attempt_finished(self, endpoint: str, error: ErrorType | None, seconds: float | None) -> None:
+        """An attempt reached its commit point (`error` None) or failed before it.
+        `seconds` is the upstream request's duration; None for a stream that goes on
+        (its duration is recorded by `stream_finished`)."""
+
+    def stream_finished(self, endpoint: str, seconds: float) -> None:
+        """A relayed upstream stream ended (cleanly or not) after `seconds`."""
+
+    def first_token(self, endpoint: str, seconds: float) -> None:
+        """A stream's first event arrived `seconds` after the request was sent."""
+
+    def tokens(self, endpoint: str, input_tokens: int, output_tokens: int) -> None:
+        """Token counts the upstream reported in its usage."""
+
+    def health(self, endpoint: str, healthy: bool) -> None:
+        """The endpoint's health as this worker now sees it."""
+
+    def retry(self) -> None:
+        """An attempt after the first in a request (same group or a fallback)."""
+
+    def fallback(self, from_group: str, to_group: str) -> None:
+        """A request moved from one group of its fallback chain to the next."""
+
+    def mid_stream(self, endpoint: str) -> None:
+        """A stream failed after its commit point."""
+
+    def buckets(self, live: int) -> None:
+        """The rate limiter now holds `live` client buckets in this worker."""
+
+    def degradations(self, kinds: Iterable[str]) -> None:
+        """Request fields or capabilities that could not be honoured (DegradationKind values)."""
+
+    def exposition(self) -> bytes:
+        return b""
+
+    def collect(self) -> Iterable[Metric]:
+        """Every metric family, merged over workers in multiprocess mode."""
+        return ()
+
+
+class PrometheusRecorder(Recorder):
+    """The gateway's Prometheus metrics. `routing_unit`: "ms" keeps octoroute 1.0's
+    `octoroute_routing_duration_ms`; "seconds" names it in base units instead
+    (`octoroute_routing_duration_seconds`), which promtool's lint accepts.
+    `multiprocess_dir`: the directory of prometheus_client's multiprocess mode, or
+    None for a single process."""
+
+    enabled = True
+
+    def __init__(
+        self,
+        endpoints: Iterable[str],
+        groups: Iterable[str],
+        *,
+        routing_unit: Literal["ms", "seconds"] = "ms",
+        multiprocess_dir: str | None = None,
+    ) -> None:
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        self.multiprocess_dir = multiprocess_dir
+        self._requests = Counter(
+            "octoroute_requests",
+            "Routed requests, by the tier (group) chosen and the strategy that chose it.",
+            ["tier", "strategy"],
+            registry=registry,
+        )
+        if routing_unit == "ms":  # octoroute 1.0's name and buckets
+            self._routing = Histogram(
+                "octoroute_routing_duration_ms",
+                "Time spent deciding where a request goes, in milliseconds.",
+                ["strategy"],
+                buckets=ROUTING_BUCKETS_MS,
+                registry=registry,
+            )
+            self._routing_scale = 1.0
+        else:  # base units, as Prometheus naming (and promtool's lint) asks
+            self._routing = Histogram(
+                "octoroute_routing_duration_seconds",
+                "Time spent deciding where a request goes, in seconds.",
+                ["strategy"],
+                buckets=tuple(b / 1000 for b in ROUTING_BUCKETS_MS),
+                registry=registry,
+            )
+            self._routing_scale = 0.001
+        self._invocations = Counter(
+            "octoroute_model_invocations",
+            "Upstream model calls (every attempt, retries and router-judge calls "
+            "included), by the tier (group) of the endpoint called.",
+            ["tier"],
+            registry=registry,
+        )
+        self._http = Counter(
+            "octoroute_http_requests",
+            "Client HTTP requests answered, by route, method and status code.",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self._http_duration = Histogram(
+            "octoroute_http_request_duration_seconds",
+            "Client HTTP request duration (to the end of the stream for streams), in seconds.",
+            ["route"],
+            buckets=HTTP_BUCKETS_S,
+            registry=registry,
+        )
+        self._active = Gauge(
+            "octoroute_active_connections",
+            "Client requests being served now, open streams included.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self._attempts = Counter(
+            "octoroute_upstream_attempts",
+            "Upstream attempts by how they ended before the commit point: ok or an error type.",
+            ["endpoint", "outcome"],
+            registry=registry,
+        )
+        self._errors = Counter(
+            "octoroute_upstream_errors",
+            "Upstream failures by endpoint and error type (mid_stream: after the commit point).",
+            ["endpoint", "error_type"],
+            registry=registry,
+        )
+        self._upstream_duration = Histogram(
+            "octoroute_upstream_request_duration_seconds",
+            "Upstream request duration, to the last byte of the answer or the failure, in seconds.",
+            ["endpoint"],
+            buckets=UPSTREAM_BUCKETS_S,
+            registry=registry,
+        )
+        self._ttft = Histogram(
+            "octoroute_time_to_first_token_seconds",
+            "Streams: time from sending the request upstream to its first event, in seconds.",
+            ["endpoint"],
+            buckets=UPSTREAM_BUCKETS_S,
+            registry=registry,
+        )
+        self._tokens = Counter(
+            "octoroute_tokens",
+            "Tokens reported in upstream usage, by endpoint and direction (input: prompt, output: completion).",
+            ["endpoint", "direction"],
+            registry=registry,
+        )
+        self._healthy = Gauge(
+            "octoroute_endpoint_healthy",
+            "1 when the endpoint is healthy, 0 when it is not (the latest verdict of any worker).",
+            ["endpoint"],
+            registry=registry,
+            multiprocess_mode="livemostrecent",
+        )
+        self._retries = Counter(
+            "octoroute_retries",
+            "Upstream attempts after the first in a request (fallback attempts included).",
+            registry=registry,
+        )
+        self._fallbacks = Counter(
+            "octoroute_fallbacks",
+            "Requests moved from one group of a fallback chain to the next.",
+            ["from_group", "to_group"],
+            registry=registry,
+        )
+        self._mid_stream = Counter(
+            "octoroute_mid_stream_failures",
+            "Streams that failed after their commit point, by endpoint.",
+            ["endpoint"],
+            registry=registry,
+        )
+        self._buckets = Gauge(
+            "octoroute_rate_limiter_buckets",
+            "Live per-client rate-limit buckets (summed over workers).",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self._degradations = Counter(
             "octoroute_degradations",
             "Request fields or capabilities a translation or the serving endpoint could not honour, by kind.",
             ["kind"],
-            registry=self.registry,
+            registry=registry,
         )
-        for kind in DegradationKind:  # every series exists from the start, at 0
-            self.degradations.labels(kind=kind.value)
+        self._http_children: dict[tuple[str, str, int], Counter] = {}
+        self._http_durations: dict[str, Histogram] = {}
+        # Every series a config can name exists from the start, at 0, so rates and
+        # absent-series alerts work before the first event.
+        for kind in DegradationKind:
+            self._degradations.labels(kind=kind.value)
+        for strategy in Strategy:
+            self._routing.labels(strategy=strategy.value)
+        for group in groups:
+            self._invocations.labels(tier=group)
+        for ep in endpoints:
+            self._healthy.labels(endpoint=ep).set(1)
+            self._mid_stream.labels(endpoint=ep)
+            for direction in ("input", "output"):
+                self._tokens.labels(endpoint=ep, direction=direction)
+            for outcome in ATTEMPT_OUTCOMES:
+                self._attempts.labels(endpoint=ep, outcome=outcome)
 
-    def record_degradations(self, kinds: Iterable[str]) -> None:
+    def http_started(self) -> None:
+        self._active.inc()
+
+    def http_finished(self, route: str, method: str, status: int, seconds: float) -> None:
+        self._active.dec()
+        key = (route, method, status)
+        child = self._http_children.get(key)
+        if child is None:
+            child = self._http_children[key] = self._http.labels(route=route, method=method, status=str(status))
+        child.inc()
+        duration = self._http_durations.get(route)
+        if duration is None:
+            duration = self._http_durations[route] = self._http_duration.labels(route=route)
+        duration.observe(seconds)
+
+    def routed(self, tier: str, strategy: Strategy, routing_ms: float) -> None:
+        self._requests.labels(tier=tier, strategy=strategy.value).inc()
+        self._routing.labels(strategy=strategy.value).observe(routing_ms * self._routing_scale)
+
+    def attempt_started(self, tier: str) -> None:
+        self._invocations.labels(tier=tier).inc()
+
+    def attempt_finished(self, endpoint: str, error: ErrorType | None, seconds: float | None) -> None:
+        if error is None:
+            self._attempts.labels(endpoint=endpoint, outcome=OK).inc()
+        else:
+            self._attempts.labels(endpoint=endpoint, outcome=error.value).inc()
+            self._errors.labels(endpoint=endpoint, error_type=error.value).inc()
+        if seconds is not None:
+            self._upstream_duration.labels(endpoint=endpoint).observe(seconds)
+
+    def stream_finished(self, endpoint: str, seconds: float) -> None:
+        self._upstream_duration.labels(endpoint=endpoint).observe(seconds)
+
+    def first_token(self, endpoint: str, seconds: float) -> None:
+        self._ttft.labels(endpoint=endpoint).observe(seconds)
+
+    def tokens(self, endpoint: str, input_tokens: int, output_tokens: int) -> None:
+        if input_tokens > 0:
+            self._tokens.labels(endpoint=endpoint, direction="input").inc(input_tokens)
+        if output_tokens > 0:
+            self._tokens.labels(endpoint=endpoint, direction="output").inc(output_tokens)
+
+    def health(self, endpoint: str, healthy: bool) -> None:
+        self._healthy.labels(endpoint=endpoint).set(1 if healthy else 0)
+
+    def retry(self) -> None:
+        self._retries.inc()
+
+    def fallback(self, from_group: str, to_group: str) -> None:
+        self._fallbacks.labels(from_group=from_group, to_group=to_group).inc()
+
+    def mid_stream(self, endpoint: str) -> None:
+        self._mid_stream.labels(endpoint=endpoint).inc()
+        self._errors.labels(endpoint=endpoint, error_type=ErrorType.MID_STREAM.value).inc()
+
+    def buckets(self, live: int) -> None:
+        self._buckets.set(live)
+
+    def degradations(self, kinds: Iterable[str]) -> None:
         for kind in kinds:
-            self.degradations.labels(kind=DegradationKind(kind).value).inc()
+            self._degradations.labels(kind=DegradationKind(kind).value).inc()
+
+    def _source(self) -> CollectorRegistry:
+        if self.multiprocess_dir is None:
+            return self.registry
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return merged
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self._source())
+
+    def collect(self) -> Iterable[Metric]:
+        return self._source().collect()

@@ -12,7 +12,6 @@ https://docs.anthropic.com/en/api/messages
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -21,7 +20,7 @@ from aiohttp import web
 
 from octoroute.core.errors import InvalidRequest
 from octoroute.core.types import Api, Degradation
-from octoroute.observe.metrics import Metrics
+from octoroute.observe.metrics import Recorder
 from octoroute.protocols.anthropic import stream_error_event
 from octoroute.protocols.postprocess import PostProcess
 from octoroute.protocols.sse import iter_data
@@ -29,8 +28,8 @@ from octoroute.protocols.translate_request import anthropic_to_openai_request
 from octoroute.protocols.translate_response import openai_to_anthropic_response
 from octoroute.protocols.translate_stream import OpenAIToAnthropicStream
 from octoroute.routing.features import extract_features
-from octoroute.server.handlers import decision_headers, degraded_of, read_json, record_request, relay, serve_call
-from octoroute.server.state import GATEWAY, REQUEST_ID
+from octoroute.server.handlers import decision_headers, degraded_of, note_reply, read_json, relay, serve_call
+from octoroute.server.state import GATEWAY, REQUEST_ID, TRACE
 from octoroute.service import ChatCall, Outcome, decode_chat
 
 ROUTE = "/v1/messages"
@@ -123,7 +122,7 @@ class AnthropicStream:
     route = ROUTE
     content_type: str | None = "text/event-stream"
 
-    def __init__(self, translator: OpenAIToAnthropicStream, post: PostProcess | None, metrics: Metrics) -> None:
+    def __init__(self, translator: OpenAIToAnthropicStream, post: PostProcess | None, metrics: Recorder) -> None:
         self._metrics = metrics
         self._translator = translator
         self._post = post
@@ -155,7 +154,7 @@ class AnthropicStream:
             return b""
         held = self._post.finish() if self._post is not None else []
         events = [e for c in held for e in self._translator.feed(c)] + self._translator.finish()
-        self._metrics.record_degradations(d.kind.value for d in self._translator.degradations)
+        self._metrics.degradations(d.kind.value for d in self._translator.degradations)
         return b"".join(events)
 
     def fail(self, message: str) -> bytes:
@@ -164,21 +163,21 @@ class AnthropicStream:
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
-    started = time.perf_counter()
     gw = request.app[GATEWAY]
+    trace = request[TRACE]
     body, call, lost = await _translate(request)
     beta = request.headers.get("anthropic-beta")  # features an Anthropic-native server may need
     forward = {"anthropic-beta": beta} if beta else None
-    decision, outcome = await serve_call(gw, call, ROUTE, started, Api.ANTHROPIC, forward)
+    decision, outcome = await serve_call(gw, call, trace, Api.ANTHROPIC, forward)
     if isinstance(outcome, web.Response):
         return outcome
     if outcome.endpoint.kind is Api.ANTHROPIC:  # an Anthropic-native server: pass its answer through
         headers = decision_headers(decision, outcome)
         if outcome.reply is not None:
-            record_request(call, ROUTE, decision, outcome, outcome.reply.status, started, degraded=outcome.degraded)
+            note_reply(gw, trace, outcome, outcome.reply.payload, Api.ANTHROPIC)
             return web.Response(body=outcome.reply.body, headers=headers, content_type="application/json")
-        return await relay(request, gw, call, decision, outcome, headers, started, NativeStream())
-    gw.metrics.record_degradations(d.kind.value for d in lost)  # only now: a native endpoint loses nothing
+        return await relay(request, gw, call, outcome, headers, NativeStream())
+    gw.metrics.degradations(d.kind.value for d in lost)  # only now: a native endpoint loses nothing
     headers = {**decision_headers(decision, outcome), **_degraded_header(lost, outcome)}
     message_id = f"msg_{call.request_id}"
     post = gw.post_process(outcome.group, call)
@@ -189,15 +188,14 @@ async def messages(request: web.Request) -> web.StreamResponse:
             outcome.reply.payload, model=body["model"], message_id=message_id, stop_sequences=_stop_sequences(body)
         )
         headers.update(_degraded_header([*lost, *more], outcome))
-        gw.metrics.record_degradations(d.kind.value for d in more)
-        record_request(call, ROUTE, decision, outcome, 200, started, degraded=degraded_of(headers))
+        gw.metrics.degradations(d.kind.value for d in more)
+        note_reply(gw, trace, outcome, outcome.reply.payload, Api.OPENAI)
+        trace.degraded = tuple(degraded_of(headers))
         return web.Response(body=orjson.dumps(message), headers=headers, content_type="application/json")
     translator = OpenAIToAnthropicStream(
         body["model"], message_id, input_tokens=_input_estimate(call), stop_sequences=_stop_sequences(body)
     )
-    return await relay(
-        request, gw, call, decision, outcome, headers, started, AnthropicStream(translator, post, gw.metrics)
-    )
+    return await relay(request, gw, call, outcome, headers, AnthropicStream(translator, post, gw.metrics))
 
 
 async def count_tokens(request: web.Request) -> web.Response:

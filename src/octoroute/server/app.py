@@ -5,20 +5,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Callable
+from importlib.resources import files
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from octoroute import __version__
 from octoroute.config.models import Config
-from octoroute.config.topology import Topology
+from octoroute.config.topology import Topology, config_warnings
+from octoroute.observe.metrics import PrometheusRecorder, Recorder
+from octoroute.observe.observer import Observer
+from octoroute.observe.tracing import Tracing
 from octoroute.server import anthropic_api, handlers
-from octoroute.server.middleware import RequestIds, errors_middleware
+from octoroute.server.middleware import RequestIds, errors_middleware, observe_middleware
 from octoroute.server.ratelimit import build_limiter, rate_limit_middleware
-from octoroute.server.state import GATEWAY
+from octoroute.server.state import DASHBOARD, GATEWAY
 from octoroute.service import Gateway
 from octoroute.upstream.client import UpstreamPool
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+DASHBOARD_PAGE = files("octoroute.observe").joinpath("dashboard.html")
 
 
 def create_app(
@@ -27,16 +39,27 @@ def create_app(
     *,
     clock: Callable[[], float] = time.monotonic,
     rng: random.Random | None = None,
+    multiprocess_dir: str | None = None,
+    workers: int = 1,
+    span_exporter: SpanExporter | None = None,
 ) -> web.Application:
     """A complete gateway app; run it with `aiohttp.web.AppRunner(app, handler_cancellation=True)`
-    so that a client disconnect cancels its upstream request."""
-    middlewares = [errors_middleware(RequestIds())]
+    so that a client disconnect cancels its upstream request.
+
+    `multiprocess_dir` / `workers`: set by `octoroute serve --workers N`, so that
+    metrics and the decisions window are shared by the workers. `span_exporter`:
+    where trace spans go instead of OTLP (tests)."""
+    observer = build_observer(config, topology, multiprocess_dir, workers, span_exporter)
+    middlewares = [observe_middleware(RequestIds(), observer), errors_middleware()]
     if config.rate_limit.enabled:  # not registered at all otherwise: no cost per request
         limiter = build_limiter(config.rate_limit, topology.rate_limit_keys, clock)
-        middlewares.append(rate_limit_middleware(limiter))
+        middlewares.append(rate_limit_middleware(limiter, observer.metrics))
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=middlewares)
-    gateway = Gateway(config, topology, UpstreamPool(topology.endpoints.values()), clock=clock, rng=rng)
+    gateway = Gateway(
+        config, topology, UpstreamPool(topology.endpoints.values()), clock=clock, rng=rng, observer=observer
+    )
     app[GATEWAY] = gateway
+    app[DASHBOARD] = DASHBOARD_PAGE.read_bytes()
     app.cleanup_ctx.append(_lifecycle)
     app.router.add_post("/v1/chat/completions", handlers.chat_completions)
     app.router.add_get("/v1/models", handlers.list_models)
@@ -45,13 +68,49 @@ def create_app(
     app.router.add_post("/chat", handlers.native_chat)
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/metrics", handlers.metrics)
+    app.router.add_get("/metrics.json", handlers.metrics_json)
+    app.router.add_get("/dashboard", handlers.dashboard)
     app.router.add_get("/ready", handlers.ready)
     app.router.add_get("/models", handlers.endpoints)
     return app
 
 
+def build_observer(
+    config: Config,
+    topology: Topology,
+    multiprocess_dir: str | None,
+    workers: int,
+    span_exporter: SpanExporter | None,
+) -> Observer:
+    obs = config.observability
+    metrics = (
+        PrometheusRecorder(
+            topology.endpoints,
+            topology.groups,
+            routing_unit=obs.routing_duration_unit,
+            multiprocess_dir=multiprocess_dir,
+        )
+        if obs.metrics
+        else Recorder()
+    )
+    tracing = Tracing.build(obs.tracing, span_exporter) if obs.tracing.enabled else None
+    return Observer.build(
+        metrics,
+        decisions_kept=obs.decisions_kept,
+        events_file=obs.events_file,
+        log_content=obs.log_content,
+        tracing=tracing,
+        multiprocess_dir=multiprocess_dir,
+        workers=workers,
+    )
+
+
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     gateway = app[GATEWAY]
+    observer = gateway.observer
+    observer.started({"pid": os.getpid(), "version": __version__, "endpoints": list(gateway.topology.endpoints)})
+    for warning in config_warnings(gateway.config, gateway.topology):
+        observer.config_warning(warning)
     await gateway.pool.start()
     task: asyncio.Task[None] | None = None
     if gateway.config.health.active:
@@ -64,3 +123,4 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await gateway.pool.close()
+        await asyncio.to_thread(observer.close)  # flushing spans may block on the exporter

@@ -4,8 +4,9 @@ the operational endpoints."""
 from __future__ import annotations
 
 import contextlib
+import hmac
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -15,15 +16,16 @@ from aiohttp import web
 from octoroute.core.errors import (
     AllEndpointsFailed,
     InvalidRequest,
+    NotFound,
     RoutingExhausted,
+    Unauthorised,
     UpstreamMidStream,
     UpstreamStatusError,
 )
 from octoroute.core.types import Api, RoutingDecision
-from octoroute.observe.logs import RequestRecord, access_log_enabled, log_request
 from octoroute.observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from octoroute.observe.observer import RequestTrace
 from octoroute.protocols.openai import (
-    Usage,
     fill_required_fields,
     model_list,
     parse_json_object,
@@ -34,11 +36,12 @@ from octoroute.protocols.openai import (
 from octoroute.protocols.postprocess import PostProcess
 from octoroute.protocols.sse import encode_data, encode_json_events, iter_data
 from octoroute.protocols.translate_stream import AnthropicToOpenAIStream
-from octoroute.server.middleware import render_error
-from octoroute.server.state import GATEWAY, REQUEST_ID
+from octoroute.protocols.usage import StreamWatch, usage_of
+from octoroute.routing.features import last_user_text
+from octoroute.server.middleware import CLIENT_CLOSED, render_error
+from octoroute.server.state import DASHBOARD, GATEWAY, REQUEST_ID, TRACE
 from octoroute.service import ChatCall, Gateway, Outcome, decode_chat, openai_payload
 
-CLIENT_CLOSED = 499  # nginx's convention for "client closed the connection", log only
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -87,67 +90,82 @@ def degraded_of(headers: Mapping[str, str]) -> list[str]:
     return value.split(",") if value else []
 
 
-def record_request(
-    call: ChatCall,
-    route: str,
-    decision: RoutingDecision | None,
-    outcome: Outcome | None,
-    status: int,
-    started: float,
-    usage: Usage | None = None,
-    attempts: int = 0,
-    degraded: Sequence[str] = (),
-) -> None:
-    if not access_log_enabled():
-        return
-    log_request(
-        RequestRecord(
-            request_id=call.request_id,
-            route=route,
-            model=call.model,
-            group=outcome.group if outcome else decision.group if decision else None,
-            endpoint=outcome.endpoint.id if outcome else None,
-            strategy=decision.strategy.value if decision else None,
-            reason=outcome.reason_header if outcome else decision.reason.value if decision else None,
-            status=status,
-            latency_ms=(time.perf_counter() - started) * 1000,
-            ttfb_ms=outcome.stream.first_byte_ms if outcome and outcome.stream else None,
-            attempts=outcome.attempts if outcome else attempts,
-            prompt_tokens=usage["prompt_tokens"] if usage else None,
-            completion_tokens=usage["completion_tokens"] if usage else None,
-            degraded=",".join(degraded) or None,
-        )
-    )
+def note_outcome(trace: RequestTrace, outcome: Outcome) -> None:
+    """What serving produced, for the request's log line and decision record."""
+    trace.tier = outcome.group
+    trace.endpoint = outcome.endpoint.id
+    trace.reason = outcome.reason_header
+    trace.fallback_from = outcome.fallback_from
+    trace.attempts = outcome.attempts
+    trace.degraded = outcome.degraded
+    if outcome.stream is not None:
+        trace.ttft_ms = outcome.stream.first_byte_ms
+
+
+def note_reply(gw: Gateway, trace: RequestTrace, outcome: Outcome, payload: Mapping[str, Any], kind: Api) -> None:
+    """Token usage (and, with log_content, the text) of a non-streaming answer in `kind`'s shape."""
+    input_tokens, output_tokens = usage_of(kind, payload)
+    trace.set_usage(input_tokens, output_tokens)
+    gw.metrics.tokens(outcome.endpoint.id, input_tokens or 0, output_tokens or 0)
+    if trace.log_content:
+        trace.keep_text(completion=read_message_text(payload) if kind is Api.OPENAI else _anthropic_text(payload))
+
+
+def _anthropic_text(payload: Mapping[str, Any]) -> str:
+    blocks = payload.get("content")
+    if not isinstance(blocks, list):
+        return ""
+    return "".join(b["text"] for b in blocks if isinstance(b, dict) and isinstance(b.get("text"), str))
 
 
 async def serve_call(
     gw: Gateway,
     call: ChatCall,
-    route: str,
-    started: float,
+    trace: RequestTrace,
     api: Api = Api.OPENAI,
     forward: Mapping[str, str] | None = None,
 ) -> tuple[RoutingDecision, Outcome | web.Response]:
     """Decide and run the attempt loop; an upstream/routing failure comes back as a ready response.
     `forward` are client headers to pass on to the upstream."""
-    decision = await gw.decide(call)
+    trace.model = call.model
+    if trace.log_content:
+        trace.keep_text(prompt=last_user_text(call.body["messages"]))
+    tracing = gw.observer.tracing
+    span = tracing.routing(trace.span) if tracing is not None and trace.span is not None else None
+    began = time.perf_counter()
     try:
-        outcome = await gw.serve(call, decision, {"X-Request-Id": call.request_id, **(forward or {})})
+        decision = await gw.decide(call)
+    except BaseException as exc:
+        if span is not None:
+            span.end(type(exc).__name__)
+        raise
+    gw.metrics.routed(decision.group, decision.strategy, (time.perf_counter() - began) * 1000)
+    trace.tier, trace.strategy, trace.reason = decision.group, decision.strategy.value, decision.reason.value
+    if span is not None:
+        span.set("octoroute.tier", decision.group)
+        span.set("octoroute.strategy", decision.strategy.value)
+        span.set("octoroute.reason", decision.reason.value)
+        span.end()
+    try:
+        outcome = await gw.serve(call, decision, {"X-Request-Id": call.request_id, **(forward or {})}, trace)
     except (RoutingExhausted, UpstreamStatusError) as exc:
         response = render_error(exc, api)
         response.headers.update(_failure_headers(decision, exc))
-        record_request(call, route, decision, None, response.status, started, attempts=attempts_of(exc))
+        trace.attempts = attempts_of(exc)
+        if isinstance(exc, UpstreamStatusError):
+            trace.endpoint = exc.endpoint_id
         return decision, response
-    gw.metrics.record_degradations(outcome.degraded)
+    gw.metrics.degradations(outcome.degraded)
+    note_outcome(trace, outcome)
     return decision, outcome
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    started = time.perf_counter()
     gw = request.app[GATEWAY]
+    trace = request[TRACE]
     body = await read_json(request)
     call = decode_chat(body, request.headers, gw.config.routing.default_importance, request[REQUEST_ID])
-    decision, outcome = await serve_call(gw, call, "/v1/chat/completions", started)
+    decision, outcome = await serve_call(gw, call, trace)
     if isinstance(outcome, web.Response):
         return outcome
     headers = decision_headers(decision, outcome)
@@ -155,16 +173,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if outcome.reply is not None:
         reply = outcome.reply
         payload = openai_payload(outcome.endpoint, reply.payload)
-        record_request(
-            call,
-            "/v1/chat/completions",
-            decision,
-            outcome,
-            reply.status,
-            started,
-            read_usage(payload),
-            degraded=outcome.degraded,
-        )
+        note_reply(gw, trace, outcome, payload, Api.OPENAI)
         post = None if native else gw.post_process(outcome.group, call)
         changed = native or (post.completion(payload) if post is not None else False)
         changed = fill_required_fields(payload) or changed
@@ -180,7 +189,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         converter: StreamConverter = FromAnthropic(translator)
     else:
         converter = PassThrough(gw.post_process(outcome.group, call))
-    return await relay(request, gw, call, decision, outcome, headers, started, converter)
+    return await relay(request, gw, call, outcome, headers, converter)
 
 
 class StreamConverter(Protocol):
@@ -256,36 +265,50 @@ async def relay(
     request: web.Request,
     gw: Gateway,
     call: ChatCall,
-    decision: RoutingDecision,
     outcome: Outcome,
     headers: dict[str, str],
-    started: float,
     converter: StreamConverter,
 ) -> web.StreamResponse:
-    """Past the commit point: relay whole events; a failure ends with one error event."""
+    """Past the commit point: relay whole events; a failure ends with one error event.
+    The upstream's own events are watched for token usage on the way."""
     stream = outcome.stream
     assert stream is not None
+    trace = request[TRACE]
+    watch = StreamWatch(outcome.endpoint.kind, trace.log_content)
     response = web.StreamResponse(status=stream.status, headers={**headers, **_SSE_HEADERS})
     response.content_type = converter.content_type or stream.content_type.split(";")[0]
     response.headers["X-Request-Id"] = call.request_id
     try:
         await response.prepare(request)
+        watch.feed(stream.first)
         await response.write(converter.convert(stream.first))
         async with contextlib.aclosing(stream.rest()) as rest:
             async for events in rest:
+                watch.feed(events)
                 await response.write(converter.convert(events))
         await response.write(converter.finish())
     except UpstreamMidStream as exc:
         gw.record_mid_stream(outcome.endpoint, exc)
         await response.write(converter.fail(f"upstream stream failed: {exc.message}"))
     except ConnectionResetError:
-        record_request(call, converter.route, decision, outcome, CLIENT_CLOSED, started, degraded=degraded_of(headers))
+        trace.status = CLIENT_CLOSED
         return response
     finally:
         stream.close()
+        _stream_ended(gw, trace, outcome, watch, headers)
     await response.write_eof()
-    record_request(call, converter.route, decision, outcome, stream.status, started, degraded=degraded_of(headers))
     return response
+
+
+def _stream_ended(
+    gw: Gateway, trace: RequestTrace, outcome: Outcome, watch: StreamWatch, headers: Mapping[str, str]
+) -> None:
+    gw.metrics.stream_finished(outcome.endpoint.id, time.perf_counter() - outcome.sent_at)
+    gw.metrics.tokens(outcome.endpoint.id, watch.input_tokens or 0, watch.output_tokens or 0)
+    trace.set_usage(watch.input_tokens, watch.output_tokens)
+    trace.degraded = tuple(degraded_of(headers))
+    if trace.log_content:
+        trace.keep_text(completion=watch.text)
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -318,14 +341,15 @@ async def native_chat(request: web.Request) -> web.Response:
         if body.get(hint) is not None:
             chat[hint] = body[hint]
     call = decode_chat(chat, request.headers, gw.config.routing.default_importance, request[REQUEST_ID])
-    decision, outcome = await serve_call(gw, call, "/chat", started)
+    trace = request[TRACE]
+    decision, outcome = await serve_call(gw, call, trace)
     if isinstance(outcome, web.Response):
         return outcome
     reply = outcome.reply
     assert reply is not None
     payload = openai_payload(outcome.endpoint, reply.payload)
+    note_reply(gw, trace, outcome, payload, Api.OPENAI)
     usage = read_usage(payload)
-    record_request(call, "/chat", decision, outcome, 200, started, usage)
     result = {
         "response": read_message_text(payload) or "",
         "model_used": outcome.endpoint.name,
@@ -342,9 +366,43 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def _check_metrics_token(request: web.Request, gw: Gateway) -> None:
+    """/metrics and /metrics.json are open unless a token is configured; then the
+    caller must send it as `Authorization: Bearer <token>`."""
+    token = gw.topology.metrics_token
+    if token is None:
+        return
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise Unauthorised("this endpoint needs the metrics token: send 'Authorization: Bearer <token>'")
+
+
+def _metrics_on(gw: Gateway) -> None:
+    if not gw.metrics.enabled:
+        raise NotFound("metrics are switched off ([observability] metrics = false)")
+
+
 async def metrics(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
+    _check_metrics_token(request, gw)
+    _metrics_on(gw)
     return web.Response(body=gw.metrics.exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
+async def metrics_json(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    _check_metrics_token(request, gw)
+    _metrics_on(gw)
+    body = orjson.dumps(gw.snapshot(), option=orjson.OPT_NON_STR_KEYS)
+    return web.Response(body=body, content_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+async def dashboard(request: web.Request) -> web.Response:
+    """The live dashboard: one self-contained page that polls metrics.json."""
+    gw = request.app[GATEWAY]
+    _metrics_on(gw)
+    page = request.app[DASHBOARD]
+    return web.Response(body=page, content_type="text/html", charset="utf-8", headers={"Cache-Control": "no-store"})
 
 
 async def health(request: web.Request) -> web.Response:

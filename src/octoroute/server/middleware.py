@@ -6,6 +6,7 @@ import itertools
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass
 
 import orjson
@@ -14,12 +15,16 @@ from aiohttp.typedefs import Handler, Middleware
 
 from octoroute.core.errors import ClientError, RoutingExhausted, UpstreamStatusError
 from octoroute.core.types import Api
+from octoroute.observe.observer import Observer
 from octoroute.protocols import anthropic
 from octoroute.protocols.openai import error_body, normalise_error_body
-from octoroute.server.state import REQUEST_ID
+from octoroute.server.state import REQUEST_ID, TRACE
 
 log = logging.getLogger("octoroute.server")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})  # others count as 'other'
+UNMATCHED = "unmatched"
+CLIENT_CLOSED = 499  # nginx's convention for "client closed the connection"; logs and metrics only
 
 
 class RequestIds:
@@ -88,22 +93,67 @@ def render_error(exc: BaseException, api: Api = Api.OPENAI) -> web.Response:
     response = web.Response(status=info.status, body=body, content_type="application/json")
     if info.retry_after:
         response.headers["Retry-After"] = info.retry_after
+    if info.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="octoroute"'
     return response
 
 
-def errors_middleware(ids: RequestIds) -> Middleware:
-    """Outermost: gives every request an id, and turns every exception into an
-    error response in the caller's shape."""
+def route_of(request: web.Request) -> str:
+    """The registered route that matched (a bounded set), or 'unmatched'."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else UNMATCHED
+
+
+def observe_middleware(ids: RequestIds, observer: Observer) -> Middleware:
+    """Outermost: gives every request its id and, for API calls (POST), a
+    `RequestTrace`; counts every request in the HTTP metrics once its response
+    (the whole stream, for streams) has been sent, and hands the trace to the
+    observer's sinks (log line, decisions window, event file, span)."""
+    metrics = observer.metrics
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        return await _handle(request, handler, ids(request.headers.get("X-Request-Id")))
+        request_id = ids(request.headers.get("X-Request-Id"))
+        request[REQUEST_ID] = request_id
+        route = route_of(request)
+        method = request.method if request.method in KNOWN_METHODS else "other"
+        trace = None
+        if method == "POST":
+            trace = observer.start(request_id, route, method, request.headers.get("traceparent"))
+            request[TRACE] = trace
+            began = trace.started
+        else:
+            began = time.perf_counter()
+        metrics.http_started()
+        status = CLIENT_CLOSED  # unless a response comes back: the client went away and the handler was cancelled
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        finally:
+            seconds = time.perf_counter() - began
+            if trace is not None:
+                trace.status = trace.status or status  # a stream whose client left has set 499 itself
+                trace.latency_ms = seconds * 1000
+                status = trace.status
+                observer.finish(trace)
+            metrics.http_finished(route, method, status, seconds)
+
+    return middleware
+
+
+def errors_middleware() -> Middleware:
+    """Turns every exception into an error response in the caller's shape, and
+    puts the request id on responses not yet sent."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await _handle(request, handler, request[REQUEST_ID])
 
     return middleware
 
 
 async def _handle(request: web.Request, handler: Handler, request_id: str) -> web.StreamResponse:
-    request[REQUEST_ID] = request_id
     try:
         response: web.StreamResponse = await handler(request)
     except (ClientError, RoutingExhausted, UpstreamStatusError, web.HTTPException) as exc:

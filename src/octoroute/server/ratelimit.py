@@ -5,8 +5,9 @@ aiohttp middleware over the routed API paths.
 without limits pays nothing per request. A refused request is answered here,
 in the error shape of the API its path speaks, and never reaches a handler or
 an upstream. The token budget is charged with an estimate (body bytes / 4)
-when the request is admitted; the estimate is given back when the request ends
-in an error, and is never corrected to the upstream's reported usage.
+when the request is admitted, then settled with the upstream's reported usage
+(input + output tokens) when it reports one; the estimate is given back when
+the request ends in an error.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from octoroute.config.models import RateLimitConfig, RateLimitOverride
 from octoroute.core.errors import ClientError, RoutingExhausted, UpstreamStatusError
 from octoroute.core.types import Api
 from octoroute.fleet.ratelimit import ClientLimits, LimitReason, RateLimiter, Verdict, client_key
+from octoroute.observe.metrics import Recorder
 from octoroute.protocols import anthropic, openai
 from octoroute.server.middleware import api_of
+from octoroute.server.state import TRACE
 
 log = logging.getLogger("octoroute.ratelimit")
 
@@ -67,11 +70,14 @@ def estimate_tokens(body: bytes) -> int:
     return (len(body) + BYTES_PER_TOKEN - 1) // BYTES_PER_TOKEN
 
 
-def rate_limit_middleware(limiter: RateLimiter) -> Middleware:
+def rate_limit_middleware(limiter: RateLimiter, metrics: Recorder) -> Middleware:
     """Admit or refuse each POST to `LIMITED_PATHS` per client; everything else passes.
 
     Place it inside `errors_middleware`, so refusals get a request id and errors
-    raised while reading the body are rendered.
+    raised while reading the body are rendered. With a token budget, a request
+    is admitted against an estimate (body bytes / 4) and settled afterwards with
+    the tokens the upstream reported (input + output), or released when it
+    failed; without a report the estimate stands.
     """
 
     @web.middleware
@@ -83,6 +89,7 @@ def rate_limit_middleware(limiter: RateLimiter) -> Middleware:
         # The body is read (and cached for the handler) only when a token budget needs its size.
         estimate = estimate_tokens(await request.read()) if limits.tokens_per_minute is not None else None
         verdict = limiter.check_request(key, estimated_tokens=estimate)
+        metrics.buckets(limiter.live_buckets)
         if not verdict.allowed:
             log.debug("refused %s for %s: %s", request.path, key, verdict.reason)
             return refusal(verdict, limits, api_of(request.path), estimate)
@@ -93,8 +100,12 @@ def rate_limit_middleware(limiter: RateLimiter) -> Middleware:
         except (ClientError, RoutingExhausted, UpstreamStatusError, web.HTTPException):
             limiter.record_tokens(key, 0, reserved_tokens=estimate)
             raise
+        trace = request.get(TRACE)
         if response.status >= 400:  # nothing was generated: give the reservation back
             limiter.record_tokens(key, 0, reserved_tokens=estimate)
+        elif trace is not None and (trace.input_tokens is not None or trace.output_tokens is not None):
+            used = (trace.input_tokens or 0) + (trace.output_tokens or 0)
+            limiter.record_tokens(key, used, reserved_tokens=estimate)
         return response
 
     return middleware

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from octoroute.observe.observer import RequestTrace
 from octoroute.service import Gateway
 
 GATEWAY = web.AppKey("gateway", Gateway)
 REQUEST_ID = web.RequestKey("request_id", str)
+TRACE = web.RequestKey("trace", RequestTrace)
+DASHBOARD = web.AppKey("dashboard", bytes)

@@ -1,193 +1,115 @@
-"""The recent-decisions ring buffer and the latency percentile window."""
+"""The fixed-slot record windows (in memory and shared through files) and the percentiles."""
 
 from __future__ import annotations
 
-import json
+import multiprocessing
+from pathlib import Path
 
+import orjson
 import pytest
 
-from octoroute.core.types import RouteReason, Strategy
-from octoroute.observe.decisions import DecisionLog, DecisionRecord, LatencyWindow
+from octoroute.observe.decisions import SlotRing, nearest_rank, percentiles, read_ring_files, read_slots
 
 
-def record(n: int, **changes: object) -> DecisionRecord:
-    fields: dict[str, object] = {
-        "time": 1_700_000_000.0 + n,
-        "request_id": f"req-{n}",
-        "model": "auto",
-        "tier": "fast",
-        "endpoint": "fast/qwen",
-        "strategy": Strategy.RULE,
-        "reason": RouteReason.RULE_CASUAL_SHORT,
-        "status": 200,
-        "latency_ms": 12.5,
-    }
-    fields.update(changes)
-    return DecisionRecord(**fields)  # type: ignore[arg-type]
+def rec(n: int) -> bytes:
+    return orjson.dumps({"request_id": f"req-{n}", "n": n})
 
 
-def ids(rows: list[dict[str, object]]) -> list[object]:
-    return [row["request_id"] for row in rows]
+def ns(records: list[bytes]) -> list[int]:
+    return [orjson.loads(r)["n"] for r in records]
 
 
-# --- DecisionLog ------------------------------------------------------------
+def test_an_empty_ring_has_no_records() -> None:
+    assert SlotRing.in_memory(4, 128).records() == []
 
 
-def test_recent_is_newest_first() -> None:
-    log = DecisionLog(capacity=10)
+def test_records_come_back_oldest_first_until_full() -> None:
+    ring = SlotRing.in_memory(4, 128)
     for n in range(3):
-        log.add(record(n))
-    assert ids(log.recent()) == ["req-2", "req-1", "req-0"]
+        assert ring.add(rec(n))
+    assert ns(ring.records()) == [0, 1, 2]
 
 
-def test_capacity_keeps_only_the_newest() -> None:
-    log = DecisionLog(capacity=3)
-    for n in range(10):
-        log.add(record(n))
-    assert len(log) == 3
-    assert log.capacity == 3
-    assert ids(log.recent()) == ["req-9", "req-8", "req-7"]
+def test_a_full_ring_drops_the_oldest() -> None:
+    ring = SlotRing.in_memory(4, 128)
+    for n in range(11):
+        ring.add(rec(n))
+    assert ns(ring.records()) == [7, 8, 9, 10]
 
 
-@pytest.mark.parametrize(
-    ("limit", "expected"),
-    [
-        pytest.param(None, ["req-4", "req-3", "req-2", "req-1", "req-0"], id="all"),
-        pytest.param(2, ["req-4", "req-3"], id="fewer"),
-        pytest.param(50, ["req-4", "req-3", "req-2", "req-1", "req-0"], id="more-than-held"),
-        pytest.param(0, [], id="zero"),
-    ],
-)
-def test_recent_limit(limit: int | None, expected: list[str]) -> None:
-    log = DecisionLog(capacity=10)
-    for n in range(5):
-        log.add(record(n))
-    assert ids(log.recent(limit)) == expected
+def test_a_record_larger_than_a_slot_is_refused_and_nothing_is_overwritten() -> None:
+    ring = SlotRing.in_memory(2, 64)
+    ring.add(rec(1))
+    assert not ring.add(b"x" * (64 - 12 + 1))
+    assert ring.add(b"y" * (64 - 12))  # exactly the room a slot has
+    assert ring.records() == [rec(1), b"y" * 52]
 
 
-def test_an_empty_log() -> None:
-    log = DecisionLog(capacity=5)
-    assert len(log) == 0
-    assert log.recent() == []
+def test_a_shorter_record_over_a_longer_one_leaves_no_trailing_bytes() -> None:
+    ring = SlotRing.in_memory(1, 128)
+    ring.add(b'{"long": "' + b"a" * 80 + b'"}')
+    ring.add(b'{"s": 1}')
+    assert ring.records() == [b'{"s": 1}']
 
 
-def test_recent_rows_are_json_ready() -> None:
-    log = DecisionLog(capacity=5)
-    log.add(record(1, endpoint=None, status=502, latency_ms=1234.56789, time=1_700_000_000.123456))
-    log.add(record(2, tier="deep", strategy=Strategy.HYBRID, reason=RouteReason.LLM_CLASSIFIED, model="gpt-4o-mini"))
-    rows = log.recent()
-    assert json.loads(json.dumps(rows)) == rows  # plain JSON types all the way down
-    assert rows[0] == {
-        "time": 1_700_000_002.0,
-        "request_id": "req-2",
-        "model": "gpt-4o-mini",
-        "tier": "deep",
-        "endpoint": "fast/qwen",
-        "strategy": "hybrid",
-        "reason": "llm_classified",
-        "status": 200,
-        "latency_ms": 12.5,
-    }
-    assert type(rows[0]["strategy"]) is str  # the enum's value, not the enum
-    assert type(rows[0]["reason"]) is str
-    assert rows[1]["endpoint"] is None
-    assert rows[1]["status"] == 502
-    assert rows[1]["latency_ms"] == 1234.57
-    assert rows[1]["time"] == 1_700_000_000.123
+def test_a_slot_being_written_is_skipped_by_readers() -> None:
+    ring = SlotRing.in_memory(2, 64)
+    ring.add(rec(1))
+    ring.add(rec(2))
+    data = bytearray(ring._buffer)  # the writer zeroes the sequence first: a half-written slot
+    data[0:8] = b"\0" * 8
+    assert [orjson.loads(r)["n"] for _, r in read_slots(bytes(data), 64)] == [2]
 
 
-def test_records_carry_no_prompt_text() -> None:
-    fields = set(DecisionRecord.__dataclass_fields__)
-    assert fields == {
-        "time",
-        "request_id",
-        "model",
-        "tier",
-        "endpoint",
-        "strategy",
-        "reason",
-        "status",
-        "latency_ms",
-    }
-
-
-@pytest.mark.parametrize("bad", [-1, 1.5, True])
-def test_recent_rejects_a_bad_limit(bad: object) -> None:
-    with pytest.raises(ValueError, match="limit"):
-        DecisionLog(capacity=3).recent(bad)  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize("capacity", [0, -5, 2.0, True])
-@pytest.mark.parametrize("cls", [DecisionLog, LatencyWindow])
-def test_capacity_must_be_a_positive_int(cls: type[DecisionLog | LatencyWindow], capacity: object) -> None:
+def test_bad_sizes_are_refused() -> None:
     with pytest.raises(ValueError, match="capacity"):
-        cls(capacity)  # type: ignore[arg-type]
+        SlotRing.in_memory(0, 64)
+    with pytest.raises(ValueError, match="cannot hold"):
+        SlotRing(bytearray(10), 64)
 
 
-# --- LatencyWindow ----------------------------------------------------------
+def _write_in_child(path: str, first: int, count: int) -> None:
+    ring = SlotRing.in_file(Path(path), 8, 128)
+    for n in range(first, first + count):
+        ring.add(rec(n))
+    ring.close()
 
 
-def window_of(values: list[float], capacity: int = 1000) -> LatencyWindow:
-    window = LatencyWindow(capacity)
-    for value in values:
-        window.add(value)
-    return window
+def test_rings_in_files_written_by_other_processes_are_read_together(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=_write_in_child, args=(str(tmp_path / f"decisions_{i}.ring"), i * 100, 10)) for i in range(2)
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(30)
+        assert proc.exitcode == 0
+    records = read_ring_files(sorted(tmp_path.glob("decisions_*.ring")), 128)
+    assert sorted(ns(records)) == [*range(2, 10), *range(102, 110)]  # each keeps its last 8
 
 
-def test_empty_window_has_no_percentiles() -> None:
-    window = LatencyWindow(10)
-    assert len(window) == 0
-    assert window.percentiles() == {"p50": None, "p90": None, "p99": None}
-    assert window.percentile(50) is None
+def test_a_missing_file_is_skipped(tmp_path: Path) -> None:
+    ring = SlotRing.in_file(tmp_path / "a.ring", 2, 64)
+    ring.add(rec(1))
+    assert ns(read_ring_files([tmp_path / "gone.ring", tmp_path / "a.ring"], 64)) == [1]
+    ring.close()
 
 
-def test_one_value_is_every_percentile() -> None:
-    assert window_of([42.0]).percentiles() == {"p50": 42.0, "p90": 42.0, "p99": 42.0}
+def test_percentiles_use_the_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentiles(values) == {"p50": 50.0, "p90": 90.0, "p99": 99.0, "count": 100}
+    assert percentiles([7.0]) == {"p50": 7.0, "p90": 7.0, "p99": 7.0, "count": 1}
+    assert percentiles([]) == {"p50": None, "p90": None, "p99": None, "count": 0}
+    assert percentiles([3.0, 1.0, 2.0])["p50"] == 2.0  # sorted first
 
 
-def test_percentiles_of_1_to_100() -> None:
-    window = window_of([float(v) for v in range(100, 0, -1)])  # order of arrival does not matter
-    assert window.percentiles() == {"p50": 50.0, "p90": 90.0, "p99": 99.0}
+def test_an_exact_rank_is_not_pushed_up_by_rounding() -> None:
+    assert nearest_rank([float(v) for v in range(1, 101)], 7) == 7.0
 
 
-@pytest.mark.parametrize(
-    ("values", "p", "expected"),
-    [
-        # nearest rank = ceil(p * n / 100), 1-based, over the sorted values
-        pytest.param([15, 20, 35, 40, 50], 5, 15, id="wikipedia-p5"),
-        pytest.param([15, 20, 35, 40, 50], 30, 20, id="wikipedia-p30"),
-        pytest.param([15, 20, 35, 40, 50], 40, 20, id="wikipedia-p40"),
-        pytest.param([15, 20, 35, 40, 50], 50, 35, id="wikipedia-p50"),
-        pytest.param([15, 20, 35, 40, 50], 100, 50, id="wikipedia-p100"),
-        pytest.param([3, 6, 7, 8, 8, 10, 13, 15, 16, 20], 25, 7, id="ten-p25"),
-        pytest.param([3, 6, 7, 8, 8, 10, 13, 15, 16, 20], 50, 8, id="ten-p50"),
-        pytest.param([3, 6, 7, 8, 8, 10, 13, 15, 16, 20], 75, 15, id="ten-p75"),
-        pytest.param([3, 6, 7, 8, 8, 10, 13, 15, 16, 20], 90, 16, id="ten-p90-exact-rank"),
-        pytest.param([3, 6, 7, 8, 8, 10, 13, 15, 16, 20], 99, 20, id="ten-p99"),
-        pytest.param([1, 2], 50, 1, id="two-p50-lower"),
-        pytest.param(list(range(1, 101)), 7, 7, id="exact-rank-not-pushed-up-by-rounding"),
-        pytest.param([5, 1], 0.001, 1, id="tiny-p-is-the-minimum"),
-    ],
-)
-def test_nearest_rank_percentiles(values: list[float], p: float, expected: float) -> None:
-    assert window_of([float(v) for v in values]).percentile(p) == expected
-
-
-def test_percentiles_cover_only_the_last_capacity_values() -> None:
-    window = window_of([1000.0] * 50 + [float(v) for v in range(1, 11)], capacity=10)
-    assert len(window) == 10
-    assert window.percentiles() == {"p50": 5.0, "p90": 9.0, "p99": 10.0}
-
-
-@pytest.mark.parametrize("p", [0, -1, 100.5, float("nan")])
-def test_percentile_must_be_in_range(p: float) -> None:
+def test_a_percentile_outside_0_100_is_refused() -> None:
     with pytest.raises(ValueError, match="percentile"):
-        window_of([1.0]).percentile(p)
-
-
-@pytest.mark.parametrize("latency", [-0.1, float("nan"), float("inf")])
-def test_bad_latencies_are_refused(latency: float) -> None:
-    window = LatencyWindow(10)
-    with pytest.raises(ValueError, match="latency_ms"):
-        window.add(latency)
-    assert len(window) == 0
+        nearest_rank([1.0], 0)
+    with pytest.raises(ValueError, match="percentile"):
+        nearest_rank([1.0], 101)

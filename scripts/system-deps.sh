@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Debian packages the test suite drives for real: Chromium + ChromeDriver (the
+# dashboard test) and Prometheus + promtool (the scrape test and the lint of
+# /metrics). Installs only what is missing; needs root (or sudo) when it must.
+set -euo pipefail
+missing=()
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v prometheus >/dev/null || missing+=(prometheus)
+[ ${#missing[@]} -eq 0 ] && exit 0
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "installing Debian packages: ${missing[*]}" >&2
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

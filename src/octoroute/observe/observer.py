@@ -1,0 +1,278 @@
+"""Everything the gateway reports about one request, and where it goes.
+
+A `RequestTrace` is created when an API request arrives (`Observer.start`),
+filled in by the handlers and the attempt loop as the request is routed and
+served, and handed back to `Observer.finish` once the response (the whole
+stream, for streams) has been sent. `finish` writes it once to each sink that
+is switched on: the access log (one line per request, JSON or human), the
+recent-decisions window behind `/metrics.json`, the JSONL event file, and the
+request's trace span. Prometheus counters are recorded where the events
+happen, through `Observer.metrics` (a `Recorder`).
+
+The event file also receives health transitions, fallbacks and config
+warnings. Prompt and completion text reach the log and the event file only
+with `[observability] log_content = true`, and never the decisions window.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import orjson
+
+from octoroute.core.errors import ErrorType
+from octoroute.observe.decisions import DECISION_SLOT, ERROR_SLOT, SlotRing, read_ring_files
+from octoroute.observe.logs import access_log_enabled, log_request
+from octoroute.observe.metrics import Recorder
+
+if TYPE_CHECKING:
+    from octoroute.observe.tracing import SpanHandle, Tracing
+
+log = logging.getLogger("octoroute.events")
+ERRORS_KEPT = 64
+MAX_NAME = 64  # client-chosen strings (model asked) are cut to this in the decisions window
+MAX_TEXT = 16_000  # prompt / completion text kept per request when log_content is on
+
+
+@dataclass(slots=True)
+class RequestTrace:
+    """One API request as it is routed and served; the handlers fill it in."""
+
+    request_id: str
+    route: str
+    method: str
+    time: float  # wall clock at arrival (seconds since the epoch)
+    started: float  # perf_counter at arrival
+    log_content: bool = False
+    model: str | None = None
+    tier: str | None = None  # the group that served, or the one routing chose when none did
+    endpoint: str | None = None
+    strategy: str | None = None
+    reason: str | None = None
+    fallback_from: str | None = None
+    attempts: int = 0
+    status: int = 0
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    degraded: tuple[str, ...] = ()
+    prompt: str | None = None
+    completion: str | None = None
+    span: SpanHandle | None = field(default=None, repr=False)
+
+    def set_usage(self, input_tokens: int | None, output_tokens: int | None) -> None:
+        if input_tokens is not None:
+            self.input_tokens = input_tokens
+        if output_tokens is not None:
+            self.output_tokens = output_tokens
+
+    def keep_text(self, prompt: str | None = None, completion: str | None = None) -> None:
+        """Record prompt / completion text, only when `log_content` is on."""
+        if not self.log_content:
+            return
+        if prompt is not None:
+            self.prompt = prompt[:MAX_TEXT]
+        if completion is not None:
+            self.completion = completion[:MAX_TEXT]
+
+    def fields(self) -> dict[str, object]:
+        """The log / event record: every field that is set."""
+        out: dict[str, object] = {
+            "request_id": self.request_id,
+            "route": self.route,
+            "model": self.model,
+            "tier": self.tier,
+            "endpoint": self.endpoint,
+            "strategy": self.strategy,
+            "reason": self.reason,
+            "status": self.status,
+            "latency_ms": round(self.latency_ms, 2),
+            "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 2),
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "attempts": self.attempts,
+            "retries": max(self.attempts - 1, 0),
+            "fallback_from": self.fallback_from,
+            "degraded": ",".join(self.degraded) or None,
+            "prompt": self.prompt,
+            "completion": self.completion,
+        }
+        return {k: v for k, v in out.items() if v is not None}
+
+    def decision(self) -> bytes:
+        """The record for the recent-decisions window (no text, names cut short)."""
+        return orjson.dumps(
+            {
+                "time": round(self.time, 3),
+                "request_id": self.request_id[:MAX_NAME],
+                "route": self.route,
+                "model": (self.model or "")[:MAX_NAME],
+                "tier": self.tier,
+                "endpoint": self.endpoint,
+                "strategy": self.strategy,
+                "reason": self.reason,
+                "status": self.status,
+                "latency_ms": round(self.latency_ms, 2),
+                "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 2),
+                "attempts": self.attempts,
+                "fallback_from": self.fallback_from,
+                "input_tokens": self.input_tokens,
+                "output_tokens": self.output_tokens,
+            }
+        )
+
+
+class EventFile:
+    """An append-only JSONL file: one `os.write` per line, so the lines of several
+    workers appending to the same file never interleave."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+
+    def write(self, event: str, fields: dict[str, object]) -> None:
+        if self._fd is None:
+            return
+        line = orjson.dumps({"ts": round(time.time(), 3), "event": event, **fields}) + b"\n"
+        try:
+            os.write(self._fd, line)
+        except OSError as exc:  # a full disk must not fail requests; say so once
+            log.error("cannot write to the event file %s (%s); no more events will be written", self.path, exc)
+            self.close()
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+class Observer:
+    """The sinks of one app. `decisions` / `errors` are None when metrics are off;
+    `events` and `tracing` when not configured."""
+
+    def __init__(
+        self,
+        metrics: Recorder,
+        *,
+        decisions: SlotRing | None = None,
+        errors: SlotRing | None = None,
+        events: EventFile | None = None,
+        tracing: Tracing | None = None,
+        log_content: bool = False,
+        multiprocess_dir: str | None = None,
+        workers: int = 1,
+    ) -> None:
+        self.metrics = metrics
+        self.multiprocess_dir = multiprocess_dir
+        self.workers = workers
+        self.decisions = decisions
+        self.errors = errors
+        self.events = events
+        self.tracing = tracing
+        self.log_content = log_content
+
+    @classmethod
+    def build(
+        cls,
+        metrics: Recorder,
+        *,
+        decisions_kept: int,
+        events_file: str | None,
+        log_content: bool,
+        tracing: Tracing | None,
+        multiprocess_dir: str | None,
+        workers: int = 1,
+    ) -> Observer:
+        """The windows live in memory, or in files under `multiprocess_dir` when
+        several workers must read each other's."""
+        decisions = errors = None
+        if metrics.enabled:
+            if multiprocess_dir is None:
+                decisions = SlotRing.in_memory(decisions_kept, DECISION_SLOT)
+                errors = SlotRing.in_memory(ERRORS_KEPT, ERROR_SLOT)
+            else:
+                base, pid = Path(multiprocess_dir), os.getpid()
+                decisions = SlotRing.in_file(base / f"decisions_{pid}.ring", decisions_kept, DECISION_SLOT)
+                errors = SlotRing.in_file(base / f"errors_{pid}.ring", ERRORS_KEPT, ERROR_SLOT)
+        events = EventFile(Path(events_file)) if events_file else None
+        return cls(
+            metrics,
+            decisions=decisions,
+            errors=errors,
+            events=events,
+            tracing=tracing,
+            log_content=log_content,
+            multiprocess_dir=multiprocess_dir,
+            workers=workers,
+        )
+
+    def windows(self) -> tuple[list[bytes], list[bytes]]:
+        """The decision and error records of every worker."""
+        if self.decisions is None or self.errors is None:
+            return [], []
+        if self.multiprocess_dir is None:
+            return self.decisions.records(), self.errors.records()
+        base = Path(self.multiprocess_dir)
+        return (
+            read_ring_files(sorted(base.glob("decisions_*.ring")), DECISION_SLOT),
+            read_ring_files(sorted(base.glob("errors_*.ring")), ERROR_SLOT),
+        )
+
+    def start(self, request_id: str, route: str, method: str, traceparent: str | None) -> RequestTrace:
+        trace = RequestTrace(request_id, route, method, time.time(), time.perf_counter(), self.log_content)
+        if self.tracing is not None:
+            trace.span = self.tracing.request(method, route, request_id, traceparent)
+        return trace
+
+    def finish(self, trace: RequestTrace) -> None:
+        """Once per request, after the last byte of the response."""
+        if trace.tier is not None and self.decisions is not None:
+            self.decisions.add(trace.decision())
+        if self.events is not None or access_log_enabled():
+            fields = trace.fields()
+            if access_log_enabled():
+                log_request(fields)
+            if self.events is not None:
+                self.events.write("request", fields)
+        if trace.span is not None:
+            trace.span.set("http.response.status_code", trace.status)
+            trace.span.end(f"HTTP {trace.status}" if trace.status >= 500 else None)
+
+    def upstream_error(self, endpoint: str, error_type: ErrorType, message: str) -> None:
+        if self.errors is not None:
+            record = {"time": round(time.time(), 3), "endpoint": endpoint, "error_type": error_type.value}
+            self.errors.add(orjson.dumps({**record, "message": message[:300]}))
+
+    def health_changed(self, endpoint: str, healthy: bool, detail: str) -> None:
+        self.metrics.health(endpoint, healthy)
+        if self.events is not None:
+            self.events.write("health", {"endpoint": endpoint, "healthy": healthy, "detail": detail})
+
+    def fallback(self, request_id: str, from_group: str, to_group: str) -> None:
+        self.metrics.fallback(from_group, to_group)
+        if self.events is not None:
+            self.events.write("fallback", {"request_id": request_id, "from_group": from_group, "to_group": to_group})
+
+    def config_warning(self, message: str) -> None:
+        log.warning("config: %s", message)
+        if self.events is not None:
+            self.events.write("config_warning", {"message": message})
+
+    def started(self, fields: dict[str, object]) -> None:
+        if self.events is not None:
+            self.events.write("start", fields)
+
+    def close(self) -> None:
+        for ring in (self.decisions, self.errors):
+            if ring is not None:
+                ring.close()
+        if self.events is not None:
+            self.events.close()
+        if self.tracing is not None:
+            self.tracing.shutdown()

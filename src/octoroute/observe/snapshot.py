@@ -1,0 +1,160 @@
+"""The JSON snapshot behind `GET /metrics.json` (documented in docs/metrics-json.md).
+
+Counts come from the Prometheus metrics, merged over every worker in
+multiprocess mode; latency percentiles, recent decisions and last errors come
+from the decision and error windows (`observe.decisions`). `build_snapshot` is
+pure: the caller collects the inputs.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import orjson
+from prometheus_client.metrics_core import Metric
+
+from octoroute.core.errors import ErrorType
+from octoroute.core.types import DegradationKind
+from octoroute.observe.decisions import percentiles
+from octoroute.observe.metrics import OK
+
+DECISIONS_SHOWN = 100
+API_ROUTES = ("/v1/chat/completions", "/v1/messages", "/chat")
+
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointInfo:
+    id: str
+    group: str
+    model: str
+    kind: str
+    base_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotInputs:
+    version: str
+    now: float
+    started_at: float
+    workers: int
+    endpoints: Sequence[EndpointInfo]
+    rate_limit_enabled: bool
+    families: Iterable[Metric]
+    decisions: Sequence[bytes]  # JSON records from the decisions window(s)
+    errors: Sequence[bytes]  # JSON records from the error window(s)
+
+
+def _samples(families: Iterable[Metric]) -> dict[str, list[tuple[dict[str, str], float]]]:
+    out: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
+    for family in families:
+        for sample in family.samples:
+            out[sample.name].append((sample.labels, sample.value))
+    return out
+
+
+def _sum_by(rows: list[tuple[dict[str, str], float]], *keys: str) -> dict[tuple[str, ...], int]:
+    totals: dict[tuple[str, ...], int] = defaultdict(int)
+    for labels, value in rows:
+        totals[tuple(labels.get(k, "") for k in keys)] += round(value)
+    return totals
+
+
+def _records(raw: Sequence[bytes]) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    for record in raw:
+        try:
+            value = orjson.loads(record)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            out.append(value)
+    out.sort(key=lambda r: float(r.get("time") or 0), reverse=True)  # type: ignore[arg-type]
+    return out
+
+
+def _numbers(records: Iterable[dict[str, object]], key: str) -> list[float]:
+    return [float(v) for r in records if isinstance(v := r.get(key), int | float)]
+
+
+def build_snapshot(inputs: SnapshotInputs) -> dict[str, object]:
+    """The snapshot as a JSON-ready dict."""
+    samples = _samples(inputs.families)
+    decisions = _records(inputs.decisions)
+    errors = _records(inputs.errors)
+    requests = _sum_by(samples["octoroute_requests_total"], "tier", "strategy")
+    by_tier: dict[str, int] = defaultdict(int)
+    by_strategy: dict[str, int] = defaultdict(int)
+    for (tier, strategy), n in requests.items():
+        by_tier[tier] += n
+        by_strategy[strategy] += n
+    by_status: dict[str, int] = defaultdict(int)
+    for (route, status), n in _sum_by(samples["octoroute_http_requests_total"], "route", "status").items():
+        if route in API_ROUTES and n:
+            by_status[f"{status[:1]}xx"] += n
+    attempts = _sum_by(samples["octoroute_upstream_attempts_total"], "endpoint", "outcome")
+    upstream_errors = _sum_by(samples["octoroute_upstream_errors_total"], "endpoint", "error_type")
+    mid_stream = _sum_by(samples["octoroute_mid_stream_failures_total"], "endpoint")
+    tokens = _sum_by(samples["octoroute_tokens_total"], "endpoint", "direction")
+    healthy = {labels["endpoint"]: value for labels, value in samples["octoroute_endpoint_healthy"]}
+    last_error: dict[str, dict[str, object]] = {}
+    for record in errors:  # newest first: keep the first seen per endpoint
+        endpoint = str(record.get("endpoint"))
+        if endpoint not in last_error:
+            last_error[endpoint] = {k: record.get(k) for k in ("time", "error_type", "message")}
+    endpoints = []
+    for ep in inputs.endpoints:
+        outcomes = {o: n for (e, o), n in attempts.items() if e == ep.id and n}
+        served = [r for r in decisions if r.get("endpoint") == ep.id]
+        endpoints.append(
+            {
+                "id": ep.id,
+                "group": ep.group,
+                "model": ep.model,
+                "kind": ep.kind,
+                "base_url": ep.base_url,
+                "healthy": healthy.get(ep.id, 1.0) >= 1.0,
+                "attempts": sum(outcomes.values()),
+                "outcomes": outcomes,
+                "errors": sum(n for o, n in outcomes.items() if o != OK),
+                "mid_stream_failures": mid_stream.get((ep.id,), 0),
+                "last_error": last_error.get(ep.id),
+                "latency_ms": percentiles(_numbers(served, "latency_ms")),
+                "tokens": {"input": tokens.get((ep.id, "input"), 0), "output": tokens.get((ep.id, "output"), 0)},
+            }
+        )
+    degradations = _sum_by(samples["octoroute_degradations_total"], "kind")
+    buckets = sum(value for _, value in samples["octoroute_rate_limiter_buckets"])
+    return {
+        "version": inputs.version,
+        "time": round(inputs.now, 3),
+        "started_at": round(inputs.started_at, 3),
+        "uptime_seconds": round(max(inputs.now - inputs.started_at, 0.0), 3),
+        "workers": inputs.workers,
+        "requests": {
+            "total": sum(by_tier.values()),
+            "by_tier": dict(by_tier),
+            "by_strategy": dict(by_strategy),
+            "by_status": dict(sorted(by_status.items())),
+        },
+        "latency_ms": percentiles(_numbers(decisions, "latency_ms")),
+        "ttft_ms": percentiles(_numbers(decisions, "ttft_ms")),
+        "endpoints": endpoints,
+        "retries": sum(round(v) for _, v in samples["octoroute_retries_total"]),
+        "fallbacks": [
+            {"from_group": f, "to_group": t, "count": n}
+            for (f, t), n in sorted(_sum_by(samples["octoroute_fallbacks_total"], "from_group", "to_group").items())
+        ],
+        "upstream_errors": [
+            {"endpoint": e, "error_type": t, "count": n}
+            for (e, t), n in sorted(upstream_errors.items())
+            if n and t in ErrorType.__members__.values()
+        ],
+        "mid_stream_failures": sum(mid_stream.values()),
+        "degradations": {k.value: degradations.get((k.value,), 0) for k in DegradationKind},
+        "rate_limiter": {"enabled": inputs.rate_limit_enabled, "buckets": round(buckets)},
+        "decisions": decisions[:DECISIONS_SHOWN],
+    }

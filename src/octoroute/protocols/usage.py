@@ -1,0 +1,86 @@
+"""Token usage (and, when asked, the text) read out of upstream answers, in
+either API's shape, for metrics, logs and token budgets.
+
+    watch = StreamWatch(Api.OPENAI, keep_text=False)
+    for events in upstream_events:
+        watch.feed(events)          # cheap when the events carry no usage
+    watch.input_tokens, watch.output_tokens
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import orjson
+
+from octoroute.core.types import Api
+from octoroute.protocols.sse import iter_data
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def usage_of(kind: Api, payload: Mapping[str, object]) -> tuple[int | None, int | None]:
+    """(input, output) tokens of a non-streaming answer; None where it does not say."""
+    usage = payload.get("usage")
+    if not isinstance(usage, Mapping):
+        return None, None
+    if kind is Api.ANTHROPIC:
+        return _count(usage.get("input_tokens")), _count(usage.get("output_tokens"))
+    return _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
+
+
+class StreamWatch:
+    """Usage and text of a stream, from its events as they pass (never changes them)."""
+
+    __slots__ = ("_kind", "_parts", "input_tokens", "keep_text", "output_tokens")
+
+    def __init__(self, kind: Api, keep_text: bool = False) -> None:
+        self._kind = kind
+        self.keep_text = keep_text
+        self._parts: list[str] = []
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
+    def feed(self, events: bytes) -> None:
+        if not self.keep_text and b'"usage"' not in events:
+            return
+        for data in iter_data(events):
+            try:
+                event = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(event, dict):
+                self._read(event)
+
+    def _read(self, event: dict[str, object]) -> None:
+        if self._kind is Api.ANTHROPIC:
+            kind = event.get("type")
+            message = event.get("message")
+            if kind == "message_start" and isinstance(message, dict):
+                self._take(usage_of(Api.ANTHROPIC, message))
+            elif kind == "message_delta":
+                self._take(usage_of(Api.ANTHROPIC, event))
+            elif self.keep_text and kind == "content_block_delta":
+                delta = event.get("delta")
+                if isinstance(delta, dict) and isinstance(text := delta.get("text"), str):
+                    self._parts.append(text)
+            return
+        self._take(usage_of(Api.OPENAI, event))
+        if self.keep_text:
+            choices = event.get("choices")
+            if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+                delta = choices[0].get("delta")
+                if isinstance(delta, dict) and isinstance(text := delta.get("content"), str):
+                    self._parts.append(text)
+
+    def _take(self, usage: tuple[int | None, int | None]) -> None:
+        if usage[0] is not None:
+            self.input_tokens = usage[0]
+        if usage[1] is not None:
+            self.output_tokens = usage[1]
