@@ -11,6 +11,8 @@ streaming:
   load generator, for reference) from /proc/<pid>/stat;
 - gateway memory (VmRSS) idle and after load;
 - the cost of rule routing (model "auto" against model "fast");
+- the cost of metrics on the hot path: a second gateway with `[observability] metrics = false`,
+  measured interleaved with the first;
 - the per-chunk cost of relaying a paced stream (one event per TCP write);
 - the same numbers for the LiteLLM proxy when it is installed.
 
@@ -18,7 +20,7 @@ It prints the issue's targets next to the measurements; it never fails on
 them. See bench/README.md for how to read the output.
 
     .venv/bin/python bench/overhead.py --quick            # ~40 s smoke run
-    .venv/bin/python bench/overhead.py --json out.json    # full run, ~70 s
+    .venv/bin/python bench/overhead.py --json out.json    # full run, ~85 s
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from results import (
     DIRECT,
     FLOOR,
     LITELLM,
+    METRICS_OFF,
     NON_STREAM,
     OCTOROUTE,
     ROUTED,
@@ -59,10 +62,12 @@ from results import (
     Report,
     Row,
     evaluate_targets,
+    metrics_overhead,
     print_report,
 )
 
 UPSTREAM_MODEL = "bench-model"
+METRICS_OFF_SERVICE = "octoroute-metrics-off"  # the second gateway: `[observability] metrics = false`
 PACED_TOKEN_DELAY = 0.002  # seconds between streamed events of the paced upstream
 
 # Runs the fixture's own CLI on uvloop, as any production LLM server would be on
@@ -166,7 +171,7 @@ class Runner:
         rate = f"{row.rps:,.0f} req/s" if concurrency > 1 else f"p50 {row.p50_ms:.3f} ms"
         cpu_text = f", proxy CPU {row.proxy_cpu_ms:.3f} ms/req" if row.proxy_cpu_ms is not None else ""
         errors = f", {row.errors} errors" if row.errors else ""
-        self.log(f"  {phase:<10} {mode:<10} {label:<15} c={concurrency:<3} {rate}{cpu_text}{errors}")
+        self.log(f"  {phase:<10} {mode:<10} {label:<22} c={concurrency:<3} {rate}{cpu_text}{errors}")
         return row
 
 
@@ -187,8 +192,9 @@ def start_upstream(
     return service, port
 
 
-def gateway_config(upstream_port: int, paced_port: int | None, port: int) -> str:
-    """Every tier on the one upstream (so "auto" can route anywhere); `paced` on the paced one."""
+def gateway_config(upstream_port: int, paced_port: int | None, port: int, *, metrics: bool = True) -> str:
+    """Every tier on the one upstream (so "auto" can route anywhere); `paced` on the paced one.
+    `metrics=False` adds `metrics = false` under `[observability]`: no metrics recorded per request."""
     groups = ""
     for group in ("fast", "balanced", "deep"):
         groups += f'[[models.{group}]]\nname = "{UPSTREAM_MODEL}"\nbase_url = "http://127.0.0.1:{upstream_port}/v1"\n\n'
@@ -197,15 +203,24 @@ def gateway_config(upstream_port: int, paced_port: int | None, port: int) -> str
     return (
         f'[server]\nhost = "127.0.0.1"\nport = {port}\n\n{groups}'
         '[routing]\nstrategy = "rule"\n\n[health]\nactive = false\n\n[observability]\nlog_level = "warning"\n'
+        + ("" if metrics else "metrics = false\n")
     )
 
 
-def start_gateway(services: Services, work: Path, upstream_port: int, paced_port: int | None) -> tuple[Service, int]:
+def start_gateway(
+    services: Services,
+    work: Path,
+    upstream_port: int,
+    paced_port: int | None,
+    *,
+    name: str = "octoroute",
+    metrics: bool = True,
+) -> tuple[Service, int]:
     port = free_port()
-    config = work / "octoroute.toml"
-    config.write_text(gateway_config(upstream_port, paced_port, port))
+    config = work / f"{name}.toml"
+    config.write_text(gateway_config(upstream_port, paced_port, port, metrics=metrics))
     argv = [sys.executable, "-m", "octoroute", "serve", "--config", str(config), "--port", str(port), "--workers", "1"]
-    service = services.start("octoroute", argv)
+    service = services.start(name, argv)
     wait_ready(service, port, "/health", timeout=30)
     return service, port
 
@@ -238,6 +253,9 @@ async def octoroute_phases(
         meters[FLOOR] = Meter(services, upstream, services.get("floor"))
     targets.append(Target(OCTOROUTE, chat_url(ports["octoroute"]), "fast"))
     meters[OCTOROUTE] = Meter(services, upstream, services.get("octoroute"))
+    if METRICS_OFF_SERVICE in ports:  # same config with `metrics = false`, measured interleaved with the row above
+        targets.append(Target(METRICS_OFF, chat_url(ports[METRICS_OFF_SERVICE]), "fast"))
+        meters[METRICS_OFF] = Meter(services, upstream, services.get(METRICS_OFF_SERVICE))
     if not args.no_routing:
         targets.append(Target(ROUTED, chat_url(ports["octoroute"]), "auto"))
         meters[ROUTED] = meters[OCTOROUTE]
@@ -309,7 +327,7 @@ def run(args: argparse.Namespace, plan: Plan, report: Report, work: Path, log: C
         if args.litellm == "require":
             raise StartupError(f"litellm: {source}")
     with Services(work) as services:
-        log("starting the simulated upstream and octoroute")
+        log("starting the simulated upstream and octoroute" + ("" if args.no_metrics_off else " (metrics on and off)"))
         _, upstream_port = start_upstream(services, "upstream", args)
         ports = {"upstream": upstream_port}
         if plan.paced_requests > 0:
@@ -318,18 +336,26 @@ def run(args: argparse.Namespace, plan: Plan, report: Report, work: Path, log: C
             _, ports["floor"] = start_floor(services, "floor", upstream_port)
             if "paced" in ports:
                 _, ports["floor-paced"] = start_floor(services, "floor-paced", ports["paced"])
-        gateway, ports["octoroute"] = start_gateway(services, work, upstream_port, ports.get("paced"))
-        report.memory["octoroute"] = {"idle_rss_mb": memory_of(gateway)["rss_mb"]}
+        gateways: dict[str, Service] = {}
+        gateways["octoroute"], ports["octoroute"] = start_gateway(services, work, upstream_port, ports.get("paced"))
+        if not args.no_metrics_off:
+            gateways[METRICS_OFF], ports[METRICS_OFF_SERVICE] = start_gateway(
+                services, work, upstream_port, ports.get("paced"), name=METRICS_OFF_SERVICE, metrics=False
+            )
+        for name, gateway in gateways.items():
+            report.memory[name] = {"idle_rss_mb": memory_of(gateway)["rss_mb"]}
         run_async(octoroute_phases(report, services, ports, args, log))
-        report.memory["octoroute"].update(
-            after_load_rss_mb=memory_of(gateway)["rss_mb"], peak_mb=memory_of(gateway)["peak_mb"]
-        )
+        for name, gateway in gateways.items():
+            report.memory[name].update(
+                after_load_rss_mb=memory_of(gateway)["rss_mb"], peak_mb=memory_of(gateway)["peak_mb"]
+            )
         upstream_mem = memory_of(services.get("upstream"))
         report.memory["upstream (reference)"] = {
             "after_load_rss_mb": upstream_mem["rss_mb"],
             "peak_mb": upstream_mem["peak_mb"],
         }
-        services.stop(gateway)
+        for gateway in gateways.values():
+            services.stop(gateway)
 
         if command is None:
             return
@@ -382,6 +408,7 @@ def _meta(args: argparse.Namespace) -> dict[str, Any]:
         "uvloop": _version("uvloop"),
         "upstream_loop": args.upstream_loop,
         "long_prompt_kb": args.long_prompt_kb,
+        "metrics_off": not args.no_metrics_off,
         "quick": args.quick,
     }
 
@@ -410,6 +437,11 @@ def _parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Plan]:
         help="size of the long-prompt latency rows (default 16; 0 skips them)",
     )
     parser.add_argument("--no-floor", action="store_true", help="skip the bare aiohttp relay (bench/floor_relay.py)")
+    parser.add_argument(
+        "--no-metrics-off",
+        action="store_true",
+        help="skip the second gateway with `[observability] metrics = false` (the metrics overhead rows)",
+    )
     parser.add_argument(
         "--litellm",
         choices=["auto", "off", "require"],
@@ -535,6 +567,7 @@ def to_json(report: Report) -> dict[str, Any]:
         "memory": report.memory,
         "litellm": report.litellm,
         "targets": [{**dataclasses.asdict(t), "measured": t.measured} for t in evaluate_targets(report)],
+        "metrics_overhead": [{k: clean(v) for k, v in d.as_dict().items()} for d in metrics_overhead(report)],
         "skipped": report.skipped,
     }
 

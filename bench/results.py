@@ -4,7 +4,7 @@ the tables printed at the end (rich)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rich import box
@@ -20,6 +20,7 @@ TARGET_CONCURRENCY = 16  # where CPU per request and the LiteLLM multiple are re
 
 NON_STREAM, STREAM = "non-stream", "stream"
 DIRECT, FLOOR, OCTOROUTE, ROUTED, LITELLM = "direct", "aiohttp floor", "octoroute", "octoroute auto", "litellm"
+METRICS_OFF = "octoroute, metrics off"  # a second gateway, `[observability] metrics = false`
 REPORT_WIDTH = 150
 NOISY_CORES = 0.15  # other processes using more than this (in cores) during a run make it noisy
 
@@ -107,6 +108,59 @@ class TargetCheck:
         return f"{self.value:.1f}x" if self.unit == "x" else f"{self.value:.3f} {self.unit}"
 
 
+@dataclass(frozen=True, slots=True)
+class MetricsDelta:
+    """octoroute with metrics on against the same gateway with `metrics = false`, one mode and level."""
+
+    phase: str  # latency (c=1) | throughput
+    mode: str
+    concurrency: int
+    p50_on_ms: float
+    p50_off_ms: float
+    cpu_on_ms: float | None
+    cpu_off_ms: float | None
+    rps_on: float
+    rps_off: float
+
+    @property
+    def added_p50_ms(self) -> float:
+        return self.p50_on_ms - self.p50_off_ms
+
+    @property
+    def added_cpu_ms(self) -> float | None:
+        return None if self.cpu_on_ms is None or self.cpu_off_ms is None else self.cpu_on_ms - self.cpu_off_ms
+
+    @property
+    def rps_ratio(self) -> float | None:
+        """req/s with metrics on / off: below 1 is what metrics cost."""
+        return self.rps_on / self.rps_off if self.rps_off > 0 else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "added_p50_ms": self.added_p50_ms,
+            "added_cpu_ms": self.added_cpu_ms,
+            "rps_ratio": self.rps_ratio,
+        }
+
+
+def metrics_overhead(report: Report) -> list[MetricsDelta]:
+    """What metrics add: every latency (c=1) and throughput level measured for both gateways."""
+    out = []
+    for mode in (NON_STREAM, STREAM):
+        for phase, level in [("latency", 1)] + [("throughput", c) for c in report.plan.concurrency]:
+            on = report.find(phase, mode, OCTOROUTE, level)
+            off = report.find(phase, mode, METRICS_OFF, level)
+            if on is None or off is None or not on.ok or not off.ok:
+                continue
+            out.append(
+                MetricsDelta(
+                    phase, mode, level, on.p50_ms, off.p50_ms, on.proxy_cpu_ms, off.proxy_cpu_ms, on.rps, off.rps
+                )
+            )
+    return out
+
+
 def _fmt(value: float | None, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
@@ -129,6 +183,8 @@ def evaluate_targets(report: Report) -> list[TargetCheck]:
         notes.append(f"streaming {streaming:+.3f} ms")
     if (floor := _added_p50(report, NON_STREAM, FLOOR)) is not None:
         notes.append(f"aiohttp floor {floor:+.3f} ms")
+    if (no_metrics := _added_p50(report, NON_STREAM, METRICS_OFF)) is not None:
+        notes.append(f"metrics off {no_metrics:+.3f} ms")
     checks = [
         TargetCheck("added latency p50, non-streaming, c=1", f"<= {goal} ms", added, "ms",
                     None if added is None else added <= goal, "; ".join(notes) or "not measured")
@@ -144,6 +200,8 @@ def evaluate_targets(report: Report) -> list[TargetCheck]:
     ]
     if (floor_row := report.find("throughput", NON_STREAM, FLOOR, level)) is not None:
         notes.append(f"aiohttp floor {_fmt(floor_row.proxy_cpu_ms)} ms")
+    if (off_row := report.find("throughput", NON_STREAM, METRICS_OFF, level)) is not None:
+        notes.append(f"metrics off {_fmt(off_row.proxy_cpu_ms)} ms")
     checks.append(
         TargetCheck(f"gateway CPU per non-streaming request, c={level}", f"<= {TARGET_CPU_MS} ms", cpu, "ms",
                     None if cpu is None else cpu <= TARGET_CPU_MS, "; ".join(notes) or "not measured")
@@ -192,7 +250,8 @@ def _latency_table(report: Report) -> Table:
         "other load",
         "errors",
     ):
-        table.add_column(col, justify="left" if col in ("mode", "target", "errors") else "right", overflow="fold")
+        justify = "left" if col in ("mode", "target", "errors") else "right"
+        table.add_column(col, justify=justify, overflow="fold", no_wrap=col in ("mode", "target"))
     modes = list(dict.fromkeys(r.mode for r in report.rows if r.phase == "latency"))
     for mode in modes:
         direct = report.find("latency", mode, DIRECT)
@@ -294,6 +353,68 @@ def _paced_table(report: Report) -> Table | None:
             _errors(row),
         )
     return table
+
+
+def _metrics_table(report: Report) -> Table | None:
+    deltas = metrics_overhead(report)
+    if not deltas:
+        return None
+    table = Table(
+        title=f"Metrics overhead: octoroute minus '{METRICS_OFF}' (same run, interleaved; ms, CPU in ms per request)",
+        box=box.SIMPLE_HEAD,
+    )
+    for col in (
+        "mode",
+        "conc.",
+        "p50 on",
+        "p50 off",
+        "added p50",
+        "CPU on",
+        "CPU off",
+        "added CPU",
+        "req/s on",
+        "req/s off",
+        "req/s on/off",
+    ):
+        table.add_column(col, justify="left" if col == "mode" else "right", overflow="fold")
+    for mode in (NON_STREAM, STREAM):
+        rows = [d for d in deltas if d.mode == mode]
+        for d in rows:
+            added_cpu = d.added_cpu_ms
+            table.add_row(
+                mode,
+                str(d.concurrency),
+                _fmt(d.p50_on_ms),
+                _fmt(d.p50_off_ms),
+                f"{d.added_p50_ms:+.3f}",
+                _fmt(d.cpu_on_ms),
+                _fmt(d.cpu_off_ms),
+                "—" if added_cpu is None else f"{added_cpu:+.3f}",
+                f"{d.rps_on:,.0f}" if d.concurrency > 1 else "",
+                f"{d.rps_off:,.0f}" if d.concurrency > 1 else "",
+                f"{d.rps_ratio:.3f}" if d.concurrency > 1 and d.rps_ratio is not None else "",
+            )
+        if rows:
+            table.add_section()
+    return table
+
+
+def _metrics_summary(report: Report) -> list[str]:
+    """One line per mode: what metrics add at c=1 (latency) and at the CPU level (16)."""
+    level = report.cpu_concurrency
+    lines = []
+    for mode in (NON_STREAM, STREAM):
+        by_level = {d.concurrency: d for d in metrics_overhead(report) if d.mode == mode}
+        text = []
+        if (d := by_level.get(1)) is not None:
+            text.append(f"c=1 p50 {d.added_p50_ms:+.3f} ms")
+        if (d := by_level.get(level)) is not None:
+            cpu = "—" if d.added_cpu_ms is None else f"{d.added_cpu_ms:+.3f}"
+            ratio = "—" if d.rps_ratio is None else f"{d.rps_ratio:.3f}"
+            text.append(f"c={level} p50 {d.added_p50_ms:+.3f} ms, CPU {cpu} ms/req, req/s on/off {ratio}")
+        if text:
+            lines.append(f"[bold]metrics overhead[/], {mode} (on minus off): " + "; ".join(text))
+    return lines
 
 
 def _memory_table(report: Report) -> Table:
@@ -413,11 +534,14 @@ def print_report(report: Report, console: Console | None = None) -> None:
         _latency_table(report),
         _throughput_table(report),
         _paced_table(report),
+        _metrics_table(report),
         _memory_table(report),
         _litellm_table(report),
         _targets_table(report),
     ):
         if table is not None:
             console.print(table)
+    for line in _metrics_summary(report):
+        console.print(line, highlight=False)
     for warning in _warnings(report):
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)

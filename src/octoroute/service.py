@@ -55,11 +55,12 @@ from octoroute.observe.metrics import Recorder
 from octoroute.observe.observer import Observer, RequestTrace
 from octoroute.observe.snapshot import EndpointInfo, SnapshotInputs, build_snapshot
 from octoroute.protocols.filters import OutputFilter
-from octoroute.protocols.openai import check_chat_body, read_message_text
+from octoroute.protocols.openai import check_chat_body, normalise_error_body, read_message_text
 from octoroute.protocols.postprocess import PostProcess, declared_tools
 from octoroute.protocols.repair import call_id_factory
 from octoroute.protocols.translate_request_reverse import openai_to_anthropic_request
 from octoroute.protocols.translate_response import anthropic_to_openai_response
+from octoroute.protocols.usage import wants_usage
 from octoroute.routing.features import extract_features, last_user_text
 from octoroute.routing.router import JudgeUnavailable, Router
 from octoroute.upstream.client import UpstreamPool, UpstreamReply, UpstreamStream
@@ -145,13 +146,13 @@ def decode_chat(
     )
 
 
-def body_for(call: ChatCall, ep: EndpointSpec) -> tuple[bytes, tuple[str, ...]]:
+def body_for(call: ChatCall, ep: EndpointSpec, stream_usage: bool = False) -> tuple[bytes, tuple[str, ...]]:
     """The request body in the endpoint's API, and what translating it dropped:
     OpenAI bodies as `upstream_body` makes them; for Anthropic-native endpoints the
     client's own Messages request untouched but for `model` (pass-through), or the
     OpenAI body translated."""
     if ep.kind is not Api.ANTHROPIC:
-        return upstream_body(call.body, ep), ()
+        return upstream_body(call.body, ep, stream_usage), ()
     if call.anthropic_body is not None:
         return orjson.dumps({**call.anthropic_body, "model": ep.name}), ()
     body, lost = openai_to_anthropic_request(call.body, default_max_tokens=ep.max_tokens or 4096)
@@ -167,6 +168,15 @@ def openai_payload(ep: EndpointSpec, payload: dict[str, Any]) -> dict[str, Any]:
     return converted
 
 
+def describe_upstream_error(error: UpstreamError) -> str:
+    """The error as an operator wants to read it: for an error status, with the
+    upstream's own message (from an OpenAI- or Anthropic-shaped body, or its text)."""
+    if not isinstance(error, UpstreamStatusError) or not error.body:
+        return error.message
+    said = orjson.loads(normalise_error_body(error.body, error.status))["error"]["message"]
+    return f"{error.message}: {said}"
+
+
 def settle_decision(decision: RoutingDecision, groups: Collection[str], default: str) -> RoutingDecision:
     """A decision for a tier with no endpoints goes to the default tier, saying so."""
     if decision.group in groups:
@@ -175,10 +185,15 @@ def settle_decision(decision: RoutingDecision, groups: Collection[str], default:
     return RoutingDecision(default, decision.strategy, RouteReason.DEFAULT_TIER, detail)
 
 
-def upstream_body(body: Mapping[str, Any], ep: EndpointSpec) -> bytes:
-    """The client's JSON with only `model` replaced and the endpoint's defaults filled in."""
+def upstream_body(body: Mapping[str, Any], ep: EndpointSpec, stream_usage: bool = False) -> bytes:
+    """The client's JSON with only `model` replaced and the endpoint's defaults filled in;
+    with `stream_usage`, a stream also asks for its usage chunk (the relay drops it again
+    when the client did not ask)."""
     out = dict(body)
     out["model"] = ep.name
+    if stream_usage and out.get("stream") is True and not wants_usage(out):
+        options = out.get("stream_options")
+        out["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
     if ep.max_tokens is not None and "max_tokens" not in out and "max_completion_tokens" not in out:
         out["max_tokens"] = ep.max_tokens
     if ep.temperature is not None and "temperature" not in out:
@@ -323,7 +338,7 @@ class Gateway:
     def _record(self, ep: EndpointSpec, error: UpstreamError | None, latency_ms: float = 0.0) -> None:
         now = self.clock()
         if error is not None:
-            self.observer.upstream_error(ep.id, error.error_type, error.message)
+            self.observer.upstream_error(ep.id, error.error_type, describe_upstream_error(error))
         if error is None or (isinstance(error, UpstreamStatusError) and not error.retryable):
             # A 4xx is the request's fault: the endpoint answered, so it is alive.
             transition = self.board.record_success(ep.id, now, latency_ms)
@@ -372,7 +387,7 @@ class Gateway:
                 if tracing is not None and span is not None
                 else None
             )
-            body, dropped = body_for(call, ep)
+            body, dropped = body_for(call, ep, self.topology.groups[ep.group].options.stream_usage)
             sent_at = time.perf_counter()
             try:
                 if call.stream:
@@ -432,6 +447,7 @@ class Gateway:
                 now=time.time(),
                 started_at=self.started_at,
                 workers=self.observer.workers,
+                groups=tuple(self.topology.groups),
                 endpoints=endpoints,
                 rate_limit_enabled=self.config.rate_limit.enabled,
                 families=self.metrics.collect(),

@@ -213,7 +213,7 @@ def test_the_1_0_metric_name_is_promtools_only_complaint(loop_thread, fleet, sdk
     assert complaints == {"octoroute_routing_duration_ms", "octoroute_routing_duration_ms_created"}
 
 
-def test_a_mid_stream_failure_is_counted(upstreams, gateway, sdk_clients):
+def test_a_mid_stream_failure_is_counted(loop_thread, upstreams, gateway, sdk_clients):
     sim = upstreams("dropper")
     sim.behaviour.mode = Mode.DROP_MID_STREAM
     gw = gateway(fleet_config({"fast": [endpoint(sim, "m", id="dropper")]}))
@@ -221,6 +221,7 @@ def test_a_mid_stream_failure_is_counted(upstreams, gateway, sdk_clients):
     with pytest.raises(openai.APIError):
         for _ in stream:
             pass
+    settle(gw, loop_thread, 1)
     _, series = scrape(gw.url)
     assert value(series, "octoroute_mid_stream_failures_total", endpoint="dropper") == 1
     assert value(series, "octoroute_upstream_errors_total", endpoint="dropper", error_type="mid_stream") == 1
@@ -257,6 +258,7 @@ def test_the_snapshot_tells_what_happened(loop_thread, fleet, sdk_clients):
     assert snap["uptime_seconds"] >= 0
     assert snap["requests"]["total"] == 7
     assert snap["requests"]["by_tier"] == {"fast": 4, "balanced": 1, "deep": 1, "broken": 1}
+    assert list(snap["requests"]["by_tier"]) == snap["groups"] == ["fast", "balanced", "deep", "broken"]
     assert snap["requests"]["by_strategy"] == {"direct": 7}
     assert snap["requests"]["by_status"] == {"2xx": 6, "4xx": 1, "5xx": 1}
     endpoints = {e["id"]: e for e in snap["endpoints"]}
@@ -287,14 +289,10 @@ def test_the_snapshot_tells_what_happened(loop_thread, fleet, sdk_clients):
     failed = next(d for d in decisions if d["request_id"] == seen["failed_id"])
     assert (failed["status"], failed["tier"], failed["endpoint"], failed["attempts"]) == (502, "broken", None, 1)
     fell_back = decisions[::-1][4]
-    assert (fell_back["tier"], fell_back["endpoint"], fell_back["fallback_from"], fell_back["attempts"]) == (
-        "fast",
-        "fast-ok",
-        "deep",
-        2,
-    )
+    assert (fell_back["tier"], fell_back["group"], fell_back["endpoint"]) == ("deep", "fast", "fast-ok")
+    assert (fell_back["fallback_from"], fell_back["attempts"], fell_back["reason"]) == ("deep", 2, "explicit_group")
     assert set(decisions[0]) == {
-        "time", "request_id", "route", "model", "tier", "endpoint", "strategy", "reason", "status",
+        "time", "request_id", "route", "model", "tier", "group", "endpoint", "strategy", "reason", "status",
         "latency_ms", "ttft_ms", "attempts", "fallback_from", "input_tokens", "output_tokens",
     }  # fmt: skip
     assert "hi there" not in orjson.dumps(snap).decode()  # never prompt text
@@ -358,12 +356,8 @@ def test_one_log_line_per_api_request_without_text(loop_thread, fleet, sdk_clien
     assert Tally(line["status"] for line in lines) == {200: 6, 502: 1, 404: 1}
     fell_back = next(line for line in lines if line.get("fallback_from") == "deep")
     assert fell_back["request_id"] == seen["ids"][4]
-    assert (fell_back["tier"], fell_back["endpoint"], fell_back["attempts"], fell_back["retries"]) == (
-        "fast",
-        "fast-ok",
-        2,
-        1,
-    )
+    assert (fell_back["tier"], fell_back["group"], fell_back["endpoint"]) == ("deep", "fast", "fast-ok")
+    assert (fell_back["attempts"], fell_back["retries"]) == (2, 1)
     assert fell_back["strategy"] == "direct"
     assert fell_back["input_tokens"] > 0
     assert fell_back["latency_ms"] > 0
@@ -485,3 +479,79 @@ def test_the_snapshot_of_a_fresh_gateway_is_empty_but_whole(fleet):
 def test_events_go_nowhere_without_a_file(fleet, tmp_path: Path):
     gw = fleet()
     assert gw.gateway.observer.events is None
+
+
+def _post_chat(gw: Any, model: str, request_id: str) -> int:
+    response = HTTP.request(
+        "POST",
+        f"{gw.base_url}/chat/completions",
+        body=orjson.dumps({"model": model, "messages": HI}),
+        headers={"Content-Type": "application/json", "X-Request-Id": request_id},
+    )
+    return response.status
+
+
+def test_the_longest_request_id_is_kept_whole(upstreams, gateway):
+    gw = gateway(fleet_config({"fast": [endpoint(upstreams("a"), "m")]}))
+    long_id = "r" * 128  # the longest id the gateway echoes
+    assert _post_chat(gw, "fast", long_id) == 200
+    (decision,) = snapshot(gw.url)["decisions"]
+    assert decision["request_id"] == long_id
+
+
+def test_the_longest_config_names_still_make_a_decision_record(upstreams, gateway):
+    group = "g" * 128  # the longest group name; the endpoint's id is group/name, 385 characters
+    sim = upstreams("a")
+    gw = gateway(fleet_config({"fast": [endpoint(sim, "m")], group: [endpoint(sim, "m" * 256)]}))
+    assert _post_chat(gw, group, "r" * 128) == 200
+    (decision,) = snapshot(gw.url)["decisions"]
+    assert (decision["request_id"], decision["tier"], decision["endpoint"]) == ("r" * 64, "g" * 64, "g" * 64)
+    assert decision["status"] == 200
+
+
+def test_streams_count_tokens_even_when_the_client_did_not_ask_for_usage(loop_thread, upstreams, gateway, sdk_clients):
+    sim = upstreams("a")
+    gw = gateway(fleet_config({"fast": [endpoint(sim, "m", id="a")]}))
+    chunks = list(sdk_clients.openai(gw).chat.completions.create(model="fast", messages=HI, stream=True))
+    assert sim.requests[-1].body["stream_options"] == {"include_usage": True}  # asked upstream
+    assert all(c.usage is None for c in chunks)  # but the client, who did not ask, gets no usage chunk
+    assert all(c.choices for c in chunks)
+    settle(gw, loop_thread, 1)
+    _, series = scrape(gw.url)
+    pieces = sum(1 for c in chunks if c.choices[0].delta.content)  # the fixture counts one token per piece
+    assert value(series, "octoroute_tokens_total", endpoint="a", direction="output") == pieces > 0
+
+
+def test_a_group_can_turn_the_usage_request_off(loop_thread, upstreams, gateway, sdk_clients):
+    sim = upstreams("a")
+    gw = gateway(fleet_config({"fast": [endpoint(sim, "m", id="a")]}, groups={"fast": {"stream_usage": False}}))
+    chunks = list(sdk_clients.openai(gw).chat.completions.create(model="fast", messages=HI, stream=True))
+    assert "stream_options" not in sim.requests[-1].body
+    assert chunks
+    settle(gw, loop_thread, 1)
+    _, series = scrape(gw.url)
+    assert value(series, "octoroute_tokens_total", endpoint="a", direction="output") == 0
+
+
+def test_a_client_asking_for_usage_gets_it_once(upstreams, gateway, sdk_clients):
+    sim = upstreams("a")
+    gw = gateway(fleet_config({"fast": [endpoint(sim, "m")]}))
+    chunks = list(
+        sdk_clients.openai(gw).chat.completions.create(
+            model="fast", messages=HI, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    assert sim.requests[-1].body["stream_options"] == {"include_usage": True}
+    assert [c.usage is not None for c in chunks].count(True) == 1
+
+
+def test_last_error_carries_the_upstreams_own_message(upstreams, gateway, sdk_clients):
+    sim = upstreams("picky")
+    sim.behaviour.mode = Mode.ERROR_400
+    gw = gateway(fleet_config({"fast": [endpoint(sim, "m", id="picky")]}))
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk_clients.openai(gw).chat.completions.create(model="fast", messages=HI)
+    said = refused.value.body["message"]
+    (picky,) = snapshot(gw.url)["endpoints"]
+    assert picky["last_error"]["error_type"] == "http_4xx"
+    assert picky["last_error"]["message"] == f"HTTP 400: {said}"

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from octoroute.config import Config, load_config, parse_config
-from octoroute.config.topology import default_tier
+from octoroute.config.topology import build_topology, config_warnings, default_tier
 from octoroute.core.errors import ConfigError
 from octoroute.core.types import Features, Importance, Strategy, TaskType
 from octoroute.routing.features import extract_features
@@ -37,6 +37,8 @@ def run_check(path: Path, env: Mapping[str, str]) -> int:
         f"[green]ok[/] {path}: {len(config.models)} groups ({', '.join(config.models)}), "
         f"{endpoints} endpoints, strategy {config.routing.strategy}"
     )
+    for warning in config_warnings(config, build_topology(config, env)):
+        out.print(f"[yellow]warning[/] {warning}", highlight=False)
     return 0
 
 

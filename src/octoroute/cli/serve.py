@@ -9,9 +9,12 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Coroutine, Mapping
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from multiprocessing import connection as mp_connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from prometheus_client import multiprocess
@@ -57,7 +60,11 @@ def run_serve(
     bind_host = host or config.server.host
     bind_port = config.server.port if port is None else port
     if workers == 1:
-        _run(_serve_one(config, bind_host, bind_port, dict(env), reuse_port=False))
+        try:
+            _run(_serve_one(config, bind_host, bind_port, dict(env), reuse_port=False))
+        except OSError as exc:  # the port is taken, the event file cannot be opened, ...
+            err.print(f"[red]cannot start: {exc}[/]", highlight=False)
+            return 1
         return 0
     if bind_port == 0:
         err.print("[red]--workers needs a fixed port (not 0) so the workers can share it[/]")
@@ -112,7 +119,11 @@ async def _serve_one(
 
 def _worker(config_data: dict[str, Any], host: str, port: int, env: dict[str, str], shared: tuple[str, int]) -> None:
     config = Config.model_validate(config_data)
-    _run(_serve_one(config, host, port, env, reuse_port=True, shared=shared))
+    try:
+        _run(_serve_one(config, host, port, env, reuse_port=True, shared=shared))
+    except OSError as exc:
+        Console(stderr=True).print(f"[red]worker {os.getpid()} cannot start: {exc}[/]", highlight=False)
+        raise SystemExit(1) from None
 
 
 def _serve_many(config: Config, host: str, port: int, env: dict[str, str], workers: int) -> int:
@@ -128,29 +139,84 @@ def _serve_many(config: Config, host: str, port: int, env: dict[str, str], worke
         shutil.rmtree(directory, ignore_errors=True)
 
 
+class Supervisor:
+    """Keeps `workers` processes serving: a worker that dies while the server runs
+    (killed by the OOM killer, say) is replaced at once, its live gauges are dropped
+    from the shared metrics, and the death is logged. A worker that keeps dying within
+    `CRASH_WINDOW` seconds of starting, `CRASH_LIMIT` times in a row, stops the server
+    (a crash loop helps nobody). SIGTERM / SIGINT stop every worker; the exit code is
+    0 only if every worker stopped cleanly and none crash-looped."""
+
+    CRASH_WINDOW = 5.0
+    CRASH_LIMIT = 3
+
+    def __init__(self, start: Callable[[int], BaseProcess], workers: int, directory: str) -> None:
+        self._start = start
+        self._workers = workers
+        self._directory = directory
+        self._procs: dict[int, tuple[BaseProcess, float]] = {}  # slot -> (process, started at)
+        self._quick_deaths = dict.fromkeys(range(workers), 0)
+        self._stopping = False
+        self._failed = False
+        self._console = Console(stderr=True)
+
+    def stop(self, _signum: int = 0, _frame: object = None) -> None:
+        self._stopping = True
+        for proc, _ in self._procs.values():
+            if proc.pid is not None and proc.is_alive():
+                os.kill(proc.pid, signal.SIGTERM)
+
+    def run(self) -> int:
+        for slot in range(self._workers):
+            self._spawn(slot)
+        while self._procs:
+            sentinels = {proc.sentinel: slot for slot, (proc, _) in self._procs.items()}
+            for sentinel in mp_connection.wait(list(sentinels)):
+                self._reap(sentinels[cast(int, sentinel)])  # sentinels are file descriptors
+        return 1 if self._failed else 0
+
+    def _spawn(self, slot: int) -> None:
+        self._procs[slot] = (self._start(slot), time.monotonic())
+
+    def _reap(self, slot: int) -> None:
+        proc, started = self._procs.pop(slot)
+        proc.join()
+        if proc.pid is not None:
+            multiprocess.mark_process_dead(proc.pid, self._directory)  # type: ignore[no-untyped-call]
+        code = proc.exitcode
+        if self._stopping:
+            self._failed = self._failed or code != 0
+            return
+        how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+        quick = time.monotonic() - started < self.CRASH_WINDOW
+        self._quick_deaths[slot] = self._quick_deaths[slot] + 1 if quick else 0
+        if self._quick_deaths[slot] >= self.CRASH_LIMIT:
+            self._console.print(
+                f"[red]worker {proc.pid} {how}; it died {self.CRASH_LIMIT} times within "
+                f"{self.CRASH_WINDOW:g} s of starting: stopping octoroute[/]",
+                highlight=False,
+            )
+            self._failed = True
+            self.stop()
+            return
+        self._console.print(f"[yellow]worker {proc.pid} {how}; starting a new one[/]", highlight=False)
+        self._spawn(slot)
+
+
 def _run_workers(config: Config, host: str, port: int, env: dict[str, str], workers: int, directory: str) -> int:
     ctx = multiprocessing.get_context("spawn")
     data = config.model_dump(mode="json", exclude_unset=True)
     shared = (directory, workers)
-    procs = [
-        ctx.Process(target=_worker, args=(data, host, port, env, shared), name=f"octoroute-worker-{i}")
-        for i in range(workers)
-    ]
-    for proc in procs:
+
+    def start(slot: int) -> BaseProcess:
+        proc = ctx.Process(target=_worker, args=(data, host, port, env, shared), name=f"octoroute-worker-{slot}")
         proc.start()
+        return proc
 
-    def forward(signum: int, _frame: object) -> None:
-        for proc in procs:
-            if proc.pid is not None and proc.is_alive():
-                os.kill(proc.pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
-    for proc in procs:
-        proc.join()
-        if proc.pid is not None:
-            multiprocess.mark_process_dead(proc.pid, directory)  # type: ignore[no-untyped-call]
-    return max((proc.exitcode or 0) for proc in procs)
+    supervisor = Supervisor(start, workers, directory)
+    signal.signal(signal.SIGINT, supervisor.stop)  # before any worker exists: no window without them
+    signal.signal(signal.SIGTERM, supervisor.stop)
+    return supervisor.run()
 
 
 async def _serve_demo(host: str | None, port: int | None, env: dict[str, str]) -> None:

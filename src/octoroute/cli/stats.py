@@ -100,7 +100,8 @@ class Decision(TypedDict):
     time: float
     request_id: str
     model: str | None
-    tier: str | None  # None (like strategy and reason) when the request failed before routing
+    tier: str | None  # the group routing chose; None (like strategy and reason) before routing
+    group: NotRequired[str | None]  # the group that served (differs from tier after a fallback)
     endpoint: str | None
     strategy: str | None
     reason: str | None
@@ -496,7 +497,7 @@ def render_decisions(decisions: Sequence[Decision], limit: int) -> Table:
             time.strftime("%H:%M:%S", time.localtime(d["time"])),
             short_id(d["request_id"]),
             d["model"] or "–",
-            d["tier"] or "–",
+            d.get("group") or d["tier"] or "–",
             d["endpoint"] or Text("none", style="red"),
             d["strategy"] or "–",
             reason,

@@ -144,7 +144,7 @@ class ObservabilityConfig(_Frozen):
     metrics: bool = True  # False: no Prometheus series and no decision window are recorded
     routing_duration_unit: Literal["ms", "seconds"] = "ms"  # "ms": octoroute 1.0's metric name
     metrics_token: str | None = Field(default=None, min_length=8, max_length=512)
-    metrics_token_env: str | None = Field(default=None, min_length=1, max_length=256)
+    metrics_token_env: str | None = Field(default=None, max_length=256, pattern=ENV_NAME.pattern)
     decisions_kept: int = Field(default=500, ge=10, le=100_000)
     tracing: TracingConfig = TracingConfig()
 
@@ -162,6 +162,9 @@ class GroupOptions(_Frozen):
     strip_think: bool = False
     drop_reasoning: bool = False
     stop_markers: tuple[Annotated[str, Field(min_length=1, max_length=64)], ...] = ()
+    # Ask OpenAI-compatible upstreams for usage on streams (stream_options.include_usage), so
+    # token metrics and budgets count streamed requests; off for servers that reject the field.
+    stream_usage: bool = True
 
 
 class CapabilityOverride(_Frozen):

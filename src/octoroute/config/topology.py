@@ -8,8 +8,10 @@ assumes a config that passed it.
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
@@ -24,6 +26,7 @@ NO_FALLBACK = ("", "none")
 
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+OTEL_MODULES = ("opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http.trace_exporter")
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +155,16 @@ def check_semantics(config: Config, env: Mapping[str, str]) -> list[ConfigProble
             problems.append(ConfigProblem(f"fallback.{group}", f"target '{target}' is not a group under [models]"))
         elif target == group:
             problems.append(ConfigProblem(f"fallback.{group}", "a group cannot fall back to itself"))
+    if config.observability.tracing.enabled and not _otel_installed():
+        problems.append(
+            ConfigProblem(
+                "observability.tracing.enabled",
+                "tracing needs OpenTelemetry; install the extra: pip install 'octoroute[otel]'",
+            )
+        )
+    events_file = config.observability.events_file
+    if events_file is not None and not Path(events_file).parent.is_dir():
+        problems.append(ConfigProblem("observability.events_file", f"the directory of {events_file} does not exist"))
     token_env = config.observability.metrics_token_env
     if token_env is not None and len(env.get(token_env, "")) < 8:
         problems.append(
@@ -290,6 +303,13 @@ def build_topology(config: Config, env: Mapping[str, str]) -> Topology:
         rate_limit_keys=rate_limit_keys,
         metrics_token=env[token_env] if token_env else config.observability.metrics_token,
     )
+
+
+def _otel_installed() -> bool:
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in OTEL_MODULES)
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 def config_warnings(config: Config, topology: Topology) -> list[str]:

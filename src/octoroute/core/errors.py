@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 
 class ErrorType(enum.StrEnum):
-    """Closed set of upstream failure kinds (log field and future metric label)."""
+    """Closed set of upstream failure kinds (log field and metric label)."""
 
     CONNECT = "connect"
     TIMEOUT = "timeout"

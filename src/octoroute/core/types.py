@@ -133,9 +133,9 @@ class DegradationKind(enum.StrEnum):
     TEMPERATURE_CLAMPED = "temperature_clamped"
     INVALID_TOOL_ARGUMENTS = "invalid_tool_arguments"  # arguments not a JSON object; {} used instead
     EXTRA_CHOICES = "extra_choices"  # n > 1 upstream answer; only choice 0 kept
-    LATE_TOOL_DELTA = "late_tool_delta"
+    LATE_TOOL_DELTA = "late_tool_delta"  # stream: arguments for a tool block already closed
     ENDPOINT_LACKS_TOOLS = "endpoint_lacks_tools"  # no capable endpoint was available; served anyway
-    ENDPOINT_LACKS_VISION = "endpoint_lacks_vision"  # stream: arguments for a tool block already closed
+    ENDPOINT_LACKS_VISION = "endpoint_lacks_vision"  # the same, for images
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 import orjson
 
 ACCESS = logging.getLogger("octoroute.access")
-_TEXT_FIELDS = ("prompt", "completion")  # quoted in the human format: they hold spaces and newlines
+_NEEDS_QUOTES = re.compile(r'[\s"=]')
 _LEVELS = {
     "trace": logging.DEBUG,
     "debug": logging.DEBUG,
@@ -54,9 +55,13 @@ def access_log_enabled() -> bool:
 
 
 def log_request(fields: dict[str, object]) -> None:
-    """One access line: `k=v` pairs for people, the same fields as JSON with `log_format = "json"`."""
-    text = " ".join(f"{k}={v}" for k, v in fields.items() if k not in _TEXT_FIELDS)
-    for k in _TEXT_FIELDS:
-        if k in fields:
-            text += f" {k}={orjson.dumps(fields[k]).decode()}"
+    """One access line: `k=v` pairs for people (values with spaces, quotes or `=` quoted
+    as JSON strings), the same fields as JSON with `log_format = "json"`."""
+    text = " ".join(f"{k}={_human(v)}" for k, v in fields.items())
     ACCESS.info(text, extra={"fields": fields})
+
+
+def _human(value: object) -> str:
+    if isinstance(value, str) and _NEEDS_QUOTES.search(value):
+        return orjson.dumps(value).decode()
+    return str(value)

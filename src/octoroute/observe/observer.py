@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("octoroute.events")
 ERRORS_KEPT = 64
-MAX_NAME = 64  # client-chosen strings (model asked) are cut to this in the decisions window
+MAX_NAME = 64  # client-chosen model names are cut to this in the decisions window
 MAX_TEXT = 16_000  # prompt / completion text kept per request when log_content is on
 
 
@@ -50,7 +50,8 @@ class RequestTrace:
     started: float  # perf_counter at arrival
     log_content: bool = False
     model: str | None = None
-    tier: str | None = None  # the group that served, or the one routing chose when none did
+    tier: str | None = None  # the group routing chose (before any fallback)
+    group: str | None = None  # the group that served, None when none did
     endpoint: str | None = None
     strategy: str | None = None
     reason: str | None = None
@@ -88,6 +89,7 @@ class RequestTrace:
             "route": self.route,
             "model": self.model,
             "tier": self.tier,
+            "group": self.group,
             "endpoint": self.endpoint,
             "strategy": self.strategy,
             "reason": self.reason,
@@ -105,23 +107,30 @@ class RequestTrace:
         }
         return {k: v for k, v in out.items() if v is not None}
 
-    def decision(self) -> bytes:
-        """The record for the recent-decisions window (no text, names cut short)."""
+    def decision(self, cut: int | None = None) -> bytes:
+        """The record for the recent-decisions window: no text, the model asked cut to
+        `MAX_NAME` characters, and every name to `cut` when given (for records that
+        would not fit a slot otherwise)."""
+
+        def short(value: str | None) -> str | None:
+            return value if value is None or cut is None else value[:cut]
+
         return orjson.dumps(
             {
                 "time": round(self.time, 3),
-                "request_id": self.request_id[:MAX_NAME],
+                "request_id": short(self.request_id),
                 "route": self.route,
-                "model": (self.model or "")[:MAX_NAME],
-                "tier": self.tier,
-                "endpoint": self.endpoint,
+                "model": (self.model or "")[:MAX_NAME] if self.model is not None else None,
+                "tier": short(self.tier),
+                "group": short(self.group),
+                "endpoint": short(self.endpoint),
                 "strategy": self.strategy,
-                "reason": self.reason,
+                "reason": short(self.reason),
                 "status": self.status,
                 "latency_ms": round(self.latency_ms, 2),
                 "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 2),
                 "attempts": self.attempts,
-                "fallback_from": self.fallback_from,
+                "fallback_from": short(self.fallback_from),
                 "input_tokens": self.input_tokens,
                 "output_tokens": self.output_tokens,
             }
@@ -232,8 +241,8 @@ class Observer:
 
     def finish(self, trace: RequestTrace) -> None:
         """Once per request, after the last byte of the response."""
-        if trace.tier is not None and self.decisions is not None:
-            self.decisions.add(trace.decision())
+        if trace.tier is not None and self.decisions is not None and not self.decisions.add(trace.decision()):
+            self.decisions.add(trace.decision(cut=MAX_NAME))  # very long config names
         if self.events is not None or access_log_enabled():
             fields = trace.fields()
             if access_log_enabled():

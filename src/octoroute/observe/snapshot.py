@@ -16,7 +16,7 @@ import orjson
 from prometheus_client.metrics_core import Metric
 
 from octoroute.core.errors import ErrorType
-from octoroute.core.types import DegradationKind
+from octoroute.core.types import DegradationKind, Strategy
 from octoroute.observe.decisions import percentiles
 from octoroute.observe.metrics import OK
 
@@ -41,6 +41,7 @@ class SnapshotInputs:
     now: float
     started_at: float
     workers: int
+    groups: Sequence[str]  # in config order
     endpoints: Sequence[EndpointInfo]
     rate_limit_enabled: bool
     families: Iterable[Metric]
@@ -76,6 +77,12 @@ def _records(raw: Sequence[bytes]) -> list[dict[str, object]]:
     return out
 
 
+def _ordered(counts: dict[str, int], order: Sequence[str]) -> dict[str, int]:
+    """`counts` in the given key order (keys not in it last, sorted), so views do not reshuffle."""
+    known = [k for k in order if k in counts]
+    return {k: counts[k] for k in [*known, *sorted(set(counts) - set(known))]}
+
+
 def _numbers(records: Iterable[dict[str, object]], key: str) -> list[float]:
     return [float(v) for r in records if isinstance(v := r.get(key), int | float)]
 
@@ -91,6 +98,8 @@ def build_snapshot(inputs: SnapshotInputs) -> dict[str, object]:
     for (tier, strategy), n in requests.items():
         by_tier[tier] += n
         by_strategy[strategy] += n
+    by_tier = _ordered(by_tier, inputs.groups)
+    by_strategy = _ordered(by_strategy, [s.value for s in Strategy])
     by_status: dict[str, int] = defaultdict(int)
     for (route, status), n in _sum_by(samples["octoroute_http_requests_total"], "route", "status").items():
         if route in API_ROUTES and n:
@@ -134,6 +143,7 @@ def build_snapshot(inputs: SnapshotInputs) -> dict[str, object]:
         "started_at": round(inputs.started_at, 3),
         "uptime_seconds": round(max(inputs.now - inputs.started_at, 0.0), 3),
         "workers": inputs.workers,
+        "groups": list(inputs.groups),
         "requests": {
             "total": sum(by_tier.values()),
             "by_tier": dict(by_tier),

@@ -14,7 +14,31 @@ from collections.abc import Mapping
 import orjson
 
 from octoroute.core.types import Api
-from octoroute.protocols.sse import iter_data
+from octoroute.protocols.sse import encode_data, iter_data
+
+
+def wants_usage(body: Mapping[str, object]) -> bool:
+    """Did an OpenAI stream request ask for the final usage chunk itself?"""
+    options = body.get("stream_options")
+    return isinstance(options, Mapping) and options.get("include_usage") is True
+
+
+def drop_usage_chunks(events: bytes) -> bytes:
+    """OpenAI stream events without the usage-only chunk (`choices: []` plus `usage`), for a
+    client that did not ask for it when the gateway did; other events pass unchanged, and
+    so does a body that is not SSE at all (an upstream that ignored `stream: true`)."""
+    if b'"usage"' not in events or not events.lstrip().startswith((b"data:", b"event:", b"id:", b":", b"retry:")):
+        return events
+    out: list[bytes] = []
+    for data in iter_data(events):
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            chunk = None
+        if isinstance(chunk, dict) and chunk.get("choices") == [] and chunk.get("usage") is not None:
+            continue
+        out.append(encode_data(data))
+    return b"".join(out)
 
 
 def _count(value: object) -> int | None:

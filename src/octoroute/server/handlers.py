@@ -36,7 +36,7 @@ from octoroute.protocols.openai import (
 from octoroute.protocols.postprocess import PostProcess
 from octoroute.protocols.sse import encode_data, encode_json_events, iter_data
 from octoroute.protocols.translate_stream import AnthropicToOpenAIStream
-from octoroute.protocols.usage import StreamWatch, usage_of
+from octoroute.protocols.usage import StreamWatch, drop_usage_chunks, usage_of, wants_usage
 from octoroute.routing.features import last_user_text
 from octoroute.server.middleware import CLIENT_CLOSED, render_error
 from octoroute.server.state import DASHBOARD, GATEWAY, REQUEST_ID, TRACE
@@ -92,9 +92,8 @@ def degraded_of(headers: Mapping[str, str]) -> list[str]:
 
 def note_outcome(trace: RequestTrace, outcome: Outcome) -> None:
     """What serving produced, for the request's log line and decision record."""
-    trace.tier = outcome.group
+    trace.group = outcome.group
     trace.endpoint = outcome.endpoint.id
-    trace.reason = outcome.reason_header
     trace.fallback_from = outcome.fallback_from
     trace.attempts = outcome.attempts
     trace.degraded = outcome.degraded
@@ -180,15 +179,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         raw = orjson.dumps(payload) if changed else reply.body
         return web.Response(status=reply.status, body=raw, headers=headers, content_type="application/json")
     if native:
-        include_usage = isinstance(call.body.get("stream_options"), dict) and bool(
-            call.body["stream_options"].get("include_usage")
-        )
         translator = AnthropicToOpenAIStream(
-            call.model, f"chatcmpl-{call.request_id}", int(time.time()), include_usage=include_usage
+            call.model, f"chatcmpl-{call.request_id}", int(time.time()), include_usage=wants_usage(call.body)
         )
         converter: StreamConverter = FromAnthropic(translator)
     else:
-        converter = PassThrough(gw.post_process(outcome.group, call))
+        asked_for_usage = gw.topology.groups[outcome.group].options.stream_usage and not wants_usage(call.body)
+        converter = PassThrough(gw.post_process(outcome.group, call), drop_usage=asked_for_usage)
     return await relay(request, gw, call, outcome, headers, converter)
 
 
@@ -207,16 +204,19 @@ class StreamConverter(Protocol):
 
 class PassThrough:
     """OpenAI to OpenAI: the upstream's bytes as they are, unless the group's
-    filters or tool-call repair must see (and rewrite) each event."""
+    filters or tool-call repair must see (and rewrite) each event, or the usage
+    chunk the gateway asked for on the client's behalf must go (`drop_usage`)."""
 
     route = "/v1/chat/completions"
     content_type: str | None = None
 
-    def __init__(self, post: PostProcess | None = None) -> None:
+    def __init__(self, post: PostProcess | None = None, *, drop_usage: bool = False) -> None:
         self._post = post
+        self._drop_usage = drop_usage
 
     def convert(self, events: bytes) -> bytes:
-        return events if self._post is None else self._post.sse(events)
+        out = events if self._post is None else self._post.sse(events)
+        return drop_usage_chunks(out) if self._drop_usage else out
 
     def finish(self) -> bytes:
         if self._post is None:
