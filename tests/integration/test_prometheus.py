@@ -192,7 +192,16 @@ def prometheus(tmp_path: Path) -> Iterator[Callable[[list[dict[str, Any]]], Prom
                 stderr=subprocess.STDOUT,
             )
         started.append(proc)
-        return Prometheus(proc, port, log)
+        prom = Prometheus(proc, port, log)
+
+        def ready() -> bool | None:  # its API answers 503 until the TSDB is open
+            if proc.poll() is not None:
+                pytest.fail(f"prometheus exited with {proc.returncode}:\n{log.read_text()}")
+            reply = try_fetch(port, "/-/ready")
+            return True if reply is not None and reply.status == 200 else None
+
+        poll(ready, "prometheus to be ready", timeout=60)
+        return prom
 
     yield start
     for proc in started:

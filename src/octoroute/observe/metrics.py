@@ -20,7 +20,7 @@ is the most recent verdict of any live worker.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics_core import Metric
@@ -36,6 +36,23 @@ HTTP_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
 UPSTREAM_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 OK = "ok"
 ATTEMPT_OUTCOMES = (OK, *(e.value for e in ErrorType if e is not ErrorType.MID_STREAM))
+
+
+class _Children:
+    """The labelled children of one metric, each looked up in prometheus_client once
+    (its `labels()` validates and locks on every call); label sets are bounded."""
+
+    __slots__ = ("_cache", "_metric")
+
+    def __init__(self, metric: Counter | Gauge | Histogram) -> None:
+        self._metric = metric
+        self._cache: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._cache.get(values)
+        if child is None:
+            child = self._cache[values] = self._metric.labels(*values)
+        return child
 
 
 class Recorder:
@@ -232,86 +249,91 @@ class PrometheusRecorder(Recorder):
             ["kind"],
             registry=registry,
         )
-        self._http_children: dict[tuple[str, str, int], Counter] = {}
-        self._http_durations: dict[str, Histogram] = {}
+        self._c_requests = _Children(self._requests)
+        self._c_routing = _Children(self._routing)
+        self._c_invocations = _Children(self._invocations)
+        self._c_http = _Children(self._http)
+        self._c_http_duration = _Children(self._http_duration)
+        self._c_attempts = _Children(self._attempts)
+        self._c_errors = _Children(self._errors)
+        self._c_upstream_duration = _Children(self._upstream_duration)
+        self._c_ttft = _Children(self._ttft)
+        self._c_tokens = _Children(self._tokens)
+        self._c_healthy = _Children(self._healthy)
+        self._c_fallbacks = _Children(self._fallbacks)
+        self._c_mid_stream = _Children(self._mid_stream)
+        self._c_degradations = _Children(self._degradations)
         # Every series a config can name exists from the start, at 0, so rates and
         # absent-series alerts work before the first event.
         for kind in DegradationKind:
-            self._degradations.labels(kind=kind.value)
+            self._c_degradations(kind.value)
         for strategy in Strategy:
-            self._routing.labels(strategy=strategy.value)
+            self._c_routing(strategy.value)
         for group in groups:
-            self._invocations.labels(tier=group)
+            self._c_invocations(group)
         for ep in endpoints:
-            self._healthy.labels(endpoint=ep).set(1)
-            self._mid_stream.labels(endpoint=ep)
+            self._c_healthy(ep).set(1)
+            self._c_mid_stream(ep)
             for direction in ("input", "output"):
-                self._tokens.labels(endpoint=ep, direction=direction)
+                self._c_tokens(ep, direction)
             for outcome in ATTEMPT_OUTCOMES:
-                self._attempts.labels(endpoint=ep, outcome=outcome)
+                self._c_attempts(ep, outcome)
 
     def http_started(self) -> None:
         self._active.inc()
 
     def http_finished(self, route: str, method: str, status: int, seconds: float) -> None:
         self._active.dec()
-        key = (route, method, status)
-        child = self._http_children.get(key)
-        if child is None:
-            child = self._http_children[key] = self._http.labels(route=route, method=method, status=str(status))
-        child.inc()
-        duration = self._http_durations.get(route)
-        if duration is None:
-            duration = self._http_durations[route] = self._http_duration.labels(route=route)
-        duration.observe(seconds)
+        self._c_http(route, method, str(status)).inc()
+        self._c_http_duration(route).observe(seconds)
 
     def routed(self, tier: str, strategy: Strategy, routing_ms: float) -> None:
-        self._requests.labels(tier=tier, strategy=strategy.value).inc()
-        self._routing.labels(strategy=strategy.value).observe(routing_ms * self._routing_scale)
+        self._c_requests(tier, strategy.value).inc()
+        self._c_routing(strategy.value).observe(routing_ms * self._routing_scale)
 
     def attempt_started(self, tier: str) -> None:
-        self._invocations.labels(tier=tier).inc()
+        self._c_invocations(tier).inc()
 
     def attempt_finished(self, endpoint: str, error: ErrorType | None, seconds: float | None) -> None:
         if error is None:
-            self._attempts.labels(endpoint=endpoint, outcome=OK).inc()
+            self._c_attempts(endpoint, OK).inc()
         else:
-            self._attempts.labels(endpoint=endpoint, outcome=error.value).inc()
-            self._errors.labels(endpoint=endpoint, error_type=error.value).inc()
+            self._c_attempts(endpoint, error.value).inc()
+            self._c_errors(endpoint, error.value).inc()
         if seconds is not None:
-            self._upstream_duration.labels(endpoint=endpoint).observe(seconds)
+            self._c_upstream_duration(endpoint).observe(seconds)
 
     def stream_finished(self, endpoint: str, seconds: float) -> None:
-        self._upstream_duration.labels(endpoint=endpoint).observe(seconds)
+        self._c_upstream_duration(endpoint).observe(seconds)
 
     def first_token(self, endpoint: str, seconds: float) -> None:
-        self._ttft.labels(endpoint=endpoint).observe(seconds)
+        self._c_ttft(endpoint).observe(seconds)
 
     def tokens(self, endpoint: str, input_tokens: int, output_tokens: int) -> None:
         if input_tokens > 0:
-            self._tokens.labels(endpoint=endpoint, direction="input").inc(input_tokens)
+            self._c_tokens(endpoint, "input").inc(input_tokens)
         if output_tokens > 0:
-            self._tokens.labels(endpoint=endpoint, direction="output").inc(output_tokens)
+            self._c_tokens(endpoint, "output").inc(output_tokens)
 
     def health(self, endpoint: str, healthy: bool) -> None:
-        self._healthy.labels(endpoint=endpoint).set(1 if healthy else 0)
+        self._c_healthy(endpoint).set(1 if healthy else 0)
 
     def retry(self) -> None:
         self._retries.inc()
 
     def fallback(self, from_group: str, to_group: str) -> None:
-        self._fallbacks.labels(from_group=from_group, to_group=to_group).inc()
+        self._c_fallbacks(from_group, to_group).inc()
 
     def mid_stream(self, endpoint: str) -> None:
-        self._mid_stream.labels(endpoint=endpoint).inc()
-        self._errors.labels(endpoint=endpoint, error_type=ErrorType.MID_STREAM.value).inc()
+        self._c_mid_stream(endpoint).inc()
+        self._c_errors(endpoint, ErrorType.MID_STREAM.value).inc()
 
     def buckets(self, live: int) -> None:
         self._buckets.set(live)
 
     def degradations(self, kinds: Iterable[str]) -> None:
         for kind in kinds:
-            self._degradations.labels(kind=DegradationKind(kind).value).inc()
+            self._c_degradations(DegradationKind(kind).value).inc()
 
     def _source(self) -> CollectorRegistry:
         if self.multiprocess_dir is None:
