@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -107,34 +108,89 @@ class RequestTrace:
         }
         return {k: v for k, v in out.items() if v is not None}
 
-    def decision(self, cut: int | None = None) -> bytes:
-        """The record for the recent-decisions window: no text, the model asked cut to
-        `MAX_NAME` characters, and every name to `cut` when given (for records that
-        would not fit a slot otherwise)."""
-
-        def short(value: str | None) -> str | None:
-            return value if value is None or cut is None else value[:cut]
-
-        return orjson.dumps(
-            {
-                "time": round(self.time, 3),
-                "request_id": short(self.request_id),
-                "route": self.route,
-                "model": (self.model or "")[:MAX_NAME] if self.model is not None else None,
-                "tier": short(self.tier),
-                "group": short(self.group),
-                "endpoint": short(self.endpoint),
-                "strategy": self.strategy,
-                "reason": short(self.reason),
-                "status": self.status,
-                "latency_ms": round(self.latency_ms, 2),
-                "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 2),
-                "attempts": self.attempts,
-                "fallback_from": short(self.fallback_from),
-                "input_tokens": self.input_tokens,
-                "output_tokens": self.output_tokens,
-            }
+    def row(self) -> DecisionRow:
+        """The decision record's values, unencoded (cheap enough for every request)."""
+        return (
+            self.time,
+            self.request_id,
+            self.route,
+            None if self.model is None else self.model[:MAX_NAME],
+            self.tier,
+            self.group,
+            self.endpoint,
+            self.strategy,
+            self.reason,
+            self.status,
+            self.latency_ms,
+            self.ttft_ms,
+            self.attempts,
+            self.fallback_from,
+            self.input_tokens,
+            self.output_tokens,
         )
+
+
+DecisionRow = tuple[
+    float, str, str, str | None, str | None, str | None, str | None, str | None, str | None,
+    int, float, float | None, int, str | None, int | None, int | None,
+]  # fmt: skip
+ROW_FIELDS = (
+    "time", "request_id", "route", "model", "tier", "group", "endpoint", "strategy", "reason",
+    "status", "latency_ms", "ttft_ms", "attempts", "fallback_from", "input_tokens", "output_tokens",
+)  # fmt: skip
+_CUTTABLE = frozenset({"request_id", "tier", "group", "endpoint", "reason", "fallback_from"})
+_ROUNDED = {"time": 3, "latency_ms": 2, "ttft_ms": 2}
+
+
+def encode_row(row: DecisionRow, cut: int | None = None) -> bytes:
+    """A decision record as JSON (no text, ever); with `cut`, every name is cut to that
+    many characters, for records that would not fit a slot otherwise."""
+    record: dict[str, object] = dict(zip(ROW_FIELDS, row, strict=True))
+    for key, places in _ROUNDED.items():
+        value = record[key]
+        if isinstance(value, float):
+            record[key] = round(value, places)
+    if cut is not None:
+        for key in _CUTTABLE:
+            value = record[key]
+            if isinstance(value, str):
+                record[key] = value[:cut]
+    return orjson.dumps(record)
+
+
+class MemoryWindow:
+    """The recent decisions of a single process: rows kept as they are and encoded only
+    when `/metrics.json` reads them."""
+
+    def __init__(self, capacity: int) -> None:
+        self._rows: deque[DecisionRow] = deque(maxlen=capacity)
+
+    def add(self, row: DecisionRow) -> None:
+        self._rows.append(row)
+
+    def records(self) -> list[bytes]:
+        return [encode_row(row) for row in self._rows]
+
+    def close(self) -> None:
+        self._rows.clear()
+
+
+class SharedWindow:
+    """The recent decisions of one of several workers, in a memory-mapped `SlotRing`
+    the others read: rows are encoded as they are added."""
+
+    def __init__(self, ring: SlotRing) -> None:
+        self._ring = ring
+
+    def add(self, row: DecisionRow) -> None:
+        if not self._ring.add(encode_row(row)):
+            self._ring.add(encode_row(row, cut=MAX_NAME))  # very long config names
+
+    def records(self) -> list[bytes]:
+        return self._ring.records()
+
+    def close(self) -> None:
+        self._ring.close()
 
 
 class EventFile:
@@ -169,7 +225,7 @@ class Observer:
         self,
         metrics: Recorder,
         *,
-        decisions: SlotRing | None = None,
+        decisions: MemoryWindow | SharedWindow | None = None,
         errors: SlotRing | None = None,
         events: EventFile | None = None,
         tracing: Tracing | None = None,
@@ -200,14 +256,17 @@ class Observer:
     ) -> Observer:
         """The windows live in memory, or in files under `multiprocess_dir` when
         several workers must read each other's."""
-        decisions = errors = None
+        decisions: MemoryWindow | SharedWindow | None = None
+        errors = None
         if metrics.enabled:
             if multiprocess_dir is None:
-                decisions = SlotRing.in_memory(decisions_kept, DECISION_SLOT)
+                decisions = MemoryWindow(decisions_kept)
                 errors = SlotRing.in_memory(ERRORS_KEPT, ERROR_SLOT)
             else:
                 base, pid = Path(multiprocess_dir), os.getpid()
-                decisions = SlotRing.in_file(base / f"decisions_{pid}.ring", decisions_kept, DECISION_SLOT)
+                decisions = SharedWindow(
+                    SlotRing.in_file(base / f"decisions_{pid}.ring", decisions_kept, DECISION_SLOT)
+                )
                 errors = SlotRing.in_file(base / f"errors_{pid}.ring", ERRORS_KEPT, ERROR_SLOT)
         events = EventFile(Path(events_file)) if events_file else None
         return cls(
@@ -241,8 +300,8 @@ class Observer:
 
     def finish(self, trace: RequestTrace) -> None:
         """Once per request, after the last byte of the response."""
-        if trace.tier is not None and self.decisions is not None and not self.decisions.add(trace.decision()):
-            self.decisions.add(trace.decision(cut=MAX_NAME))  # very long config names
+        if trace.tier is not None and self.decisions is not None:
+            self.decisions.add(trace.row())
         if self.events is not None or access_log_enabled():
             fields = trace.fields()
             if access_log_enabled():
