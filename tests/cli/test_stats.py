@@ -21,14 +21,8 @@ import pytest
 from rich.console import Console
 from tests.support import endpoint, fleet_config
 
-from octoroute.cli.stats import (
-    StatsError,
-    parse_snapshot,
-    render_view,
-    request_rate,
-    short_id,
-    snapshot_url,
-)
+from octoroute.cli.stats import StatsError, parse_snapshot, snapshot_url
+from octoroute.cli.stats_view import render_view, request_rate, short_id
 from octoroute.demo.simulated import Mode
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

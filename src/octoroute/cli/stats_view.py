@@ -1,0 +1,356 @@
+"""The pure half of `octoroute stats`: one `/metrics.json` snapshot (the dict
+documented in docs/metrics-json.md, typed here) in, rich renderables out.
+
+    Console().print(render_view(snapshot, "http://127.0.0.1:3000/metrics.json"))
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import NotRequired
+
+from rich.columns import Columns
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from typing_extensions import TypedDict  # pydantic needs this one, not typing's, before Python 3.12
+
+from octoroute.core.types import Strategy
+
+DECISIONS_ONCE = 15
+BAR_WIDTH = 20
+_STRATEGY_ORDER = {s.value: i for i, s in enumerate(Strategy)}
+
+
+# --- the snapshot, as the gateway sends it (docs/metrics-json.md) -------------
+# Fields the view cannot do without are required; the rest are NotRequired so a
+# slightly older or newer gateway still gets a view.
+
+
+class Percentiles(TypedDict):
+    p50: float | None
+    p90: float | None
+    p99: float | None
+    count: int
+
+
+class LastError(TypedDict):
+    time: float | None
+    error_type: str
+    message: str | None
+
+
+class EndpointStats(TypedDict):
+    id: str
+    group: str
+    model: str
+    healthy: bool
+    attempts: int
+    errors: int
+    last_error: LastError | None
+    latency_ms: NotRequired[Percentiles]
+
+
+class RequestCounts(TypedDict):
+    total: int
+    by_tier: dict[str, int]
+    by_strategy: dict[str, int]
+    by_status: NotRequired[dict[str, int]]
+
+
+class FallbackCount(TypedDict):
+    from_group: str
+    to_group: str
+    count: int
+
+
+class UpstreamErrorCount(TypedDict):
+    endpoint: str
+    error_type: str
+    count: int
+
+
+class RateLimiter(TypedDict):
+    enabled: bool
+    buckets: int
+
+
+class Decision(TypedDict):
+    time: float
+    request_id: str
+    model: str | None
+    tier: str | None  # the group routing chose; None (like strategy and reason) before routing
+    group: NotRequired[str | None]  # the group that served (differs from tier after a fallback)
+    endpoint: str | None
+    strategy: str | None
+    reason: str | None
+    status: int | None
+    latency_ms: float | None
+    fallback_from: NotRequired[str | None]
+
+
+class Snapshot(TypedDict):
+    time: float
+    uptime_seconds: float
+    workers: int
+    requests: RequestCounts
+    latency_ms: Percentiles
+    endpoints: list[EndpointStats]
+    decisions: list[Decision]
+    version: NotRequired[str]
+    ttft_ms: NotRequired[Percentiles]
+    retries: NotRequired[int]
+    fallbacks: NotRequired[list[FallbackCount]]
+    upstream_errors: NotRequired[list[UpstreamErrorCount]]
+    mid_stream_failures: NotRequired[int]
+    degradations: NotRequired[dict[str, int]]
+    rate_limiter: NotRequired[RateLimiter]
+
+
+# --- rendering (pure: a snapshot in, renderables out) -------------------------
+
+
+def render_view(
+    snapshot: Snapshot,
+    url: str,
+    *,
+    previous: Snapshot | None = None,
+    problem: str | None = None,
+    max_decisions: int = DECISIONS_ONCE,
+) -> RenderableType:
+    """Everything: header, endpoints, summaries and the recent decisions."""
+    overview = render_overview(snapshot, url, previous=previous, problem=problem)
+    return Group(overview, render_decisions(snapshot["decisions"], max_decisions))
+
+
+def render_overview(
+    snapshot: Snapshot, url: str, *, previous: Snapshot | None = None, problem: str | None = None
+) -> RenderableType:
+    """The view without the decisions table."""
+    parts: list[RenderableType] = [render_header(snapshot, url, previous)]
+    if problem:
+        parts.append(Text(problem, style="bold red"))
+    parts.append(render_endpoints(snapshot["endpoints"], snapshot["time"]))
+    parts.append(
+        Columns(
+            [
+                render_tiers(snapshot),
+                render_strategies(snapshot["requests"]),
+                render_latency(snapshot),
+                render_problems(snapshot),
+            ],
+            padding=(0, 1),
+        )
+    )
+    return Group(*parts)
+
+
+def request_rate(previous: Snapshot | None, current: Snapshot) -> float | None:
+    """Requests per second between two snapshots; None without a usable pair
+    (first refresh, or the gateway restarted and its counters went back)."""
+    if previous is None:
+        return None
+    seconds = current["time"] - previous["time"]
+    served = current["requests"]["total"] - previous["requests"]["total"]
+    if seconds <= 0 or served < 0:
+        return None
+    return served / seconds
+
+
+def render_header(snapshot: Snapshot, url: str, previous: Snapshot | None = None) -> Text:
+    rate = request_rate(previous, snapshot)
+    version = snapshot.get("version")
+    workers = snapshot["workers"]
+    header = Text()
+    header.append("octoroute" + (f" {version}" if version else ""), style="bold cyan")
+    header.append(f" · {url}")
+    header.append(f" · up {format_duration(snapshot['uptime_seconds'])}")
+    header.append(f" · {workers} worker{'s' if workers != 1 else ''} · ")
+    total = snapshot["requests"]["total"]
+    header.append(f"{total} request{'s' if total != 1 else ''}", style="bold")
+    header.append(f" · {'–' if rate is None else f'{rate:.1f}'} req/s")
+    header.append(f" · at {time.strftime('%H:%M:%S', time.localtime(snapshot['time']))}", style="dim")
+    return header
+
+
+def render_endpoints(endpoints: Sequence[EndpointStats], now: float) -> Table:
+    table = Table(title="endpoints", title_justify="left", expand=False)
+    table.add_column("endpoint", no_wrap=True, style="bold")
+    table.add_column("group", no_wrap=True)
+    table.add_column("model", no_wrap=True, max_width=28, overflow="ellipsis")
+    table.add_column("health", no_wrap=True)
+    table.add_column("attempts", justify="right")
+    table.add_column("errors", justify="right")
+    table.add_column("p50", justify="right", no_wrap=True)
+    table.add_column("p90", justify="right", no_wrap=True)
+    table.add_column("last error", max_width=60, no_wrap=True, overflow="ellipsis")
+    for ep in endpoints:
+        latency = ep.get("latency_ms")
+        table.add_row(
+            ep["id"],
+            ep["group"],
+            ep["model"],
+            Text("healthy", style="green") if ep["healthy"] else Text("unhealthy", style="bold red"),
+            str(ep["attempts"]),
+            Text(str(ep["errors"]), style="red" if ep["errors"] else ""),
+            format_ms(latency["p50"] if latency else None),
+            format_ms(latency["p90"] if latency else None),
+            _last_error(ep["last_error"], now),
+        )
+    if not endpoints:
+        table.add_row("no endpoints", *[""] * 8)
+    return table
+
+
+def _last_error(error: LastError | None, now: float) -> Text:
+    if error is None:
+        return Text("–", style="dim")
+    text = Text(f"{error['error_type']}: ", style="red")
+    text.append(shorten(error["message"] or "", 44), style="")
+    if error["time"] is not None:
+        text.append(f" ({format_duration(max(now - error['time'], 0))} ago)", style="dim")
+    return text
+
+
+def render_tiers(snapshot: Snapshot) -> Table:
+    """Requests per tier (group), every configured group listed even at zero, in
+    config order so rows stay put between refreshes."""
+    by_tier = snapshot["requests"]["by_tier"]
+    counts = {ep["group"]: by_tier.get(ep["group"], 0) for ep in snapshot["endpoints"]}
+    counts |= {tier: n for tier, n in sorted(by_tier.items()) if tier not in counts}
+    total = sum(counts.values())
+    table = Table(title="tier mix", title_justify="left", box=None, padding=(0, 1))
+    table.add_column("tier", style="bold")
+    table.add_column("n", justify="right")
+    table.add_column("%", justify="right")
+    table.add_column("")
+    for tier, count in counts.items():
+        share = count / total if total else 0.0
+        table.add_row(tier, str(count), f"{share:.0%}", Text("█" * round(share * BAR_WIDTH), style="cyan"))
+    return table
+
+
+def render_strategies(requests: RequestCounts) -> Table:
+    table = Table(title="routing", title_justify="left", box=None, padding=(0, 1))
+    table.add_column("")
+    table.add_column("n", justify="right")
+    by_strategy = requests["by_strategy"]
+    for strategy in sorted(by_strategy, key=lambda k: (_STRATEGY_ORDER.get(k, len(_STRATEGY_ORDER)), k)):
+        table.add_row(strategy, str(by_strategy[strategy]))
+    for status, count in sorted(requests.get("by_status", {}).items()):
+        table.add_row(Text(status, style=_status_style(status)), str(count))
+    return table
+
+
+def render_latency(snapshot: Snapshot) -> Table:
+    table = Table(title="latency (recent)", title_justify="left", box=None, padding=(0, 1))
+    for name in ("", "p50", "p90", "p99", "n"):
+        table.add_column(name, justify="right" if name else "left")
+    rows: list[tuple[str, Percentiles | None]] = [("total", snapshot["latency_ms"]), ("TTFT", snapshot.get("ttft_ms"))]
+    for name, pct in rows:
+        if pct is None:
+            table.add_row(name, "–", "–", "–", "0")
+        else:
+            table.add_row(name, format_ms(pct["p50"]), format_ms(pct["p90"]), format_ms(pct["p99"]), str(pct["count"]))
+    return table
+
+
+def render_problems(snapshot: Snapshot) -> Table:
+    """Retries, fallbacks, upstream errors, mid-stream failures, degradations."""
+    table = Table(title="retries / errors", title_justify="left", box=None, padding=(0, 1))
+    table.add_column("")
+    table.add_column("n", justify="right")
+    fallbacks = snapshot.get("fallbacks", [])
+    errors = snapshot.get("upstream_errors", [])
+    table.add_row("retries", str(snapshot.get("retries", 0)))
+    table.add_row("fallbacks", str(sum(f["count"] for f in fallbacks)))
+    for fb in sorted(fallbacks, key=lambda f: -f["count"])[:4]:
+        table.add_row(Text(f"  {fb['from_group']} → {fb['to_group']}", style="yellow"), str(fb["count"]))
+    table.add_row("upstream errors", str(sum(e["count"] for e in errors)))
+    for err in sorted(errors, key=lambda e: -e["count"])[:5]:
+        table.add_row(Text(f"  {err['endpoint']} {err['error_type']}", style="red"), str(err["count"]))
+    table.add_row("mid-stream failures", str(snapshot.get("mid_stream_failures", 0)))
+    for kind, count in snapshot.get("degradations", {}).items():
+        if count:
+            table.add_row(f"degraded: {kind}", str(count))
+    limiter = snapshot.get("rate_limiter")
+    if limiter and limiter["enabled"]:
+        table.add_row("rate-limit buckets", str(limiter["buckets"]))
+    return table
+
+
+def render_decisions(decisions: Sequence[Decision], limit: int) -> Table:
+    """The newest `limit` decisions, newest first."""
+    newest = sorted(decisions, key=lambda d: d["time"], reverse=True)[: max(limit, 0)]
+    table = Table(title=f"recent decisions ({len(newest)} of {len(decisions)})", title_justify="left")
+    table.add_column("time", no_wrap=True, style="dim")
+    table.add_column("request", no_wrap=True)
+    table.add_column("model", no_wrap=True, max_width=24, overflow="ellipsis")
+    table.add_column("tier", no_wrap=True, style="bold")
+    table.add_column("endpoint", no_wrap=True)
+    table.add_column("strategy", no_wrap=True)
+    table.add_column("reason", no_wrap=True, max_width=60, overflow="ellipsis")
+    table.add_column("status", justify="right", no_wrap=True)
+    table.add_column("latency", justify="right", no_wrap=True)
+    for d in newest:
+        reason = d["reason"] or "–"
+        if d.get("fallback_from"):
+            reason += f", fell back from {d.get('fallback_from')}"
+        status = d["status"]
+        table.add_row(
+            time.strftime("%H:%M:%S", time.localtime(d["time"])),
+            short_id(d["request_id"]),
+            d["model"] or "–",
+            d.get("group") or d["tier"] or "–",
+            d["endpoint"] or Text("none", style="red"),
+            d["strategy"] or "–",
+            reason,
+            Text("–" if status is None else str(status), style=_status_style(status)),
+            format_ms(d["latency_ms"]),
+        )
+    if not decisions:
+        table.add_row("", "no requests yet", *[""] * 7)
+    return table
+
+
+# --- formatting ------------------------------------------------------------------
+
+
+def _status_style(status: int | str | None) -> str:
+    first = str(status)[:1] if status is not None else ""
+    return {"2": "green", "3": "cyan", "4": "yellow", "5": "bold red"}.get(first, "dim")
+
+
+def format_ms(value: float | None) -> str:
+    """'12.3 ms', '1.24 s', or '–' for no value."""
+    if value is None:
+        return "–"
+    if value >= 1000:
+        return f"{value / 1000:.2f} s"
+    return f"{value:.1f} ms"
+
+
+def format_duration(seconds: float) -> str:
+    """'42s', '3m 05s', '2h 03m', '4d 01h'."""
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours:02d}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def short_id(request_id: str) -> str:
+    """Ids up to 16 characters whole; longer ones as head…tail."""
+    return request_id if len(request_id) <= 16 else f"{request_id[:7]}…{request_id[-6:]}"
+
+
+def shorten(text: str, width: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
