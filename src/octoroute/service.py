@@ -213,6 +213,7 @@ class Gateway:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         observer: Observer | None = None,
+        started_at: float | None = None,
     ) -> None:
         self.config = config
         self.topology = topology
@@ -228,7 +229,7 @@ class Gateway:
             self._judge,
             max_prompt_chars=config.routing.llm_max_prompt_chars,
         )
-        self.started_at = time.time()
+        self.started_at = time.time() if started_at is None else started_at
         overrides = {k: v.model_dump(exclude_none=True) for k, v in config.capabilities.items()}
         self.capabilities = CapabilityRegistry.bundled(overrides)
         self.observer = observer or Observer(Recorder())

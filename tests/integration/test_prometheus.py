@@ -589,6 +589,16 @@ def test_a_killed_worker_is_replaced_and_the_totals_survive(upstreams, serve, tm
     after = parse(fetch(served.port, "GET", "/metrics").body.decode())
     assert total(after, "octoroute_requests_total") == 11
     assert "was killed by signal 9; starting a new one" in served.stderr.read_text()
+    # Uptime is the server's, whichever worker answers: the newcomer did not reset it.
+    started: dict[str, float] = {}
+
+    def both_answered() -> bool | None:
+        reply = fetch_past_resets(served.port, "GET", "/metrics.json")
+        started[str(reply.headers["x-request-id"])[:ID_PREFIX]] = orjson.loads(reply.body)["started_at"]
+        return True if len(started) == 2 else None
+
+    poll(both_answered, "/metrics.json from both workers")
+    assert len(set(started.values())) == 1, started
     assert served.stop() == 0  # a replaced worker is not a failed shutdown
     assert not os.path.exists(directory)
 

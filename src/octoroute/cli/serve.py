@@ -11,6 +11,7 @@ import signal
 import tempfile
 import time
 from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
 from multiprocessing import connection as mp_connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -72,18 +73,37 @@ def run_serve(
     return _serve_many(config, bind_host, bind_port, dict(env), workers)
 
 
+@dataclass(frozen=True)
+class Shared:
+    """What the workers of one server have in common: the metrics directory, how many
+    they are, and when the server started (its uptime, whichever worker answers)."""
+
+    directory: str
+    workers: int
+    started_at: float
+
+
 async def _start(
     config: Config,
     host: str,
     port: int,
     env: dict[str, str],
     reuse_port: bool,
-    shared: tuple[str, int] | None = None,
+    shared: Shared | None = None,
 ) -> tuple[web.AppRunner, int]:
-    """`shared`: (metrics directory, worker count) when this is one of several workers."""
+    """`shared`: what the workers have in common, when this is one of several."""
     configure_logging(config.observability.log_level, config.observability.log_format)
-    directory, workers = shared if shared is not None else (None, 1)
-    app = create_app(config, build_topology(config, env), multiprocess_dir=directory, workers=workers)
+    topology = build_topology(config, env)
+    if shared is None:
+        app = create_app(config, topology)
+    else:
+        app = create_app(
+            config,
+            topology,
+            multiprocess_dir=shared.directory,
+            workers=shared.workers,
+            started_at=shared.started_at,
+        )
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=2048)
@@ -107,7 +127,7 @@ async def _serve_one(
     env: dict[str, str],
     *,
     reuse_port: bool,
-    shared: tuple[str, int] | None = None,
+    shared: Shared | None = None,
 ) -> None:
     runner, bound = await _start(config, host, port, env, reuse_port, shared)
     Console(stderr=True).print(f"octoroute listening on http://{host}:{bound} (pid {os.getpid()})", highlight=False)
@@ -117,7 +137,7 @@ async def _serve_one(
         await runner.cleanup()
 
 
-def _worker(config_data: dict[str, Any], host: str, port: int, env: dict[str, str], shared: tuple[str, int]) -> None:
+def _worker(config_data: dict[str, Any], host: str, port: int, env: dict[str, str], shared: Shared) -> None:
     config = Config.model_validate(config_data)
     try:
         _run(_serve_one(config, host, port, env, reuse_port=True, shared=shared))
@@ -206,7 +226,7 @@ class Supervisor:
 def _run_workers(config: Config, host: str, port: int, env: dict[str, str], workers: int, directory: str) -> int:
     ctx = multiprocessing.get_context("spawn")
     data = config.model_dump(mode="json", exclude_unset=True)
-    shared = (directory, workers)
+    shared = Shared(directory, workers, time.time())
 
     def start(slot: int) -> BaseProcess:
         proc = ctx.Process(target=_worker, args=(data, host, port, env, shared), name=f"octoroute-worker-{slot}")
@@ -258,5 +278,6 @@ def _print_demo_banner(config: Config, host: str, port: int) -> None:
         soft_wrap=True,  # never break a command someone will copy
     )
     console.print(f"  curl -s {url}/models     # endpoint health", highlight=False, markup=False, soft_wrap=True)
+    console.print(f"Dashboard: {url}/dashboard   (or: octoroute stats --url {url})", highlight=False, soft_wrap=True)
     console.print("Stop with Ctrl-C.")
     console.rule()

@@ -41,13 +41,15 @@ def create_app(
     rng: random.Random | None = None,
     multiprocess_dir: str | None = None,
     workers: int = 1,
+    started_at: float | None = None,
     span_exporter: SpanExporter | None = None,
 ) -> web.Application:
     """A complete gateway app; run it with `aiohttp.web.AppRunner(app, handler_cancellation=True)`
     so that a client disconnect cancels its upstream request.
 
     `multiprocess_dir` / `workers`: set by `octoroute serve --workers N`, so that
-    metrics and the decisions window are shared by the workers. `span_exporter`:
+    metrics and the decisions window are shared by the workers; `started_at`: when
+    the server (not this worker) started. `span_exporter`:
     where trace spans go instead of OTLP (tests)."""
     observer = build_observer(config, topology, multiprocess_dir, workers, span_exporter)
     middlewares = [observe_middleware(RequestIds(), observer), errors_middleware()]
@@ -56,7 +58,13 @@ def create_app(
         middlewares.append(rate_limit_middleware(limiter, observer.metrics))
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=middlewares)
     gateway = Gateway(
-        config, topology, UpstreamPool(topology.endpoints.values()), clock=clock, rng=rng, observer=observer
+        config,
+        topology,
+        UpstreamPool(topology.endpoints.values()),
+        clock=clock,
+        rng=rng,
+        observer=observer,
+        started_at=started_at,
     )
     app[GATEWAY] = gateway
     app[DASHBOARD] = DASHBOARD_PAGE.read_bytes()
