@@ -17,6 +17,12 @@ from octoroute.core.types import Api
 from octoroute.protocols.sse import encode_data, iter_data
 
 
+def carries_usage(events: bytes) -> bool:
+    """Might these events hold a usage object? Cheap, and never wrong the other way: with
+    `include_usage` every chunk has `"usage": null`, so only an object counts."""
+    return b'"usage":{' in events or b'"usage": {' in events
+
+
 def wants_usage(body: Mapping[str, object]) -> bool:
     """Did an OpenAI stream request ask for the final usage chunk itself?"""
     options = body.get("stream_options")
@@ -27,16 +33,17 @@ def drop_usage_chunks(events: bytes) -> bytes:
     """OpenAI stream events without the usage-only chunk (`choices: []` plus `usage`), for a
     client that did not ask for it when the gateway did; other events pass unchanged, and
     so does a body that is not SSE at all (an upstream that ignored `stream: true`)."""
-    if b'"usage"' not in events or not events.lstrip().startswith((b"data:", b"event:", b"id:", b":", b"retry:")):
+    if not carries_usage(events) or not events.lstrip().startswith((b"data:", b"event:", b"id:", b":", b"retry:")):
         return events
     out: list[bytes] = []
     for data in iter_data(events):
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            chunk = None
-        if isinstance(chunk, dict) and chunk.get("choices") == [] and chunk.get("usage") is not None:
-            continue
+        if carries_usage(data):  # only those events are decoded
+            try:
+                chunk = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                chunk = None
+            if isinstance(chunk, dict) and chunk.get("choices") == [] and chunk.get("usage") is not None:
+                continue
         out.append(encode_data(data))
     return b"".join(out)
 
@@ -72,9 +79,11 @@ class StreamWatch:
         return "".join(self._parts)
 
     def feed(self, events: bytes) -> None:
-        if not self.keep_text and b'"usage"' not in events:
+        if not self.keep_text and not carries_usage(events):
             return
         for data in iter_data(events):
+            if not self.keep_text and not carries_usage(data):
+                continue
             try:
                 event = orjson.loads(data)
             except orjson.JSONDecodeError:
