@@ -49,11 +49,12 @@ from octoroute.fleet.capabilities import (
     selection_needs,
 )
 from octoroute.fleet.health import HealthBoard, Transition
-from octoroute.fleet.policy import AttemptPlan
+from octoroute.fleet.policy import Attempt, AttemptPlan
 from octoroute.fleet.selector import GroupSelector, build_selectors
 from octoroute.observe.metrics import Recorder
 from octoroute.observe.observer import Observer, RequestTrace
 from octoroute.observe.snapshot import EndpointInfo, SnapshotInputs, build_snapshot
+from octoroute.observe.tracing import SpanHandle
 from octoroute.protocols.filters import OutputFilter
 from octoroute.protocols.openai import check_chat_body, normalise_error_body, read_message_text
 from octoroute.protocols.postprocess import PostProcess, declared_tools
@@ -368,26 +369,15 @@ class Gateway:
         `trace` (when given) learns the attempts and carries the request's span."""
         needs = selection_needs(call.body)
         plan = self._plan(decision, needs)
-        metrics, tracing = self.metrics, self.observer.tracing
-        span = trace.span if trace is not None else None
         group = decision.group
         while (attempt := plan.next_attempt()) is not None:
             if attempt.backoff_seconds > 0:
                 await asyncio.sleep(attempt.backoff_seconds)
             ep = attempt.endpoint
-            if attempt.number > 1:
-                metrics.retry()
             if attempt.group != group:
                 self.observer.fallback(call.request_id, group, attempt.group)
                 group = attempt.group
-            if trace is not None:
-                trace.attempts = attempt.number
-            metrics.attempt_started(attempt.group)
-            attempt_span = (
-                tracing.attempt(span, ep.id, attempt.group, attempt.number)
-                if tracing is not None and span is not None
-                else None
-            )
+            span = self._attempt_started(attempt, trace)
             body, dropped = body_for(call, ep, self.topology.groups[ep.group].options.stream_usage)
             sent_at = time.perf_counter()
             try:
@@ -401,21 +391,15 @@ class Gateway:
                     latency = reply.latency_ms
             except UpstreamError as error:
                 error.attempt = attempt.number
-                metrics.attempt_finished(ep.id, error.error_type, time.perf_counter() - sent_at)
-                if attempt_span is not None:
-                    attempt_span.set("octoroute.outcome", error.error_type.value)
-                    attempt_span.end(error.message)
-                self._record(ep, error)
+                self._attempt_failed(ep, error, sent_at, span)
                 plan.record(error)
                 continue
-            if stream is not None:
-                metrics.attempt_finished(ep.id, None, None)
-                metrics.first_token(ep.id, stream.first_byte_ms / 1000)
-            else:
-                metrics.attempt_finished(ep.id, None, time.perf_counter() - sent_at)
-            if attempt_span is not None:
-                attempt_span.set("octoroute.outcome", "ok")
-                attempt_span.end()
+            except asyncio.CancelledError:  # the client went away
+                if span is not None:
+                    span.set("octoroute.outcome", "cancelled")
+                    span.end("the client went away")
+                raise
+            self._attempt_committed(ep, stream, sent_at, span)
             self._record(ep, None, latency)
             plan.record(None)
             return Outcome(
@@ -432,6 +416,40 @@ class Gateway:
         if plan.final_error is not None:
             raise plan.final_error
         raise plan.exhausted_error()
+
+    def _attempt_started(self, attempt: Attempt, trace: RequestTrace | None) -> SpanHandle | None:
+        """Count the attempt (and the retry it is, after the first); its span, when tracing."""
+        if attempt.number > 1:
+            self.metrics.retry()
+        self.metrics.attempt_started(attempt.group)
+        if trace is None:
+            return None
+        trace.attempts = attempt.number
+        tracing = self.observer.tracing
+        if tracing is None or trace.span is None:
+            return None
+        return tracing.attempt(trace.span, attempt.endpoint.id, attempt.group, attempt.number)
+
+    def _attempt_failed(self, ep: EndpointSpec, error: UpstreamError, sent_at: float, span: SpanHandle | None) -> None:
+        self.metrics.attempt_finished(ep.id, error.error_type, time.perf_counter() - sent_at)
+        if span is not None:
+            span.set("octoroute.outcome", error.error_type.value)
+            span.end(error.message)
+        self._record(ep, error)
+
+    def _attempt_committed(
+        self, ep: EndpointSpec, stream: UpstreamStream | None, sent_at: float, span: SpanHandle | None
+    ) -> None:
+        """A whole answer's duration is known now; a stream's only when it ends (the relay
+        records it), but its first event's time is."""
+        if stream is not None:
+            self.metrics.attempt_finished(ep.id, None, None)
+            self.metrics.first_token(ep.id, stream.first_byte_ms / 1000)
+        else:
+            self.metrics.attempt_finished(ep.id, None, time.perf_counter() - sent_at)
+        if span is not None:
+            span.set("octoroute.outcome", "ok")
+            span.end()
 
     # -- reporting ---------------------------------------------------------
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import socket
 import subprocess
 from collections import Counter as Tally
 from pathlib import Path
@@ -559,3 +560,31 @@ def test_last_error_carries_the_upstreams_own_message(upstreams, gateway, sdk_cl
     (picky,) = snapshot(gw.url)["endpoints"]
     assert picky["last_error"]["error_type"] == "http_4xx"
     assert picky["last_error"]["message"] == f"HTTP 400: {said}"
+
+
+def test_a_client_going_away_ends_its_spans_and_counts_as_499(upstreams, gateway, loop_thread):
+    exporter = InMemorySpanExporter()
+    sim = upstreams("slow")
+    sim.behaviour.mode = Mode.SLOW
+    gw = gateway(
+        fleet_config({"fast": [endpoint(sim, "m", id="slow")]}, observability={"tracing": {"enabled": True}}),
+        span_exporter=exporter,
+    )
+    body = orjson.dumps({"model": "fast", "messages": HI})
+    head = (
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", gw.port)) as sock:
+        sock.sendall(head + body)
+        loop_thread.run(asyncio.wait_for(sim.wait_started(), 10))
+    loop_thread.run(asyncio.wait_for(sim.wait_cancelled(), 10))
+    eventually(lambda: len(exporter.get_finished_spans()) == 3, what="the request's three spans")
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert spans["octoroute.upstream"].attributes["octoroute.outcome"] == "cancelled"
+    assert spans["octoroute.request"].attributes["http.response.status_code"] == 499
+    _, series = scrape(gw.url)
+    assert (
+        value(series, "octoroute_http_requests_total", route="/v1/chat/completions", method="POST", status="499") == 1
+    )
+    assert value(series, "octoroute_active_connections") == 1  # only the scrape
