@@ -209,3 +209,21 @@ def test_config_problems_name_the_key():
         "rate_limit.overrides[1].key_env: environment variable B_KEY is empty",
         "rate_limit.overrides[3].key_env: D_KEY holds the same API key as rate_limit.overrides[2] (C_KEY)",
     ]
+
+
+def test_a_token_budget_is_settled_with_the_usage_the_upstream_reports(limited):
+    gw = limited({"enabled": True, "requests_per_second": 1000, "burst": 1000, "tokens_per_minute": 150})
+    gw.upstream.behaviour.reply_text = " ".join(["word"] * 140)  # ~140 completion tokens for a tiny prompt
+    first = gw.post("/v1/chat/completions", CHAT)
+    assert first.status == 200
+    used = first.json()["usage"]["total_tokens"]
+    assert used > 140  # far above the estimate the request was admitted with (body bytes / 4, about 20)
+    # Charged by the estimate alone, a second small request would fit (20 + 20 <= 150); charged
+    # by what the upstream reported, the budget is spent.
+    refused = gw.post("/v1/chat/completions", CHAT)
+    assert refused.status == 429
+    assert "token budget" in refused.json()["error"]["message"]
+    gw.clock.advance(60)
+    gw.upstream.behaviour.reply_text = "ok"
+    assert gw.post("/v1/chat/completions", CHAT).status == 200
+    assert gw.upstream.count == 2
