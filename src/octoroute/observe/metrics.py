@@ -38,21 +38,22 @@ OK = "ok"
 ATTEMPT_OUTCOMES = (OK, *(e.value for e in ErrorType if e is not ErrorType.MID_STREAM))
 
 
-class _Children:
-    """The labelled children of one metric, each looked up in prometheus_client once
-    (its `labels()` validates and locks on every call); label sets are bounded."""
-
-    __slots__ = ("_cache", "_metric")
+class _Children(dict[tuple[str, ...], Any]):
+    """The labelled children of one metric, by label values: `children[("a", "b")]`.
+    Each is made by prometheus_client's `labels()` (which validates and locks) once,
+    on first use; after that a lookup is a plain dict subscript. Label sets are bounded."""
 
     def __init__(self, metric: Counter | Gauge | Histogram) -> None:
+        super().__init__()
         self._metric = metric
-        self._cache: dict[tuple[str, ...], Any] = {}
 
-    def __call__(self, *values: str) -> Any:
-        child = self._cache.get(values)
-        if child is None:
-            child = self._cache[values] = self._metric.labels(*values)
+    def __missing__(self, values: tuple[str, ...]) -> Any:
+        child = self[values] = self._metric.labels(*values)
         return child
+
+    def ensure(self, *values: str) -> Any:
+        """The child for `values`, made now if it does not exist yet (its series shows at 0)."""
+        return self[values]
 
 
 class Recorder:
@@ -266,74 +267,74 @@ class PrometheusRecorder(Recorder):
         # Every series a config can name exists from the start, at 0, so rates and
         # absent-series alerts work before the first event.
         for kind in DegradationKind:
-            self._c_degradations(kind.value)
+            self._c_degradations.ensure(kind.value)
         for strategy in Strategy:
-            self._c_routing(strategy.value)
+            self._c_routing.ensure(strategy.value)
         for group in groups:
-            self._c_invocations(group)
+            self._c_invocations.ensure(group)
         for ep in endpoints:
-            self._c_healthy(ep).set(1)
-            self._c_mid_stream(ep)
+            self._c_healthy.ensure(ep).set(1)
+            self._c_mid_stream.ensure(ep)
             for direction in ("input", "output"):
-                self._c_tokens(ep, direction)
+                self._c_tokens.ensure(ep, direction)
             for outcome in ATTEMPT_OUTCOMES:
-                self._c_attempts(ep, outcome)
+                self._c_attempts.ensure(ep, outcome)
 
     def http_started(self) -> None:
         self._active.inc()
 
     def http_finished(self, route: str, method: str, status: int, seconds: float) -> None:
         self._active.dec()
-        self._c_http(route, method, str(status)).inc()
-        self._c_http_duration(route).observe(seconds)
+        self._c_http[route, method, str(status)].inc()
+        self._c_http_duration[route,].observe(seconds)
 
     def routed(self, tier: str, strategy: Strategy, routing_ms: float) -> None:
-        self._c_requests(tier, strategy.value).inc()
-        self._c_routing(strategy.value).observe(routing_ms * self._routing_scale)
+        self._c_requests[tier, strategy.value].inc()
+        self._c_routing[strategy.value,].observe(routing_ms * self._routing_scale)
 
     def attempt_started(self, tier: str) -> None:
-        self._c_invocations(tier).inc()
+        self._c_invocations[tier,].inc()
 
     def attempt_finished(self, endpoint: str, error: ErrorType | None, seconds: float | None) -> None:
         if error is None:
-            self._c_attempts(endpoint, OK).inc()
+            self._c_attempts[endpoint, OK].inc()
         else:
-            self._c_attempts(endpoint, error.value).inc()
-            self._c_errors(endpoint, error.value).inc()
+            self._c_attempts[endpoint, error.value].inc()
+            self._c_errors[endpoint, error.value].inc()
         if seconds is not None:
-            self._c_upstream_duration(endpoint).observe(seconds)
+            self._c_upstream_duration[endpoint,].observe(seconds)
 
     def stream_finished(self, endpoint: str, seconds: float) -> None:
-        self._c_upstream_duration(endpoint).observe(seconds)
+        self._c_upstream_duration[endpoint,].observe(seconds)
 
     def first_token(self, endpoint: str, seconds: float) -> None:
-        self._c_ttft(endpoint).observe(seconds)
+        self._c_ttft[endpoint,].observe(seconds)
 
     def tokens(self, endpoint: str, input_tokens: int, output_tokens: int) -> None:
         if input_tokens > 0:
-            self._c_tokens(endpoint, "input").inc(input_tokens)
+            self._c_tokens[endpoint, "input"].inc(input_tokens)
         if output_tokens > 0:
-            self._c_tokens(endpoint, "output").inc(output_tokens)
+            self._c_tokens[endpoint, "output"].inc(output_tokens)
 
     def health(self, endpoint: str, healthy: bool) -> None:
-        self._c_healthy(endpoint).set(1 if healthy else 0)
+        self._c_healthy[endpoint,].set(1 if healthy else 0)
 
     def retry(self) -> None:
         self._retries.inc()
 
     def fallback(self, from_group: str, to_group: str) -> None:
-        self._c_fallbacks(from_group, to_group).inc()
+        self._c_fallbacks[from_group, to_group].inc()
 
     def mid_stream(self, endpoint: str) -> None:
-        self._c_mid_stream(endpoint).inc()
-        self._c_errors(endpoint, ErrorType.MID_STREAM.value).inc()
+        self._c_mid_stream[endpoint,].inc()
+        self._c_errors[endpoint, ErrorType.MID_STREAM.value].inc()
 
     def buckets(self, live: int) -> None:
         self._buckets.set(live)
 
     def degradations(self, kinds: Iterable[str]) -> None:
         for kind in kinds:
-            self._c_degradations(DegradationKind(kind).value).inc()
+            self._c_degradations[DegradationKind(kind).value,].inc()
 
     def _source(self) -> CollectorRegistry:
         if self.multiprocess_dir is None:
