@@ -7,8 +7,8 @@ total. Two runs per variant (`--base` requests, then `--base + --requests`)
 cancel start-up and shutdown out: their difference divided by `--requests`
 is the cost of one request. The variants are the gateway with metrics on and
 with `[observability] metrics = false`, so the last line is what metrics cost
-per request, in instructions. The same binary, inputs and environment give
-the same counts whatever else the machine is doing, which makes this the
+per request, in instructions. The same code and inputs give the same counts
+within about 0.5% whatever else the machine is doing, which makes this the
 measure to compare changes with; the CPU times of `overhead.py` move by
 ±10-20% between runs. It takes about two minutes (callgrind runs Python some
 fifty times slower).
