@@ -588,3 +588,29 @@ def test_a_client_going_away_ends_its_spans_and_counts_as_499(upstreams, gateway
         value(series, "octoroute_http_requests_total", route="/v1/chat/completions", method="POST", status="499") == 1
     )
     assert value(series, "octoroute_active_connections") == 1  # only the scrape
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_tokens_are_counted_for_anthropic_clients_whatever_the_endpoint_speaks(
+    kind, stream, upstreams, gateway, sdk_clients, loop_thread
+):
+    sim = upstreams("ep")
+    gw = gateway(fleet_config({"fast": [endpoint(sim, "m", id="ep", kind=kind)]}))
+    client = sdk_clients.anthropic(gw)
+    if stream:
+        with client.messages.stream(model="fast", max_tokens=64, messages=HI) as events:
+            message = events.get_final_message()
+    else:
+        message = client.messages.create(model="fast", max_tokens=64, messages=HI)
+    settle(gw, loop_thread, 1)
+    _, series = scrape(gw.url)
+    assert value(series, "octoroute_tokens_total", endpoint="ep", direction="output") == message.usage.output_tokens > 0
+    if kind == "anthropic" or not stream:  # translated streams estimate input tokens; upstream usage is the truth
+        assert value(series, "octoroute_tokens_total", endpoint="ep", direction="input") == message.usage.input_tokens
+    (decision,) = snapshot(gw.url)["decisions"]
+    assert (decision["route"], decision["endpoint"], decision["output_tokens"]) == (
+        "/v1/messages",
+        "ep",
+        message.usage.output_tokens,
+    )
