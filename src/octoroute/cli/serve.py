@@ -64,7 +64,7 @@ def run_serve(
         try:
             _run(_serve_one(config, bind_host, bind_port, dict(env), reuse_port=False))
         except OSError as exc:  # the port is taken, the event file cannot be opened, ...
-            err.print(f"[red]cannot start: {exc}[/]", highlight=False)
+            err.print(f"[red]cannot start: {exc}[/]", highlight=False, soft_wrap=True)
             return 1
         return 0
     if bind_port == 0:
@@ -130,7 +130,9 @@ async def _serve_one(
     shared: Shared | None = None,
 ) -> None:
     runner, bound = await _start(config, host, port, env, reuse_port, shared)
-    Console(stderr=True).print(f"octoroute listening on http://{host}:{bound} (pid {os.getpid()})", highlight=False)
+    Console(stderr=True).print(
+        f"octoroute listening on http://{host}:{bound} (pid {os.getpid()})", highlight=False, soft_wrap=True
+    )
     try:
         await _wait_for_signal()
     finally:
@@ -142,7 +144,7 @@ def _worker(config_data: dict[str, Any], host: str, port: int, env: dict[str, st
     try:
         _run(_serve_one(config, host, port, env, reuse_port=True, shared=shared))
     except OSError as exc:
-        Console(stderr=True).print(f"[red]worker {os.getpid()} cannot start: {exc}[/]", highlight=False)
+        Console(stderr=True).print(f"[red]worker {os.getpid()} cannot start: {exc}[/]", highlight=False, soft_wrap=True)
         raise SystemExit(1) from None
 
 
@@ -215,11 +217,12 @@ class Supervisor:
                 f"[red]worker {proc.pid} {how}; it died {self.CRASH_LIMIT} times within "
                 f"{self.CRASH_WINDOW:g} s of starting: stopping octoroute[/]",
                 highlight=False,
+                soft_wrap=True,
             )
             self._failed = True
             self.stop()
             return
-        self._console.print(f"[yellow]worker {proc.pid} {how}; starting a new one[/]", highlight=False)
+        self._console.print(f"[yellow]worker {proc.pid} {how}; starting a new one[/]", highlight=False, soft_wrap=True)
         self._spawn(slot)
 
 
