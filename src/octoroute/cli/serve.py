@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from multiprocessing import connection as mp_connection
 from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 from typing import Any, cast
 
@@ -128,8 +129,11 @@ async def _serve_one(
     *,
     reuse_port: bool,
     shared: Shared | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
     runner, bound = await _start(config, host, port, env, reuse_port, shared)
+    if on_ready is not None:
+        on_ready()
     Console(stderr=True).print(
         f"octoroute listening on http://{host}:{bound} (pid {os.getpid()})", highlight=False, soft_wrap=True
     )
@@ -139,10 +143,12 @@ async def _serve_one(
         await runner.cleanup()
 
 
-def _worker(config_data: dict[str, Any], host: str, port: int, env: dict[str, str], shared: Shared) -> None:
+def _worker(
+    config_data: dict[str, Any], host: str, port: int, env: dict[str, str], shared: Shared, ready: EventType
+) -> None:
     config = Config.model_validate(config_data)
     try:
-        _run(_serve_one(config, host, port, env, reuse_port=True, shared=shared))
+        _run(_serve_one(config, host, port, env, reuse_port=True, shared=shared, on_ready=ready.set))
     except OSError as exc:
         Console(stderr=True).print(f"[red]worker {os.getpid()} cannot start: {exc}[/]", highlight=False, soft_wrap=True)
         raise SystemExit(1) from None
@@ -164,20 +170,21 @@ def _serve_many(config: Config, host: str, port: int, env: dict[str, str], worke
 class Supervisor:
     """Keeps `workers` processes serving: a worker that dies while the server runs
     (killed by the OOM killer, say) is replaced at once, its live gauges are dropped
-    from the shared metrics, and the death is logged. A worker that keeps dying within
-    `CRASH_WINDOW` seconds of starting, `CRASH_LIMIT` times in a row, stops the server
-    (a crash loop helps nobody). SIGTERM / SIGINT stop every worker; the exit code is
-    0 only if every worker stopped cleanly and none crash-looped."""
+    from the shared metrics, and the death is logged. A worker that dies before it
+    ever served (it could not bind the port, say), `CRASH_LIMIT` times in a row in one
+    slot, stops the server: a crash loop helps nobody. SIGTERM / SIGINT stop every
+    worker; the exit code is 0 only if every worker stopped cleanly and none
+    crash-looped. `start(slot)` starts a worker and gives the event it sets once it
+    is listening."""
 
-    CRASH_WINDOW = 5.0
     CRASH_LIMIT = 3
 
-    def __init__(self, start: Callable[[int], BaseProcess], workers: int, directory: str) -> None:
+    def __init__(self, start: Callable[[int], tuple[BaseProcess, EventType]], workers: int, directory: str) -> None:
         self._start = start
         self._workers = workers
         self._directory = directory
-        self._procs: dict[int, tuple[BaseProcess, float]] = {}  # slot -> (process, started at)
-        self._quick_deaths = dict.fromkeys(range(workers), 0)
+        self._procs: dict[int, tuple[BaseProcess, EventType]] = {}  # slot -> (process, its ready event)
+        self._failed_starts = dict.fromkeys(range(workers), 0)
         self._stopping = False
         self._failed = False
         self._console = Console(stderr=True)
@@ -198,10 +205,10 @@ class Supervisor:
         return 1 if self._failed else 0
 
     def _spawn(self, slot: int) -> None:
-        self._procs[slot] = (self._start(slot), time.monotonic())
+        self._procs[slot] = self._start(slot)
 
     def _reap(self, slot: int) -> None:
-        proc, started = self._procs.pop(slot)
+        proc, ready = self._procs.pop(slot)
         proc.join()
         if proc.pid is not None:
             multiprocess.mark_process_dead(proc.pid, self._directory)  # type: ignore[no-untyped-call]
@@ -210,12 +217,11 @@ class Supervisor:
             self._failed = self._failed or code != 0
             return
         how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
-        quick = time.monotonic() - started < self.CRASH_WINDOW
-        self._quick_deaths[slot] = self._quick_deaths[slot] + 1 if quick else 0
-        if self._quick_deaths[slot] >= self.CRASH_LIMIT:
+        self._failed_starts[slot] = 0 if ready.is_set() else self._failed_starts[slot] + 1
+        if self._failed_starts[slot] >= self.CRASH_LIMIT:
             self._console.print(
-                f"[red]worker {proc.pid} {how}; it died {self.CRASH_LIMIT} times within "
-                f"{self.CRASH_WINDOW:g} s of starting: stopping octoroute[/]",
+                f"[red]worker {proc.pid} {how}; {self.CRASH_LIMIT} workers in a row died before serving: "
+                "stopping octoroute[/]",
                 highlight=False,
                 soft_wrap=True,
             )
@@ -231,10 +237,11 @@ def _run_workers(config: Config, host: str, port: int, env: dict[str, str], work
     data = config.model_dump(mode="json", exclude_unset=True)
     shared = Shared(directory, workers, time.time())
 
-    def start(slot: int) -> BaseProcess:
-        proc = ctx.Process(target=_worker, args=(data, host, port, env, shared), name=f"octoroute-worker-{slot}")
+    def start(slot: int) -> tuple[BaseProcess, EventType]:
+        ready = ctx.Event()
+        proc = ctx.Process(target=_worker, args=(data, host, port, env, shared, ready), name=f"octoroute-worker-{slot}")
         proc.start()
-        return proc
+        return proc, ready
 
     supervisor = Supervisor(start, workers, directory)
     signal.signal(signal.SIGINT, supervisor.stop)  # before any worker exists: no window without them
