@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
 from octoroute.config import build_topology, parse_config
-from octoroute.config.topology import default_tier
+from octoroute.config.topology import config_warnings, default_tier
 from octoroute.core.errors import ConfigError
 
 ONE_O = {
@@ -161,3 +163,52 @@ def test_aliases_match_patterns_in_file_order():
     assert topo.resolve_alias("claude-opus-9") == "deep"
     assert topo.resolve_alias("claude-haiku-9") == "fast"
     assert topo.resolve_alias("gpt-4") is None
+
+
+def _observability(section, env=None):
+    """Problems of a config with this `[observability]`, by key path ({} when it is valid)."""
+    try:
+        parse_config({"models": {"fast": [ep()]}, "observability": section}, env or {})
+    except ConfigError as exc:
+        return {p.path: p.message for p in exc.problems}
+    return {}
+
+
+def test_observability_problems_name_their_keys(tmp_path):
+    assert "observability.events_file" in _observability({"events_file": str(tmp_path / "missing" / "e.jsonl")})
+    assert _observability({"events_file": str(tmp_path / "e.jsonl")}) == {}
+    assert "observability.metrics_token_env" in _observability({"metrics_token_env": "TOKEN"})  # unset
+    assert "observability.metrics_token_env" in _observability({"metrics_token_env": "TOKEN"}, {"TOKEN": "short"})
+    assert _observability({"metrics_token_env": "TOKEN"}, {"TOKEN": "long-enough"}) == {}
+    assert "observability.metrics_token_env" in _observability({"metrics_token_env": "not a name"})
+    both = _observability({"metrics_token": "12345678", "metrics_token_env": "TOKEN"}, {"TOKEN": "12345678"})
+    assert "not both" in str(both.values())
+
+
+def test_tracing_without_the_otel_extra_is_a_config_problem(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name.startswith("opentelemetry") else real(name, *a)
+    )
+    found = _observability({"tracing": {"enabled": True}})
+    assert "octoroute[otel]" in found["observability.tracing.enabled"]
+    assert _observability({"tracing": {"enabled": False}}) == {}
+
+
+def test_config_warnings_name_what_is_risky():
+    config = parse_config(
+        {
+            "models": {"fast": [ep(base_url="http://gpu-box:8000/v1", api_key_env="KEY")]},
+            "observability": {"log_content": True, "tracing": {"enabled": True, "sample_ratio": 0}},
+        },
+        {"KEY": "k"},
+    )
+    warnings = config_warnings(config, build_topology(config, {"KEY": "k"}))
+    assert len(warnings) == 3
+    assert "plain http to gpu-box" in warnings[0]
+    assert "log_content" in warnings[1]
+    assert "sample_ratio 0" in warnings[2]
+    local = parse_config(
+        {"models": {"fast": [ep(base_url="http://127.0.0.1:8000/v1", api_key_env="KEY")]}}, {"KEY": "k"}
+    )
+    assert config_warnings(local, build_topology(local, {"KEY": "k"})) == []
