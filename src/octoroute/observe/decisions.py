@@ -26,7 +26,7 @@ from pathlib import Path
 _HEADER = struct.Struct("<QI")
 PERCENTILES = (50, 90, 99)
 DECISION_SLOT = 768
-ERROR_SLOT = 512
+ERROR_SLOT = 1024  # room for the longest endpoint id (385 characters) and a 400-character message
 
 
 class SlotRing:

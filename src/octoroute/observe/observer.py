@@ -315,7 +315,8 @@ class Observer:
     def upstream_error(self, endpoint: str, error_type: ErrorType, message: str) -> None:
         if self.errors is not None:
             record = {"time": round(time.time(), 3), "endpoint": endpoint, "error_type": error_type.value}
-            self.errors.add(orjson.dumps({**record, "message": message[:300]}))
+            if not self.errors.add(orjson.dumps({**record, "message": message[:400]})):
+                self.errors.add(orjson.dumps({**record, "message": message[:80]}))  # a very long endpoint id
 
     def health_changed(self, endpoint: str, healthy: bool, detail: str) -> None:
         self.metrics.health(endpoint, healthy)

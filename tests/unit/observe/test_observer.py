@@ -6,8 +6,10 @@ from pathlib import Path
 
 import orjson
 
+from octoroute.core.errors import ErrorType
 from octoroute.observe.decisions import DECISION_SLOT, SlotRing
-from octoroute.observe.observer import MAX_NAME, MemoryWindow, RequestTrace, SharedWindow, encode_row
+from octoroute.observe.metrics import PrometheusRecorder
+from octoroute.observe.observer import MAX_NAME, MemoryWindow, Observer, RequestTrace, SharedWindow, encode_row
 
 
 def trace(**fields: object) -> RequestTrace:
@@ -88,3 +90,15 @@ def test_log_fields_leave_out_what_is_unset():
     assert "group" not in fields
     assert "endpoint" not in fields
     assert fields["retries"] == 1
+
+
+def test_an_error_record_fits_the_longest_endpoint_id():
+    observer = Observer.build(
+        PrometheusRecorder([], []), decisions_kept=10, events_file=None, log_content=False, tracing=None,
+        multiprocess_dir=None,
+    )  # fmt: skip
+    longest = f"{'g' * 128}/{'m' * 256}"
+    observer.upstream_error(longest, ErrorType.HTTP_5XX, '"quoted" and \\ escaped ' * 100)
+    (record,) = (orjson.loads(r) for r in observer.windows()[1])
+    assert record["endpoint"] == longest
+    assert record["error_type"] == "http_5xx"
