@@ -133,13 +133,32 @@ def wait_connected(driver: WebDriver) -> None:
     wait_for(driver, lambda d: status(d) == ("ok", "connected"), "the status to say connected")
 
 
+# The page re-renders every 2 s. Element-by-element reads take one WebDriver round trip
+# each and, on a loaded machine, can span a re-render (stale elements, retried forever);
+# these read a whole table in one script, at one instant.
+_TABLE_ROWS = """
+return Array.from(document.querySelectorAll(arguments[0])).map(tr => ({
+  key: tr.getAttribute(arguments[1]),
+  cells: Array.from(tr.cells).map(td => td.innerText.trim()),
+  classes: tr.className,
+}));
+"""
+_BARS = """
+const section = document.getElementById(arguments[0]);
+const labels = Array.from(section.querySelectorAll('.bar-label')).map(e => e.innerText.trim());
+const values = Array.from(section.querySelectorAll('.bar-value')).map(e => e.innerText.trim());
+return [labels, values];
+"""
+
+
 def decision_rows(driver: WebDriver) -> dict[str, dict[str, Any]]:
     """Request id → the row's cells as shown, and whether it is highlighted as an error."""
-    rows = {}
-    for tr in driver.find_elements(By.CSS_SELECTOR, "#decisions tbody tr"):
-        cells = [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
-        rows[cells[1]] = {"cells": cells, "error": "error" in (tr.get_attribute("class") or "").split()}
-    return rows
+    rows = driver.execute_script(_TABLE_ROWS, "#decisions tbody tr", "data-request-id")
+    return {
+        row["cells"][1]: {"cells": row["cells"], "error": "error" in row["classes"].split()}
+        for row in rows
+        if len(row["cells"]) > 1
+    }
 
 
 def shows_requests(ids: list[str]) -> Callable[[WebDriver], bool]:
@@ -147,17 +166,14 @@ def shows_requests(ids: list[str]) -> Callable[[WebDriver], bool]:
 
 
 def endpoint_rows(driver: WebDriver) -> dict[str, list[str]]:
-    rows = driver.find_elements(By.CSS_SELECTOR, "#endpoints tbody tr[data-endpoint]")
-    return {
-        tr.get_attribute("data-endpoint") or "": [td.text for td in tr.find_elements(By.TAG_NAME, "td")] for tr in rows
-    }
+    rows = driver.execute_script(_TABLE_ROWS, "#endpoints tbody tr[data-endpoint]", "data-endpoint")
+    return {row["key"] or "": row["cells"] for row in rows}
 
 
 def bar_counts(driver: WebDriver, section: str) -> dict[str, str]:
     """Label → count as shown in one of the bar charts (tier mix, strategies)."""
-    labels = driver.find_elements(By.CSS_SELECTOR, f"#{section} .bar-label")
-    values = driver.find_elements(By.CSS_SELECTOR, f"#{section} .bar-value")
-    return {label.text: value.text.split()[0] for label, value in zip(labels, values, strict=True)}
+    labels, values = driver.execute_script(_BARS, section)
+    return {label: value.split()[0] for label, value in zip(labels, values, strict=True)}
 
 
 def text_of(driver: WebDriver, css: str) -> str:
