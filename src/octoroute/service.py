@@ -56,7 +56,7 @@ from octoroute.observe.observer import Observer, RequestTrace
 from octoroute.observe.snapshot import EndpointInfo, SnapshotInputs, build_snapshot
 from octoroute.observe.tracing import SpanHandle
 from octoroute.protocols.filters import OutputFilter
-from octoroute.protocols.openai import check_chat_body, normalise_error_body, read_message_text
+from octoroute.protocols.openai import check_chat_body, normalised_error, read_message_text
 from octoroute.protocols.postprocess import PostProcess, declared_tools
 from octoroute.protocols.repair import call_id_factory
 from octoroute.protocols.translate_request_reverse import openai_to_anthropic_request
@@ -147,13 +147,19 @@ def decode_chat(
     )
 
 
-def body_for(call: ChatCall, ep: EndpointSpec, stream_usage: bool = False) -> tuple[bytes, tuple[str, ...]]:
+def asks_usage_for(call: ChatCall, group: GroupSpec) -> bool:
+    """Does the gateway ask the upstream for this stream's usage itself (`[groups.X]
+    stream_usage`, and the client did not)? Then the relay drops that chunk again."""
+    return call.stream and group.options.stream_usage and not wants_usage(call.body)
+
+
+def body_for(call: ChatCall, ep: EndpointSpec, ask_usage: bool = False) -> tuple[bytes, tuple[str, ...]]:
     """The request body in the endpoint's API, and what translating it dropped:
     OpenAI bodies as `upstream_body` makes them; for Anthropic-native endpoints the
     client's own Messages request untouched but for `model` (pass-through), or the
     OpenAI body translated."""
     if ep.kind is not Api.ANTHROPIC:
-        return upstream_body(call.body, ep, stream_usage), ()
+        return upstream_body(call.body, ep, ask_usage), ()
     if call.anthropic_body is not None:
         return orjson.dumps({**call.anthropic_body, "model": ep.name}), ()
     body, lost = openai_to_anthropic_request(call.body, default_max_tokens=ep.max_tokens or 4096)
@@ -174,8 +180,7 @@ def describe_upstream_error(error: UpstreamError) -> str:
     upstream's own message (from an OpenAI- or Anthropic-shaped body, or its text)."""
     if not isinstance(error, UpstreamStatusError) or not error.body:
         return error.message
-    said = orjson.loads(normalise_error_body(error.body, error.status))["error"]["message"]
-    return f"{error.message}: {said}"
+    return f"{error.message}: {normalised_error(error.body, error.status)['message']}"
 
 
 def settle_decision(decision: RoutingDecision, groups: Collection[str], default: str) -> RoutingDecision:
@@ -186,13 +191,12 @@ def settle_decision(decision: RoutingDecision, groups: Collection[str], default:
     return RoutingDecision(default, decision.strategy, RouteReason.DEFAULT_TIER, detail)
 
 
-def upstream_body(body: Mapping[str, Any], ep: EndpointSpec, stream_usage: bool = False) -> bytes:
+def upstream_body(body: Mapping[str, Any], ep: EndpointSpec, ask_usage: bool = False) -> bytes:
     """The client's JSON with only `model` replaced and the endpoint's defaults filled in;
-    with `stream_usage`, a stream also asks for its usage chunk (the relay drops it again
-    when the client did not ask)."""
+    with `ask_usage` (see `asks_usage_for`), the stream also asks for its usage chunk."""
     out = dict(body)
     out["model"] = ep.name
-    if stream_usage and out.get("stream") is True and not wants_usage(out):
+    if ask_usage:
         options = out.get("stream_options")
         out["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
     if ep.max_tokens is not None and "max_tokens" not in out and "max_completion_tokens" not in out:
@@ -378,7 +382,7 @@ class Gateway:
                 self.observer.fallback(call.request_id, group, attempt.group)
                 group = attempt.group
             span = self._attempt_started(attempt, trace)
-            body, dropped = body_for(call, ep, self.topology.groups[ep.group].options.stream_usage)
+            body, dropped = body_for(call, ep, asks_usage_for(call, self.topology.groups[ep.group]))
             sent_at = time.perf_counter()
             try:
                 if call.stream:
@@ -499,14 +503,13 @@ class Gateway:
                 plan.record(UpstreamTimeout(ep.id, TimeoutPhase.TOTAL, routing.llm_timeout_seconds))
                 continue
             except UpstreamError as error:
-                self.metrics.attempt_finished(ep.id, error.error_type, time.perf_counter() - sent_at)
-                self._record(ep, error)
+                self._attempt_failed(ep, error, sent_at, None)
                 failures.append(
                     JudgeFailure.TIMEOUT if isinstance(error, UpstreamTimeout) else JudgeFailure.UNAVAILABLE
                 )
                 plan.record(error)
                 continue
-            self.metrics.attempt_finished(ep.id, None, time.perf_counter() - sent_at)
+            self._attempt_committed(ep, None, sent_at, None)
             self._record(ep, None, reply.latency_ms)
             text = read_message_text(openai_payload(ep, reply.payload))
             if text is None:

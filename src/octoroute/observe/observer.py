@@ -302,9 +302,10 @@ class Observer:
         """Once per request, after the last byte of the response."""
         if trace.tier is not None and self.decisions is not None:
             self.decisions.add(trace.row())
-        if self.events is not None or access_log_enabled():
+        log_on = access_log_enabled()
+        if log_on or self.events is not None:
             fields = trace.fields()
-            if access_log_enabled():
+            if log_on:
                 log_request(fields)
             if self.events is not None:
                 self.events.write("request", fields)

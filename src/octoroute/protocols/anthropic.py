@@ -9,6 +9,7 @@ fields (beta features) that are not listed here and must not break anything.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal, NotRequired, TypedDict
 
 import orjson
@@ -267,3 +268,11 @@ def encode_event(event: StreamEvent) -> bytes:
 def stream_error_event(message: str, error_type: ErrorTypeName = "api_error") -> bytes:
     """The terminal `error` event of a stream that failed after the commit point."""
     return encode_event({"type": "error", "error": {"type": error_type, "message": message}})
+
+
+def read_message_text(message: Mapping[str, object]) -> str | None:
+    """The text blocks of a Messages API answer, joined; None if the shape is off."""
+    blocks = message.get("content")
+    if not isinstance(blocks, list):
+        return None
+    return "".join(b["text"] for b in blocks if isinstance(b, Mapping) and isinstance(b.get("text"), str))

@@ -148,8 +148,8 @@ def check_chat_body(body: Mapping[str, object]) -> tuple[str, str] | None:
     return None
 
 
-def normalise_error_body(raw: bytes, status: int) -> bytes:
-    """An upstream's error body as an OpenAI error object with all four keys.
+def normalised_error(raw: bytes, status: int) -> dict[str, object]:
+    """The `error` object of an upstream's error body, with all four keys.
 
     Servers differ (llama.cpp sends an integer `code`, some send plain text);
     the message and any extra fields are kept, the shape is made standard.
@@ -170,7 +170,7 @@ def normalise_error_body(raw: bytes, status: int) -> bytes:
     fixed["type"] = str(inner.get("type") or error_type_for(status))
     fixed["param"] = inner.get("param") if isinstance(inner.get("param"), str) else None
     fixed["code"] = None if code is None else str(code)
-    return orjson.dumps({"error": fixed})
+    return fixed
 
 
 def fill_required_fields(response: dict[str, Any]) -> bool:

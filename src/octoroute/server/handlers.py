@@ -25,6 +25,7 @@ from octoroute.core.errors import (
 from octoroute.core.types import Api, RoutingDecision
 from octoroute.observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from octoroute.observe.observer import RequestTrace
+from octoroute.protocols import anthropic
 from octoroute.protocols.openai import (
     fill_required_fields,
     model_list,
@@ -40,7 +41,7 @@ from octoroute.protocols.usage import StreamWatch, drop_usage_chunks, usage_of, 
 from octoroute.routing.features import last_user_text
 from octoroute.server.middleware import CLIENT_CLOSED, render_error
 from octoroute.server.state import DASHBOARD, GATEWAY, REQUEST_ID, TRACE
-from octoroute.service import ChatCall, Gateway, Outcome, decode_chat, openai_payload
+from octoroute.service import ChatCall, Gateway, Outcome, asks_usage_for, decode_chat, openai_payload
 
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -107,14 +108,8 @@ def note_reply(gw: Gateway, trace: RequestTrace, outcome: Outcome, payload: Mapp
     trace.set_usage(input_tokens, output_tokens)
     gw.metrics.tokens(outcome.endpoint.id, input_tokens or 0, output_tokens or 0)
     if trace.log_content:
-        trace.keep_text(completion=read_message_text(payload) if kind is Api.OPENAI else _anthropic_text(payload))
-
-
-def _anthropic_text(payload: Mapping[str, Any]) -> str:
-    blocks = payload.get("content")
-    if not isinstance(blocks, list):
-        return ""
-    return "".join(b["text"] for b in blocks if isinstance(b, dict) and isinstance(b.get("text"), str))
+        text = read_message_text(payload) if kind is Api.OPENAI else anthropic.read_message_text(payload)
+        trace.keep_text(completion=text)
 
 
 async def serve_call(
@@ -184,8 +179,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         )
         converter: StreamConverter = FromAnthropic(translator)
     else:
-        asked_for_usage = gw.topology.groups[outcome.group].options.stream_usage and not wants_usage(call.body)
-        converter = PassThrough(gw.post_process(outcome.group, call), drop_usage=asked_for_usage)
+        drop_usage = asks_usage_for(call, gw.topology.groups[outcome.group])
+        converter = PassThrough(gw.post_process(outcome.group, call), drop_usage=drop_usage)
     return await relay(request, gw, call, outcome, headers, converter)
 
 

@@ -17,7 +17,7 @@ from octoroute.core.errors import ClientError, RoutingExhausted, UpstreamStatusE
 from octoroute.core.types import Api
 from octoroute.observe.observer import Observer
 from octoroute.protocols import anthropic
-from octoroute.protocols.openai import error_body, normalise_error_body
+from octoroute.protocols.openai import error_body, normalised_error
 from octoroute.server.state import REQUEST_ID, TRACE
 
 log = logging.getLogger("octoroute.server")
@@ -62,9 +62,9 @@ def describe_error(exc: BaseException) -> ErrorInfo:
     if isinstance(exc, ClientError):
         return ErrorInfo(exc.status, exc.message, exc.code, exc.param)
     if isinstance(exc, UpstreamStatusError):
-        body = normalise_error_body(exc.body, exc.status)
-        message = str(orjson.loads(body)["error"]["message"])
-        return ErrorInfo(exc.status, message, retry_after=exc.retry_after, upstream_body=body)
+        error = normalised_error(exc.body, exc.status)
+        body = orjson.dumps({"error": error})
+        return ErrorInfo(exc.status, str(error["message"]), retry_after=exc.retry_after, upstream_body=body)
     if isinstance(exc, RoutingExhausted):
         return ErrorInfo(exc.status, str(exc), exc.code)
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
