@@ -56,7 +56,7 @@ from octoroute.observe.observer import Observer, RequestTrace
 from octoroute.observe.snapshot import EndpointInfo, SnapshotInputs, build_snapshot
 from octoroute.observe.tracing import SpanHandle
 from octoroute.protocols.filters import OutputFilter
-from octoroute.protocols.openai import check_chat_body, normalised_error, read_message_text
+from octoroute.protocols.openai import check_chat_body, read_message_text
 from octoroute.protocols.postprocess import PostProcess, declared_tools
 from octoroute.protocols.repair import call_id_factory
 from octoroute.protocols.translate_request_reverse import openai_to_anthropic_request
@@ -176,11 +176,9 @@ def openai_payload(ep: EndpointSpec, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def describe_upstream_error(error: UpstreamError) -> str:
-    """The error as an operator wants to read it: for an error status, with the
-    upstream's own message (from an OpenAI- or Anthropic-shaped body, or its text)."""
-    if not isinstance(error, UpstreamStatusError) or not error.body:
-        return error.message
-    return f"{error.message}: {normalised_error(error.body, error.status)['message']}"
+    """The error as an operator wants to read it: for an error status, `HTTP <status>:`
+    and the upstream's own message (extracted and redacted by the upstream client)."""
+    return error.message
 
 
 def settle_decision(decision: RoutingDecision, groups: Collection[str], default: str) -> RoutingDecision:

@@ -165,7 +165,15 @@ def test_all_timeouts_is_504() -> None:
     assert err.status == 504
 
 
-@pytest.mark.parametrize("code", [400, 401, 404, 413, 422])
+@pytest.mark.parametrize("code", [401, 403])
+def test_endpoint_credentials_refused_is_retried_elsewhere(code: int) -> None:
+    run = drive({"f1": status(code), "f2": ok})
+    assert run.tried == ["f1", "f2"]
+    assert run.plan.succeeded
+    assert [e.error_type for e in run.plan.errors] == [ErrorType.HTTP_AUTH]
+
+
+@pytest.mark.parametrize("code", [400, 404, 413, 422])
 def test_client_error_from_upstream_is_not_retried(code: int) -> None:
     run = drive({"f1": status(code), "f2": ok})
     assert run.tried == ["f1"]
