@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,9 +22,12 @@ from octoroute import __version__
 from octoroute.config.models import Config
 from octoroute.config.topology import EndpointSpec, GroupSpec, Topology, default_tier
 from octoroute.core.errors import (
+    EndpointsCoolingDown,
     ErrorType,
     InvalidRequest,
     ModelNotFound,
+    NoHealthyEndpoint,
+    OctorouteError,
     TimeoutPhase,
     UpstreamError,
     UpstreamStatusError,
@@ -49,7 +52,15 @@ from octoroute.fleet.capabilities import (
     selection_needs,
 )
 from octoroute.fleet.health import HealthBoard, Transition
-from octoroute.fleet.policy import Attempt, AttemptPlan
+from octoroute.fleet.policy import Attempt, AttemptPlan, most_likely_recovered
+from octoroute.fleet.rotation import (
+    Pressure,
+    Rotation,
+    cooldown_seconds,
+    loading_backoff,
+    pressure_of,
+    retry_after_header,
+)
 from octoroute.fleet.selector import GroupSelector, build_selectors
 from octoroute.observe.metrics import Recorder
 from octoroute.observe.observer import Observer, RequestTrace
@@ -102,6 +113,7 @@ class Outcome:
     stream: UpstreamStream | None = None
     degraded: tuple[str, ...] = ()  # what the serving endpoint lacks for this request (DegradationKind values)
     sent_at: float = 0.0  # perf_counter when the serving attempt was sent (a stream's duration counts from it)
+    fail_open: bool = False  # served by an endpoint tried although every one was marked unhealthy
 
     @property
     def reason_header(self) -> str:
@@ -224,6 +236,7 @@ class Gateway:
         self.clock = clock
         self.rng = rng or random.Random()
         self.board = HealthBoard(topology, config.health.failure_threshold)
+        self.rotation = Rotation()  # cooldowns (429) and refused credentials (401/403)
         self.selectors = build_selectors(topology)
         self.default_tier = default_tier(config)
         self.router = Router(
@@ -327,22 +340,104 @@ class Gateway:
                 [pinned], {ep.group: GroupSelector((ep,))}, lambda _id: True, self.config.retry, self.rng
             )
         chain = [self.topology.groups[g] for g in self.topology.fallback_chain(decision.group)]
-        return AttemptPlan(chain, self._selectors_for(needs), self.is_available, self.config.retry, self.rng)
+        fail_open = self._fail_open_pick if self.config.health.fail_open else None
+        return AttemptPlan(chain, self._selectors_for(needs), self.is_available, self.config.retry, self.rng, fail_open)
 
     def is_available(self, endpoint_id: str) -> bool:
-        """Healthy, or (without active probes) unhealthy for longer than the check
-        interval: then one request may try it, as the probe would have."""
+        """In rotation and healthy, or (without active probes) unhealthy or refused for
+        longer than the check interval: then one request may try it, as the probe would have."""
         health = self.board.get(endpoint_id)
+        now = self.clock()
+        refused_at = self.rotation.refused_since(endpoint_id)
+        if refused_at is not None:
+            return not self.config.health.active and now - refused_at >= self.config.health.check_interval_seconds
+        if self.rotation.cooldown_left(endpoint_id, now) > 0:
+            return False
         if health.healthy:
             return True
         if self.config.health.active or health.last_check_at is None:
             return False
-        return self.clock() - health.last_check_at >= self.config.health.check_interval_seconds
+        return now - health.last_check_at >= self.config.health.check_interval_seconds
+
+    def _fail_open_pick(self, endpoints: Sequence[EndpointSpec]) -> EndpointSpec | None:
+        """Nothing is usable: the endpoint most likely to have recovered, among those that are
+        only unhealthy (not cooling down, not refusing our credentials)."""
+        now = self.clock()
+        candidates = [ep for ep in endpoints if self.rotation.in_rotation(ep.id, now)]
+        return most_likely_recovered(candidates, lambda ep_id: self.board.get(ep_id).last_check_at)
+
+    def _exhausted(self, plan: AttemptPlan, decision: RoutingDecision) -> OctorouteError:
+        """The error for a request no attempt served: the plan's, except that a client
+        waiting on upstream rate limits gets 429 with the shortest remaining cooldown and
+        a 503 says when to retry."""
+        if plan.final_error is not None:
+            return plan.final_error
+        group = plan.requested_group
+        ids = self._endpoint_ids(decision)
+        now = self.clock()
+        waiting = self.rotation.shortest_cooldown(ids, now)
+        pressed = [e for e in plan.errors if self._pressure(e) in (Pressure.RATE_LIMITED, Pressure.BUSY)]
+        if plan.errors and len(pressed) == len(plan.errors):
+            return EndpointsCoolingDown(group, retry_after_header(waiting or 0.0))
+        if plan.nothing_tried and waiting is not None:
+            return EndpointsCoolingDown(group, retry_after_header(waiting))
+        error = plan.exhausted_error()
+        if isinstance(error, NoHealthyEndpoint):
+            refused = all(self.rotation.refused_since(i) is not None for i in ids)
+            reason = "every endpoint refused octoroute's credentials: check their api_key_env" if refused else ""
+            return NoHealthyEndpoint(group, retry_after_header(self.config.health.check_interval_seconds), reason)
+        return error
+
+    def _endpoint_ids(self, decision: RoutingDecision) -> list[str]:
+        if decision.endpoint_id is not None:
+            return [decision.endpoint_id]
+        chain = self.topology.fallback_chain(decision.group)
+        return [ep.id for g in chain for ep in self.topology.groups[g].endpoints]
+
+    @staticmethod
+    def _pressure(error: UpstreamError) -> Pressure | None:
+        if not isinstance(error, UpstreamStatusError):
+            return None
+        return pressure_of(error.status, error.detail or "")
+
+    def _note_status(self, ep: EndpointSpec, error: UpstreamStatusError, now: float) -> bool:
+        """Back-pressure (429, busy, loading) and refused credentials (401/403) say nothing
+        about the server's health: they change its rotation instead. True when handled."""
+        if error.status in (401, 403):
+            if self.rotation.refuse(ep.id, now):
+                where = (
+                    f"check that ${ep.api_key_env} holds the key this server expects"
+                    if ep.api_key_env
+                    else "it has no api_key_env: set one naming the variable that holds its key"
+                )
+                log.warning(
+                    "endpoint %s refused octoroute's credentials (%s); out of rotation until a health probe "
+                    "succeeds; %s",
+                    ep.id,
+                    error.message,
+                    where,
+                )
+                self.metrics.credentials_refused(ep.id, True)
+            return True
+        pressure = self._pressure(error)
+        if pressure is Pressure.RATE_LIMITED or pressure is Pressure.BUSY:
+            wall = time.time()
+            seconds = cooldown_seconds(error.retry_after, wall, self.config.health.rate_limit_cooldown_seconds)
+            until = self.rotation.cool_down(ep.id, now, seconds)
+            log.info("endpoint %s asked to back off (%s); out of rotation for %.1fs", ep.id, error.message, seconds)
+            self.metrics.cooldown(ep.id, pressure.value, wall + (until - now))
+            return True
+        return pressure is Pressure.LOADING
 
     def _record(self, ep: EndpointSpec, error: UpstreamError | None, latency_ms: float = 0.0) -> None:
         now = self.clock()
         if error is not None:
             self.observer.upstream_error(ep.id, error.error_type, describe_upstream_error(error))
+            if isinstance(error, UpstreamStatusError) and self._note_status(ep, error, now):
+                return
+        elif self.rotation.restore(ep.id):
+            log.info("endpoint %s answered with its credentials again; back in rotation", ep.id)
+            self.metrics.credentials_refused(ep.id, False)
         if error is None or (isinstance(error, UpstreamStatusError) and not error.retryable):
             # A 4xx is the request's fault: the endpoint answered, so it is alive.
             transition = self.board.record_success(ep.id, now, latency_ms)
@@ -379,18 +474,14 @@ class Gateway:
             if attempt.group != group:
                 self.observer.fallback(call.request_id, group, attempt.group)
                 group = attempt.group
+            if attempt.fail_open:
+                self._note_fail_open(call, attempt)
             span = self._attempt_started(attempt, trace)
             body, dropped = body_for(call, ep, asks_usage_for(call, self.topology.groups[ep.group]))
             sent_at = time.perf_counter()
             try:
-                if call.stream:
-                    stream = await self.pool.open_stream(ep, body, extra_headers)
-                    reply = None
-                    latency = stream.first_byte_ms
-                else:
-                    reply = await self.pool.complete(ep, body, extra_headers)
-                    stream = None
-                    latency = reply.latency_ms
+                reply, stream = await self._call_upstream(call, ep, body, extra_headers)
+                latency = stream.first_byte_ms if stream is not None else reply.latency_ms if reply else 0.0
             except UpstreamError as error:
                 error.attempt = attempt.number
                 self._attempt_failed(ep, error, sent_at, span)
@@ -414,10 +505,46 @@ class Gateway:
                 stream=stream,
                 degraded=(*dropped, *self._lacking(needs, ep)),
                 sent_at=sent_at,
+                fail_open=attempt.fail_open,
             )
-        if plan.final_error is not None:
-            raise plan.final_error
-        raise plan.exhausted_error()
+        raise self._exhausted(plan, decision)
+
+    async def _call_upstream(
+        self, call: ChatCall, ep: EndpointSpec, body: bytes, extra_headers: Mapping[str, str]
+    ) -> tuple[UpstreamReply | None, UpstreamStream | None]:
+        """One attempt up to its commit point. A server answering 503 while it loads its
+        model is asked again with backoff (`[health] loading_retry_seconds`) until the
+        endpoint's `total` timeout would pass; then its 503 is the attempt's error."""
+        deadline = self.clock() + ep.timeouts.total
+        waits = 0
+        while True:
+            try:
+                if call.stream:
+                    return None, await self.pool.open_stream(ep, body, extra_headers)
+                return await self.pool.complete(ep, body, extra_headers), None
+            except UpstreamStatusError as error:
+                if self._pressure(error) is not Pressure.LOADING:
+                    raise
+                pause = loading_backoff(waits, self.config.health.loading_retry_seconds)
+                if self.clock() + pause > deadline:
+                    raise
+                waits += 1
+                self.metrics.loading_wait(ep.id)
+                log.info("endpoint %s is loading its model (%s); asking again in %.2fs", ep.id, error.message, pause)
+                await asyncio.sleep(pause)
+
+    def _note_fail_open(self, call: ChatCall, attempt: Attempt) -> None:
+        ep = attempt.endpoint
+        failed = self.board.get(ep.id).last_check_at
+        ago = "never checked" if failed is None else f"last failed {self.clock() - failed:.1f}s ago"
+        log.warning(
+            "fail-open: no endpoint for '%s' is healthy; request %s tries %s (%s)",
+            attempt.group,
+            call.request_id,
+            ep.id,
+            ago,
+        )
+        self.metrics.fail_open(attempt.group)
 
     def _attempt_started(self, attempt: Attempt, trace: RequestTrace | None) -> SpanHandle | None:
         """Count the attempt (and the retry it is, after the first); its span, when tracing."""

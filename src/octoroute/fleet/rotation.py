@@ -1,0 +1,155 @@
+"""Taking endpoints out of rotation for reasons other than ill health.
+
+Health (`health.py`) counts failures. Some upstream answers are not failures
+of the server but instructions or verdicts, and count nowhere in health:
+
+- **429** (and Ollama's 503 "server busy"): the upstream asks us to back off.
+  The endpoint *cools down* for its `Retry-After` (seconds or an HTTP date),
+  else a configured default, capped at `MAX_COOLDOWN_SECONDS`. Selection skips
+  it until then; when every candidate is cooling down the client is told to
+  retry after the shortest remaining cooldown.
+- **503 while loading a model** (llama.cpp `{"error": {"message": "Loading
+  model", "type": "unavailable_error"}}`): the server is alive and will answer
+  soon; the service waits for it (`loading_backoff`) within the attempt's
+  deadline instead of moving on or counting a failure.
+- **401/403**: the endpoint refused octoroute's credentials, which no retry of
+  ours fixes. It is *refused* until a successful answer (a health probe) shows
+  the credentials work again, or the process restarts with a new config.
+
+Pure: every method takes `now` (monotonic seconds) or a wall-clock time.
+
+    rotation = Rotation()
+    rotation.cool_down("fast/a", now, cooldown_seconds(error.retry_after, time.time(), default=5.0))
+    rotation.in_rotation("fast/a", now)  # False for the next 5 s
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Iterable
+from email.utils import parsedate_to_datetime
+
+MAX_COOLDOWN_SECONDS = 3600.0  # a Retry-After of a day is a misconfigured upstream, not a plan
+LOADING_BACKOFF_CAP = 8  # waits while a model loads grow to at most this many times the first
+
+
+class Pressure(enum.StrEnum):
+    """Why an upstream asked us to wait (a log field and metric label)."""
+
+    RATE_LIMITED = "rate_limited"  # 429
+    BUSY = "busy"  # 503 from a server whose queue is full (Ollama: "server busy")
+    LOADING = "loading"  # 503 while the server loads its model
+
+
+def pressure_of(status: int, message: str) -> Pressure | None:
+    """Whether an upstream error status is back-pressure rather than a failure.
+
+    `message` is the upstream's own text (see `protocols.openai.normalised_error`):
+    llama.cpp answers 503 "Loading model" while it loads; Ollama 503 "server busy,
+    please try again. maximum pending requests exceeded" when its queue is full.
+    """
+    if status == 429:
+        return Pressure.RATE_LIMITED
+    if status == 503:
+        said = message.lower()
+        if "loading" in said:
+            return Pressure.LOADING
+        if "busy" in said or "overloaded" in said:
+            return Pressure.BUSY
+    return None
+
+
+def parse_retry_after(value: str | None, wall_now: float) -> float | None:
+    """Seconds from now that a `Retry-After` value asks for (RFC 9110 §10.2.3:
+    delay-seconds or an HTTP date), never negative; None when absent or unreadable."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # an HTTP date is always GMT
+            return None
+        seconds = when.timestamp() - wall_now
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def cooldown_seconds(retry_after: str | None, wall_now: float, default: float) -> float:
+    """How long to cool an endpoint down: its `Retry-After`, else `default`, capped."""
+    asked = parse_retry_after(retry_after, wall_now)
+    return min(MAX_COOLDOWN_SECONDS, default if asked is None else asked)
+
+
+def loading_backoff(waits_so_far: int, first: float) -> float:
+    """Wait before asking a loading server again: `first`, doubling, at most 8 × `first`."""
+    return first * min(LOADING_BACKOFF_CAP, 1 << min(waits_so_far, 16))
+
+
+def retry_after_header(seconds: float) -> int:
+    """A remaining wait as the whole seconds of a `Retry-After` header: rounded up, at least 1."""
+    return max(1, math.ceil(seconds))
+
+
+class Rotation:
+    """Cooldowns and refused credentials of every endpoint; see the module docstring."""
+
+    __slots__ = ("_cool_until", "_refused_at")
+
+    def __init__(self) -> None:
+        self._cool_until: dict[str, float] = {}
+        self._refused_at: dict[str, float] = {}
+
+    # -- cooldowns ---------------------------------------------------------
+
+    def cool_down(self, endpoint_id: str, now: float, seconds: float) -> float:
+        """Keep the endpoint out of rotation for `seconds` from `now` (a longer cooldown
+        already running is kept); returns when it ends."""
+        until = max(self._cool_until.get(endpoint_id, 0.0), now + max(0.0, seconds))
+        self._cool_until[endpoint_id] = until
+        return until
+
+    def cooldown_left(self, endpoint_id: str, now: float) -> float:
+        """Seconds until the endpoint's cooldown ends; 0 when it is not cooling down."""
+        until = self._cool_until.get(endpoint_id)
+        if until is None:
+            return 0.0
+        if until <= now:
+            del self._cool_until[endpoint_id]
+            return 0.0
+        return until - now
+
+    def shortest_cooldown(self, endpoint_ids: Iterable[str], now: float) -> float | None:
+        """The shortest remaining cooldown among `endpoint_ids`, or None if none is cooling down."""
+        left = [s for e in endpoint_ids if (s := self.cooldown_left(e, now)) > 0]
+        return min(left) if left else None
+
+    # -- refused credentials -----------------------------------------------
+
+    def refuse(self, endpoint_id: str, now: float) -> bool:
+        """The upstream answered 401/403. True when this takes it out of rotation (log it once)."""
+        newly = endpoint_id not in self._refused_at
+        self._refused_at[endpoint_id] = now
+        return newly
+
+    def restore(self, endpoint_id: str) -> bool:
+        """The endpoint answered successfully. True when this puts a refused endpoint back."""
+        return self._refused_at.pop(endpoint_id, None) is not None
+
+    def refused_since(self, endpoint_id: str) -> float | None:
+        """When the endpoint last refused our credentials, or None when it is not refused."""
+        return self._refused_at.get(endpoint_id)
+
+    # -- both --------------------------------------------------------------
+
+    def in_rotation(self, endpoint_id: str, now: float) -> bool:
+        """Neither refused nor cooling down (health is judged separately)."""
+        return endpoint_id not in self._refused_at and self.cooldown_left(endpoint_id, now) == 0.0
