@@ -78,6 +78,7 @@ from octoroute.routing.router import JudgeUnavailable, Router
 from octoroute.upstream.client import UpstreamPool, UpstreamReply, UpstreamStream
 
 log = logging.getLogger("octoroute.health")
+upstream_log = logging.getLogger("octoroute.upstream")
 CAPABLE_FIRST = 100_000  # added to the priority of capable endpoints: above any configured priority (±1000)
 LACKS = {
     MISSING_TOOLS: DegradationKind.ENDPOINT_LACKS_TOOLS.value,
@@ -378,7 +379,7 @@ class Gateway:
         waiting = self.rotation.shortest_cooldown(ids, now)
         pressed = [e for e in plan.errors if self._pressure(e) in (Pressure.RATE_LIMITED, Pressure.BUSY)]
         if plan.errors and len(pressed) == len(plan.errors):
-            return EndpointsCoolingDown(group, retry_after_header(waiting or 0.0))
+            return EndpointsCoolingDown(group, retry_after_header(waiting or 0.0), plan.errors)
         if plan.nothing_tried and waiting is not None:
             return EndpointsCoolingDown(group, retry_after_header(waiting))
         error = plan.exhausted_error()
@@ -560,6 +561,10 @@ class Gateway:
         return tracing.attempt(trace.span, attempt.endpoint.id, attempt.group, attempt.number)
 
     def _attempt_failed(self, ep: EndpointSpec, error: UpstreamError, sent_at: float, span: SpanHandle | None) -> None:
+        # What the upstream said (redacted, bounded), once per failed attempt; a 4xx that is the
+        # request's fault is routine, anything else deserves attention.
+        level = logging.INFO if error.error_type is ErrorType.HTTP_4XX else logging.WARNING
+        upstream_log.log(level, "attempt %d at %s failed: %s", error.attempt, ep.id, describe_upstream_error(error))
         self.metrics.attempt_finished(ep.id, error.error_type, time.perf_counter() - sent_at)
         if span is not None:
             span.set("octoroute.outcome", error.error_type.value)
@@ -628,6 +633,7 @@ class Gateway:
                 plan.record(UpstreamTimeout(ep.id, TimeoutPhase.TOTAL, routing.llm_timeout_seconds))
                 continue
             except UpstreamError as error:
+                error.attempt = attempt.number
                 self._attempt_failed(ep, error, sent_at, None)
                 failures.append(
                     JudgeFailure.TIMEOUT if isinstance(error, UpstreamTimeout) else JudgeFailure.UNAVAILABLE

@@ -220,9 +220,10 @@ class EndpointsCoolingDown(RoutingExhausted):
     status = 429
     code = "upstream_rate_limited"
 
-    def __init__(self, group: str, retry_after: int) -> None:
+    def __init__(self, group: str, retry_after: int, attempts: Sequence[UpstreamError] = ()) -> None:
         self.group = group
         self.retry_after = retry_after
+        self.attempts = tuple(attempts)
         super().__init__(f"every endpoint for '{group}' is rate limited by its upstream; retry after {retry_after}s")
 
 

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from octoroute.core.errors import (
     AllEndpointsFailed,
+    EndpointsCoolingDown,
     InvalidRequest,
     NotFound,
     RoutingExhausted,
@@ -75,7 +76,7 @@ def _failure_headers(decision: RoutingDecision, exc: RoutingExhausted | Upstream
 
 
 def attempts_of(exc: RoutingExhausted | UpstreamStatusError) -> int:
-    if isinstance(exc, AllEndpointsFailed):
+    if isinstance(exc, AllEndpointsFailed | EndpointsCoolingDown):
         return len(exc.attempts)
     return exc.attempt if isinstance(exc, UpstreamStatusError) else 0
 
