@@ -435,6 +435,7 @@ class Gateway:
         if error is not None:
             self.observer.upstream_error(ep.id, error.error_type, describe_upstream_error(error))
             if isinstance(error, UpstreamStatusError) and self._note_status(ep, error, now):
+                self.board.get(ep.id).note_error(describe_upstream_error(error))
                 return
         elif self.rotation.restore(ep.id):
             log.info("endpoint %s answered with its credentials again; back in rotation", ep.id)

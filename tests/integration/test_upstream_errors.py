@@ -1,7 +1,7 @@
 """Upstream errors end to end: rate limits and cooldowns, servers loading their
 model, refused credentials, the upstream's own message (redacted) reaching the
 client, and fail-open. Real HTTP: fixture upstreams that send the bodies and
-headers llama.cpp, Ollama, vLLM, OpenAI and Anthropic send (`tests/scripted.py`),
+headers llama.cpp, Ollama, vLLM, OpenAI and Anthropic send (`tests/error_upstreams.py`),
 the gateway on a loopback port, the official `openai` and `anthropic` SDKs."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import orjson
 import pytest
 import urllib3
 from prometheus_client.parser import text_string_to_metric_families
-from tests.scripted import (
+from tests.error_upstreams import (
     ScriptedUpstream,
     anthropic_rate_limited,
     llama_invalid_key,
@@ -132,6 +132,7 @@ def test_a_429_cools_the_endpoint_down_without_counting_against_its_health(scrip
     status = models(gw)["a"]
     assert status["healthy"] is True  # one 429 with failure_threshold 1 would have marked it down before
     assert status["consecutive_failures"] == 0
+    assert status["last_error"] == "HTTP 429: Rate limit reached for requests. Please try again later."
     assert 0 < status["cooldown_seconds"] <= 30
     assert 0 < snapshot_endpoints(gw)["a"]["cooldown_seconds"] <= 30
     assert metric(gw, "octoroute_upstream_cooldowns_total", endpoint="a", reason="rate_limited") == 1
@@ -298,6 +299,7 @@ def test_a_401_takes_the_endpoint_out_of_rotation_until_a_probe_succeeds(
     status = models(gw)["a"]
     assert status["credentials_refused"] is True
     assert status["healthy"] is True
+    assert status["last_error"].startswith("HTTP 401: Incorrect API key provided: [redacted].")
     assert KEY_A not in orjson.dumps(snapshot_endpoints(gw)["a"]).decode()
     assert "[redacted]" in snapshot_endpoints(gw)["a"]["last_error"]["message"]
     (attempt_line,) = [r.getMessage() for r in caplog.records if r.name == "octoroute.upstream"]
@@ -305,6 +307,7 @@ def test_a_401_takes_the_endpoint_out_of_rotation_until_a_probe_succeeds(
     assert metric(gw, "octoroute_endpoint_credentials_refused", endpoint="a") == 1
     loop_thread.run(gw.gateway.probe_all())  # GET /v1/models with the key answers 200: fixed
     assert models(gw)["a"]["credentials_refused"] is False
+    assert models(gw)["a"]["last_error"] is None
     assert metric(gw, "octoroute_endpoint_credentials_refused", endpoint="a") == 0
     assert ASK[api](sdk_clients, gw, stream=stream)[0] == "a"
 
@@ -397,3 +400,28 @@ def test_a_failed_fail_open_attempt_is_reported_not_retried(upstreams, gateway, 
     assert still.value.status_code == 502
     assert "The simulated upstream x failed" in still.value.response.json()["error"]["message"]
     assert x.count == 2  # one attempt per request
+
+
+# -- Anthropic-native endpoints -----------------------------------------------
+
+
+def test_an_anthropic_native_endpoint_rate_limiting_cools_down_too(scripted, gateway, sdk_clients):
+    a, b = scripted("a"), scripted("b")
+    a.script([anthropic_rate_limited("20")])
+    gw = gateway(
+        fleet_config(
+            {
+                "fast": [
+                    endpoint(a, "claude-local", id="a", priority=2, kind="anthropic", base_url=a.base_url),
+                    endpoint(b, "m", id="b"),
+                ]
+            }
+        )
+    )
+    for ask in (ask_openai, ask_anthropic):
+        assert ask(sdk_clients, gw, stream=False)[0] == "b"
+    assert a.sent == [429]
+    assert [r.path for r in a.requests] == ["/v1/messages"]
+    status = models(gw)["a"]
+    assert 0 < status["cooldown_seconds"] <= 20
+    assert status["last_error"] == "HTTP 429: Number of request tokens has exceeded your rate limit."
