@@ -349,9 +349,8 @@ class Gateway:
         longer than the check interval: then one request may try it, as the probe would have."""
         health = self.board.get(endpoint_id)
         now = self.clock()
-        refused_at = self.rotation.refused_since(endpoint_id)
-        if refused_at is not None:
-            return not self.config.health.active and now - refused_at >= self.config.health.check_interval_seconds
+        if self.rotation.refused_since(endpoint_id) is not None:  # one real request per interval re-tests it
+            return self.rotation.retest_due(endpoint_id, now, self.config.health.check_interval_seconds)
         if self.rotation.cooldown_left(endpoint_id, now) > 0:
             return False
         if health.healthy:
@@ -405,15 +404,15 @@ class Gateway:
         """Back-pressure (429, busy, loading) and refused credentials (401/403) say nothing
         about the server's health: they change its rotation instead. True when handled."""
         if error.status in (401, 403):
-            if self.rotation.refuse(ep.id, now):
+            if self.rotation.refuse(ep.id, now, error.message):
                 where = (
                     f"check that ${ep.api_key_env} holds the key this server expects"
                     if ep.api_key_env
                     else "it has no api_key_env: set one naming the variable that holds its key"
                 )
                 log.warning(
-                    "endpoint %s refused octoroute's credentials (%s); out of rotation until a health probe "
-                    "succeeds; %s",
+                    "endpoint %s refused octoroute's credentials (%s); out of rotation until a request "
+                    "succeeds (one is let through every check_interval_seconds); %s",
                     ep.id,
                     error.message,
                     where,
@@ -430,15 +429,19 @@ class Gateway:
             return True
         return pressure is Pressure.LOADING
 
-    def _record(self, ep: EndpointSpec, error: UpstreamError | None, latency_ms: float = 0.0) -> None:
+    def _record(
+        self, ep: EndpointSpec, error: UpstreamError | None, latency_ms: float = 0.0, *, probe: bool = False
+    ) -> None:
+        """Feed an outcome to health and rotation. A successful `probe` proves the server is up,
+        not that it takes our key (llama.cpp answers `/v1/models` to anyone)."""
         now = self.clock()
         if error is not None:
             self.observer.upstream_error(ep.id, error.error_type, describe_upstream_error(error))
             if isinstance(error, UpstreamStatusError) and self._note_status(ep, error, now):
                 self.board.get(ep.id).note_error(describe_upstream_error(error))
                 return
-        elif self.rotation.restore(ep.id):
-            log.info("endpoint %s answered with its credentials again; back in rotation", ep.id)
+        elif not probe and self.rotation.restore(ep.id):
+            log.info("endpoint %s accepted octoroute's credentials again; back in rotation", ep.id)
             self.metrics.credentials_refused(ep.id, False)
         if error is None or (isinstance(error, UpstreamStatusError) and not error.retryable):
             # A 4xx is the request's fault: the endpoint answered, so it is alive.
@@ -664,9 +667,12 @@ class Gateway:
             try:
                 latency = await self.pool.probe(ep, timeout)
             except UpstreamError as error:
-                self._record(ep, error)
+                self._record(ep, error, probe=True)
             else:
-                self._record(ep, None, latency)
+                self._record(ep, None, latency, probe=True)
+                refusal = self.rotation.refusal(ep.id)
+                if refusal is not None:  # still refused: keep saying why
+                    self.board.get(ep.id).note_error(refusal)
 
         await asyncio.gather(*(one(ep) for ep in self.topology.endpoints.values()))
 

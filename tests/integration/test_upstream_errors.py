@@ -7,6 +7,7 @@ the gateway on a loopback port, the official `openai` and `anthropic` SDKs."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -280,32 +281,64 @@ def test_secrets_in_an_upstream_message_never_leave(scripted, gateway, sdk_clien
 # -- 3. refused credentials ---------------------------------------------------
 
 
+class Clock:
+    """The gateway's monotonic clock, which a test can move forward."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
 @BOTH_APIS_STREAMED_AND_NOT
-def test_a_401_takes_the_endpoint_out_of_rotation_until_a_probe_succeeds(
+def test_a_401_takes_the_endpoint_out_of_rotation_until_a_request_succeeds(
     scripted, gateway, sdk_clients, loop_thread, caplog, api, stream
 ):
     a, b = scripted("a"), scripted("b")
     a.script([openai_invalid_key()])
-    gw = gateway(two_endpoints(a, b, {"api_key_env": "A_KEY"}), env={"A_KEY": KEY_A})
-    with caplog.at_level(logging.WARNING, logger="octoroute.health"):
+    clock = Clock()
+    config = two_endpoints(a, b, {"api_key_env": "A_KEY"}, health={"check_interval_seconds": 30})
+    gw = gateway(config, env={"A_KEY": KEY_A}, clock=clock)
+    with caplog.at_level(logging.INFO, logger="octoroute"):
         assert ASK[api](sdk_clients, gw, stream=stream)[0] == "b"
         assert ASK[api](sdk_clients, gw, stream=stream)[0] == "b"
     assert a.sent == [401]
-    (line,) = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
-    assert "endpoint a refused octoroute's credentials" in line
-    assert "$A_KEY" in line
-    assert "Incorrect API key provided" in line
-    assert KEY_A not in line
+    (line,) = [r.getMessage() for r in caplog.records if "refused octoroute's credentials" in r.getMessage()]
+    assert line.startswith(
+        "endpoint a refused octoroute's credentials (HTTP 401: Incorrect API key provided: [redacted]."
+    )
+    assert "check that $A_KEY holds the key this server expects" in line
+    assert KEY_A not in caplog.text
+    (attempt_line,) = [r.getMessage() for r in caplog.records if r.name == "octoroute.upstream"]
+    assert attempt_line.startswith("attempt 1 at a failed: HTTP 401: Incorrect API key provided: [redacted].")
     status = models(gw)["a"]
     assert status["credentials_refused"] is True
     assert status["healthy"] is True
     assert status["last_error"].startswith("HTTP 401: Incorrect API key provided: [redacted].")
     assert KEY_A not in orjson.dumps(snapshot_endpoints(gw)["a"]).decode()
     assert "[redacted]" in snapshot_endpoints(gw)["a"]["last_error"]["message"]
-    (attempt_line,) = [r.getMessage() for r in caplog.records if r.name == "octoroute.upstream"]
-    assert attempt_line.startswith("attempt 1 at a failed: HTTP 401: Incorrect API key provided: [redacted].")
     assert metric(gw, "octoroute_endpoint_credentials_refused", endpoint="a") == 1
-    loop_thread.run(gw.gateway.probe_all())  # GET /v1/models with the key answers 200: fixed
+    # A probe that passes proves nothing about the key (llama.cpp answers /v1/models to anyone).
+    loop_thread.run(gw.gateway.probe_all())
+    assert models(gw)["a"]["credentials_refused"] is True
+    assert models(gw)["a"]["last_error"].startswith("HTTP 401: Incorrect API key provided")
+    # One request per check interval re-tests it: refused again, that request is served by b.
+    a.script([openai_invalid_key()])
+    clock.advance(30)
+    with caplog.at_level(logging.INFO, logger="octoroute"):
+        assert ASK[api](sdk_clients, gw, stream=stream)[0] == "b"
+        assert ASK[api](sdk_clients, gw, stream=stream)[0] == "b"
+    assert a.sent == [401, 401]
+    assert len([r for r in caplog.records if "refused octoroute's credentials" in r.getMessage()]) == 1
+    # The key was fixed upstream: the next re-test succeeds and a is back.
+    clock.advance(30)
+    with caplog.at_level(logging.INFO, logger="octoroute"):
+        assert ASK[api](sdk_clients, gw, stream=stream)[0] == "a"
+    assert any("endpoint a accepted octoroute's credentials again" in r.getMessage() for r in caplog.records)
     assert models(gw)["a"]["credentials_refused"] is False
     assert models(gw)["a"]["last_error"] is None
     assert metric(gw, "octoroute_endpoint_credentials_refused", endpoint="a") == 0
@@ -320,6 +353,7 @@ def test_a_probe_answering_403_keeps_the_endpoint_out(scripted, gateway, sdk_cli
     assert ask_openai(sdk_clients, gw, stream=False)[0] == "b"
     loop_thread.run(gw.gateway.probe_all())
     assert models(gw)["a"]["credentials_refused"] is True
+    assert models(gw)["a"]["last_error"] == "HTTP 403"  # a probe's body is not read
     assert ask_openai(sdk_clients, gw, stream=False)[0] == "b"
     assert a.sent == [403]
 

@@ -13,8 +13,10 @@ of the server but instructions or verdicts, and count nowhere in health:
   soon; the service waits for it (`loading_backoff`) within the attempt's
   deadline instead of moving on or counting a failure.
 - **401/403**: the endpoint refused octoroute's credentials, which no retry of
-  ours fixes. It is *refused* until a successful answer (a health probe) shows
-  the credentials work again, or the process restarts with a new config.
+  ours fixes. It is *refused*: out of rotation except for one real request
+  every re-test interval (`retest_due`), until such a request succeeds or the
+  process restarts with a new config. A health probe does not bring it back:
+  llama.cpp answers `GET /v1/models` without checking the key.
 
 Pure: every method takes `now` (monotonic seconds) or a wall-clock time.
 
@@ -102,11 +104,12 @@ def retry_after_header(seconds: float) -> int:
 class Rotation:
     """Cooldowns and refused credentials of every endpoint; see the module docstring."""
 
-    __slots__ = ("_cool_until", "_refused_at")
+    __slots__ = ("_cool_until", "_refused_at", "_refused_why")
 
     def __init__(self) -> None:
         self._cool_until: dict[str, float] = {}
         self._refused_at: dict[str, float] = {}
+        self._refused_why: dict[str, str] = {}
 
     # -- cooldowns ---------------------------------------------------------
 
@@ -134,19 +137,37 @@ class Rotation:
 
     # -- refused credentials -----------------------------------------------
 
-    def refuse(self, endpoint_id: str, now: float) -> bool:
-        """The upstream answered 401/403. True when this takes it out of rotation (log it once)."""
+    def refuse(self, endpoint_id: str, now: float, why: str) -> bool:
+        """The upstream answered 401/403 (`why`: what it said). True when this takes it out
+        of rotation (log it once)."""
         newly = endpoint_id not in self._refused_at
         self._refused_at[endpoint_id] = now
+        self._refused_why[endpoint_id] = why
         return newly
 
     def restore(self, endpoint_id: str) -> bool:
-        """The endpoint answered successfully. True when this puts a refused endpoint back."""
+        """A request with the endpoint's credentials succeeded. True when this puts a
+        refused endpoint back."""
+        self._refused_why.pop(endpoint_id, None)
         return self._refused_at.pop(endpoint_id, None) is not None
 
     def refused_since(self, endpoint_id: str) -> float | None:
-        """When the endpoint last refused our credentials, or None when it is not refused."""
+        """When the endpoint last refused our credentials (or was last re-tested), or None
+        when it is not refused."""
         return self._refused_at.get(endpoint_id)
+
+    def refusal(self, endpoint_id: str) -> str | None:
+        """What the endpoint said when it refused our credentials, while it is refused."""
+        return self._refused_why.get(endpoint_id)
+
+    def retest_due(self, endpoint_id: str, now: float, interval: float) -> bool:
+        """For a refused endpoint: True once per `interval` (the caller lets one request
+        try it), counted from the refusal or the previous re-test."""
+        since = self._refused_at.get(endpoint_id)
+        if since is None or now - since < interval:
+            return False
+        self._refused_at[endpoint_id] = now
+        return True
 
     # -- both --------------------------------------------------------------
 

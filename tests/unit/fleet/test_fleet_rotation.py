@@ -110,11 +110,24 @@ def test_shortest_cooldown_among_the_candidates() -> None:
 
 def test_refused_until_restored_and_reported_once() -> None:
     rotation = Rotation()
-    assert rotation.refuse("a", 5.0) is True
-    assert rotation.refuse("a", 6.0) is False  # already out: no second log line
+    assert rotation.refuse("a", 5.0, "HTTP 401: Invalid API Key") is True
+    assert rotation.refuse("a", 6.0, "HTTP 401: Invalid API Key") is False  # already out: no second log line
     assert rotation.refused_since("a") == 6.0
+    assert rotation.refusal("a") == "HTTP 401: Invalid API Key"
     assert not rotation.in_rotation("a", 1000.0)  # time alone does not bring it back
     assert rotation.restore("a") is True
     assert rotation.restore("a") is False
     assert rotation.in_rotation("a", 1000.0)
-    assert rotation.refused_since("a") is None
+    assert (rotation.refused_since("a"), rotation.refusal("a")) == (None, None)
+
+
+def test_a_refused_endpoint_is_retested_once_per_interval() -> None:
+    rotation = Rotation()
+    assert rotation.retest_due("a", 100.0, 10.0) is False  # not refused: nothing to re-test
+    rotation.refuse("a", 0.0, "HTTP 403")
+    assert rotation.retest_due("a", 9.9, 10.0) is False
+    assert rotation.retest_due("a", 10.0, 10.0) is True
+    assert rotation.retest_due("a", 10.0, 10.0) is False  # one request per interval, not every concurrent one
+    assert rotation.retest_due("a", 19.9, 10.0) is False
+    assert rotation.retest_due("a", 20.0, 10.0) is True
+    assert not rotation.in_rotation("a", 20.0)  # still refused until a request succeeds
