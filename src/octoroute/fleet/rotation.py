@@ -40,7 +40,7 @@ class Pressure(enum.StrEnum):
     """Why an upstream asked us to wait (a log field and metric label)."""
 
     RATE_LIMITED = "rate_limited"  # 429
-    BUSY = "busy"  # 503 from a server whose queue is full (Ollama: "server busy")
+    BUSY = "busy"  # 503 from a server whose queue is full (Ollama: "server busy"); Anthropic's 529
     LOADING = "loading"  # 503 while the server loads its model
 
 
@@ -49,10 +49,13 @@ def pressure_of(status: int, message: str) -> Pressure | None:
 
     `message` is the upstream's own text (see `protocols.openai.normalised_error`):
     llama.cpp answers 503 "Loading model" while it loads; Ollama 503 "server busy,
-    please try again. maximum pending requests exceeded" when its queue is full.
+    please try again. maximum pending requests exceeded" when its queue is full;
+    Anthropic 529 `overloaded_error`.
     """
     if status == 429:
         return Pressure.RATE_LIMITED
+    if status == 529:
+        return Pressure.BUSY
     if status == 503:
         said = message.lower()
         if "loading" in said:

@@ -67,6 +67,7 @@ def test_cooldown_uses_retry_after_else_the_default_and_is_capped() -> None:
             503, "server busy, please try again.  maximum pending requests exceeded", Pressure.BUSY, id="ollama-busy"
         ),
         pytest.param(503, "Server overloaded, please retry shortly", Pressure.BUSY, id="overloaded"),
+        pytest.param(529, "Overloaded", Pressure.BUSY, id="anthropic-529"),
         pytest.param(503, "upstream connect error", None, id="other-503"),
         pytest.param(500, "Loading model", None, id="500-is-a-failure"),
         pytest.param(401, "Invalid API Key", None, id="401"),
