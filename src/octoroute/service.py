@@ -347,17 +347,21 @@ class Gateway:
     def is_available(self, endpoint_id: str) -> bool:
         """In rotation and healthy, or (without active probes) unhealthy or refused for
         longer than the check interval: then one request may try it, as the probe would have."""
-        health = self.board.get(endpoint_id)
-        now = self.clock()
-        if self.rotation.refused_since(endpoint_id) is not None:  # one real request per interval re-tests it
-            return self.rotation.retest_due(endpoint_id, now, self.config.health.check_interval_seconds)
-        if self.rotation.cooldown_left(endpoint_id, now) > 0:
+        if self.rotation.engaged and not self._in_rotation(endpoint_id):  # no clock read in the common case
             return False
+        health = self.board.get(endpoint_id)
         if health.healthy:
             return True
         if self.config.health.active or health.last_check_at is None:
             return False
-        return now - health.last_check_at >= self.config.health.check_interval_seconds
+        return self.clock() - health.last_check_at >= self.config.health.check_interval_seconds
+
+    def _in_rotation(self, endpoint_id: str) -> bool:
+        """Not cooling down, and not refused except for its one re-test per check interval."""
+        now = self.clock()
+        if self.rotation.refused_since(endpoint_id) is not None:
+            return self.rotation.retest_due(endpoint_id, now, self.config.health.check_interval_seconds)
+        return self.rotation.cooldown_left(endpoint_id, now) == 0.0
 
     def _fail_open_pick(self, endpoints: Sequence[EndpointSpec]) -> EndpointSpec | None:
         """Nothing is usable: the endpoint most likely to have recovered, among those that are

@@ -25,6 +25,7 @@ from collections.abc import Iterable
 REDACTED = "[redacted]"
 DEFAULT_MAX_CHARS = 500
 MIN_SECRET_CHARS = 4  # shorter "secrets" would redact ordinary words
+PATTERN_MARGIN = 1024  # characters past the limit still read, so a secret crossing it is seen whole
 
 _URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s:@]+:[^/\s@]*@")
 _BEARER = re.compile(r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=\-]{6,}")
@@ -45,6 +46,10 @@ def redact(text: str, secrets: Iterable[str | None] = (), *, max_chars: int | No
     a secret cut in half by the limit cannot leak its first half.
     """
     out = text
+    if max_chars is not None and len(out) > 2 * max_chars + PATTERN_MARGIN:
+        # Only the kept part is redacted: a 64 KiB error body costs what a short one does. The
+        # margin keeps whole any secret that starts inside the kept part, so none leaks half.
+        out = out[: 2 * max_chars + PATTERN_MARGIN]
     for secret in sorted({s for s in secrets if s and len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True):
         out = out.replace(secret, REDACTED)
     out = _URL_CREDENTIALS.sub(lambda m: m.group(1) + REDACTED + "@", out)

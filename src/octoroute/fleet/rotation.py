@@ -107,12 +107,19 @@ def retry_after_header(seconds: float) -> int:
 class Rotation:
     """Cooldowns and refused credentials of every endpoint; see the module docstring."""
 
-    __slots__ = ("_cool_until", "_refused_at", "_refused_why")
+    __slots__ = ("_cool_until", "_refused_at", "_refused_why", "engaged")
 
     def __init__(self) -> None:
         self._cool_until: dict[str, float] = {}
         self._refused_at: dict[str, float] = {}
         self._refused_why: dict[str, str] = {}
+        # Whether any endpoint is (or was, until next asked about) cooling down or refused:
+        # False lets selection skip the clock and every lookup here. A plain attribute: it
+        # is read for every candidate of every request.
+        self.engaged = False
+
+    def _settle(self) -> None:
+        self.engaged = bool(self._cool_until) or bool(self._refused_at)
 
     # -- cooldowns ---------------------------------------------------------
 
@@ -121,6 +128,7 @@ class Rotation:
         already running is kept); returns when it ends."""
         until = max(self._cool_until.get(endpoint_id, 0.0), now + max(0.0, seconds))
         self._cool_until[endpoint_id] = until
+        self.engaged = True
         return until
 
     def cooldown_left(self, endpoint_id: str, now: float) -> float:
@@ -130,6 +138,7 @@ class Rotation:
             return 0.0
         if until <= now:
             del self._cool_until[endpoint_id]
+            self._settle()
             return 0.0
         return until - now
 
@@ -146,13 +155,16 @@ class Rotation:
         newly = endpoint_id not in self._refused_at
         self._refused_at[endpoint_id] = now
         self._refused_why[endpoint_id] = why
+        self.engaged = True
         return newly
 
     def restore(self, endpoint_id: str) -> bool:
         """A request with the endpoint's credentials succeeded. True when this puts a
         refused endpoint back."""
         self._refused_why.pop(endpoint_id, None)
-        return self._refused_at.pop(endpoint_id, None) is not None
+        restored = self._refused_at.pop(endpoint_id, None) is not None
+        self._settle()
+        return restored
 
     def refused_since(self, endpoint_id: str) -> float | None:
         """When the endpoint last refused our credentials (or was last re-tested), or None

@@ -72,3 +72,12 @@ def test_bounded_after_redaction() -> None:
 def test_unbounded() -> None:
     assert redact("z" * 5000, max_chars=None) == "z" * 5000
     assert len(redact("z" * 5000)) == 500
+
+
+def test_a_secret_crossing_the_limit_leaks_no_part() -> None:
+    for start in range(480, 520):
+        text = "x" * start + " sk-abcdefghijklmnopqrstuvwxyz0123456789 " + "y" * 100_000
+        out = redact(text)
+        assert len(out) <= 500
+        assert "sk-" not in out
+        assert "abcdefgh" not in out

@@ -89,14 +89,17 @@ def test_retry_after_header_rounds_up_to_at_least_one(seconds: float, header: in
 
 def test_cooldowns_run_out_and_the_longer_one_wins() -> None:
     rotation = Rotation()
+    assert not rotation.engaged
     assert rotation.in_rotation("a", 0.0)
     assert rotation.cool_down("a", 10.0, 5.0) == 15.0
     assert rotation.cool_down("a", 11.0, 1.0) == 15.0  # a shorter one does not cut it short
     assert not rotation.in_rotation("a", 14.9)
     assert rotation.cooldown_left("a", 12.0) == 3.0
     assert rotation.cool_down("a", 12.0, 10.0) == 22.0  # a longer one extends it
+    assert rotation.engaged
     assert rotation.cooldown_left("a", 22.0) == 0.0
     assert rotation.in_rotation("a", 22.0)
+    assert not rotation.engaged  # an expired cooldown is forgotten once asked about
 
 
 def test_shortest_cooldown_among_the_candidates() -> None:
@@ -116,7 +119,9 @@ def test_refused_until_restored_and_reported_once() -> None:
     assert rotation.refused_since("a") == 6.0
     assert rotation.refusal("a") == "HTTP 401: Invalid API Key"
     assert not rotation.in_rotation("a", 1000.0)  # time alone does not bring it back
+    assert rotation.engaged
     assert rotation.restore("a") is True
+    assert not rotation.engaged
     assert rotation.restore("a") is False
     assert rotation.in_rotation("a", 1000.0)
     assert (rotation.refused_since("a"), rotation.refusal("a")) == (None, None)
