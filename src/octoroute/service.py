@@ -22,11 +22,9 @@ from octoroute import __version__
 from octoroute.config.models import Config
 from octoroute.config.topology import EndpointSpec, GroupSpec, Topology, default_tier
 from octoroute.core.errors import (
-    EndpointsCoolingDown,
     ErrorType,
     InvalidRequest,
     ModelNotFound,
-    NoHealthyEndpoint,
     OctorouteError,
     TimeoutPhase,
     UpstreamError,
@@ -58,8 +56,8 @@ from octoroute.fleet.rotation import (
     Rotation,
     cooldown_seconds,
     loading_backoff,
-    pressure_of,
-    retry_after_header,
+    pressure_of_error,
+    unserved_error,
 )
 from octoroute.fleet.selector import GroupSelector, build_selectors
 from octoroute.observe.metrics import Recorder
@@ -371,38 +369,13 @@ class Gateway:
         return most_likely_recovered(candidates, lambda ep_id: self.board.get(ep_id).last_check_at)
 
     def _exhausted(self, plan: AttemptPlan, decision: RoutingDecision) -> OctorouteError:
-        """The error for a request no attempt served: the plan's, except that a client
-        waiting on upstream rate limits gets 429 with the shortest remaining cooldown and
-        a 503 says when to retry."""
-        if plan.final_error is not None:
-            return plan.final_error
-        group = plan.requested_group
-        ids = self._endpoint_ids(decision)
-        now = self.clock()
-        waiting = self.rotation.shortest_cooldown(ids, now)
-        pressed = [e for e in plan.errors if self._pressure(e) in (Pressure.RATE_LIMITED, Pressure.BUSY)]
-        if plan.errors and len(pressed) == len(plan.errors):
-            return EndpointsCoolingDown(group, retry_after_header(waiting or 0.0), plan.errors)
-        if plan.nothing_tried and waiting is not None:
-            return EndpointsCoolingDown(group, retry_after_header(waiting))
-        error = plan.exhausted_error()
-        if isinstance(error, NoHealthyEndpoint):
-            refused = all(self.rotation.refused_since(i) is not None for i in ids)
-            reason = "every endpoint refused octoroute's credentials: check their api_key_env" if refused else ""
-            return NoHealthyEndpoint(group, retry_after_header(self.config.health.check_interval_seconds), reason)
-        return error
-
-    def _endpoint_ids(self, decision: RoutingDecision) -> list[str]:
+        """The error for a request no attempt served (`fleet.rotation.unserved_error`)."""
         if decision.endpoint_id is not None:
-            return [decision.endpoint_id]
-        chain = self.topology.fallback_chain(decision.group)
-        return [ep.id for g in chain for ep in self.topology.groups[g].endpoints]
-
-    @staticmethod
-    def _pressure(error: UpstreamError) -> Pressure | None:
-        if not isinstance(error, UpstreamStatusError):
-            return None
-        return pressure_of(error.status, error.detail or "")
+            ids = [decision.endpoint_id]
+        else:
+            chain = self.topology.fallback_chain(decision.group)
+            ids = [ep.id for g in chain for ep in self.topology.groups[g].endpoints]
+        return unserved_error(plan, self.rotation, ids, self.clock(), self.config.health.check_interval_seconds)
 
     def _note_status(self, ep: EndpointSpec, error: UpstreamStatusError, now: float) -> bool:
         """Back-pressure (429, busy, loading) and refused credentials (401/403) say nothing
@@ -423,7 +396,7 @@ class Gateway:
                 )
                 self.metrics.credentials_refused(ep.id, True)
             return True
-        pressure = self._pressure(error)
+        pressure = pressure_of_error(error)
         if pressure is Pressure.RATE_LIMITED or pressure is Pressure.BUSY:
             wall = time.time()
             seconds = cooldown_seconds(error.retry_after, wall, self.config.health.rate_limit_cooldown_seconds)
@@ -532,7 +505,7 @@ class Gateway:
                     return None, await self.pool.open_stream(ep, body, extra_headers)
                 return await self.pool.complete(ep, body, extra_headers), None
             except UpstreamStatusError as error:
-                if self._pressure(error) is not Pressure.LOADING:
+                if pressure_of_error(error) is not Pressure.LOADING:
                     raise
                 pause = loading_backoff(waits, self.config.health.loading_retry_seconds)
                 if self.clock() + pause > deadline:

@@ -29,8 +29,17 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from email.utils import parsedate_to_datetime
+
+from octoroute.core.errors import (
+    EndpointsCoolingDown,
+    NoHealthyEndpoint,
+    OctorouteError,
+    UpstreamError,
+    UpstreamStatusError,
+)
+from octoroute.fleet.policy import AttemptPlan
 
 MAX_COOLDOWN_SECONDS = 3600.0  # a Retry-After of a day is a misconfigured upstream, not a plan
 LOADING_BACKOFF_CAP = 8  # waits while a model loads grow to at most this many times the first
@@ -63,6 +72,13 @@ def pressure_of(status: int, message: str) -> Pressure | None:
         if "busy" in said or "overloaded" in said:
             return Pressure.BUSY
     return None
+
+
+def pressure_of_error(error: UpstreamError) -> Pressure | None:
+    """`pressure_of` for any attempt error (only an error status can be back-pressure)."""
+    if not isinstance(error, UpstreamStatusError):
+        return None
+    return pressure_of(error.status, error.detail or "")
 
 
 def parse_retry_after(value: str | None, wall_now: float) -> float | None:
@@ -189,3 +205,33 @@ class Rotation:
     def in_rotation(self, endpoint_id: str, now: float) -> bool:
         """Neither refused nor cooling down (health is judged separately)."""
         return endpoint_id not in self._refused_at and self.cooldown_left(endpoint_id, now) == 0.0
+
+
+def unserved_error(
+    plan: AttemptPlan, rotation: Rotation, endpoint_ids: Sequence[str], now: float, recheck_seconds: float
+) -> OctorouteError:
+    """What a client whose request no attempt served is told, given the plan's end:
+
+    - the plan's terminal error (a passed-through 4xx) as it is;
+    - every attempt answered with back-pressure (429, 503 busy), or nothing was tried
+      while a candidate cools down: `EndpointsCoolingDown`, 429 with the shortest
+      remaining cooldown of `endpoint_ids` as `Retry-After`;
+    - nothing tried otherwise: `NoHealthyEndpoint`, 503 with `recheck_seconds` as
+      `Retry-After`, saying so when every endpoint refused our credentials;
+    - else the plan's `AllEndpointsFailed`.
+    """
+    if plan.final_error is not None:
+        return plan.final_error
+    group = plan.requested_group
+    waiting = rotation.shortest_cooldown(endpoint_ids, now)
+    errors = plan.errors
+    if errors and all(pressure_of_error(e) in (Pressure.RATE_LIMITED, Pressure.BUSY) for e in errors):
+        return EndpointsCoolingDown(group, retry_after_header(waiting or 0.0), errors)
+    if plan.nothing_tried and waiting is not None:
+        return EndpointsCoolingDown(group, retry_after_header(waiting))
+    error = plan.exhausted_error()
+    if isinstance(error, NoHealthyEndpoint):
+        refused = all(rotation.refused_since(i) is not None for i in endpoint_ids)
+        reason = "every endpoint refused octoroute's credentials: check their api_key_env" if refused else ""
+        return NoHealthyEndpoint(group, retry_after_header(recheck_seconds), reason)
+    return error

@@ -5,9 +5,20 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from random import Random
 
 import pytest
 
+from octoroute.config import EndpointSpec, GroupSpec, ResolvedTimeouts
+from octoroute.config.models import RetryConfig
+from octoroute.core.errors import (
+    AllEndpointsFailed,
+    EndpointsCoolingDown,
+    NoHealthyEndpoint,
+    UpstreamError,
+    UpstreamStatusError,
+)
+from octoroute.fleet.policy import AttemptPlan
 from octoroute.fleet.rotation import (
     MAX_COOLDOWN_SECONDS,
     Pressure,
@@ -17,7 +28,9 @@ from octoroute.fleet.rotation import (
     parse_retry_after,
     pressure_of,
     retry_after_header,
+    unserved_error,
 )
+from octoroute.fleet.selector import GroupSelector
 
 WALL = 1_800_000_000.0  # a wall-clock "now"
 AT_WALL = format_datetime(datetime.fromtimestamp(WALL, UTC), usegmt=True)
@@ -137,3 +150,72 @@ def test_a_refused_endpoint_is_retested_once_per_interval() -> None:
     assert rotation.retest_due("a", 19.9, 10.0) is False
     assert rotation.retest_due("a", 20.0, 10.0) is True
     assert not rotation.in_rotation("a", 20.0)  # still refused until a request succeeds
+
+
+# -- what a client whose request was not served is told -----------------------
+
+
+def _endpoint(ep_id: str) -> EndpointSpec:
+    timeouts = ResolvedTimeouts(connect=1.0, first_byte=5.0, total=30.0)
+    return EndpointSpec(ep_id, "fast", ep_id, f"http://{ep_id}/v1", 1.0, 1, None, None, None, timeouts)
+
+
+FAST = GroupSpec("fast", (_endpoint("a"), _endpoint("b")), None)
+IDS = ("a", "b")
+
+
+def _status(code: int, message: str = "nope", retry_after: str | None = None) -> UpstreamStatusError:
+    return UpstreamStatusError("x", code, b"", None, retry_after, detail=message)
+
+
+def _run(outcomes: dict[str, UpstreamError | None], usable: set[str]) -> AttemptPlan:
+    plan = AttemptPlan([FAST], {"fast": GroupSelector(FAST.endpoints)}, usable.__contains__, RetryConfig(), Random(0))
+    while (attempt := plan.next_attempt()) is not None:
+        plan.record(outcomes[attempt.endpoint.id])
+    return plan
+
+
+def test_every_attempt_rate_limited_is_a_429_with_the_shortest_cooldown() -> None:
+    rotation = Rotation()
+    rotation.cool_down("a", 100.0, 30.0)
+    rotation.cool_down("b", 100.0, 6.5)
+    plan = _run({"a": _status(429), "b": _status(503, "server busy, please try again")}, {"a", "b"})
+    error = unserved_error(plan, rotation, IDS, 101.0, 10.0)
+    assert isinstance(error, EndpointsCoolingDown)
+    assert (error.status, error.retry_after, len(error.attempts)) == (429, 6, 2)
+
+
+def test_nothing_tried_while_cooling_is_a_429() -> None:
+    rotation = Rotation()
+    rotation.cool_down("b", 0.0, 3.0)
+    error = unserved_error(_run({}, set()), rotation, IDS, 1.0, 10.0)
+    assert isinstance(error, EndpointsCoolingDown)
+    assert error.retry_after == 2
+
+
+def test_a_mix_of_failures_is_still_a_502() -> None:
+    rotation = Rotation()
+    rotation.cool_down("a", 0.0, 30.0)
+    plan = _run({"a": _status(429), "b": _status(500)}, {"a", "b"})
+    error = unserved_error(plan, rotation, IDS, 1.0, 10.0)
+    assert isinstance(error, AllEndpointsFailed)
+    assert error.status == 502
+
+
+def test_a_passed_through_4xx_stays_what_it_is() -> None:
+    plan = _run({"a": _status(400), "b": _status(400)}, {"a", "b"})
+    assert unserved_error(plan, Rotation(), IDS, 0.0, 10.0) is plan.final_error
+
+
+@pytest.mark.parametrize(
+    ("refused", "says"),
+    [(("a", "b"), "every endpoint refused octoroute's credentials"), (("a",), None)],
+)
+def test_nothing_tried_is_a_503_with_retry_after(refused: tuple[str, ...], says: str | None) -> None:
+    rotation = Rotation()
+    for ep_id in refused:
+        rotation.refuse(ep_id, 0.0, "HTTP 401")
+    error = unserved_error(_run({}, set()), rotation, IDS, 1.0, 7.5)
+    assert isinstance(error, NoHealthyEndpoint)
+    assert (error.status, error.retry_after) == (503, 8)
+    assert (says in str(error)) if says else ("refused" not in str(error))
