@@ -462,7 +462,15 @@ class Gateway:
             body, dropped = body_for(call, ep, asks_usage_for(call, self.topology.groups[ep.group]))
             sent_at = time.perf_counter()
             try:
-                reply, stream = await self._call_upstream(call, ep, body, extra_headers)
+                try:
+                    if call.stream:
+                        reply, stream = None, await self.pool.open_stream(ep, body, extra_headers)
+                    else:
+                        reply, stream = await self.pool.complete(ep, body, extra_headers), None
+                except UpstreamStatusError as status:
+                    if pressure_of_error(status) is not Pressure.LOADING:
+                        raise
+                    reply, stream = await self._wait_while_loading(call, ep, body, extra_headers, status)
                 latency = stream.first_byte_ms if stream is not None else reply.latency_ms if reply else 0.0
             except UpstreamError as error:
                 error.attempt = attempt.number
@@ -491,15 +499,28 @@ class Gateway:
             )
         raise self._exhausted(plan, decision)
 
-    async def _call_upstream(
-        self, call: ChatCall, ep: EndpointSpec, body: bytes, extra_headers: Mapping[str, str]
+    async def _wait_while_loading(
+        self,
+        call: ChatCall,
+        ep: EndpointSpec,
+        body: bytes,
+        extra_headers: Mapping[str, str],
+        loading: UpstreamStatusError,
     ) -> tuple[UpstreamReply | None, UpstreamStream | None]:
-        """One attempt up to its commit point. A server answering 503 while it loads its
-        model is asked again with backoff (`[health] loading_retry_seconds`) until the
-        endpoint's `total` timeout would pass; then its 503 is the attempt's error."""
+        """The endpoint answered 503 while loading its model: ask again with backoff
+        (`[health] loading_retry_seconds`, doubling) until its `total` timeout, counted
+        from now, would pass; then the last 503 is the attempt's error. Off the hot path:
+        the first try is made inline by `serve`."""
         deadline = self.clock() + ep.timeouts.total
         waits = 0
         while True:
+            pause = loading_backoff(waits, self.config.health.loading_retry_seconds)
+            if self.clock() + pause > deadline:
+                raise loading
+            waits += 1
+            self.metrics.loading_wait(ep.id)
+            log.info("endpoint %s is loading its model (%s); asking again in %.2fs", ep.id, loading.message, pause)
+            await asyncio.sleep(pause)
             try:
                 if call.stream:
                     return None, await self.pool.open_stream(ep, body, extra_headers)
@@ -507,13 +528,7 @@ class Gateway:
             except UpstreamStatusError as error:
                 if pressure_of_error(error) is not Pressure.LOADING:
                     raise
-                pause = loading_backoff(waits, self.config.health.loading_retry_seconds)
-                if self.clock() + pause > deadline:
-                    raise
-                waits += 1
-                self.metrics.loading_wait(ep.id)
-                log.info("endpoint %s is loading its model (%s); asking again in %.2fs", ep.id, error.message, pause)
-                await asyncio.sleep(pause)
+                loading = error
 
     def _note_fail_open(self, call: ChatCall, attempt: Attempt) -> None:
         ep = attempt.endpoint
