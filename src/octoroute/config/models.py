@@ -8,6 +8,7 @@ chains, unique ids, router tier present) live in `topology.py`.
 
 from __future__ import annotations
 
+import enum
 import math
 import re
 from typing import Annotated, Literal
@@ -155,8 +156,15 @@ class ObservabilityConfig(_Frozen):
         return self
 
 
+class ThinkingParam(enum.StrEnum):
+    """How an OpenAI-compatible endpoint is told an Anthropic client's thinking request."""
+
+    REASONING_EFFORT = "reasoning_effort"  # low / medium / high (vLLM, Ollama, gpt-oss templates)
+    CHAT_TEMPLATE_KWARGS = "chat_template_kwargs"  # {"enable_thinking": true|false} (Qwen3-style templates)
+
+
 class GroupOptions(_Frozen):
-    """`[groups.<name>]`: what the gateway does to a group's answers."""
+    """`[groups.<name>]`: what the gateway does to a group's requests and answers."""
 
     tool_repair: bool = True
     strip_think: bool = False
@@ -165,6 +173,12 @@ class GroupOptions(_Frozen):
     # Ask OpenAI-compatible upstreams for usage on streams (stream_options.include_usage), so
     # token metrics and budgets count streamed requests; off for servers that reject the field.
     stream_usage: bool = True
+    # A system message after the first turn of a translated request: kept as a system message
+    # in place ("system"), or a marked user note in place ("user") for chat templates that
+    # reject a system message anywhere but first. Either way the prompt prefix stays stable.
+    late_system: Literal["system", "user"] = "user"
+    # Which request fields carry an Anthropic client's thinking request to this group.
+    thinking_params: tuple[ThinkingParam, ...] = (ThinkingParam.REASONING_EFFORT,)
 
 
 class CapabilityOverride(_Frozen):
