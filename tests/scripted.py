@@ -12,6 +12,7 @@ non-streamed one gets the deltas merged into one `chat.completion`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from aiohttp import web
 from tests.conftest import LoopThread
 
 Delta = dict[str, Any]
+STALL: Delta = {"stall": True}  # in a streamed answer: send nothing more until the upstream stops
 Answer = Callable[[dict[str, Any]], list[Delta]]
 
 
@@ -55,6 +57,7 @@ class ScriptedUpstream:
         self.answer = answer
         self.model = model
         self.requests: list[Seen] = []
+        self._release = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -73,6 +76,7 @@ class ScriptedUpstream:
         self.port = self._runner.addresses[0][1]
 
     async def stop(self) -> None:
+        self._release.set()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -101,7 +105,9 @@ class ScriptedUpstream:
                 "object": "chat.completion",
                 "created": 1700000000,
                 "model": self.model,
-                "choices": [{"index": 0, "message": _merge(deltas), "finish_reason": finish}],
+                "choices": [
+                    {"index": 0, "message": _merge([d for d in deltas if d is not STALL]), "finish_reason": finish}
+                ],
                 "usage": usage,
             }
             return web.json_response(completion)
@@ -109,6 +115,9 @@ class ScriptedUpstream:
         await response.prepare(request)
         await response.write(self._chunk({"role": "assistant", "content": None}))
         for delta in deltas:
+            if delta is STALL:
+                await self._release.wait()
+                return response
             await response.write(self._chunk(delta))
         await response.write(self._chunk({}, finish))
         if (body.get("stream_options") or {}).get("include_usage"):

@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import anthropic
+import openai
 import orjson
 import pytest
 import urllib3
 from pydantic import TypeAdapter
-from tests.scripted import Delta, scripted  # noqa: F401  (fixture)
+from tests.scripted import STALL, Delta, scripted  # noqa: F401  (fixture)
 from tests.support import endpoint, fleet_config
 
 EVENT = TypeAdapter(anthropic.types.RawMessageStreamEvent)
@@ -269,3 +270,41 @@ def test_the_thinking_budget_maps_to_what_the_group_understands(scripted, gatewa
     assert {k: sent[k] for k in ("reasoning_effort", "chat_template_kwargs") if k in sent} == expected
     degraded = raw.headers.get("X-Octoroute-Degraded", "").split(",")
     assert ("thinking" in degraded) == (not params)
+
+
+# ------------------------------------------------------------------ timeouts
+
+
+@pytest.mark.parametrize("api", ["anthropic", "openai"])
+def test_a_slow_prefill_is_waited_for_and_a_stalled_stream_ends_by_its_idle_limit(
+    upstreams,
+    scripted,  # noqa: F811
+    gateway,
+    sdk_clients,
+    api,
+):
+    """`first_byte` covers a long prefill (here longer than the idle limit); once tokens
+    flow, `idle` alone decides when a silent stream is dead."""
+    slow = upstreams("cold-cpu")
+    slow.behaviour.first_byte_delay = 0.5  # the prefill
+    stalled = scripted(lambda body: [{"content": "partial"}, STALL])
+    gw = gateway(
+        fleet_config(
+            {"fast": [endpoint(slow, "m")], "deep": [{"name": "s", "base_url": stalled.base_url}]},
+            timeouts={"idle": 0.2},
+        )
+    )
+    ask = [{"role": "user", "content": "hi"}]
+    if api == "anthropic":
+        client = sdk_clients.anthropic(gw)
+        with client.messages.stream(model="fast", max_tokens=16, messages=ask) as stream:
+            assert stream.get_final_message().content[0].text
+        stalled_stream = client.messages.stream(model="deep", max_tokens=16, messages=ask)
+        with pytest.raises(anthropic.APIStatusError, match=r"no data for 0\.2s"), stalled_stream as stream:
+            stream.get_final_message()
+    else:
+        client = sdk_clients.openai(gw)
+        chunks = list(client.chat.completions.create(model="fast", messages=ask, stream=True))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        with pytest.raises(openai.APIError, match=r"no data for 0\.2s"):
+            list(client.chat.completions.create(model="deep", messages=ask, stream=True))

@@ -43,12 +43,16 @@ class Timeouts(_Frozen):
     connect: Seconds | None = None
     first_byte: Seconds | None = None
     total: Seconds | None = None
+    idle: Seconds | None = None  # a committed stream's longest silence
 
 
 class ServerConfig(_Frozen):
     host: str = "127.0.0.1"
     port: int = Field(default=3000, ge=0, le=65535)
-    request_timeout_seconds: Seconds = 30.0
+    # The total of an attempt unless [timeouts] say otherwise. Long enough for a local server
+    # to prefill a coding agent's 40k-token prompt on a CPU (minutes) and as long as Claude
+    # Code's own 10-minute request timeout, so the gateway never gives up before its client.
+    request_timeout_seconds: Seconds = 600.0
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
 
 
@@ -99,6 +103,9 @@ class TierTimeouts(_Frozen):
 
     connect: Seconds = 5.0
     first_byte: Seconds | None = None
+    # A committed stream fails when the upstream sends nothing for this long: a decoding
+    # server sends tokens every second or so, so two minutes of silence means it is stuck.
+    idle: Seconds = 120.0
 
     def for_group(self, group: str) -> Timeouts:
         raw = (self.model_extra or {}).get(group)
