@@ -52,10 +52,25 @@ def _merge(deltas: list[Delta]) -> dict[str, Any]:
     return message
 
 
+def _exceed_context_size(prompt: int, n_ctx: int) -> dict[str, Any]:
+    """llama-server's answer to a prompt its context cannot hold (../shared/llm/transcripts)."""
+    return {
+        "error": {
+            "code": 400,
+            "message": f"request ({prompt} tokens) exceeds the available context size ({n_ctx} tokens), "
+            "try increasing it",
+            "type": "exceed_context_size_error",
+            "n_prompt_tokens": prompt,
+            "n_ctx": n_ctx,
+        }
+    }
+
+
 class ScriptedUpstream:
-    def __init__(self, answer: Answer, *, model: str = "scripted") -> None:
+    def __init__(self, answer: Answer, *, model: str = "scripted", n_ctx: int | None = None) -> None:
         self.answer = answer
         self.model = model
+        self.n_ctx = n_ctx  # a context window: a longer prompt gets llama.cpp's exceed_context_size_error
         self.requests: list[Seen] = []
         self._release = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -94,8 +109,12 @@ class ScriptedUpstream:
         return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        body = orjson.loads(await request.read())
+        raw = await request.read()
+        body = orjson.loads(raw)
         self.requests.append(Seen(dict(request.headers), body))
+        prompt = len(raw) // 4  # about what a tokenizer makes of a JSON-heavy agent prompt
+        if self.n_ctx is not None and prompt > self.n_ctx:
+            return web.json_response(_exceed_context_size(prompt, self.n_ctx), status=400)
         deltas = self.answer(body)
         finish = "tool_calls" if any("tool_calls" in d for d in deltas) else "stop"
         usage = {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60}
