@@ -96,6 +96,10 @@ def test_claude_code_writes_a_file_through_the_gateway(scripted, gateway, tmp_pa
     first, second = (t.body["messages"] for t in turns)
     assert second[: len(first)] == first  # turn 2 starts with turn 1's prompt: the server's cache still matches
     assert next(m for m in second if m["role"] == "tool")["tool_call_id"] == "Yq3kT0"
+    # its thinking block (text omitted, as Claude Code asks) came back, and the server gets its reasoning back
+    assert next(m for m in second if m["role"] == "assistant")["reasoning_content"] == (
+        "The user wants hello.txt; the Write tool does that."
+    )
     assert turns[0].body["reasoning_effort"] == "high"  # its adaptive thinking at effort "high", mapped
     for seen in upstream.requests:
         assert not [k for k in seen.headers if k.lower().startswith("anthropic-")]

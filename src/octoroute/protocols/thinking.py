@@ -15,6 +15,7 @@ back as `thinking` blocks; one that did not gets none of it
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -22,9 +23,13 @@ from typing import Any, Final
 from octoroute.config.models import ThinkingParam
 from octoroute.protocols.filters import REASONING_FIELDS
 
-# Thinking blocks carry a signature that Anthropic's API checks when they are sent back.
-# A local model's reasoning has none; this marks the block as the gateway's.
-THINKING_SIGNATURE: Final = "octoroute-unsigned"
+# A thinking block's signature is opaque to clients, which send it back unchanged with
+# the block on the next turn (Anthropic's API checks its own). The gateway's carries the
+# reasoning itself, so the next turn can give it back to the server as `reasoning_content`
+# even when the client asked for the text to be omitted: chat templates that render an
+# agent loop's earlier reasoning then see what the model wrote, and the prompt the server
+# cached still matches. Base64 only, not a secret: it is the client's own answer.
+SIGNATURE_PREFIX: Final = "octoroute.reasoning."
 
 # budget_tokens → reasoning_effort: Anthropic's minimum budget is 1,024 tokens; the
 # buckets follow the effort levels OpenAI-compatible servers share (low, medium, high).
@@ -81,6 +86,23 @@ def thinking_fields(wanted: ThinkingRequest | None, params: Iterable[ThinkingPar
         elif param is ThinkingParam.CHAT_TEMPLATE_KWARGS:
             fields["chat_template_kwargs"] = {"enable_thinking": wanted.enabled}
     return fields
+
+
+def signature_for(reasoning: str) -> str:
+    """The signature of a thinking block holding `reasoning` (see SIGNATURE_PREFIX)."""
+    return SIGNATURE_PREFIX + base64.urlsafe_b64encode(reasoning.encode()).decode()
+
+
+def reasoning_of(block: Mapping[str, Any]) -> str | None:
+    """The reasoning a thinking block from this gateway carries in its signature; None for
+    any other block (Anthropic's own, redacted thinking, a damaged signature)."""
+    signature = block.get("signature")
+    if block.get("type") != "thinking" or not isinstance(signature, str) or not signature.startswith(SIGNATURE_PREFIX):
+        return None
+    try:
+        return base64.b64decode(signature.removeprefix(SIGNATURE_PREFIX), altchars=b"-_", validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 def reasoning_text(message: Mapping[str, Any]) -> str | None:

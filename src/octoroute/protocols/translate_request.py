@@ -20,6 +20,7 @@ import orjson
 
 from octoroute.core.errors import TranslationError
 from octoroute.core.types import Degradation, DegradationKind
+from octoroute.protocols.thinking import reasoning_of
 
 SystemRole = Literal["system", "developer"]
 
@@ -175,6 +176,7 @@ def _assistant_message(content: object, path: str, lost: list[Degradation]) -> d
         raise TranslationError(f"{path} must be a string or an array of content blocks", path)
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
+    reasoning: list[str] = []
     for i, block in enumerate(content):
         where = f"{path}[{i}]"
         if not isinstance(block, Mapping):
@@ -183,6 +185,8 @@ def _assistant_message(content: object, path: str, lost: list[Degradation]) -> d
         kind = block.get("type")
         if kind == "text" and isinstance(block.get("text"), str):
             texts.append(block["text"])
+        elif (thought := reasoning_of(block)) is not None:  # a server's reasoning, given back to it
+            reasoning.append(thought)
         elif kind == "tool_use":
             arguments = _to_json_text(block.get("input") if isinstance(block.get("input"), Mapping) else {})
             calls.append(
@@ -197,6 +201,8 @@ def _assistant_message(content: object, path: str, lost: list[Degradation]) -> d
     if not texts and not calls:
         return None
     message: dict[str, Any] = {"role": "assistant", "content": _texts_to_content(texts) if texts else None}
+    if reasoning:
+        message["reasoning_content"] = "\n\n".join(reasoning)
     if calls:
         message["tool_calls"] = calls
     return message

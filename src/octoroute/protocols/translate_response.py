@@ -21,7 +21,7 @@ import orjson
 
 from octoroute.core.types import Degradation, DegradationKind
 from octoroute.protocols.anthropic import ContentBlock, Message, StopReason, Usage
-from octoroute.protocols.thinking import THINKING_SIGNATURE, ThinkingRequest, reasoning_text
+from octoroute.protocols.thinking import ThinkingRequest, reasoning_text, signature_for
 from octoroute.protocols.translate_request_reverse import tool_use_blocks
 
 _FINISH_TO_STOP: dict[str, StopReason] = {
@@ -122,7 +122,7 @@ def _content_blocks(
     blocks: list[ContentBlock] = []
     if thinking is not None and thinking.enabled and (reasoning := reasoning_text(message)) is not None:
         shown = reasoning if thinking.show else ""
-        blocks.append({"type": "thinking", "thinking": shown, "signature": THINKING_SIGNATURE})
+        blocks.append({"type": "thinking", "thinking": shown, "signature": signature_for(reasoning)})
     text = _message_text(message)
     refusal = message.get("refusal")
     refused = isinstance(refusal, str) and bool(refusal)

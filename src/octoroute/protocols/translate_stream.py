@@ -36,7 +36,7 @@ from octoroute.protocols.anthropic import (
     encode_event,
     stream_error_event,
 )
-from octoroute.protocols.thinking import THINKING_SIGNATURE, ThinkingRequest, reasoning_text
+from octoroute.protocols.thinking import ThinkingRequest, reasoning_text, signature_for
 from octoroute.protocols.translate_response import (
     anthropic_usage,
     finish_reason_for,
@@ -91,6 +91,7 @@ class OpenAIToAnthropicStream:
         self._next_block = 0
         self._thinking = thinking if thinking is not None and thinking.enabled else None
         self._thinking_block: int | None = None  # index of the open thinking block
+        self._reasoning: list[str] = []  # its text so far, for the signature
         self._text_block: int | None = None  # index of the open text block
         self._open_tool: int | None = None  # OpenAI index of the open tool block
         self._tools: dict[int, _Tool] = {}
@@ -236,6 +237,7 @@ class OpenAIToAnthropicStream:
                     "content_block": {"type": "thinking", "thinking": "", "signature": ""},
                 }
             )
+        self._reasoning.append(text)
         if show:  # display "omitted": the block comes without its text, as Anthropic's API sends it
             events.append(
                 {
@@ -296,11 +298,12 @@ class OpenAIToAnthropicStream:
     def _close_open(self) -> list[StreamEvent]:
         if self._thinking_block is not None:
             index, self._thinking_block = self._thinking_block, None
+            reasoning, self._reasoning = "".join(self._reasoning), []
             return [
                 {
                     "type": "content_block_delta",
                     "index": index,
-                    "delta": {"type": "signature_delta", "signature": THINKING_SIGNATURE},
+                    "delta": {"type": "signature_delta", "signature": signature_for(reasoning)},
                 },
                 {"type": "content_block_stop", "index": index},
             ]

@@ -8,8 +8,17 @@ import pytest
 
 from octoroute.config.models import GroupOptions, ThinkingParam
 from octoroute.protocols.egress import translated_body
-from octoroute.protocols.thinking import ThinkingRequest, read_thinking, reasoning_effort_for, thinking_fields
-from octoroute.protocols.translate_request import late_system_as_user
+from octoroute.protocols.thinking import (
+    SIGNATURE_PREFIX,
+    ThinkingRequest,
+    read_thinking,
+    reasoning_effort_for,
+    reasoning_of,
+    signature_for,
+    thinking_fields,
+)
+from octoroute.protocols.translate_request import anthropic_to_openai_request, late_system_as_user
+from octoroute.protocols.translate_response import openai_to_anthropic_response
 
 BODY: dict[str, Any] = {
     "model": "m",
@@ -103,3 +112,33 @@ def test_translated_body_by_group_options() -> None:
     assert degraded == ("thinking",)  # asked for, and this group has no way to say it
     assert translated_body(BODY, None, GroupOptions(late_system="system")) == (BODY, ())
     assert "reasoning_effort" not in BODY
+
+
+def test_a_thinking_block_gives_its_reasoning_back_on_the_next_turn() -> None:
+    """Reasoning → thinking block (text omitted) → the client's next request → reasoning_content."""
+    completion = {
+        "choices": [{"index": 0, "message": {"role": "assistant", "reasoning_content": "Plan: é ✓", "content": "ok"}}]
+    }
+    wanted = read_thinking({"thinking": {"type": "adaptive", "display": "omitted"}})
+    message, _ = openai_to_anthropic_response(completion, model="c", message_id="msg_1", thinking=wanted)
+    assert message["content"][0] == {"type": "thinking", "thinking": "", "signature": signature_for("Plan: é ✓")}
+    follow_up = {
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "hi"}, message, {"role": "user", "content": "go"}],
+    }
+    body, lost = anthropic_to_openai_request(follow_up)
+    assert body["messages"][1] == {"role": "assistant", "content": "ok", "reasoning_content": "Plan: é ✓"}
+    assert lost == []
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        {"type": "thinking", "thinking": "x", "signature": "EqQBCgIYAhIM"},  # Anthropic's own
+        {"type": "thinking", "thinking": "x", "signature": SIGNATURE_PREFIX + "%%%"},  # damaged
+        {"type": "redacted_thinking", "data": "opaque"},
+        {"type": "text", "text": "x", "signature": signature_for("x")},
+    ],
+)
+def test_only_the_gateways_own_thinking_blocks_carry_reasoning(block: dict[str, Any]) -> None:
+    assert reasoning_of(block) is None
