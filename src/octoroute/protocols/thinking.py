@@ -28,7 +28,7 @@ from octoroute.protocols.filters import REASONING_FIELDS
 # reasoning itself, so the next turn can give it back to the server as `reasoning_content`
 # even when the client asked for the text to be omitted: chat templates that render an
 # agent loop's earlier reasoning then see what the model wrote, and the prompt the server
-# cached still matches. Base64 only, not a secret: it is the client's own answer.
+# cached can match. Base64 only, not a secret: it is the client's own answer.
 SIGNATURE_PREFIX: Final = "octoroute.reasoning."
 
 # budget_tokens → reasoning_effort: Anthropic's minimum budget is 1,024 tokens; the
