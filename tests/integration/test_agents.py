@@ -308,3 +308,43 @@ def test_a_slow_prefill_is_waited_for_and_a_stalled_stream_ends_by_its_idle_limi
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         with pytest.raises(openai.APIError, match=r"no data for 1s"):
             list(client.chat.completions.create(model="deep", messages=ask, stream=True))
+
+
+# ------------------------------------------------------------------ a real llama.cpp server
+
+
+@pytest.mark.llama
+@pytest.mark.parametrize("late_system", ["user", "system"])
+def test_llama_server_reuses_its_prompt_cache_when_a_system_message_arrives_late(
+    gateway, llama_tiny, sdk_clients, late_system
+):
+    """llama-server's prompt cache survives the turn a system message first appears
+    mid-conversation (it used to be folded into the leading system prompt, which the
+    template follows with the tools: nearly the whole prompt was processed again)."""
+    gw = gateway(
+        {
+            **fleet_config({"fast": [{"name": "tiny", "base_url": llama_tiny.base_url}]}),
+            "groups": {"fast": {"late_system": late_system}},
+        }
+    )
+    client = sdk_clients.anthropic(gw)
+    system = f"[{late_system}] You are a careful coding assistant. " + "Keep the code tidy. " * 20
+    tools = [{"name": "Read", "description": "Read a file. " * 10, "input_schema": {"type": "object"}}]
+    turns = [
+        [{"role": "user", "content": "Question 1: what does file_1.py do?"}],
+        [{"role": "assistant", "content": "It defines a helper."}, {"role": "user", "content": "And file_2.py?"}],
+        [
+            {"role": "assistant", "content": "It defines another helper."},
+            {"role": "system", "content": "Environment: the date is Monday."},
+            {"role": "user", "content": "And file_3.py?"},
+        ],
+    ]
+    messages: list[dict[str, Any]] = []
+    usages = []
+    for turn in turns:
+        messages += turn
+        message = client.messages.create(model="fast", max_tokens=1, system=system, tools=tools, messages=messages)
+        usages.append(message.usage)
+    previous_prompt = usages[1].input_tokens + usages[1].cache_read_input_tokens
+    assert usages[2].cache_read_input_tokens >= previous_prompt * 0.9
+    assert usages[2].input_tokens < previous_prompt / 2
