@@ -396,11 +396,14 @@ def test_when_every_endpoint_is_unhealthy_the_longest_failed_one_is_tried(
         with pytest.raises(openai.InternalServerError):
             client.chat.completions.create(model="fast", messages=HI)
     assert [e["healthy"] for e in models(gw).values()] == [False, False]
-    with caplog.at_level(logging.WARNING, logger="octoroute.health"):
+    with caplog.at_level(logging.INFO, logger="octoroute"):
         raw = client.chat.completions.with_raw_response.create(model="fast", messages=HI)
     assert raw.headers["X-Octoroute-Endpoint"] == "a"
     assert raw.headers["X-Octoroute-Fail-Open"] == "true"
     assert any("fail-open" in r.getMessage() and "tries a" in r.getMessage() for r in caplog.records)
+    (access,) = [r.getMessage() for r in caplog.records if r.name == "octoroute.access"]
+    assert "endpoint=a" in access
+    assert "fail_open=true" in access.lower()
     assert models(gw)["a"]["healthy"] is True  # it answered: back in service
     assert metric(gw, "octoroute_fail_open_attempts_total", group="fast") == 1
     normal = client.chat.completions.with_raw_response.create(model="fast", messages=HI)

@@ -65,6 +65,7 @@ class RequestTrace:
     input_tokens: int | None = None
     output_tokens: int | None = None
     degraded: tuple[str, ...] = ()
+    fail_open: bool = False  # served by an endpoint tried although none was healthy
     prompt: str | None = None
     completion: str | None = None
     span: SpanHandle | None = field(default=None, repr=False)
@@ -105,6 +106,7 @@ class RequestTrace:
             "retries": max(self.attempts - 1, 0),
             "fallback_from": self.fallback_from,
             "degraded": ",".join(self.degraded) or None,
+            "fail_open": True if self.fail_open else None,
             "prompt": self.prompt,
             "completion": self.completion,
         }
