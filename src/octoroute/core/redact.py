@@ -30,12 +30,24 @@ PATTERN_MARGIN = 1024  # characters past the limit still read, so a secret cross
 _URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s:@]+:[^/\s@]*@")
 _BEARER = re.compile(r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=\-]{6,}")
 _KEY_SHAPED = re.compile(r"\b(?:sk|pk|rk|gsk|xai|hf|ghp|gho|github_pat)[-_][A-Za-z0-9_\-]{8,}")
-# A name that says "secret here", then a separator, then the value (quoted or not).
+# A name that says "secret here", then a separator, then the value (quoted or not); the
+# value is redacted only when it looks like one (`_looks_secret`), so "max_tokens: 4096"
+# or "too many tokens: reduce the prompt" stay readable.
 _KEY_VALUE = re.compile(
     r"(?i)((?:api[_\-\s]?key|x-api-key|access[_\-]?token|auth[_\-]?token|token|secret|password|passwd|"
     r"authorization|credential)s?[\"']?\s*[:=]\s*[\"']?)"
     r"(?!bearer\b|basic\b)([^\s\"',;&}]{6,})"
 )
+
+
+def _looks_secret(value: str) -> bool:
+    """Letters and digits mixed (a password, a hex key), or a long token of letters (base64)."""
+    has_letter = any(c.isalpha() for c in value)
+    return has_letter and (len(value) >= 16 or any(c.isdigit() for c in value))
+
+
+def _redact_value(match: re.Match[str]) -> str:
+    return match.group(1) + REDACTED if _looks_secret(match.group(2)) else match.group(0)
 
 
 def redact(text: str, secrets: Iterable[str | None] = (), *, max_chars: int | None = DEFAULT_MAX_CHARS) -> str:
@@ -54,7 +66,7 @@ def redact(text: str, secrets: Iterable[str | None] = (), *, max_chars: int | No
         out = out.replace(secret, REDACTED)
     out = _URL_CREDENTIALS.sub(lambda m: m.group(1) + REDACTED + "@", out)
     out = _BEARER.sub(lambda m: m.group(1) + m.group(2) + REDACTED, out)
-    out = _KEY_VALUE.sub(lambda m: m.group(1) + REDACTED, out)
+    out = _KEY_VALUE.sub(_redact_value, out)
     out = _KEY_SHAPED.sub(REDACTED, out)
     out = " ".join(out.split())
     if max_chars is not None and len(out) > max_chars:
