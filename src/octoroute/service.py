@@ -486,16 +486,7 @@ class Gateway:
             body, dropped = body_for(call, ep, asks_usage_for(call, group_spec), group_spec.options)
             sent_at = time.perf_counter()
             try:
-                sent_headers = headers_for(ep, extra_headers)
-                try:
-                    if call.stream:
-                        reply, stream = None, await self.pool.open_stream(ep, body, sent_headers)
-                    else:
-                        reply, stream = await self.pool.complete(ep, body, sent_headers), None
-                except UpstreamStatusError as status:
-                    if pressure_of_error(status) is not Pressure.LOADING:
-                        raise
-                    reply, stream = await self._wait_while_loading(call, ep, body, sent_headers, status)
+                reply, stream = await self._call_upstream(call, ep, body, headers_for(ep, extra_headers))
                 latency = stream.first_byte_ms if stream is not None else reply.latency_ms if reply else 0.0
             except UpstreamError as error:
                 error.attempt = attempt.number
@@ -524,28 +515,15 @@ class Gateway:
             )
         raise self._exhausted(plan, decision)
 
-    async def _wait_while_loading(
-        self,
-        call: ChatCall,
-        ep: EndpointSpec,
-        body: bytes,
-        extra_headers: Mapping[str, str],
-        loading: UpstreamStatusError,
+    async def _call_upstream(
+        self, call: ChatCall, ep: EndpointSpec, body: bytes, extra_headers: Mapping[str, str]
     ) -> tuple[UpstreamReply | None, UpstreamStream | None]:
-        """The endpoint answered 503 while loading its model: ask again with backoff
-        (`[health] loading_retry_seconds`, doubling) until its `total` timeout, counted
-        from now, would pass; then the last 503 is the attempt's error. Off the hot path:
-        the first try is made inline by `serve`."""
+        """One attempt up to its commit point. A server answering 503 while it loads its
+        model is asked again with backoff (`[health] loading_retry_seconds`) until the
+        endpoint's `total` timeout would pass; then its 503 is the attempt's error."""
         deadline = self.clock() + ep.timeouts.total
         waits = 0
         while True:
-            pause = loading_backoff(waits, self.config.health.loading_retry_seconds)
-            if self.clock() + pause > deadline:
-                raise loading
-            waits += 1
-            self.metrics.loading_wait(ep.id)
-            log.info("endpoint %s is loading its model (%s); asking again in %.2fs", ep.id, loading.message, pause)
-            await asyncio.sleep(pause)
             try:
                 if call.stream:
                     return None, await self.pool.open_stream(ep, body, extra_headers)
@@ -553,7 +531,13 @@ class Gateway:
             except UpstreamStatusError as error:
                 if pressure_of_error(error) is not Pressure.LOADING:
                     raise
-                loading = error
+                pause = loading_backoff(waits, self.config.health.loading_retry_seconds)
+                if self.clock() + pause > deadline:
+                    raise
+                waits += 1
+                self.metrics.loading_wait(ep.id)
+                log.info("endpoint %s is loading its model (%s); asking again in %.2fs", ep.id, error.message, pause)
+                await asyncio.sleep(pause)
 
     def _note_fail_open(self, call: ChatCall, attempt: Attempt) -> None:
         ep = attempt.endpoint
