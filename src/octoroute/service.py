@@ -22,10 +22,12 @@ from octoroute import __version__
 from octoroute.config.models import Config, GroupOptions
 from octoroute.config.topology import EndpointSpec, GroupSpec, Topology, default_tier
 from octoroute.core.errors import (
+    COOLDOWN_PRESSURES,
     ErrorType,
     InvalidRequest,
     ModelNotFound,
     OctorouteError,
+    Pressure,
     TimeoutPhase,
     UpstreamError,
     UpstreamStatusError,
@@ -53,7 +55,6 @@ from octoroute.fleet.capabilities import (
 from octoroute.fleet.health import HealthBoard, Transition
 from octoroute.fleet.policy import Attempt, AttemptPlan, most_likely_recovered
 from octoroute.fleet.rotation import (
-    Pressure,
     Rotation,
     cooldown_seconds,
     loading_backoff,
@@ -420,7 +421,7 @@ class Gateway:
                 self.metrics.credentials_refused(ep.id, True)
             return True
         pressure = pressure_of_error(error)
-        if pressure is Pressure.RATE_LIMITED or pressure is Pressure.BUSY:
+        if pressure in COOLDOWN_PRESSURES:
             wall = time.time()
             seconds = cooldown_seconds(error.retry_after, wall, self.config.health.rate_limit_cooldown_seconds)
             until = self.rotation.cool_down(ep.id, now, seconds)
