@@ -26,10 +26,12 @@ from octoroute.core.errors import (
     InvalidRequest,
     ModelNotFound,
     TimeoutPhase,
+    UpstreamContextOverflow,
     UpstreamError,
     UpstreamStatusError,
     UpstreamTimeout,
 )
+from octoroute.core.facts import ContextEvent
 from octoroute.core.types import (
     Api,
     DegradationKind,
@@ -48,6 +50,7 @@ from octoroute.fleet.capabilities import (
     missing,
     selection_needs,
 )
+from octoroute.fleet.context import ContextBook, ContextGate, estimate_prompt_tokens, requested_output
 from octoroute.fleet.health import HealthBoard, Transition
 from octoroute.fleet.policy import Attempt, AttemptPlan
 from octoroute.fleet.selector import GroupSelector, build_selectors
@@ -57,6 +60,7 @@ from octoroute.observe.snapshot import EndpointInfo, SnapshotInputs, build_snaps
 from octoroute.observe.tracing import SpanHandle
 from octoroute.protocols.filters import OutputFilter
 from octoroute.protocols.openai import check_chat_body, normalised_error, read_message_text
+from octoroute.protocols.overflow import read_overflow
 from octoroute.protocols.postprocess import PostProcess, declared_tools
 from octoroute.protocols.repair import call_id_factory
 from octoroute.protocols.translate_request_reverse import openai_to_anthropic_request
@@ -65,6 +69,7 @@ from octoroute.protocols.usage import wants_usage
 from octoroute.routing.features import extract_features, last_user_text
 from octoroute.routing.router import JudgeUnavailable, Router
 from octoroute.upstream.client import UpstreamPool, UpstreamReply, UpstreamStream
+from octoroute.upstream.discovery import discover
 
 log = logging.getLogger("octoroute.health")
 CAPABLE_FIRST = 100_000  # added to the priority of capable endpoints: above any configured priority (±1000)
@@ -73,6 +78,7 @@ LACKS = {
     MISSING_VISION: DegradationKind.ENDPOINT_LACKS_VISION.value,
 }
 AUTO = "auto"
+UNKNOWN_WINDOW_RANK = 1 << 40  # sorts after every real window
 HINT_FIELDS = ("importance", "task_type")
 
 
@@ -237,6 +243,7 @@ class Gateway:
         self.started_at = time.time() if started_at is None else started_at
         overrides = {k: v.model_dump(exclude_none=True) for k, v in config.capabilities.items()}
         self.capabilities = CapabilityRegistry.bundled(overrides)
+        self.context = ContextBook(topology.endpoints.values(), self.capabilities.known_window)
         self.observer = observer or Observer(Recorder())
         self.metrics = self.observer.metrics
         self._capable_selectors: dict[tuple[bool, bool], dict[str, GroupSelector]] = {}
@@ -321,15 +328,63 @@ class Gateway:
         lacks = missing(Needs(tools=needs.tools, vision=needs.vision), self.capabilities.lookup(ep.name))
         return tuple(LACKS[m] for m in sorted(lacks))
 
-    def _plan(self, decision: RoutingDecision, needs: Needs) -> AttemptPlan:
+    def _plan(self, decision: RoutingDecision, needs: Needs, gate: ContextGate) -> AttemptPlan:
         if decision.endpoint_id is not None:
             ep = self.topology.endpoints[decision.endpoint_id]
             pinned = GroupSpec(name=ep.group, endpoints=(ep,), fallback=None)
-            return AttemptPlan(
-                [pinned], {ep.group: GroupSelector((ep,))}, lambda _id: True, self.config.retry, self.rng
-            )
-        chain = [self.topology.groups[g] for g in self.topology.fallback_chain(decision.group)]
-        return AttemptPlan(chain, self._selectors_for(needs), self.is_available, self.config.retry, self.rng)
+            return AttemptPlan([pinned], {ep.group: GroupSelector((ep,))}, gate.allows, self.config.retry, self.rng)
+        chain = [self.topology.groups[g] for g in self._context_chain(decision)]
+        return AttemptPlan(
+            chain,
+            self._selectors_for(needs),
+            lambda i: self.is_available(i) and gate.allows(i),
+            self.config.retry,
+            self.rng,
+        )
+
+    def _context_chain(self, decision: RoutingDecision) -> tuple[str, ...]:
+        """The fallback chain, then every other group, smallest largest-window first: those
+        are tried only by a request found too large for something (context escalation)."""
+        chain = self.topology.fallback_chain(decision.group)
+        rest = [g for g in self.topology.groups if g not in chain]
+        return (*chain, *sorted(rest, key=self._largest_window))
+
+    def _largest_window(self, group: str) -> int:
+        """For ordering escalation groups: groups whose windows are unknown come last."""
+        sizes = [self.context.tokens(ep.id) for ep in self.topology.groups[group].endpoints]
+        return max(UNKNOWN_WINDOW_RANK if n is None else n for n in sizes)
+
+    def _context_gate(self, call: ChatCall, decision: RoutingDecision) -> ContextGate:
+        if decision.endpoint_id is not None:
+            candidates: tuple[EndpointSpec, ...] = (self.topology.endpoints[decision.endpoint_id],)
+            extra: tuple[str, ...] = ()
+        else:
+            names = self._context_chain(decision)
+            candidates = tuple(ep for g in names for ep in self.topology.groups[g].endpoints)
+            extra = names[len(self.topology.fallback_chain(decision.group)) :]
+        return ContextGate(
+            self.context, candidates, estimate_prompt_tokens(call.body), requested_output(call.body), extra
+        )
+
+    def _overflow_of(self, error: UpstreamError, ep: EndpointSpec, gate: ContextGate) -> UpstreamError:
+        """An upstream 4xx saying the request exceeds the endpoint's window becomes an
+        `UpstreamContextOverflow` (retried elsewhere, not a health failure); the gate
+        learns the sizes it states."""
+        if not isinstance(error, UpstreamStatusError) or isinstance(error, UpstreamContextOverflow):
+            return error
+        overflow = read_overflow(error.status, error.body)
+        if overflow is None:
+            return error
+        gate.record_overflow(ep.id, overflow.prompt_tokens, overflow.window)
+        self.metrics.context_event(ep.group, ContextEvent.OVERFLOWED)
+        return UpstreamContextOverflow(error, overflow.prompt_tokens, overflow.window)
+
+    def _context_settled(self, gate: ContextGate, served_by: str | None) -> None:
+        """Count what the request's size did: endpoints skipped, served after escalating."""
+        for group in gate.skipped.values():
+            self.metrics.context_event(group, ContextEvent.SKIPPED)
+        if served_by is not None and gate.escalating:
+            self.metrics.context_event(served_by, ContextEvent.ESCALATED)
 
     def is_available(self, endpoint_id: str) -> bool:
         """Healthy, or (without active probes) unhealthy for longer than the check
@@ -345,7 +400,10 @@ class Gateway:
         now = self.clock()
         if error is not None:
             self.observer.upstream_error(ep.id, error.error_type, describe_upstream_error(error))
-        if error is None or (isinstance(error, UpstreamStatusError) and not error.retryable):
+        if error is None or (
+            isinstance(error, UpstreamStatusError)
+            and (not error.retryable or isinstance(error, UpstreamContextOverflow))
+        ):
             # A 4xx is the request's fault: the endpoint answered, so it is alive.
             transition = self.board.record_success(ep.id, now, latency_ms)
         else:
@@ -372,7 +430,8 @@ class Gateway:
         """Run attempts until one commits; raises the plan's error when none does.
         `trace` (when given) learns the attempts and carries the request's span."""
         needs = selection_needs(call.body)
-        plan = self._plan(decision, needs)
+        gate = self._context_gate(call, decision)
+        plan = self._plan(decision, needs, gate)
         group = decision.group
         while (attempt := plan.next_attempt()) is not None:
             if attempt.backoff_seconds > 0:
@@ -393,7 +452,8 @@ class Gateway:
                     reply = await self.pool.complete(ep, body, extra_headers)
                     stream = None
                     latency = reply.latency_ms
-            except UpstreamError as error:
+            except UpstreamError as raised:
+                error = self._overflow_of(raised, ep, gate)
                 error.attempt = attempt.number
                 self._attempt_failed(ep, error, sent_at, span)
                 plan.record(error)
@@ -406,6 +466,7 @@ class Gateway:
             self._attempt_committed(ep, stream, sent_at, span)
             self._record(ep, None, latency)
             plan.record(None)
+            self._context_settled(gate, attempt.group)
             return Outcome(
                 decision=decision,
                 endpoint=ep,
@@ -417,8 +478,13 @@ class Gateway:
                 degraded=(*dropped, *self._lacking(needs, ep)),
                 sent_at=sent_at,
             )
+        self._context_settled(gate, None)
         if plan.final_error is not None:
             raise plan.final_error
+        rejection = gate.rejection()
+        if rejection is not None:
+            self.metrics.context_event(decision.group, ContextEvent.REJECTED)
+            raise rejection
         raise plan.exhausted_error()
 
     def _attempt_started(self, attempt: Attempt, trace: RequestTrace | None) -> SpanHandle | None:
@@ -457,11 +523,23 @@ class Gateway:
 
     # -- reporting ---------------------------------------------------------
 
+    def context_info(self, endpoint_id: str) -> dict[str, object]:
+        """An endpoint's context window, where it comes from, and its discovered slots
+        (for `/models` and `/metrics.json`)."""
+        window = self.context.window(endpoint_id)
+        facts = self.context.facts(endpoint_id)
+        return {
+            "window": window.tokens,
+            "source": window.source.value,
+            "told_by": window.told_by.value if window.told_by else None,
+            "total_slots": facts.total_slots if facts else None,
+        }
+
     def snapshot(self) -> dict[str, object]:
         """The `/metrics.json` document (docs/metrics-json.md)."""
         decisions, errors = self.observer.windows()
         endpoints = [
-            EndpointInfo(ep.id, ep.group, ep.name, ep.kind.value, ep.base_url)
+            EndpointInfo(ep.id, ep.group, ep.name, ep.kind.value, ep.base_url, self.context_info(ep.id))
             for ep in self.topology.endpoints.values()
         ]
         return build_snapshot(
@@ -535,8 +613,33 @@ class Gateway:
                 self._record(ep, error)
             else:
                 self._record(ep, None, latency)
+                if self.config.health.discover and self.context.worth_asking(ep.id):
+                    await self.discover(ep)
 
         await asyncio.gather(*(one(ep) for ep in self.topology.endpoints.values()))
+
+    async def discover(self, ep: EndpointSpec) -> None:
+        """Ask the endpoint's server for its context window and slots (upstream.discovery),
+        within the health check timeout; the answer goes to `self.context`."""
+        known = self.context.facts(ep.id)
+        found = await discover(self.pool, ep, self.config.health.check_timeout_seconds, known.source if known else None)
+        if found.facts is not None:
+            if self.context.learn(ep.id, found.facts):
+                log.info(
+                    "endpoint %s: %s says context window %s, %s slots",
+                    ep.id,
+                    found.facts.source.value,
+                    found.facts.context_window,
+                    found.facts.total_slots,
+                )
+        elif found.reached and known is None:
+            self.context.mark_silent(ep.id)
+
+    async def discover_all(self) -> None:
+        """Discovery for every endpoint at once (at startup, before serving)."""
+        if not self.config.health.discover:
+            return
+        await asyncio.gather(*(self.discover(ep) for ep in self.topology.endpoints.values()))
 
     async def run_health_checks(self) -> None:
         """Probe forever on the configured interval (cancelled at shutdown)."""

@@ -552,7 +552,7 @@ def test_a_client_asking_for_usage_gets_it_once(upstreams, gateway, sdk_clients)
 
 def test_last_error_carries_the_upstreams_own_message(upstreams, gateway, sdk_clients):
     sim = upstreams("picky")
-    sim.behaviour.mode = Mode.ERROR_400
+    sim.behaviour.mode = Mode.REJECT_400
     gw = gateway(fleet_config({"fast": [endpoint(sim, "m", id="picky")]}))
     with pytest.raises(openai.BadRequestError) as refused:
         sdk_clients.openai(gw).chat.completions.create(model="fast", messages=HI)

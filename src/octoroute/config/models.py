@@ -64,6 +64,8 @@ class EndpointConfig(_Frozen):
     kind: Api = Api.OPENAI  # the API the server speaks at base_url: openai (/chat/completions) or anthropic (/messages)
     api_key_env: str | None = Field(default=None, pattern=ENV_NAME.pattern)
     timeouts: Timeouts = Timeouts()
+    # Tokens one request may use (prompt + output); unset: discovered from the server, else the capability table.
+    context_window: int | None = Field(default=None, gt=0, le=100_000_000)
 
     @field_validator("base_url")
     @classmethod
@@ -117,6 +119,9 @@ class HealthConfig(_Frozen):
     check_interval_seconds: Seconds = 10.0
     check_timeout_seconds: Seconds = 2.0
     active: bool = True
+    # Ask servers their context window and slots (llama.cpp /props, Ollama /api/show, vLLM /v1/models)
+    # at startup and, with active probes, after each successful probe.
+    discover: bool = True
 
 
 class RetryConfig(_Frozen):

@@ -429,6 +429,7 @@ async def endpoints(request: web.Request) -> web.Response:
             "last_check_age_seconds": s.last_check_age_seconds,
             "last_latency_ms": s.last_latency_ms,
             "last_error": s.last_error,
+            "context": gw.context_info(s.id),
         }
         for s in gw.board.snapshot(gw.clock())
     ]
