@@ -484,6 +484,7 @@ class Gateway:
         rejection = gate.rejection()
         if rejection is not None:
             self.metrics.context_event(decision.group, ContextEvent.REJECTED)
+            rejection.attempts = plan.attempts_made
             raise rejection
         raise plan.exhausted_error()
 

@@ -331,3 +331,38 @@ def test_anthropic_client_gets_400_with_the_sizes_after_every_endpoint_overflowe
     assert "largest context window available is 3072" in body["error"]["message"]
     assert small.chats == 1
     assert other.chats == 1
+
+
+# -- a real llama.cpp server -------------------------------------------------
+
+
+@pytest.mark.llama
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_real_llama_server_is_discovered_and_escalated_from(servers, gateway, sdk_clients, llama_tiny, api, stream):
+    """The start script runs llama-server with -c 2048 -np 1. Its tiny model spends one
+    token per digit, so 4,000 digits look like ~1,000 tokens to the gateway and are
+    ~4,000 to the server: its exceed_context_size_error must send the request on."""
+    big = servers(Flavour.VLLM, 16384, "big")
+    llama = {"name": llama_tiny.model, "base_url": llama_tiny.base_url, "id": "llama", "priority": 2}
+    gw = gateway(config({"fast": [llama, ep(big, priority=1)]}))
+    assert context_of(gw, "llama") == {
+        "window": 2048,
+        "source": "discovered",
+        "told_by": "llama_props",
+        "total_slots": 1,
+    }
+    assert ask(sdk_clients, gw, api, "fast", "0123456789" * 400, stream) == ("big", "served by big")
+    overflowed = get_json(f"{gw.url}/models")["endpoints"][0]
+    assert overflowed["id"] == "llama"
+    assert overflowed["healthy"] is True
+    assert overflowed["consecutive_failures"] == 0
+    assert overflowed["context"]["told_by"] == "overflow_error"
+    # Too large by the estimate alone: skipped without asking llama-server.
+    assert ask(sdk_clients, gw, api, "fast", words(12_000), stream)[0] == "big"
+    # What fits is served by llama-server itself.
+    served, _ = ask(sdk_clients, gw, api, "fast", "Say hello", stream, max_tokens=8)
+    assert served == "llama"
+    attempts = {e["id"]: e["outcomes"] for e in get_json(f"{gw.url}/metrics.json")["endpoints"]}
+    assert attempts["llama"] == {"context_overflow": 1, "ok": 1}
+    assert big.chats == 2

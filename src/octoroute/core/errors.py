@@ -115,6 +115,7 @@ class ContextTooLarge(InvalidRequest):
         self.prompt_tokens = prompt_tokens
         self.output_tokens = output_tokens
         self.largest_window = largest_window
+        self.attempts = 0  # upstream attempts made before deciding, set by the attempt loop
 
 
 class Unauthorised(ClientError):

@@ -95,12 +95,17 @@ class Window:
 class ContextBook:
     """Every endpoint's context window and the facts its server reported."""
 
-    __slots__ = ("_config", "_facts", "_learned", "_silent", "_table")
+    __slots__ = ("_config", "_facts", "_learned", "_same_server", "_silent", "_table")
 
     def __init__(self, endpoints: Iterable[EndpointSpec], table_window: Callable[[str], int | None]) -> None:
         eps = tuple(endpoints)
         self._config = {ep.id: ep.context_window for ep in eps if ep.context_window is not None}
         self._table = {ep.id: table_window(ep.name) for ep in eps}
+        servers: dict[tuple[str, str], list[str]] = {}
+        for ep in eps:
+            servers.setdefault((ep.base_url, ep.name), []).append(ep.id)
+        # Endpoints that are one server and model under several ids share what an error taught.
+        self._same_server = {i: tuple(ids) for ids in servers.values() for i in ids}
         self._facts: dict[str, ServerFacts] = {}
         self._learned: dict[str, int] = {}
         self._silent: set[str] = set()  # servers that answered discovery without saying anything
@@ -129,8 +134,9 @@ class ContextBook:
         return endpoint_id not in self._silent
 
     def learn_window(self, endpoint_id: str, tokens: int) -> None:
-        """The window an overflow error stated."""
-        self._learned[endpoint_id] = tokens
+        """The window an overflow error stated (for every endpoint on the same server and model)."""
+        for same in self._same_server.get(endpoint_id, (endpoint_id,)):
+            self._learned[same] = tokens
 
     def window(self, endpoint_id: str) -> Window:
         configured = self._config.get(endpoint_id)

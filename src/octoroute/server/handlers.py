@@ -15,6 +15,7 @@ from aiohttp import web
 
 from octoroute.core.errors import (
     AllEndpointsFailed,
+    ContextTooLarge,
     InvalidRequest,
     NotFound,
     RoutingExhausted,
@@ -59,7 +60,9 @@ def decision_headers(decision: RoutingDecision, outcome: Outcome) -> dict[str, s
     return headers
 
 
-def _failure_headers(decision: RoutingDecision, exc: RoutingExhausted | UpstreamStatusError) -> dict[str, str]:
+def _failure_headers(
+    decision: RoutingDecision, exc: RoutingExhausted | UpstreamStatusError | ContextTooLarge
+) -> dict[str, str]:
     """Decision headers for a request no endpoint served; the endpoint is named when one answered."""
     headers = {
         "X-Octoroute-Tier": decision.group,
@@ -72,7 +75,9 @@ def _failure_headers(decision: RoutingDecision, exc: RoutingExhausted | Upstream
     return headers
 
 
-def attempts_of(exc: RoutingExhausted | UpstreamStatusError) -> int:
+def attempts_of(exc: RoutingExhausted | UpstreamStatusError | ContextTooLarge) -> int:
+    if isinstance(exc, ContextTooLarge):
+        return exc.attempts
     if isinstance(exc, AllEndpointsFailed):
         return len(exc.attempts)
     return exc.attempt if isinstance(exc, UpstreamStatusError) else 0
@@ -142,7 +147,7 @@ async def serve_call(
         span.end()
     try:
         outcome = await gw.serve(call, decision, {"X-Request-Id": call.request_id, **(forward or {})}, trace)
-    except (RoutingExhausted, UpstreamStatusError) as exc:
+    except (RoutingExhausted, UpstreamStatusError, ContextTooLarge) as exc:
         response = render_error(exc, api)
         response.headers.update(_failure_headers(decision, exc))
         trace.attempts = attempts_of(exc)
