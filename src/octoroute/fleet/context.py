@@ -13,10 +13,11 @@ still use, and what it learned from overflow errors. The attempt plan asks
 request are skipped like unhealthy ones.
 
 The estimate (`estimate_prompt_tokens`) is deliberately not padded: text
-characters / 4 (as `routing.features` counts), except that CJK, kana and
-hangul characters count one token each (tokenizers spend about one token or
-more per such character, so /4 would send a 30,000-token Chinese prompt to an
-8K server), plus 4 tokens per message for the chat template. For English and
+characters / 4 (as `routing.features` counts), except that characters of
+three or more UTF-8 bytes (CJK, kana, hangul, symbols, emoji) count one token
+each (tokenizers spend about a token or more per such character, so /4 would
+send a 30,000-token Chinese prompt to an 8K server), plus 4 tokens per message
+for the chat template. For English and
 code this tends to undercount, which errs toward trying an endpoint: a wrong
 guess costs one fast 400 from the server, which the gateway then escalates with
 the server's exact count, while an overcount would refuse requests that fit.
@@ -28,7 +29,6 @@ the server's exact count, while an overcount would refuse requests that fit.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -41,16 +41,22 @@ CHARS_PER_TOKEN: Final = 4
 TOKENS_PER_MESSAGE: Final = 4  # role markers and separators of the chat template
 DEFAULT_OUTPUT_TOKENS: Final = 1024  # neither the request nor the endpoint sets max_tokens
 MIN_OUTPUT_TOKENS: Final = 256  # room left for an answer when the requested output fits nowhere
-# CJK ideographs and radicals, kana, hangul, full-width forms: about a token per character.
-_WIDE: Final = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
+_HIGH_BYTES: Final = bytes(range(128, 256))
 _BINARY_PARTS: Final = frozenset({"image_url", "input_image", "input_audio", "file", "input_file"})
 
 
 def _text_tokens(text: str) -> int:
     if text.isascii():
         return -(-len(text) // CHARS_PER_TOKEN)
-    wide = len(_WIDE.findall(text))
-    return wide + -(-(len(text) - wide) // CHARS_PER_TOKEN)
+    # Characters of three or four UTF-8 bytes (CJK, kana, hangul, most other scripts past
+    # U+0800, symbols, emoji) count a token each; with n characters, a of them ASCII and b
+    # bytes, that is b - 2n + a (four-byte ones count twice): one encode and one translate,
+    # both in C, where a per-character regex cost ~13 ns a character.
+    chars = len(text)
+    encoded = text.encode("utf-8", "surrogatepass")
+    ascii_chars = len(encoded.translate(None, _HIGH_BYTES))
+    wide = len(encoded) - 2 * chars + ascii_chars
+    return wide + -(-(chars - wide) // CHARS_PER_TOKEN)
 
 
 def _count_tokens(value: object) -> int:
