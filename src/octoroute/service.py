@@ -346,7 +346,8 @@ class Gateway:
         """The fallback chain, then every other group, smallest largest-window first: those
         are tried only by a request found too large for something (context escalation)."""
         chain = self.topology.fallback_chain(decision.group)
-        rest = [g for g in self.topology.groups if g not in chain]
+        groups = self.topology.groups
+        rest = [g for g in groups if g not in chain and groups[g].options.context_escalation]
         return (*chain, *sorted(rest, key=self._largest_window))
 
     def _largest_window(self, group: str) -> int:

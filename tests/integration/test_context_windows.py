@@ -366,3 +366,21 @@ def test_real_llama_server_is_discovered_and_escalated_from(servers, gateway, sd
     attempts = {e["id"]: e["outcomes"] for e in get_json(f"{gw.url}/metrics.json")["endpoints"]}
     assert attempts["llama"] == {"context_overflow": 1, "ok": 1}
     assert big.chats == 2
+
+
+def test_a_group_can_refuse_escalated_requests(servers, gateway, sdk_clients):
+    small = servers(Flavour.LLAMA, 2048, "small")
+    cloud = servers(Flavour.OPENAI, 128_000, "cloud")
+    gw = gateway(
+        config(
+            {"fast": [ep(small)], "paid": [ep(cloud)]},
+            fallback={"fast": "none"},
+            groups={"paid": {"context_escalation": False}},
+        )
+    )
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(sdk_clients, gw, "openai", "fast", words(12_000), False)
+    assert caught.value.body["code"] == "context_length_exceeded"
+    assert cloud.chats == 0
+    # Asked for by name, the group serves it.
+    assert ask(sdk_clients, gw, "openai", "paid", words(12_000), False)[0] == "cloud"

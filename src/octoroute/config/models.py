@@ -170,6 +170,8 @@ class GroupOptions(_Frozen):
     # Ask OpenAI-compatible upstreams for usage on streams (stream_options.include_usage), so
     # token metrics and budgets count streamed requests; off for servers that reject the field.
     stream_usage: bool = True
+    # Take requests too large for every group of their own fallback chain (context escalation).
+    context_escalation: bool = True
 
 
 class CapabilityOverride(_Frozen):
