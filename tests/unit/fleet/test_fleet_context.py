@@ -6,6 +6,7 @@ import pytest
 
 from octoroute.config.topology import EndpointSpec, ResolvedTimeouts
 from octoroute.core.facts import FactSource, ServerFacts, WindowSource
+from octoroute.fleet.capabilities import CapabilityRegistry
 from octoroute.fleet.context import (
     DEFAULT_OUTPUT_TOKENS,
     MIN_OUTPUT_TOKENS,
@@ -163,3 +164,11 @@ def test_escalation_groups_open_only_once_the_request_was_found_too_large() -> N
     assert not gate.allows("big")
     gate.record_overflow("small", 5000, 2048)
     assert gate.allows("big")
+
+
+def test_the_table_gives_a_window_only_for_models_it_knows() -> None:
+    registry = CapabilityRegistry.bundled({"my-finetune*": {"context_window": 12000}, "my-tools": {"tools": True}})
+    assert registry.known_window("Qwen2.5-Coder-7B-Instruct") == 32768
+    assert registry.known_window("my-finetune-v2") == 12000
+    assert registry.known_window("my-tools") is None  # an override that says nothing of the window
+    assert registry.known_window("tiny") is None  # only the catch-all family matches
