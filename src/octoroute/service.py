@@ -31,7 +31,7 @@ from octoroute.core.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from octoroute.core.facts import ContextEvent
+from octoroute.core.facts import ContextEvent, ServerFacts
 from octoroute.core.types import (
     Api,
     DegradationKind,
@@ -627,15 +627,20 @@ class Gateway:
         found = await discover(self.pool, ep, self.config.health.check_timeout_seconds, known.source if known else None)
         if found.facts is not None:
             if self.context.learn(ep.id, found.facts):
-                log.info(
-                    "endpoint %s: %s says context window %s, %s slots",
-                    ep.id,
-                    found.facts.source.value,
-                    found.facts.context_window,
-                    found.facts.total_slots,
-                )
+                self._facts_learned(ep, found.facts)
         elif found.reached and known is None:
             self.context.mark_silent(ep.id)
+
+    def _facts_learned(self, ep: EndpointSpec, facts: ServerFacts) -> None:
+        """A server said something new about itself (`self.context` has it already): the
+        hook for whatever else depends on it (slot limits read `facts.total_slots`)."""
+        log.info(
+            "endpoint %s: %s says context window %s, %s slots",
+            ep.id,
+            facts.source.value,
+            facts.context_window,
+            facts.total_slots,
+        )
 
     async def discover_all(self) -> None:
         """Discovery for every endpoint at once (at startup, before serving)."""
