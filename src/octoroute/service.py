@@ -244,6 +244,9 @@ class Gateway:
         overrides = {k: v.model_dump(exclude_none=True) for k, v in config.capabilities.items()}
         self.capabilities = CapabilityRegistry.bundled(overrides)
         self.context = ContextBook(topology.endpoints.values(), self.capabilities.known_window)
+        self._context_chains: dict[
+            tuple[str, int], tuple[tuple[str, ...], tuple[EndpointSpec, ...], tuple[str, ...]]
+        ] = {}
         self.observer = observer or Observer(Recorder())
         self.metrics = self.observer.metrics
         self._capable_selectors: dict[tuple[bool, bool], dict[str, GroupSelector]] = {}
@@ -345,10 +348,23 @@ class Gateway:
     def _context_chain(self, decision: RoutingDecision) -> tuple[str, ...]:
         """The fallback chain, then every other group, smallest largest-window first: those
         are tried only by a request found too large for something (context escalation)."""
-        chain = self.topology.fallback_chain(decision.group)
-        groups = self.topology.groups
-        rest = [g for g in groups if g not in chain and groups[g].options.context_escalation]
-        return (*chain, *sorted(rest, key=self._largest_window))
+        return self._context_candidates(decision.group)[0]
+
+    def _context_candidates(self, group: str) -> tuple[tuple[str, ...], tuple[EndpointSpec, ...], tuple[str, ...]]:
+        """(chain with escalation groups, their endpoints, the escalation groups) for a
+        requested group; cached until a window changes."""
+        key = (group, self.context.version)
+        cached = self._context_chains.get(key)
+        if cached is None:
+            groups = self.topology.groups
+            chain = self.topology.fallback_chain(group)
+            rest = [g for g in groups if g not in chain and groups[g].options.context_escalation]
+            names = (*chain, *sorted(rest, key=self._largest_window))
+            cached = (names, tuple(ep for g in names for ep in groups[g].endpoints), names[len(chain) :])
+            if len(self._context_chains) >= len(groups):
+                self._context_chains.clear()  # older versions
+            self._context_chains[key] = cached
+        return cached
 
     def _largest_window(self, group: str) -> int:
         """For ordering escalation groups: groups whose windows are unknown come last."""
@@ -356,15 +372,14 @@ class Gateway:
         return max(UNKNOWN_WINDOW_RANK if n is None else n for n in sizes)
 
     def _context_gate(self, call: ChatCall, decision: RoutingDecision) -> ContextGate:
+        body = call.body
         if decision.endpoint_id is not None:
             candidates: tuple[EndpointSpec, ...] = (self.topology.endpoints[decision.endpoint_id],)
             extra: tuple[str, ...] = ()
         else:
-            names = self._context_chain(decision)
-            candidates = tuple(ep for g in names for ep in self.topology.groups[g].endpoints)
-            extra = names[len(self.topology.fallback_chain(decision.group)) :]
+            _, candidates, extra = self._context_candidates(decision.group)
         return ContextGate(
-            self.context, candidates, estimate_prompt_tokens(call.body), requested_output(call.body), extra
+            self.context, candidates, lambda: estimate_prompt_tokens(body), requested_output(body), extra
         )
 
     def _overflow_of(self, error: UpstreamError, ep: EndpointSpec, gate: ContextGate) -> UpstreamError:

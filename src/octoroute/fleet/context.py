@@ -101,7 +101,7 @@ class Window:
 class ContextBook:
     """Every endpoint's context window and the facts its server reported."""
 
-    __slots__ = ("_config", "_facts", "_learned", "_same_server", "_silent", "_table")
+    __slots__ = ("_config", "_facts", "_learned", "_same_server", "_silent", "_table", "version")
 
     def __init__(self, endpoints: Iterable[EndpointSpec], table_window: Callable[[str], int | None]) -> None:
         eps = tuple(endpoints)
@@ -115,6 +115,7 @@ class ContextBook:
         self._facts: dict[str, ServerFacts] = {}
         self._learned: dict[str, int] = {}
         self._silent: set[str] = set()  # servers that answered discovery without saying anything
+        self.version = 0  # goes up whenever a window may have changed (callers cache by it)
 
     def facts(self, endpoint_id: str) -> ServerFacts | None:
         """What the endpoint's server said at the last discovery, if it said anything."""
@@ -128,6 +129,7 @@ class ContextBook:
         self._facts[endpoint_id] = facts
         if facts.context_window is not None:
             self._learned.pop(endpoint_id, None)
+        self.version += 1
         return True
 
     def mark_silent(self, endpoint_id: str) -> None:
@@ -143,6 +145,7 @@ class ContextBook:
         """The window an overflow error stated (for every endpoint on the same server and model)."""
         for same in self._same_server.get(endpoint_id, (endpoint_id,)):
             self._learned[same] = tokens
+        self.version += 1
 
     def window(self, endpoint_id: str) -> Window:
         configured = self._config.get(endpoint_id)
@@ -158,23 +161,35 @@ class ContextBook:
         return Window(table, WindowSource.TABLE if table is not None else WindowSource.UNKNOWN)
 
     def tokens(self, endpoint_id: str) -> int | None:
-        return self.window(endpoint_id).tokens
+        """`window(endpoint_id).tokens`, without building the record (per request)."""
+        configured = self._config.get(endpoint_id)
+        if configured is not None:
+            return configured
+        learned = self._learned.get(endpoint_id)
+        if learned is not None:
+            return learned
+        facts = self._facts.get(endpoint_id)
+        if facts is not None and facts.context_window is not None:
+            return facts.context_window
+        return self._table[endpoint_id]
 
 
 class ContextGate:
     """One request's fit against the endpoints it may use (`candidates`, in the order
     their groups are tried; `escalation_groups` are used only once the request has
-    been found too large for something)."""
+    been found too large for something). `prompt_tokens` may be a function: the
+    estimate is then made only when some candidate's window is known."""
 
     __slots__ = (
         "_book",
         "_by_id",
         "_escalation_groups",
+        "_estimate",
         "_overflowed",
+        "_prompt",
         "_relaxed",
         "_requested",
         "exact",
-        "prompt_tokens",
         "skipped",
     )
 
@@ -182,7 +197,7 @@ class ContextGate:
         self,
         book: ContextBook,
         candidates: Sequence[EndpointSpec],
-        prompt_tokens: int,
+        prompt_tokens: int | Callable[[], int],
         requested: int | None,
         escalation_groups: Iterable[str] = (),
     ) -> None:
@@ -191,22 +206,48 @@ class ContextGate:
         self._requested = requested
         self._escalation_groups = frozenset(escalation_groups)
         self._overflowed: dict[str, int | None] = {}  # endpoint id -> the window its error stated
-        self.prompt_tokens = prompt_tokens
+        self._estimate = prompt_tokens if callable(prompt_tokens) else None
+        self._prompt = None if callable(prompt_tokens) else prompt_tokens
         self.exact = False  # prompt_tokens was counted by an upstream
         self.skipped: dict[str, str] = {}  # endpoint id -> group, passed over for size
-        self._relaxed = False
-        self._relaxed = not any(self._fits(ep) for ep in candidates)
+        self._relaxed: bool | None = None  # no candidate fits the whole requested output; found on first need
 
-    def output_for(self, ep: EndpointSpec) -> int:
-        """Output tokens the request needs room for on `ep`."""
-        wanted = self._requested or ep.max_tokens or DEFAULT_OUTPUT_TOKENS
-        return min(wanted, MIN_OUTPUT_TOKENS) if self._relaxed else wanted
+    @property
+    def prompt_tokens(self) -> int:
+        if self._prompt is None:
+            assert self._estimate is not None
+            self._prompt = self._estimate()
+        return self._prompt
 
-    def _fits(self, ep: EndpointSpec) -> bool:
+    def _wanted(self, ep: EndpointSpec) -> int:
+        return self._requested or ep.max_tokens or DEFAULT_OUTPUT_TOKENS
+
+    def _fits_whole(self, ep: EndpointSpec) -> bool:
         if ep.id in self._overflowed:
             return False
         window = self._book.tokens(ep.id)
-        return window is None or self.prompt_tokens + self.output_for(ep) <= window
+        return window is None or self.prompt_tokens + self._wanted(ep) <= window
+
+    @property
+    def relaxed(self) -> bool:
+        """True when no candidate can hold the whole requested output: then only
+        `MIN_OUTPUT_TOKENS` of it are required, and the server may end the answer early."""
+        if self._relaxed is None:
+            self._relaxed = not any(self._fits_whole(ep) for ep in self._by_id.values())
+        return self._relaxed
+
+    def output_for(self, ep: EndpointSpec) -> int:
+        """Output tokens the request needs room for on `ep`."""
+        wanted = self._wanted(ep)
+        return min(wanted, MIN_OUTPUT_TOKENS) if self.relaxed else wanted
+
+    def _fits(self, ep: EndpointSpec) -> bool:
+        if self._fits_whole(ep):
+            return True
+        if ep.id in self._overflowed or not self.relaxed:
+            return False
+        window = self._book.tokens(ep.id)
+        return window is not None and self.prompt_tokens + min(self._wanted(ep), MIN_OUTPUT_TOKENS) <= window
 
     @property
     def escalating(self) -> bool:
@@ -232,13 +273,13 @@ class ContextGate:
         if window is not None:
             self._book.learn_window(endpoint_id, window)
         if prompt_tokens is not None:
-            self.prompt_tokens = prompt_tokens  # the server's own count beats the estimate
+            self._prompt = prompt_tokens  # the server's own count beats the estimate
             self.exact = True
         elif ep is not None and (known := window or self._book.tokens(endpoint_id)) is not None:
             # No count given: at least as large as what the endpoint could not hold.
-            self.prompt_tokens = max(self.prompt_tokens, known - self.output_for(ep) + 1)
-        if not self._relaxed:
-            self._relaxed = not any(self._fits(e) for e in self._by_id.values())
+            self._prompt = max(self.prompt_tokens, known - self.output_for(ep) + 1)
+        if self._relaxed is False:
+            self._relaxed = None  # the sizes changed: look again when next needed
 
     def largest_window(self) -> int:
         """The largest window among the candidates, as their overflow answers stated it
