@@ -172,3 +172,27 @@ def test_the_table_gives_a_window_only_for_models_it_knows() -> None:
     assert registry.known_window("my-finetune-v2") == 12000
     assert registry.known_window("my-tools") is None  # an override that says nothing of the window
     assert registry.known_window("tiny") is None  # only the catch-all family matches
+
+
+def test_the_estimate_is_made_only_when_a_known_window_needs_it() -> None:
+    mystery, small = ep("mystery"), ep("small")
+
+    def never() -> int:
+        raise AssertionError("estimated without need")
+
+    assert ContextGate(book(mystery), (mystery,), never, requested=100).allows("mystery")
+    asked: list[int] = []
+    gate = ContextGate(book(small), (small,), lambda: asked.append(1) or 5000, requested=100)
+    assert not gate.allows("small")
+    assert not gate.allows("small")
+    assert asked == [1]
+
+
+def test_the_book_version_moves_when_a_window_may_have_changed() -> None:
+    b = book(ep("small"))
+    before = b.version
+    b.learn("small", ServerFacts(FactSource.LLAMA_PROPS, total_slots=2))
+    b.learn_window("small", 1000)
+    assert b.version == before + 2
+    b.mark_silent("small")
+    assert b.version == before + 2
