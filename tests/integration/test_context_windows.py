@@ -329,6 +329,8 @@ def test_anthropic_client_gets_400_with_the_sizes_after_every_endpoint_overflowe
     assert body["error"]["type"] == "invalid_request_error"
     assert "7000 prompt tokens, counted by the upstream" in body["error"]["message"]
     assert "largest context window available is 3072" in body["error"]["message"]
+    assert "(last refusal: upstream " in body["error"]["message"]  # the server's own words too
+    assert "exceeds the available context size" in body["error"]["message"]
     assert small.chats == 1
     assert other.chats == 1
 

@@ -122,6 +122,13 @@ class HealthConfig(_Frozen):
     # Ask servers their context window and slots (llama.cpp /props, Ollama /api/show, vLLM /v1/models)
     # at startup and, with active probes, after each successful probe.
     discover: bool = True
+    # An upstream 429 without a usable Retry-After keeps its endpoint out of rotation this long.
+    rate_limit_cooldown_seconds: Seconds = 5.0
+    # A server answering 503 "Loading model" is asked again after this, doubling (at most 8x),
+    # within the attempt's `total` timeout.
+    loading_retry_seconds: Seconds = 1.0
+    # When every endpoint of a request's groups is unhealthy, try the likeliest to have recovered.
+    fail_open: bool = True
 
 
 class RetryConfig(_Frozen):

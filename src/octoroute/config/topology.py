@@ -50,6 +50,7 @@ class EndpointSpec:
     timeouts: ResolvedTimeouts
     kind: Api = Api.OPENAI
     context_window: int | None = None  # tokens, from config; else discovered or the capability table
+    api_key_env: str | None = None  # where `api_key` came from, for messages about refused credentials
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +288,7 @@ def build_topology(config: Config, env: Mapping[str, str]) -> Topology:
             timeouts=_resolve_timeouts(config, group, ep),
             kind=ep.kind,
             context_window=ep.context_window,
+            api_key_env=ep.api_key_env,
         )
         endpoints[ep_id] = spec
         by_group[group].append(spec)

@@ -190,6 +190,7 @@ class ContextGate:
         "_relaxed",
         "_requested",
         "exact",
+        "refusal",
         "skipped",
     )
 
@@ -209,6 +210,7 @@ class ContextGate:
         self._estimate = prompt_tokens if callable(prompt_tokens) else None
         self._prompt = None if callable(prompt_tokens) else prompt_tokens
         self.exact = False  # prompt_tokens was counted by an upstream
+        self.refusal: str | None = None  # the last overflow answer, as a client may read it
         self.skipped: dict[str, str] = {}  # endpoint id -> group, passed over for size
         self._relaxed: bool | None = None  # no candidate fits the whole requested output; found on first need
 
@@ -265,9 +267,12 @@ class ContextGate:
             return False
         return ep.group not in self._escalation_groups or self.escalating
 
-    def record_overflow(self, endpoint_id: str, prompt_tokens: int | None, window: int | None) -> None:
-        """The endpoint said the request does not fit; keep what it counted."""
+    def record_overflow(
+        self, endpoint_id: str, prompt_tokens: int | None, window: int | None, refusal: str | None = None
+    ) -> None:
+        """The endpoint said the request does not fit; keep what it counted (and what it said)."""
         ep = self._by_id.get(endpoint_id)
+        self.refusal = refusal
         self._overflowed[endpoint_id] = window
         self.skipped.pop(endpoint_id, None)
         if window is not None:
@@ -293,4 +298,6 @@ class ContextGate:
         if not self.escalating or any(self._fits(ep) for ep in self._by_id.values()):
             return None
         output = self._requested or DEFAULT_OUTPUT_TOKENS
-        return ContextTooLarge(self.prompt_tokens, output, self.largest_window(), exact=self.exact)
+        return ContextTooLarge(
+            self.prompt_tokens, output, self.largest_window(), exact=self.exact, refusal=self.refusal
+        )
