@@ -16,6 +16,8 @@ import urllib3
 from tests.context_upstreams import ContextUpstream, Flavour
 from tests.support import fleet_config
 
+from octoroute.demo.simulated import Mode
+
 CHAT = "POST /v1/chat/completions"
 
 
@@ -386,3 +388,25 @@ def test_a_group_can_refuse_escalated_requests(servers, gateway, sdk_clients):
     assert cloud.chats == 0
     # Asked for by name, the group serves it.
     assert ask(sdk_clients, gw, "openai", "paid", words(12_000), False)[0] == "cloud"
+
+
+def test_fail_open_never_sends_a_request_to_an_endpoint_too_small_for_it(upstreams, gateway, sdk_clients):
+    sim = upstreams("down")
+    sim.behaviour.mode = Mode.ERROR_500
+    gw = gateway(
+        fleet_config({"fast": [{"name": "m", "base_url": sim.base_url, "id": "down", "context_window": 1000}]})
+    )
+    client = sdk_clients.openai(gw)
+    for _ in range(3):  # failure_threshold: now unhealthy
+        with pytest.raises(openai.InternalServerError):
+            client.chat.completions.create(model="fast", messages=[{"role": "user", "content": "hi"}])
+    assert get_json(f"{gw.url}/models")["endpoints"][0]["healthy"] is False
+    sent = sim.count
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="fast", messages=[{"role": "user", "content": words(8000)}], max_tokens=10)
+    assert caught.value.body["code"] == "context_length_exceeded"
+    assert sim.count == sent
+    # A request that fits is still tried fail-open.
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model="fast", messages=[{"role": "user", "content": "hi"}])
+    assert sim.count == sent + 1
