@@ -297,7 +297,7 @@ class ContextGate:
         was found too large somewhere and no candidate can hold it now."""
         if not self.escalating or any(self._fits(ep) for ep in self._by_id.values()):
             return None
-        output = self._requested or DEFAULT_OUTPUT_TOKENS
+        output = self._requested or min((self._wanted(ep) for ep in self._by_id.values()), default=0)
         return ContextTooLarge(
             self.prompt_tokens, output, self.largest_window(), exact=self.exact, refusal=self.refusal
         )
