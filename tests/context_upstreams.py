@@ -102,7 +102,7 @@ class ContextUpstream:
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)  # 0 the first time: any free port
         await site.start()
         self.port = self._runner.addresses[0][1]
 

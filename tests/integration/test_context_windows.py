@@ -183,6 +183,29 @@ def test_active_probes_rediscover_a_changed_window(servers, gateway, loop_thread
     assert llama.paths[-2:] == ["GET /v1/models", "GET /props"]  # the probe, then only the source that answered
 
 
+def test_a_server_down_at_startup_is_asked_when_a_probe_finds_it_up(servers, gateway, loop_thread):
+    llama = servers(Flavour.LLAMA, 2048, "llama", slots=2)
+    loop_thread.run(llama.stop())  # its port stays known: the same server comes back there
+    gw = gateway(config({"fast": [ep(llama)]}))
+    assert context_of(gw, "llama")["source"] == "unknown"
+    loop_thread.run(llama.start())
+    loop_thread.run(gw.gateway.probe_all())
+    assert context_of(gw, "llama") == {
+        "window": 2048,
+        "source": "discovered",
+        "told_by": "llama_props",
+        "total_slots": 2,
+    }
+
+
+def test_a_server_that_says_nothing_is_not_asked_again(servers, gateway, loop_thread):
+    silent = servers(Flavour.OPENAI, 8192, "silent")
+    gw = gateway(config({"fast": [ep(silent)]}))
+    assert silent.paths == ["GET /v1/models", "GET /props", "POST /api/show"]
+    loop_thread.run(gw.gateway.probe_all())
+    assert silent.paths[3:] == ["GET /v1/models"]  # the probe alone
+
+
 # -- fit-skip ----------------------------------------------------------------
 
 
