@@ -16,10 +16,10 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from octoroute.config.models import Config, EndpointConfig, GroupOptions, RateLimitOverride, Timeouts
+from octoroute.config.models import JUDGE_STRATEGIES, Config, EndpointConfig, GroupOptions, RateLimitOverride, Timeouts
 from octoroute.config.problems import problems_from
 from octoroute.core.errors import ConfigError, ConfigProblem
-from octoroute.core.types import Api, Strategy, Tier
+from octoroute.core.types import Api, Tier
 
 DEFAULT_TIER_FALLBACK: dict[str, str] = {Tier.FAST: Tier.BALANCED, Tier.BALANCED: Tier.DEEP}
 NO_FALLBACK = ("", "none")
@@ -34,6 +34,7 @@ class ResolvedTimeouts:
     connect: float
     first_byte: float
     total: float
+    idle: float = 120.0  # after a stream's commit point; no overall limit then
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,7 @@ class EndpointSpec:
     api_key: str | None
     timeouts: ResolvedTimeouts
     kind: Api = Api.OPENAI
+    api_key_env: str | None = None  # where `api_key` came from, for messages about refused credentials
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +125,7 @@ def check_semantics(config: Config, env: Mapping[str, str]) -> list[ConfigProble
     tiers_present = [t for t in Tier if t in config.models]
     if not tiers_present:
         problems.append(ConfigProblem("models", "define at least one of the tiers fast, balanced, deep"))
-    if config.routing.strategy is not Strategy.RULE and config.routing.router_tier not in config.models:
+    if config.routing.strategy in JUDGE_STRATEGIES and config.routing.router_tier not in config.models:
         problems.append(
             ConfigProblem("routing.router_tier", f"'{config.routing.router_tier}' has no endpoints under [models]")
         )
@@ -261,7 +263,8 @@ def _resolve_timeouts(config: Config, group: str, ep: EndpointConfig) -> Resolve
     total = next((t.total for t in levels if t.total), config.server.request_timeout_seconds)
     connect = next((t.connect for t in levels if t.connect), config.timeouts.connect)
     first_byte = next((t.first_byte for t in levels if t.first_byte), config.timeouts.first_byte or total)
-    return ResolvedTimeouts(connect=min(connect, total), first_byte=min(first_byte, total), total=total)
+    idle = next((t.idle for t in levels if t.idle), config.timeouts.idle)
+    return ResolvedTimeouts(connect=min(connect, total), first_byte=min(first_byte, total), total=total, idle=idle)
 
 
 def build_topology(config: Config, env: Mapping[str, str]) -> Topology:
@@ -285,6 +288,7 @@ def build_topology(config: Config, env: Mapping[str, str]) -> Topology:
             api_key=env.get(ep.api_key_env) if ep.api_key_env else None,
             timeouts=_resolve_timeouts(config, group, ep),
             kind=ep.kind,
+            api_key_env=ep.api_key_env,
         )
         endpoints[ep_id] = spec
         by_group[group].append(spec)

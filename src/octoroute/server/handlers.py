@@ -15,6 +15,7 @@ from aiohttp import web
 
 from octoroute.core.errors import (
     AllEndpointsFailed,
+    EndpointsCoolingDown,
     InvalidRequest,
     NotFound,
     RoutingExhausted,
@@ -54,8 +55,12 @@ def decision_headers(decision: RoutingDecision, outcome: Outcome) -> dict[str, s
         "X-Octoroute-Reason": outcome.reason_header,
         "X-Octoroute-Attempts": str(outcome.attempts),
     }
+    if decision.score is not None:
+        headers["X-Octoroute-Score"] = score_header(decision.score)
     if outcome.degraded:
         headers["X-Octoroute-Degraded"] = ",".join(outcome.degraded)
+    if outcome.fail_open:
+        headers["X-Octoroute-Fail-Open"] = "true"
     return headers
 
 
@@ -66,14 +71,21 @@ def _failure_headers(decision: RoutingDecision, exc: RoutingExhausted | Upstream
         "X-Octoroute-Strategy": decision.strategy.value,
         "X-Octoroute-Reason": decision.reason.value,
     }
+    if decision.score is not None:
+        headers["X-Octoroute-Score"] = score_header(decision.score)
     if isinstance(exc, UpstreamStatusError):
         headers["X-Octoroute-Endpoint"] = exc.endpoint_id
     headers["X-Octoroute-Attempts"] = str(attempts_of(exc))
     return headers
 
 
+def score_header(score: float) -> str:
+    """`X-Octoroute-Score`: the routing score with three decimals."""
+    return f"{score:.3f}"
+
+
 def attempts_of(exc: RoutingExhausted | UpstreamStatusError) -> int:
-    if isinstance(exc, AllEndpointsFailed):
+    if isinstance(exc, AllEndpointsFailed | EndpointsCoolingDown):
         return len(exc.attempts)
     return exc.attempt if isinstance(exc, UpstreamStatusError) else 0
 
@@ -135,6 +147,7 @@ async def serve_call(
         raise
     gw.metrics.routed(decision.group, decision.strategy, (time.perf_counter() - began) * 1000)
     trace.tier, trace.strategy, trace.reason = decision.group, decision.strategy.value, decision.reason.value
+    trace.score = decision.score
     if span is not None:
         span.set("octoroute.tier", decision.group)
         span.set("octoroute.strategy", decision.strategy.value)
@@ -418,6 +431,7 @@ async def ready(request: web.Request) -> web.Response:
 
 async def endpoints(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
+    now = gw.clock()
     rows = [
         {
             "id": s.id,
@@ -429,7 +443,9 @@ async def endpoints(request: web.Request) -> web.Response:
             "last_check_age_seconds": s.last_check_age_seconds,
             "last_latency_ms": s.last_latency_ms,
             "last_error": s.last_error,
+            "cooldown_seconds": round(gw.rotation.cooldown_left(s.id, now), 3),
+            "credentials_refused": gw.rotation.refused_since(s.id) is not None,
         }
-        for s in gw.board.snapshot(gw.clock())
+        for s in gw.board.snapshot(now)
     ]
     return web.json_response({"endpoints": rows}, dumps=_dumps)
