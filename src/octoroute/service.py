@@ -490,7 +490,7 @@ class Gateway:
                     error.message,
                     where,
                 )
-                self.metrics.credentials_refused(ep.id, True)
+                self.observer.credentials_changed(ep.id, True, error.message)
             return True
         pressure = pressure_of_error(error)
         if pressure in COOLDOWN_PRESSURES:
@@ -498,7 +498,7 @@ class Gateway:
             seconds = cooldown_seconds(error.retry_after, wall, self.config.health.rate_limit_cooldown_seconds)
             until = self.rotation.cool_down(ep.id, now, seconds)
             log.info("endpoint %s asked to back off (%s); out of rotation for %.1fs", ep.id, error.message, seconds)
-            self.metrics.cooldown(ep.id, pressure.value, wall + (until - now))
+            self.observer.cooled_down(ep.id, pressure.value, seconds, wall + (until - now))
             return True
         return pressure is Pressure.LOADING
 
@@ -515,7 +515,7 @@ class Gateway:
                 return
         elif not probe and self.rotation.restore(ep.id):
             log.info("endpoint %s accepted octoroute's credentials again; back in rotation", ep.id)
-            self.metrics.credentials_refused(ep.id, False)
+            self.observer.credentials_changed(ep.id, False, "answered")
         if error is None or (
             isinstance(error, UpstreamStatusError)
             and (not error.retryable or isinstance(error, UpstreamContextOverflow))
@@ -635,7 +635,7 @@ class Gateway:
             ep.id,
             ago,
         )
-        self.metrics.fail_open(attempt.group)
+        self.observer.failed_open(call.request_id, attempt.group, ep.id)
 
     def _attempt_started(self, attempt: Attempt, trace: RequestTrace | None) -> SpanHandle | None:
         """Count the attempt (and the retry it is, after the first); its span, when tracing."""

@@ -328,6 +328,25 @@ class Observer:
         if self.events is not None:
             self.events.write("health", {"endpoint": endpoint, "healthy": healthy, "detail": detail})
 
+    def cooled_down(self, endpoint: str, reason: str, seconds: float, until: float) -> None:
+        """An upstream asked to back off (`reason`: a `Pressure` value); out of rotation until
+        `until` (unix seconds)."""
+        self.metrics.cooldown(endpoint, reason, until)
+        if self.events is not None:
+            self.events.write("cooldown", {"endpoint": endpoint, "reason": reason, "seconds": round(seconds, 3)})
+
+    def credentials_changed(self, endpoint: str, refused: bool, detail: str) -> None:
+        """The endpoint refused our credentials (401/403) and left rotation, or took them again."""
+        self.metrics.credentials_refused(endpoint, refused)
+        if self.events is not None:
+            self.events.write("credentials", {"endpoint": endpoint, "refused": refused, "detail": detail})
+
+    def failed_open(self, request_id: str, group: str, endpoint: str) -> None:
+        """No endpoint was healthy; `endpoint` is tried anyway."""
+        self.metrics.fail_open(group)
+        if self.events is not None:
+            self.events.write("fail_open", {"request_id": request_id, "group": group, "endpoint": endpoint})
+
     def fallback(self, request_id: str, from_group: str, to_group: str) -> None:
         self.metrics.fallback(from_group, to_group)
         if self.events is not None:
