@@ -175,6 +175,28 @@ def test_route_says_when_the_llm_would_decide(tmp_path):
     assert "LLM router" in result.stdout
 
 
+def test_check_and_route_for_the_tool_strategy(tmp_path):
+    path = tmp_path / "tool.toml"
+    path.write_text(
+        '[[models.fast]]\nname = "qwen2.5-1.5b-instruct"\nbase_url = "http://localhost:1/v1"\n'
+        '[[models.deep]]\nname = "m"\nbase_url = "http://localhost:1/v1"\n[routing]\nstrategy = "tool"\n'
+    )
+    checked = octoroute("check", str(path))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "strategy tool" in checked.stdout
+    result = octoroute("route", "What is the capital of France?", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"tier\s+decided by a call to route_request on 'fast'", result.stdout)
+    assert re.search(r"strategy\s+tool", result.stdout)
+    assert "if it fails: the rules, then the default tier 'fast'" in result.stdout
+    path.write_text(
+        path.read_text().replace('[[models.fast]]\nname = "qwen2.5-1.5b-instruct"', '[[models.x]]\nname = "m"')
+    )
+    missing = octoroute("check", str(path))
+    assert missing.returncode == 1
+    assert "routing.router_tier: 'fast' has no endpoints under [models]" in missing.stdout + missing.stderr
+
+
 # -- serve -------------------------------------------------------------------
 
 

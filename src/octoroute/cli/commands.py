@@ -17,6 +17,7 @@ from octoroute.routing.features import extract_features
 from octoroute.routing.router import to_decision
 from octoroute.routing.rules import evaluate_rules
 from octoroute.routing.scoring import Scored
+from octoroute.routing.tool import ROUTE_FUNCTION
 from octoroute.service import settle_decision
 
 
@@ -74,11 +75,13 @@ def _print_decision(config: Config, features: Features, prompt: str, explain: bo
     strategy = config.routing.strategy
     table = Table(show_header=False, box=None)
     rule_step = evaluate_rules(features) if strategy is Strategy.HYBRID else None
-    if strategy is Strategy.LLM or (strategy is Strategy.HYBRID and rule_step is None):
-        table.add_row("tier", f"decided by the LLM router on '{config.routing.router_tier}'")
+    if strategy in (Strategy.LLM, Strategy.TOOL) or (strategy is Strategy.HYBRID and rule_step is None):
+        how = f"a call to {ROUTE_FUNCTION}" if strategy is Strategy.TOOL else "the LLM router"
+        table.add_row("tier", f"decided by {how} on '{config.routing.router_tier}'")
         table.add_row("strategy", strategy.value)
-        fallback = "the rules, then the default tier" if strategy is Strategy.LLM else f"the default tier '{default}'"
-        table.add_row("reason", f"serve would ask the router model; if it fails: {fallback}")
+        fallback = "the rules, then the default tier" if strategy is not Strategy.HYBRID else "the default tier"
+        asks = f"to call {ROUTE_FUNCTION}" if strategy is Strategy.TOOL else "for a tier"
+        table.add_row("reason", f"serve would ask the router model {asks}; if it fails: {fallback} '{default}'")
         scored = offline_scorer(config).score(features, prompt) if explain else None
         if scored is not None:
             table.add_row("offline score", f"{scored.score:.3f} (the learned scorer, as `octoroute score` reports)")
