@@ -185,14 +185,14 @@ def describe_upstream_error(error: UpstreamError) -> str:
     return f"{error.message}: {normalised_error(error.body, error.status)['message']}"
 
 
-def router_failure(error: UpstreamError, wanted_tools: bool) -> JudgeFailure:
-    """Why one router-model attempt failed: a timeout; a request carrying tools refused
-    with a status the attempt loop does not retry (a 4xx but 429: the server does not
-    take `tools` or `tool_choice`); else unavailable."""
+def router_failure(error: UpstreamError) -> JudgeFailure:
+    """Why one router-model attempt failed: a timeout; a refusal with a status the
+    attempt loop does not retry (a 4xx but 429; for `tool` typically a server that does
+    not take `tools` or `tool_choice`); else unavailable."""
     if isinstance(error, UpstreamTimeout):
         return JudgeFailure.TIMEOUT
-    if wanted_tools and isinstance(error, UpstreamStatusError) and 400 <= error.status < 500 and not error.retryable:
-        return JudgeFailure.TOOLS_REJECTED
+    if isinstance(error, UpstreamStatusError) and 400 <= error.status < 500 and not error.retryable:
+        return JudgeFailure.REJECTED
     return JudgeFailure.UNAVAILABLE
 
 
@@ -526,14 +526,14 @@ class Gateway:
                 continue
             except UpstreamError as error:
                 self._attempt_failed(ep, error, sent_at, None)
-                failures.append(router_failure(error, wants_tools))
+                failures.append(router_failure(error))
                 plan.record(error)
                 continue
             self._attempt_committed(ep, None, sent_at, None)
             self._record(ep, None, reply.latency_ms)
             return openai_payload(ep, reply.payload)
-        if failures and failures[-1] is JudgeFailure.TOOLS_REJECTED:  # a refusal ends the plan: it is the verdict
-            kind = JudgeFailure.TOOLS_REJECTED
+        if failures and failures[-1] is JudgeFailure.REJECTED:  # a refusal ends the plan: it is the verdict
+            kind = JudgeFailure.REJECTED
         elif failures and all(f is JudgeFailure.TIMEOUT for f in failures):
             kind = JudgeFailure.TIMEOUT
         else:

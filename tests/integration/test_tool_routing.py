@@ -1,7 +1,8 @@
 """`strategy = "tool"` over real HTTP: the router model answers with a function
 call, with none, with bad arguments, with a 400 for `tools`, or is known (by the
-capability table) not to call tools. The client is the official `openai` SDK;
-the decision is read from the `X-Octoroute-*` headers and `/metrics`."""
+capability table) not to call tools; then the real llama.cpp toolcaller model
+(../shared/llm) as the router. The client is the official `openai` SDK; the
+decision is read from the `X-Octoroute-*` headers and `/metrics`."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 from tests.support import endpoint, fleet_config, make_features
 
-from octoroute.core.types import JudgeFailure, TaskType, Tier
+from octoroute.core.types import Importance, JudgeFailure, TaskType, Tier
+from octoroute.routing.features import extract_features
 
 HTTP = urllib3.PoolManager()
 ROUTER_MODEL = "qwen2.5-1.5b-instruct"  # tools = true in the bundled capability table
@@ -181,7 +183,7 @@ def test_a_server_refusing_tools_is_not_retried_and_stays_healthy(router, tool_g
     assert ask(sdk_clients, gw, CODE) == ("balanced", "tool", "tool_failed_fallback_rule", "balanced-1")
     assert len(router.tool_requests) == 2  # one per request: a 4xx is the verdict, llm_retries aside
     assert gw.gateway.board.get("router").healthy
-    assert ask_router(loop_thread, gw) is JudgeFailure.TOOLS_REJECTED
+    assert ask_router(loop_thread, gw) is JudgeFailure.REJECTED
 
 
 def ask_router(loop_thread, gw) -> Tier | JudgeFailure:
@@ -204,3 +206,67 @@ def test_a_capability_override_lets_an_unknown_router_model_call_tools(router, t
     gw = tool_gateway(router_name="my-router", capabilities={"my-router": {"tools": True}})
     assert ask(sdk_clients, gw, UNMATCHED) == ("deep", "tool", "tool_classified", "deep-1")
     assert len(router.tool_requests) == 1
+
+
+# -- the real llama.cpp toolcaller model as the router ----------------------------
+
+
+def llama_tool_gateway(gateway, upstreams, server, *, tools_known: bool, **routing: Any) -> Any:
+    config = fleet_config(
+        {
+            "fast": [{"name": server.model, "base_url": server.base_url, "id": "llama-router"}],
+            "balanced": [endpoint(upstreams("balanced"), "b", id="balanced-1")],
+            "deep": [endpoint(upstreams("deep"), "d", id="deep-1")],
+        },
+        routing={"strategy": "tool", "router_tier": "fast", **routing},
+    )
+    if tools_known:  # the bundled table does not know "toolcaller", so it assumes no tools
+        config["capabilities"] = {server.model: {"tools": True}}
+    return gateway(config)
+
+
+@pytest.mark.llama
+def test_the_real_toolcaller_model_picks_the_tier_by_its_call(llama_toolcaller, upstreams, gateway, sdk_clients):
+    gw = llama_tool_gateway(gateway, upstreams, llama_toolcaller, tools_known=True)
+    # What the model really answers to the gateway's own body, asked directly: llama.cpp's
+    # grammar for tool_choice "required" keeps `tier` inside the enum, and this model
+    # (greedy, random weights steered to one call) writes {"tier" :"deep"}.
+    text = CODE[0]["content"]
+    features = extract_features(CODE, tools_present=False, importance=Importance.NORMAL, task_type=None)
+    body = {**gw.gateway.router.tool_body(features, text), "model": llama_toolcaller.model}
+    direct = HTTP.request(
+        "POST",
+        f"{llama_toolcaller.base_url}/chat/completions",
+        body=orjson.dumps(body),
+        headers={"Content-Type": "application/json"},
+    )
+    assert direct.status == 200, direct.data
+    message = orjson.loads(direct.data)["choices"][0]["message"]
+    (call,) = message["tool_calls"]
+    assert call["function"]["name"] == "route_request"
+    assert orjson.loads(call["function"]["arguments"]) == {"tier": "deep"}
+    # Through the gateway: the call decides, over the rule that would say balanced.
+    assert ask(sdk_clients, gw, CODE) == ("deep", "tool", "tool_classified", "deep-1")
+    assert metric(gw, "octoroute_requests_total", tier="deep", strategy="tool") == 1
+    assert metric(gw, "octoroute_model_invocations_total", tier="fast") == 1
+
+
+@pytest.mark.llama
+def test_the_real_server_refusing_the_router_request_falls_back(llama_toolcaller, upstreams, gateway, sdk_clients):
+    # A prompt bound above the model's 2,048-token context: llama-server answers the
+    # router request with a 400 (exceed_context_size_error), which is not retried.
+    gw = llama_tool_gateway(gateway, upstreams, llama_toolcaller, tools_known=True, llm_max_prompt_chars=100_000)
+    long_chat = [{"role": "user", "content": "hello world " * 3000}]
+    assert ask(sdk_clients, gw, long_chat) == ("balanced", "tool", "tool_failed_fallback_default", "balanced-1")
+    assert metric(gw, "octoroute_model_invocations_total", tier="fast") == 1
+    assert gw.gateway.board.get("llama-router").healthy
+    assert ask(sdk_clients, gw, CODE) == ("deep", "tool", "tool_classified", "deep-1")  # short prompts still fit
+
+
+@pytest.mark.llama
+def test_the_real_toolcaller_unknown_to_the_capability_table_is_not_asked(
+    llama_toolcaller, upstreams, gateway, sdk_clients
+):
+    gw = llama_tool_gateway(gateway, upstreams, llama_toolcaller, tools_known=False)
+    assert ask(sdk_clients, gw, CODE) == ("balanced", "tool", "tool_failed_fallback_rule", "balanced-1")
+    assert metric(gw, "octoroute_model_invocations_total", tier="fast") == 0

@@ -189,7 +189,7 @@ def test_tool_call_decides_even_when_a_rule_matches() -> None:
         (completion(tool_calls=[call(name="get_weather")]), JudgeFailure.WRONG_FUNCTION),
         (completion(tool_calls=[call(arguments='{"tier": "huge"}')]), JudgeFailure.BAD_ARGUMENTS),
         (completion("Sorry, I can't do that."), JudgeFailure.REFUSAL),
-        (JudgeUnavailable(JudgeFailure.TOOLS_REJECTED, "HTTP 400"), JudgeFailure.TOOLS_REJECTED),
+        (JudgeUnavailable(JudgeFailure.REJECTED, "HTTP 400"), JudgeFailure.REJECTED),
         (JudgeUnavailable(JudgeFailure.TOOLS_UNSUPPORTED, "no model calls tools"), JudgeFailure.TOOLS_UNSUPPORTED),
         (JudgeUnavailable(JudgeFailure.TIMEOUT, "timed out"), JudgeFailure.TIMEOUT),
         (TimeoutError(), JudgeFailure.TIMEOUT),
