@@ -196,6 +196,29 @@ def router_failure(error: UpstreamError) -> JudgeFailure:
     return JudgeFailure.UNAVAILABLE
 
 
+def build_capabilities(config: Config) -> CapabilityRegistry:
+    """The bundled capability table with the config's `[capabilities]` corrections."""
+    return CapabilityRegistry.bundled({k: v.model_dump(exclude_none=True) for k, v in config.capabilities.items()})
+
+
+def capability_warnings(config: Config, topology: Topology, capabilities: CapabilityRegistry) -> list[str]:
+    """Config that is valid but cannot work as meant, by the capability table: with
+    `strategy = "tool"`, router-tier endpoints whose model does not call tools are
+    never asked (and when none does, every decision falls back)."""
+    if config.routing.strategy is not Strategy.TOOL:
+        return []
+    tier = config.routing.router_tier
+    group = topology.groups.get(tier)
+    unable = [ep for ep in group.endpoints if not capabilities.lookup(ep.name).tools] if group else []
+    if not unable:
+        return []
+    names = ", ".join(f"{ep.id} ({ep.name})" for ep in unable)
+    return [
+        f"strategy tool: router tier '{tier}' endpoint(s) {names} cannot call tools by the capability "
+        'table, so they are never asked; if the model can, set [capabilities."<model>"] tools = true'
+    ]
+
+
 def settle_decision(decision: RoutingDecision, groups: Collection[str], default: str) -> RoutingDecision:
     """A decision for a tier with no endpoints goes elsewhere, saying so: a learned
     score to the nearest configured tier (stronger first), a 1.0 strategy's tier to
@@ -249,8 +272,7 @@ class Gateway:
         self.default_tier = default_tier(config)
         self.router = Router.from_config(config.routing, self._ask_router, default_tier=self.default_tier)
         self.started_at = time.time() if started_at is None else started_at
-        overrides = {k: v.model_dump(exclude_none=True) for k, v in config.capabilities.items()}
-        self.capabilities = CapabilityRegistry.bundled(overrides)
+        self.capabilities = build_capabilities(config)
         self.observer = observer or Observer(Recorder())
         self.metrics = self.observer.metrics
         self._capable_selectors: dict[tuple[bool, bool], dict[str, GroupSelector]] = {}

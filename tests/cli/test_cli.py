@@ -189,9 +189,15 @@ def test_check_and_route_for_the_tool_strategy(tmp_path):
     assert re.search(r"tier\s+decided by a call to route_request on 'fast'", result.stdout)
     assert re.search(r"strategy\s+tool", result.stdout)
     assert "if it fails: the rules, then the default tier 'fast'" in result.stdout
-    path.write_text(
-        path.read_text().replace('[[models.fast]]\nname = "qwen2.5-1.5b-instruct"', '[[models.x]]\nname = "m"')
-    )
+    assert "warning" not in checked.stdout  # qwen2.5 calls tools
+    path.write_text(path.read_text().replace("qwen2.5-1.5b-instruct", "smollm2-360m"))
+    warned = octoroute("check", str(path))
+    assert warned.returncode == 0
+    assert (
+        "warning strategy tool: router tier 'fast' endpoint(s) fast/smollm2-360m (smollm2-360m) cannot call tools "
+        'by the capability table, so they are never asked; if the model can, set [capabilities."<model>"] tools = true'
+    ) in " ".join(warned.stdout.split())
+    path.write_text(path.read_text().replace('[[models.fast]]\nname = "smollm2-360m"', '[[models.x]]\nname = "m"'))
     missing = octoroute("check", str(path))
     assert missing.returncode == 1
     assert "routing.router_tier: 'fast' has no endpoints under [models]" in missing.stdout + missing.stderr

@@ -6,6 +6,7 @@ decision is read from the `X-Octoroute-*` headers and `/metrics`."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -192,9 +193,12 @@ def ask_router(loop_thread, gw) -> Tier | JudgeFailure:
 
 
 def test_a_router_model_without_tools_in_the_capability_table_is_never_asked(
-    router, tool_gateway, sdk_clients, loop_thread
+    router, tool_gateway, sdk_clients, loop_thread, caplog
 ):
-    gw = tool_gateway(router_name="smollm2-135m-instruct")  # tools = false in the bundled table
+    with caplog.at_level(logging.WARNING, logger="octoroute.events"):
+        gw = tool_gateway(router_name="smollm2-135m-instruct")  # tools = false in the bundled table
+    (warning,) = [r.getMessage() for r in caplog.records if "strategy tool" in r.getMessage()]
+    assert "router (smollm2-135m-instruct) cannot call tools" in warning
     assert ask(sdk_clients, gw, CODE) == ("balanced", "tool", "tool_failed_fallback_rule", "balanced-1")
     assert ask(sdk_clients, gw, UNMATCHED) == ("balanced", "tool", "tool_failed_fallback_default", "balanced-1")
     assert ask_router(loop_thread, gw) is JudgeFailure.TOOLS_UNSUPPORTED
@@ -202,8 +206,10 @@ def test_a_router_model_without_tools_in_the_capability_table_is_never_asked(
     assert metric(gw, "octoroute_model_invocations_total", tier="fast") == 0
 
 
-def test_a_capability_override_lets_an_unknown_router_model_call_tools(router, tool_gateway, sdk_clients):
-    gw = tool_gateway(router_name="my-router", capabilities={"my-router": {"tools": True}})
+def test_a_capability_override_lets_an_unknown_router_model_call_tools(router, tool_gateway, sdk_clients, caplog):
+    with caplog.at_level(logging.WARNING, logger="octoroute.events"):
+        gw = tool_gateway(router_name="my-router", capabilities={"my-router": {"tools": True}})
+    assert not [r for r in caplog.records if "strategy tool" in r.getMessage()]
     assert ask(sdk_clients, gw, UNMATCHED) == ("deep", "tool", "tool_classified", "deep-1")
     assert len(router.tool_requests) == 1
 

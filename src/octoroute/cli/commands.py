@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from octoroute.cli.score import load_routing_config, offline_scorer
@@ -18,7 +19,7 @@ from octoroute.routing.router import to_decision
 from octoroute.routing.rules import evaluate_rules
 from octoroute.routing.scoring import Scored
 from octoroute.routing.tool import ROUTE_FUNCTION
-from octoroute.service import settle_decision
+from octoroute.service import build_capabilities, capability_warnings, settle_decision
 
 
 def run_check(path: Path, env: Mapping[str, str]) -> int:
@@ -33,8 +34,10 @@ def run_check(path: Path, env: Mapping[str, str]) -> int:
         f"[green]ok[/] {path}: {len(config.models)} groups ({', '.join(config.models)}), "
         f"{endpoints} endpoints, strategy {config.routing.strategy}"
     )
-    for warning in config_warnings(config, build_topology(config, env)):
-        out.print(f"[yellow]warning[/] {warning}", highlight=False)
+    topology = build_topology(config, env)
+    capabilities = capability_warnings(config, topology, build_capabilities(config))
+    for warning in (*config_warnings(config, topology), *capabilities):
+        out.print(f"[yellow]warning[/] {escape(warning)}", highlight=False)
     return 0
 
 
