@@ -214,6 +214,30 @@ def test_a_capability_override_lets_an_unknown_router_model_call_tools(router, t
     assert len(router.tool_requests) == 1
 
 
+def test_a_router_of_kind_anthropic_gets_the_call_translated(upstreams, gateway, sdk_clients):
+    native, deep = upstreams("native"), upstreams("deep")
+    config = fleet_config(
+        {
+            "fast": [endpoint(native, "claude-haiku", id="native", kind="anthropic", api_key_env="KEY")],
+            "deep": [endpoint(deep, "d", id="deep-1")],
+        },
+        routing={"strategy": "tool", "router_tier": "fast", "default_tier": "deep"},
+        capabilities={"claude-*": {"tools": True}},
+    )
+    gw = gateway(config, {"KEY": "secret"})
+    # The fixture upstream answers a forced call with the enum's first value: fast.
+    assert ask(sdk_clients, gw, UNMATCHED) == ("fast", "tool", "tool_classified", "native")
+    routed = native.requests[0]
+    assert routed.path == "/v1/messages"
+    assert routed.body is not None
+    assert routed.body["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
+    (tool,) = routed.body["tools"]
+    assert (tool["name"], tool["input_schema"]["properties"]["tier"]["enum"]) == (
+        "route_request",
+        ["fast", "balanced", "deep"],
+    )
+
+
 # -- the real llama.cpp toolcaller model as the router ----------------------------
 
 
