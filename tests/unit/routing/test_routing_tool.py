@@ -8,6 +8,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from tests.support import make_features
 
 from octoroute.core.types import Features, Importance, JudgeFailure, RouteReason, Strategy, TaskType, Tier
@@ -215,3 +217,37 @@ def test_tool_without_router_model_counts_as_unavailable() -> None:
         RouteReason.TOOL_FAILED_DEFAULT,
         "tool call unavailable; no rule matched; default tier balanced",
     )
+
+
+# --- any answer at all: a tier or a failure, never an exception -------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=20,
+)
+names = st.sampled_from([ROUTE_FUNCTION, "get_weather", ""]) | json_values
+arguments = (
+    st.sampled_from(['{"tier": "deep"}', '{"tier": "fast"', "{}", ""])
+    | st.builds(lambda v: json.dumps({"tier": v}), json_values)
+    | json_values
+)
+calls = st.builds(call, names, arguments) | json_values
+contents = (
+    st.sampled_from(["", "DEEP", "Sorry, I can't", '<tool_call>\n{"name": "route_request", "arguments": {'])
+    | st.builds(lambda c: json.dumps({"name": ROUTE_FUNCTION, "arguments": c}), json_values)
+    | json_values
+)
+
+
+@given(contents, st.none() | st.lists(calls, max_size=3) | json_values)
+def test_any_answer_reads_as_a_tier_or_a_failure(content: object, tool_calls: object) -> None:
+    response = completion(content)
+    response["choices"][0]["message"]["tool_calls"] = tool_calls
+    assert isinstance(parse_tool_reply(response), Tier | JudgeFailure)
+
+
+@given(json_values)
+def test_any_json_reads_as_a_tier_or_a_failure(response: object) -> None:
+    wrapped = response if isinstance(response, dict) else {"choices": response}
+    assert isinstance(parse_tool_reply(wrapped), Tier | JudgeFailure)
