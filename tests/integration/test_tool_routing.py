@@ -153,6 +153,22 @@ def test_the_router_models_tool_call_picks_the_tier(router, tool_gateway, sdk_cl
     assert metric(gw, "octoroute_requests_total", tier="fast", strategy="tool") == 1
 
 
+def test_an_anthropic_client_is_routed_by_the_tool_call_too(router, tool_gateway, sdk_clients):
+    gw = tool_gateway()
+    raw = sdk_clients.anthropic(gw).messages.with_raw_response.create(
+        model="auto", max_tokens=64, messages=[{"role": "user", "content": "What is the history of tea?"}]
+    )
+    assert raw.parse().content[0].type == "text"
+    h = raw.headers
+    assert (h["X-Octoroute-Tier"], h["X-Octoroute-Strategy"], h["X-Octoroute-Reason"]) == (
+        "deep",
+        "tool",
+        "tool_classified",
+    )
+    (sent,) = router.tool_requests
+    assert "history of tea" in orjson.dumps(sent["messages"]).decode()
+
+
 @pytest.mark.parametrize(
     ("status", "body"),
     [
