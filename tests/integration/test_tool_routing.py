@@ -116,10 +116,14 @@ def tool_gateway(router, upstreams, gateway) -> Callable[..., Any]:
     return make
 
 
+NOMINAL_SCORES = {"fast": "0.000", "balanced": "0.500", "deep": "1.000"}
+
+
 def ask(sdk_clients, gw, messages) -> tuple[str, str, str, str]:
     raw = sdk_clients.openai(gw).chat.completions.with_raw_response.create(model="auto", messages=messages)
     raw.parse()  # a valid chat.completion reached the client
     h = raw.headers
+    assert h["X-Octoroute-Score"] == NOMINAL_SCORES[h["X-Octoroute-Tier"]]  # tool picks a tier: its nominal score
     return h["X-Octoroute-Tier"], h["X-Octoroute-Strategy"], h["X-Octoroute-Reason"], h["X-Octoroute-Endpoint"]
 
 
