@@ -213,6 +213,12 @@ def test_check_and_route_for_the_tool_strategy(tmp_path):
         "warning strategy tool: router tier 'fast' endpoint(s) fast/smollm2-360m (smollm2-360m) cannot call tools "
         'by the capability table, so they are never asked; if the model can, set [capabilities."<model>"] tools = true'
     ) in " ".join(warned.stdout.split())
+    # serve would ask no model, so route shows the fallback itself
+    unasked = octoroute("route", "What is the capital of France?", "--config", str(path))
+    assert re.search(r"tier\s+fast\s*\n", unasked.stdout)
+    assert "tool_failed_fallback_default (tool call tools_unsupported; no rule matched; default tier fast)" in (
+        unasked.stdout
+    )
     path.write_text(path.read_text().replace('[[models.fast]]\nname = "smollm2-360m"', '[[models.x]]\nname = "m"'))
     missing = octoroute("check", str(path))
     assert missing.returncode == 1

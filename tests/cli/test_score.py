@@ -160,8 +160,9 @@ def test_route_explain_for_a_rule_strategy_says_there_is_no_cut(tmp_path: Path) 
 @pytest.mark.parametrize("strategy", ["llm", "hybrid", "tool"])
 def test_route_explain_when_the_judge_would_decide_shows_the_offline_score(tmp_path: Path, strategy: str) -> None:
     config = tmp_path / "j.toml"
+    model = "qwen2.5-7b-instruct" if strategy == "tool" else "m"  # a model that calls tools, or tool falls back
     config.write_text(
-        f'[[models.fast]]\nname = "m"\nbase_url = "http://localhost:1/v1"\n[routing]\nstrategy = "{strategy}"\n'
+        f'[[models.fast]]\nname = "{model}"\nbase_url = "http://localhost:1/v1"\n[routing]\nstrategy = "{strategy}"\n'
     )
     prompt = "Hey, how are you today? I'm bored." if strategy == "hybrid" else "hello"
     result = run("route", "--explain", prompt, "--importance", "high", "--config", str(config))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -13,11 +14,11 @@ from octoroute.cli.score import load_routing_config, offline_scorer
 from octoroute.config import Config, load_config
 from octoroute.config.topology import build_topology, config_warnings, default_tier
 from octoroute.core.errors import ConfigError
-from octoroute.core.types import Features, Importance, Strategy, TaskType
+from octoroute.core.types import Features, Importance, JudgeFailure, Strategy, TaskType, Tier
 from octoroute.routing.features import extract_features
 from octoroute.routing.router import to_decision
 from octoroute.routing.rules import evaluate_rules
-from octoroute.routing.scoring import Scored
+from octoroute.routing.scoring import JudgeScorer, Scored
 from octoroute.routing.tool import ROUTE_FUNCTION
 from octoroute.service import build_capabilities, capability_warnings, settle_decision
 
@@ -78,7 +79,10 @@ def _print_decision(config: Config, features: Features, prompt: str, explain: bo
     strategy = config.routing.strategy
     table = Table(show_header=False, box=None)
     rule_step = evaluate_rules(features) if strategy is Strategy.HYBRID else None
-    if strategy in (Strategy.LLM, Strategy.TOOL) or (strategy is Strategy.HYBRID and rule_step is None):
+    unasked = tool_fallback(config, features, default) if strategy is Strategy.TOOL else None
+    if unasked is None and (
+        strategy in (Strategy.LLM, Strategy.TOOL) or (strategy is Strategy.HYBRID and rule_step is None)
+    ):
         how = f"a call to {ROUTE_FUNCTION}" if strategy is Strategy.TOOL else "the LLM router"
         table.add_row("tier", f"decided by {how} on '{config.routing.router_tier}'")
         table.add_row("strategy", strategy.value)
@@ -89,7 +93,7 @@ def _print_decision(config: Config, features: Features, prompt: str, explain: bo
         if scored is not None:
             table.add_row("offline score", f"{scored.score:.3f} (the learned scorer, as `octoroute score` reports)")
     else:
-        scored = offline_scorer(config).score(features, prompt)
+        scored = unasked or offline_scorer(config).score(features, prompt)
         decision = settle_decision(to_decision(scored), config.models, default)
         table.add_row("tier", decision.group)
         table.add_row("strategy", decision.strategy.value)
@@ -114,6 +118,20 @@ def _print_decision(config: Config, features: Features, prompt: str, explain: bo
         value = getattr(features, name)
         table.add_row(name, str(value.value if hasattr(value, "value") else value))
     Console().print(table, highlight=False)
+
+
+def tool_fallback(config: Config, features: Features, default: Tier) -> Scored | None:
+    """`tool`'s decision when no router-tier model can call tools by the capability
+    table: `serve` asks no model then, so the fallback is known offline; else None."""
+    capabilities = build_capabilities(config)
+    router = config.models.get(config.routing.router_tier, [])
+    if any(capabilities.lookup(ep.name).tools for ep in router):
+        return None
+
+    async def unsupported(_features: Features, _text: str) -> JudgeFailure:
+        return JudgeFailure.TOOLS_UNSUPPORTED
+
+    return asyncio.run(JudgeScorer(Strategy.TOOL, unsupported, default).score(features, ""))
 
 
 def explanation(scored: Scored) -> list[tuple[str, str]]:
