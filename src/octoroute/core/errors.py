@@ -15,9 +15,10 @@
     │   ├── UpstreamStatusError     the upstream answered 4xx/5xx; 429 and 5xx retryable
     │   ├── UpstreamProtocolError   unreadable answer (bad JSON, cut body): retryable
     │   └── UpstreamMidStream       a committed stream broke: never retried
-    └── RoutingExhausted            no attempt succeeded
-        ├── AllEndpointsFailed      502 (504 when every attempt timed out); keeps every attempt
-        └── NoHealthyEndpoint       503: nothing could even be tried
+    ├── RoutingExhausted            no attempt succeeded
+    │   ├── AllEndpointsFailed      502 (504 when every attempt timed out); keeps every attempt
+    │   └── NoHealthyEndpoint       503: nothing could even be tried
+    └── EvaluationError             routing-quality metrics undefined for the data (`octoroute eval`)
 
 Third-party exceptions (aiohttp, orjson, pydantic) are mapped into this tree
 once, at the boundary that calls the library, with `raise ... from exc`.
@@ -202,3 +203,7 @@ class NoHealthyEndpoint(RoutingExhausted):
     def __init__(self, group: str) -> None:
         self.group = group
         super().__init__(f"no healthy endpoint is available for '{group}'; try again shortly")
+
+
+class EvaluationError(OctorouteError):
+    """Routing-quality metrics cannot be computed: no items, strong and weak tie, a non-finite score."""
