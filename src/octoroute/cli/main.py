@@ -38,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     route.add_argument("--task-type", choices=[t.value for t in TaskType])
     route.add_argument("--config", type=Path, help=f"TOML config (default: ./{DEFAULT_CONFIG} if present)")
 
+    stats = sub.add_parser("stats", help="live view of a running gateway (from its /metrics.json)")
+    stats.add_argument("--url", help="gateway base URL or its /metrics.json URL (default: http://127.0.0.1:3000)")
+    stats.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes (default 2)")
+    stats.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    stats.add_argument("--token", help="metrics token (default: $OCTOROUTE_METRICS_TOKEN)")
+
     evaluate = sub.add_parser(
         "eval",
         help="routing quality (RouteLLM's APGR, CPT) of a strategy on labelled prompts, or of a decision log",
@@ -55,16 +61,10 @@ def _parser() -> argparse.ArgumentParser:
         "--bootstrap", type=_count, default=1000, metavar="N", help="paired-bootstrap resamples (default 1000; 0: none)"
     )
     evaluate.add_argument(
-        "--draws", type=_count, default=1000, metavar="N", help="random-baseline draws (default 1000)"
+        "--draws", type=_positive, default=1000, metavar="N", help="random-baseline draws (default 1000)"
     )
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the random baseline and bootstrap (default 0)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-
-    stats = sub.add_parser("stats", help="live view of a running gateway (from its /metrics.json)")
-    stats.add_argument("--url", help="gateway base URL or its /metrics.json URL (default: http://127.0.0.1:3000)")
-    stats.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes (default 2)")
-    stats.add_argument("--once", action="store_true", help="print one snapshot and exit")
-    stats.add_argument("--token", help="metrics token (default: $OCTOROUTE_METRICS_TOKEN)")
     return parser
 
 
@@ -78,18 +78,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         from octoroute.cli.commands import run_route
 
         return run_route(args.prompt, args.importance, args.task_type, args.config or _default_config(), os.environ)
-    if args.command == "eval":
-        from octoroute.cli.evaluate import EvalArgs, EvalOptions, run_eval
-
-        options = EvalOptions(draws=max(args.draws, 1), resamples=args.bootstrap, seed=args.seed)
-        return run_eval(
-            EvalArgs(args.data, args.log, args.labels, args.config, args.strategy, args.plot, options, args.json),
-            os.environ,
-        )
     if args.command == "stats":
         from octoroute.cli.stats import run_stats
 
         return run_stats(args.url, args.token, args.interval, args.once, os.environ)
+    if args.command == "eval":
+        from octoroute.cli.evaluate import EvalArgs, EvalOptions, run_eval
+
+        options = EvalOptions(draws=args.draws, resamples=args.bootstrap, seed=args.seed)
+        return run_eval(
+            EvalArgs(args.data, args.log, args.labels, args.config, args.strategy, args.plot, options, args.json),
+            os.environ,
+        )
     from octoroute.cli.serve import run_serve
 
     return run_serve(
@@ -109,6 +109,13 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more: {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _count(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be 1 or more")
     return value
 
 
