@@ -39,8 +39,8 @@ from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import accumulate, pairwise, repeat
-from operator import add, itemgetter, mul, sub
+from itertools import accumulate, compress, count, pairwise, repeat
+from operator import add, ge, itemgetter, mod, mul, sub
 from random import Random
 from typing import Any
 
@@ -188,8 +188,8 @@ def quantile(ordered: Sequence[float], q: float) -> float:
     position = (len(ordered) - 1) * q
     below = math.floor(position)
     fraction = position - below
-    if below + 1 >= len(ordered):
-        return ordered[-1]
+    if fraction == 0 or below + 1 >= len(ordered):
+        return ordered[min(below, len(ordered) - 1)]
     a, b = ordered[below], ordered[below + 1]
     # numpy's _lerp: interpolate from the nearer end, so t = 1 gives b exactly.
     return b - (b - a) * (1 - fraction) if fraction >= 0.5 else a + (b - a) * fraction
@@ -257,16 +257,15 @@ def random_baseline(labels: Labels, draws: int, rng: Random) -> RandomBaseline:
     # A distinct-score quantile threshold at rank position h keeps the n - ceil(h) items above it.
     quantile_ks = sorted({n - -(-(n - 1) * i // QUANTILE_BINS) for i in range(QUANTILE_BINS)} | {0})
     pick = itemgetter(*quantile_ks)
-    draw = rng.random
     every, quantiles, cpt50s, cpt80s = [], [], [], []
     for _ in range(draws):
-        keys = [draw() for _ in gains]
+        keys = random_scores(rng, n)
         order = sorted(range(n), key=keys.__getitem__, reverse=True)
         cumulative = [0.0, *accumulate(map(gains.__getitem__, order))]
         total = cumulative[-1]
         if total == 0:
             raise EvaluationError("the weak and strong models' total quality is equal: PGR is undefined")
-        every.append((math.fsum(cumulative) - total / 2) / (n * total))
+        every.append((sum(cumulative) - total / 2) / (n * total))
         ks_gains = pick(cumulative)
         quantiles.append(
             math.fsum(
@@ -290,7 +289,7 @@ def random_baseline(labels: Labels, draws: int, rng: Random) -> RandomBaseline:
 def _permutation_cpt(cumulative: Sequence[float], target: float) -> float:
     """CPT on a curve with one point per item (k / n, cumulative[k] / total)."""
     n, goal = len(cumulative) - 1, target * cumulative[-1]
-    k = next(k for k, gain in enumerate(cumulative) if gain >= goal)
+    k = next(compress(count(), map(ge, cumulative, repeat(goal))))  # the first k reaching the goal, at C speed
     if k == 0:
         return 0.0
     before, after = cumulative[k - 1], cumulative[k]
@@ -312,20 +311,20 @@ def compare_paired(
     if resamples < 1:
         raise EvaluationError("the bootstrap needs at least one resample")
     gains = labels.gains
+    n = len(gains)
     area_a = _weighted_area_fn(_Ranking.of(scores_a), gains)
     area_b = _weighted_area_fn(_Ranking.of(scores_b), gains)
-    ones = (1,) * len(gains)
-    difference = area_a(ones) - area_b(ones)
-    population = range(len(gains))
+    everything = Counter(range(n))
+    difference = _area_or_fail(area_a(everything)) - _area_or_fail(area_b(everything))
     differences: list[float] = []
     dropped = 0
     for _ in range(resamples):
-        counts = Counter(rng.choices(population, k=len(gains)))
-        weights = tuple(map(counts.get, population, repeat(0)))
-        if math.fsum(map(mul, weights, gains)) == 0:
+        counts = resample_counts(rng, n)
+        a = area_a(counts)
+        if a is None:
             dropped += 1
             continue
-        differences.append(area_a(weights) - area_b(weights))
+        differences.append(a - _area_or_fail(area_b(counts)))
     if not differences:
         raise EvaluationError("every bootstrap resample had equal weak and strong quality: PGR is undefined")
     differences.sort()
@@ -340,19 +339,42 @@ def compare_paired(
     )
 
 
-def _weighted_area_fn(ranking: _Ranking, gains: Sequence[float]) -> Callable[[tuple[int, ...]], float]:
-    """APGR over every distinct score for items counted `weights[i]` times (a bootstrap resample)."""
-    in_order, at_group_ends = _getter(ranking.order), _getter([end - 1 for end in ranking.ends])
-    ranked_gains = in_order(gains)
+def _weighted_area_fn(ranking: _Ranking, gains: Sequence[float]) -> Callable[[Counter[int]], float | None]:
+    """APGR over every distinct score for items counted `counts[i]` times (a bootstrap resample);
+    None when the resample's strong and weak totals are equal."""
+    order, at_group_ends = ranking.order, _getter([end - 1 for end in ranking.ends])
+    ranked_gains = [gains[i] for i in order]
 
-    def area(weights: tuple[int, ...]) -> float:
-        ranked_weights = in_order(weights)
+    def area(counts: Counter[int]) -> float | None:
+        ranked_weights = list(map(counts.get, order, repeat(0)))
         ks = (0, *at_group_ends(list(accumulate(ranked_weights))))
         gs = (0.0, *at_group_ends(list(accumulate(map(mul, ranked_weights, ranked_gains)))))
+        if gs[-1] == 0:
+            return None
         twice = math.fsum(map(mul, map(sub, ks[1:], ks[:-1]), map(add, gs[1:], gs[:-1])))
         return float(twice / (2 * ks[-1] * gs[-1]))
 
     return area
+
+
+def _area_or_fail(area: float | None) -> float:
+    if area is None:
+        raise EvaluationError("the weak and strong models' total quality is equal: PGR is undefined")
+    return area
+
+
+def random_scores(rng: Random, n: int) -> Sequence[int]:
+    """n random 64-bit scores from one call to the generator (ties have probability ~n^2 / 2^65).
+
+    The bytes are read in the machine's byte order, so a seed gives the same
+    draws on every little-endian machine.
+    """
+    return memoryview(rng.randbytes(8 * n)).cast("Q")
+
+
+def resample_counts(rng: Random, n: int) -> Counter[int]:
+    """How often each of n items is drawn in n draws with replacement (one bootstrap resample)."""
+    return Counter(map(mod, random_scores(rng, n), repeat(n)))
 
 
 def _getter(indices: Sequence[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:

@@ -22,6 +22,8 @@ from octoroute.routing.evaluation import (
     quantile,
     quantile_curve,
     random_baseline,
+    random_scores,
+    resample_counts,
     score_curve,
 )
 
@@ -168,8 +170,9 @@ def test_scores_must_match_the_items_and_be_finite() -> None:
 def test_random_draw_is_a_router_with_random_scores() -> None:
     labels = Labels.of(weak=[0, 1, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0], strong=[1, 1, 0, 1, 1, 0, 1, 1, 0, 0, 1, 1])
     baseline = random_baseline(labels, 1, Random(3))
-    rng = Random(3)
-    same = evaluate_scores([rng.random() for _ in labels.weak], labels)
+    keys = random_scores(Random(3), len(labels.weak))
+    ranks = sorted(range(len(keys)), key=keys.__getitem__)
+    same = evaluate_scores([float(ranks.index(i)) for i in range(len(keys))], labels)  # the same order, exactly
     assert baseline.apgr_every.mean == pytest.approx(same.apgr_every, abs=1e-12)
     assert baseline.apgr_quantile.mean == pytest.approx(same.apgr_quantile, abs=1e-12)
     assert baseline.cpt50.mean == pytest.approx(same.cpt50, abs=1e-12)
@@ -240,7 +243,9 @@ def test_paired_bootstrap_resample_is_the_apgr_of_the_resampled_items() -> None:
     a = [float(rng.randint(0, 4)) for _ in weak]
     b = [float(len(weak) - i) for i in range(len(weak))]
     result = compare_paired(a, b, labels, 1, Random(10))
-    picked = Random(10).choices(range(len(weak)), k=len(weak))
+    counts = resample_counts(Random(10), len(weak))
+    assert sum(counts.values()) == len(weak)
+    picked = sorted(counts.elements())
     resampled = Labels.of([weak[i] for i in picked], [strong[i] for i in picked])
     expected = apgr(score_curve([a[i] for i in picked], resampled)) - apgr(
         score_curve([b[i] for i in picked], resampled)
