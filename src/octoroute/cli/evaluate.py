@@ -290,14 +290,20 @@ def _optional_number(record: Mapping[str, object], key: str) -> float | None:
     return float(value)
 
 
-def evaluate_log(log_path: Path, labels_path: Path, options: EvalOptions) -> Report:
-    """The live score and the shadow score of labelled `request` events."""
-    labelled = read_labels(labels_path)
-    requests = 0
-    unlabelled = 0
-    no_score = 0
+@dataclass(frozen=True, slots=True)
+class _Joined:
+    """A labelled request event with a live score."""
+
+    score: float
+    label: _Label
+    record: Mapping[str, object]
+
+
+def join_log(log_path: Path, labelled: Mapping[str, _Label]) -> tuple[list[_Joined], tuple[tuple[str, int], ...]]:
+    """The labelled request events with a score, and how many lines went where."""
+    requests = unlabelled = no_score = 0
     seen: set[str] = set()
-    live: list[tuple[float, _Label, Mapping[str, object]]] = []
+    joined: list[_Joined] = []
     for _, record in read_jsonl(log_path):
         if record.get("event") != "request":
             continue
@@ -312,39 +318,44 @@ def evaluate_log(log_path: Path, labels_path: Path, options: EvalOptions) -> Rep
         if score is None:
             no_score += 1
             continue
-        live.append((score, label, record))
+        joined.append(_Joined(score, label, record))
     counts = (
         ("request events", requests),
-        ("with a label and a score (evaluated)", len(live)),
+        ("with a label and a score (evaluated)", len(joined)),
         ("without a label", unlabelled),
         ("labelled, without a score (not auto-routed)", no_score),
         ("labels matching no request event", len(labelled) - len(seen)),
     )
-    if not live:
+    return joined, counts
+
+
+def evaluate_log(log_path: Path, labels_path: Path, options: EvalOptions) -> Report:
+    """The live score and the shadow score of labelled `request` events."""
+    joined, counts = join_log(log_path, read_labels(labels_path))
+    if not joined:
         raise EvalProblem(f"{log_path}: no request event has both a label and a score")
-    labels = checked_labels([x[1].weak for x in live], [x[1].strong for x in live], f"{log_path} + {labels_path}")
-    subjects = [Subject(_live_name(x[2] for x in live), tuple(x[0] for x in live), labels)]
+    labels = _labels_of(joined, f"{log_path} + {labels_path}")
+    live_strategies = sorted({str(j.record.get("strategy") or "?") for j in joined})
+    subjects = [Subject(f"live ({', '.join(live_strategies)})", tuple(j.score for j in joined), labels)]
     notes: list[str] = []
-    shadow = [(s, x) for x in live if (s := _optional_number(x[2], "shadow_score")) is not None]
+    shadow = [(s, j) for j in joined if (s := _optional_number(j.record, "shadow_score")) is not None]
     if shadow:
-        strategies = sorted({str(x[2].get("shadow_strategy") or "?") for _, x in shadow})
+        strategies = sorted({str(j.record.get("shadow_strategy") or "?") for _, j in shadow})
         name = f"shadow ({', '.join(strategies)})"
-        if len(shadow) == len(live):
-            subjects.append(Subject(name, tuple(s for s, _ in shadow), labels))
-        else:
+        covered = labels
+        if len(shadow) < len(joined):
             notes.append(
-                f"the shadow score is on {len(shadow)} of the {len(live)} evaluated events: its row covers those"
+                f"the shadow score is on {len(shadow)} of the {len(joined)} evaluated events: its row covers those"
             )
-            shadow_labels = checked_labels([x[1].weak for _, x in shadow], [x[1].strong for _, x in shadow], "shadow")
-            subjects.append(Subject(name, tuple(s for s, _ in shadow), shadow_labels))
-    length_scores, length_note = _log_lengths([x[2] for x in live])
+            covered = _labels_of([j for _, j in shadow], "the events with a shadow score")
+        subjects.append(Subject(name, tuple(s for s, _ in shadow), covered))
+    length_scores, length_note = _log_lengths([j.record for j in joined])
     notes.append(length_note)
     return build_report(f"{log_path} with {labels_path}", subjects, labels, length_scores, options, notes, counts)
 
 
-def _live_name(records: Iterator[Mapping[str, object]]) -> str:
-    strategies = sorted({str(r.get("strategy") or "?") for r in records})
-    return f"live ({', '.join(strategies)})"
+def _labels_of(joined: Sequence[_Joined], source: str) -> Labels:
+    return checked_labels([j.label.weak for j in joined], [j.label.strong for j in joined], source)
 
 
 def _log_lengths(records: Sequence[Mapping[str, object]]) -> tuple[list[float] | None, str]:
