@@ -1,6 +1,5 @@
 """Pure routing decisions: prompt features, octoroute 1.0's rules, the LLM judge's
-prompt and reply parsing, and the `Router` that combines them per strategy;
-the routing-quality metrics `octoroute eval` reports (`evaluation.py`).
+prompt and reply parsing, and the `Router` that combines them per strategy.
 
 Nothing here does I/O, reads the clock or sleeps: the judge call is an injected
 async function. May import `octoroute.core`, `octoroute.config` and
