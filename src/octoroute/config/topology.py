@@ -34,6 +34,7 @@ class ResolvedTimeouts:
     connect: float
     first_byte: float
     total: float
+    idle: float = 120.0  # after a stream's commit point; no overall limit then
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,7 @@ class EndpointSpec:
     api_key: str | None
     timeouts: ResolvedTimeouts
     kind: Api = Api.OPENAI
+    api_key_env: str | None = None  # where `api_key` came from, for messages about refused credentials
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +263,8 @@ def _resolve_timeouts(config: Config, group: str, ep: EndpointConfig) -> Resolve
     total = next((t.total for t in levels if t.total), config.server.request_timeout_seconds)
     connect = next((t.connect for t in levels if t.connect), config.timeouts.connect)
     first_byte = next((t.first_byte for t in levels if t.first_byte), config.timeouts.first_byte or total)
-    return ResolvedTimeouts(connect=min(connect, total), first_byte=min(first_byte, total), total=total)
+    idle = next((t.idle for t in levels if t.idle), config.timeouts.idle)
+    return ResolvedTimeouts(connect=min(connect, total), first_byte=min(first_byte, total), total=total, idle=idle)
 
 
 def build_topology(config: Config, env: Mapping[str, str]) -> Topology:
@@ -285,6 +288,7 @@ def build_topology(config: Config, env: Mapping[str, str]) -> Topology:
             api_key=env.get(ep.api_key_env) if ep.api_key_env else None,
             timeouts=_resolve_timeouts(config, group, ep),
             kind=ep.kind,
+            api_key_env=ep.api_key_env,
         )
         endpoints[ep_id] = spec
         by_group[group].append(spec)

@@ -5,8 +5,8 @@ Timeouts per attempt: `connect` (TCP/TLS connect), `first_byte` (until the
 response headers and, for streams, the first complete SSE event), `total` (a
 whole non-streaming attempt, and a stream up to its first event). A stream
 returned by `open_stream` has already received its first event: that is the
-commit point. After it, the stream fails only if no bytes arrive for
-`first_byte` seconds, so long generations are never cut while they progress;
+commit point. After it, the stream fails only if no bytes arrive for `idle`
+seconds, so long generations are never cut while they progress;
 later failures surface as `UpstreamMidStream`.
 """
 
@@ -31,7 +31,9 @@ from octoroute.core.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
+from octoroute.core.redact import redact
 from octoroute.core.types import Api
+from octoroute.protocols.openai import normalised_error
 from octoroute.protocols.sse import EventFramer, EventTooLarge, ends_stream, first_data_problem, has_data
 from octoroute.upstream.http import (
     Connection,
@@ -43,6 +45,7 @@ from octoroute.upstream.http import (
 )
 
 ERROR_BODY_LIMIT = 64 * 1024
+DETAIL_CHARS = 300  # of an upstream's error message, in errors, logs and status pages
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +142,7 @@ class UpstreamStream:
                 ended = ended or ends_stream(tail, anthropic)
                 yield tail + b"\n\n"
         except DeadlineError as exc:
-            raise UpstreamMidStream(self._endpoint.id, f"no data for {self._endpoint.timeouts.first_byte:g}s") from exc
+            raise UpstreamMidStream(self._endpoint.id, f"no data for {self._endpoint.timeouts.idle:g}s") from exc
         except (ConnectionClosedError, ProtocolViolation, OSError) as exc:
             raise UpstreamMidStream(self._endpoint.id, f"stream broke: {exc}") from exc
         except EventTooLarge as exc:
@@ -209,7 +212,8 @@ class UpstreamPool:
                 conn.abort()
                 raise
             return conn
-        raise UpstreamConnectError(ep.id, f"{ep.base_url} closed the connection twice")
+        where = redact(ep.base_url, (ep.api_key,), max_chars=None)
+        raise UpstreamConnectError(ep.id, f"{where} closed the connection twice")
 
     async def _connect(self, ep: EndpointSpec, pool: HostPool) -> Connection:
         try:
@@ -218,7 +222,8 @@ class UpstreamPool:
             raise UpstreamTimeout(ep.id, TimeoutPhase.CONNECT, ep.timeouts.connect) from exc
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
-            raise UpstreamConnectError(ep.id, f"cannot connect to {ep.base_url}: {reason}") from exc
+            where = redact(ep.base_url, (ep.api_key,), max_chars=None)  # no user:password@ in errors
+            raise UpstreamConnectError(ep.id, f"cannot connect to {where}: {reason}") from exc
 
     async def _raise_status(self, ep: EndpointSpec, conn: Connection) -> None:
         """Read (a bounded part of) an error body and raise it; the caller releases `conn`."""
@@ -227,7 +232,12 @@ class UpstreamPool:
         except (DeadlineError, ConnectionClosedError, ProtocolViolation):
             body = b""
         raise UpstreamStatusError(
-            ep.id, conn.status, body, conn.headers.get("content-type"), conn.headers.get("retry-after")
+            ep.id,
+            conn.status,
+            body,
+            conn.headers.get("content-type"),
+            conn.headers.get("retry-after"),
+            detail=upstream_detail(ep, conn.status, body),
         )
 
     async def complete(self, ep: EndpointSpec, body: bytes, extra_headers: Mapping[str, str]) -> UpstreamReply:
@@ -295,7 +305,7 @@ class UpstreamPool:
         except BaseException:
             target.pool.release(conn)
             raise
-        conn.set_idle_limit(ep.timeouts.first_byte)
+        conn.set_idle_limit(ep.timeouts.idle)
         return UpstreamStream(ep, target.pool, conn, framer, first, (loop.time() - started) * 1000, whole=whole)
 
     async def probe(self, ep: EndpointSpec, limit_seconds: float) -> float:
@@ -313,8 +323,14 @@ class UpstreamPool:
         finally:
             target.pool.release(conn)
         if conn.status >= 400:
-            raise UpstreamStatusError(ep.id, conn.status, b"", None)
+            raise UpstreamStatusError(ep.id, conn.status, b"", None, conn.headers.get("retry-after"))
         return (time.perf_counter() - started) * 1000
+
+
+def upstream_detail(ep: EndpointSpec, status: int, body: bytes) -> str:
+    """The upstream's own message from an error body (any server's shape), with the
+    endpoint's key and anything like a secret removed, on one bounded line."""
+    return redact(str(normalised_error(body, status)["message"]), (ep.api_key,), max_chars=DETAIL_CHARS)
 
 
 async def _first_event(ep: EndpointSpec, conn: Connection, framer: EventFramer) -> bytes:

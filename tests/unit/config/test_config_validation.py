@@ -97,6 +97,15 @@ def test_every_problem_is_reported_at_once_with_its_key_path():
         ({"models": {"fast": [ep()]}, "timeouts": {"slow": 3}}, "timeouts.slow: 'slow' is not a group under [models]"),
         ({"models": {"fast": []}}, "models: group 'fast' has no endpoints"),
         ({"models": {"auto": [ep()]}}, "models: 'auto' is reserved for routing and cannot be a group name"),
+        (
+            {"models": {"fast": [ep()]}, "health": {"rate_limit_cooldown_seconds": 0}},
+            "health.rate_limit_cooldown_seconds: must be > 0",
+        ),
+        (
+            {"models": {"fast": [ep()]}, "health": {"loading_retry_seconds": 7200}},
+            "health.loading_retry_seconds: must be <= 3600",
+        ),
+        ({"models": {"fast": [ep()]}, "health": {"fail_open": "sometimes"}}, "health.fail_open:"),
     ],
 )
 def test_cross_field_rules(data, expected):
@@ -108,6 +117,7 @@ def test_api_key_is_read_from_the_environment_only():
     config = parse_config({"models": {"fast": [ep(api_key_env="OCTO_KEY")]}}, {"OCTO_KEY": "s3cret"})
     topo = build_topology(config, {"OCTO_KEY": "s3cret"})
     assert topo.endpoints["fast/m"].api_key == "s3cret"
+    assert topo.endpoints["fast/m"].api_key_env == "OCTO_KEY"  # named in the log line when the key is refused
     assert "s3cret" not in config.model_dump_json()
 
 
@@ -118,13 +128,22 @@ def test_timeouts_resolve_endpoint_then_group_then_global():
             "fast": [ep(id="a", timeouts={"first_byte": 2}), ep(id="b")],
             "deep": [ep(id="c")],
         },
-        "timeouts": {"connect": 1.5, "fast": {"total": 10, "first_byte": 5}},
+        "timeouts": {"connect": 1.5, "idle": 50, "fast": {"total": 10, "first_byte": 5, "idle": 7}},
     }
+    data["models"]["deep"].append(ep(id="d", timeouts={"idle": 3}))
     topo = build_topology(parse_config(data, {}), {})
-    a, b, c = (topo.endpoints[i].timeouts for i in "abc")
-    assert (a.connect, a.first_byte, a.total) == (1.5, 2, 10)
-    assert (b.connect, b.first_byte, b.total) == (1.5, 5, 10)
-    assert (c.connect, c.first_byte, c.total) == (1.5, 40, 40)
+    a, b, c, d = (topo.endpoints[i].timeouts for i in "abcd")
+    assert (a.connect, a.first_byte, a.total, a.idle) == (1.5, 2, 10, 7)
+    assert (b.connect, b.first_byte, b.total, b.idle) == (1.5, 5, 10, 7)
+    assert (c.connect, c.first_byte, c.total, c.idle) == (1.5, 40, 40, 50)
+    assert d.idle == 3
+
+
+def test_default_timeouts_fit_a_local_server_prefilling_a_long_prompt():
+    """Minutes to the first token, a short connect, and a stream judged by its silences."""
+    topo = build_topology(parse_config({"models": {"fast": [ep()]}}, {}), {})
+    t = topo.endpoints["fast/m"].timeouts
+    assert (t.connect, t.first_byte, t.total, t.idle) == (5, 600, 600, 120)
 
 
 def test_default_ids_alias_groups_and_fallbacks():
