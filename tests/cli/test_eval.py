@@ -16,9 +16,9 @@ from octoroute.routing.evaluation import Labels, evaluate_scores
 REPO = Path(__file__).resolve().parents[2]
 OCTOROUTE = Path(sys.executable).parent / "octoroute"
 GSM8K = REPO.parent / "shared" / "data" / "routellm" / "gsm8k.jsonl"
-STUB = Path(__file__).parent / "eval_stub"
 NO_MATPLOTLIB = Path(__file__).parent / "no_matplotlib"
-FAST = ("--bootstrap", "50", "--draws", "50")
+QUICK = ("--bootstrap", "50", "--draws", "50")
+FAST = ("--strategy", "rule", *QUICK)
 
 # Lengths 4, 3, 2, 1; the first two items gain from the strong model.
 PROMPTS = ["aaaa", "aaa", "aa", "a"]
@@ -26,7 +26,7 @@ WEAK = [0, 0, 0, 0]
 STRONG = [1, 1, 0, 0]
 
 
-def eval_command(*args: str, pythonpath: Path | None = STUB) -> subprocess.CompletedProcess[str]:
+def eval_command(*args: str, pythonpath: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200"}
     if pythonpath is not None:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(pythonpath), env.get("PYTHONPATH", "")) if p)
@@ -35,9 +35,27 @@ def eval_command(*args: str, pythonpath: Path | None = STUB) -> subprocess.Compl
     )
 
 
-def router_scores(prompts: list[str]) -> list[float]:
-    """What the offline scorer gives these prompts."""
-    return [float(p.count("!")) for p in prompts]
+def octoroute_score(prompts: list[str], *args: str) -> list[float]:
+    """What `octoroute score` gives these prompts: eval must score exactly as it does."""
+    result = subprocess.run(
+        [str(OCTOROUTE), "score", *args],
+        input="".join(json.dumps({"prompt": p}) + "\n" for p in prompts),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return [json.loads(line)["score"] for line in result.stdout.splitlines()]
+
+
+def rule_config(tmp_path: Path) -> Path:
+    path = tmp_path / "rule.toml"
+    path.write_text('[[models.fast]]\nname = "f"\nbase_url = "http://127.0.0.1:1/v1"\n[routing]\nstrategy = "rule"\n')
+    return path
+
+
+# Under octoroute 1.0's rules: short chat is fast (0), short code balanced (0.5), a deep task deep (1).
+CHAT, CODE, DEEP = "hi", "```python\nprint(1)\n```", "Analyse the trade-offs in depth."
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -53,7 +71,7 @@ def data_file(tmp_path: Path, prompts: list[str] = PROMPTS) -> Path:
     return write_jsonl(tmp_path / "data.jsonl", rows)
 
 
-def run_json(*args: str, pythonpath: Path | None = STUB) -> dict[str, Any]:
+def run_json(*args: str, pythonpath: Path | None = None) -> dict[str, Any]:
     result = eval_command(*args, "--json", pythonpath=pythonpath)
     assert result.returncode == 0, result.stderr
     document: dict[str, Any] = json.loads(result.stdout)
@@ -93,24 +111,48 @@ def test_table_has_the_router_length_and_random_rows(tmp_path):
 
 
 def test_json_has_the_same_rows(tmp_path):
-    prompts = ["a!", "bb", "c!!", "dddd!!!"]
-    document = run_json(str(data_file(tmp_path, prompts)), *FAST)
+    prompts = [CODE, CHAT, DEEP, "hello there"]  # rule scores 0.5, 0, 1, 0; the gains are on the first two
+    config = rule_config(tmp_path)
+    document = run_json(str(data_file(tmp_path, prompts)), "--config", str(config), "--bootstrap", "50")
     assert document["items"] == 4
     assert (document["weak_mean"], document["strong_mean"]) == (0.0, 0.5)
     assert [row["kind"] for row in document["rows"]] == ["router", "length", "random"]
     router, length, random = document["rows"]
-    expected = evaluate_scores(router_scores(prompts), Labels.of(WEAK, STRONG))
+    assert router["name"] == "rule"
+    # Thresholds 1, 0.5, 0: (1/4, 0), (2/4, 1/2), (4/4, 1) -> 1/4 * 1/4 + 2/4 * 3/4 = 0.4375
+    assert router["apgr_every"] == pytest.approx(0.4375)
+    assert router["distinct_scores"] == 3
+    expected = evaluate_scores(octoroute_score(prompts, "--config", str(config)), Labels.of(WEAK, STRONG))
     assert router["apgr_every"] == pytest.approx(expected.apgr_every, abs=1e-6)
     assert router["apgr_quantile"] == pytest.approx(expected.apgr_quantile, abs=1e-6)
-    assert router["cpt50"] == pytest.approx(expected.cpt50, abs=1e-6)
-    assert router["distinct_scores"] == expected.distinct_scores
+    assert (router["cpt50"], router["cpt80"]) == (pytest.approx(0.5), pytest.approx(0.5 + 0.3 / 0.5 * 0.5))
     assert set(router["vs_length"]) == {"apgr_difference", "ci95", "p_value", "resamples", "dropped"}
-    assert router["vs_length"]["apgr_difference"] == pytest.approx(expected.apgr_every - length["apgr_every"], abs=2e-6)
+    assert router["vs_length"]["apgr_difference"] == pytest.approx(0.4375 - length["apgr_every"], abs=2e-6)
     assert 0 < router["p_vs_random"] <= 1
     assert length["vs_length"] is None
-    assert random["draws"] == 50
+    assert random["draws"] == 1000
     assert set(random["apgr_every"]) == {"mean", "std", "low", "high"}
     assert document["plot"] is None
+
+
+def test_strategy_overrides_the_config(tmp_path):
+    config = tmp_path / "learned.toml"
+    config.write_text('[[models.fast]]\nname = "f"\nbase_url = "http://127.0.0.1:1/v1"\n')
+    prompts = [CODE, CHAT, DEEP, "hello there"]
+    document = run_json(str(data_file(tmp_path, prompts)), "--config", str(config), *FAST)
+    router = document["rows"][0]
+    assert router["name"] == "rule"
+    assert router["apgr_every"] == pytest.approx(0.4375)
+
+
+def test_default_strategy_scores_as_octoroute_score_does(tmp_path):
+    prompts = ["What is 2 + 2?", "hi", "Prove that there are infinitely many primes, rigorously.", "Write a haiku."]
+    document = run_json(str(data_file(tmp_path, prompts)), "--bootstrap", "0", "--draws", "20")
+    router = document["rows"][0]
+    assert router["name"] == "learned"
+    expected = evaluate_scores(octoroute_score(prompts), Labels.of(WEAK, STRONG))
+    assert router["apgr_every"] == pytest.approx(expected.apgr_every, abs=1e-5)
+    assert router["vs_length"] is None  # --bootstrap 0: no comparison
 
 
 def test_seed_makes_the_baselines_reproducible(tmp_path):
@@ -136,7 +178,7 @@ def test_plot_without_matplotlib_names_the_extra(tmp_path):
         str(data_file(tmp_path)),
         "--plot",
         str(tmp_path / "x.png"),
-        pythonpath=Path(os.pathsep.join(map(str, (NO_MATPLOTLIB, STUB)))),
+        pythonpath=NO_MATPLOTLIB,
     )
     assert_one_line_problem(result, "--plot needs matplotlib", "pip install 'octoroute[eval]'")
     assert not (tmp_path / "x.png").exists()
@@ -204,9 +246,11 @@ def test_negative_counts_are_usage_errors(tmp_path):
 
 def test_length_baseline_on_routellm_gsm8k_matches_the_published_numbers():
     """Pins the metric to RouteLLM's definition: `../shared/data/routellm/README.md` (length: 0.599 on GSM8K
-    over RouteLLM's quantile sweep) and issue 9 (length: 0.598 over every distinct score)."""
-    document = run_json(str(GSM8K), "--bootstrap", "20", "--draws", "200")
+    over RouteLLM's quantile sweep) and issue 9 (length: 0.598, rule: 0.496 over every distinct score)."""
+    document = run_json(str(GSM8K), "--strategy", "rule", "--bootstrap", "20", "--draws", "200")
     assert document["items"] == 1307
+    # octoroute 1.0's rules as issue 9 measured them: 0.496 over every distinct score.
+    assert round(rows_by_name(document)["rule"]["apgr_every"], 3) == 0.496
     length = rows_by_name(document)["length"]
     assert round(length["apgr_quantile"], 3) == 0.599
     assert round(length["apgr_every"], 3) == 0.598
@@ -247,7 +291,7 @@ def test_log_with_labels_evaluates_the_live_and_the_shadow_score(tmp_path):
     labels = [label("r1", 0, 1), label("r2", 0, 1), label("r3", 0, 0), label("r4", 0, 0), label("r5", 1, 1)]
     labels.append(label("gone", 0, 1))
     args = log_files(tmp_path, events, labels)
-    document = run_json(*args, *FAST, pythonpath=None)
+    document = run_json(*args, *QUICK)
     assert document["counts"] == {
         "request events": 6,
         "with a label and a score (evaluated)": 4,
@@ -261,7 +305,7 @@ def test_log_with_labels_evaluates_the_live_and_the_shadow_score(tmp_path):
     assert rows["length"]["apgr_every"] == pytest.approx(0.75)
     assert rows["live (learned)"]["vs_length"]["apgr_difference"] == pytest.approx(0)
     assert "length baseline: prompt characters (the log has the text)" in document["notes"]
-    table = eval_command(*args, *FAST, pythonpath=None)
+    table = eval_command(*args, *QUICK)
     assert table.returncode == 0, table.stderr
     for line in ("request events: 6", "without a label: 1", "labelled, without a score (not auto-routed): 1"):
         assert line in table.stdout
@@ -274,7 +318,7 @@ def test_log_without_prompt_text_uses_input_tokens_for_length(tmp_path):
         request(f"r{i}", s, input_tokens=t, prompt=None) for i, (s, t) in enumerate([(1, 5), (2, 6), (3, 7), (4, 8)])
     ]
     labels = [label("r0", 0, 0), label("r1", 0, 0), label("r2", 0, 1), label("r3", 0, 1)]
-    document = run_json(*log_files(tmp_path, events, labels), *FAST, pythonpath=None)
+    document = run_json(*log_files(tmp_path, events, labels), *QUICK)
     rows = rows_by_name(document)
     assert rows["live (learned)"]["apgr_every"] == pytest.approx(0.75)
     assert rows["length"]["apgr_every"] == pytest.approx(0.75)
@@ -285,7 +329,7 @@ def test_log_without_prompt_text_uses_input_tokens_for_length(tmp_path):
 def test_log_shadow_on_part_of_the_events_is_said(tmp_path):
     events = [request("r1", 0.9, shadow_strategy="rule", shadow_score=1.0), request("r2", 0.8), request("r3", 0.1)]
     labels = [label("r1", 0, 1), label("r2", 0, 0), label("r3", 1, 1)]
-    document = run_json(*log_files(tmp_path, events, labels), *FAST, pythonpath=None)
+    document = run_json(*log_files(tmp_path, events, labels), *QUICK)
     assert any("shadow score is on 1 of the 3" in note for note in document["notes"])
     assert rows_by_name(document)["shadow (rule)"]["items"] == 1
     assert "no length baseline" in " ".join(document["notes"])
@@ -303,11 +347,11 @@ def test_log_shadow_on_part_of_the_events_is_said(tmp_path):
     ],
 )
 def test_log_problems_are_one_line(tmp_path, events, labels, fragments):
-    assert_one_line_problem(eval_command(*log_files(tmp_path, events, labels), pythonpath=None), *fragments)
+    assert_one_line_problem(eval_command(*log_files(tmp_path, events, labels)), *fragments)
 
 
 def test_log_line_that_is_not_json(tmp_path):
     args = log_files(tmp_path, [request("r1", 0.5)], [label("r1", 0, 1)])
     with open(args[1], "a") as log:
         log.write('{"ts": 2, "event": "requ\n')
-    assert_one_line_problem(eval_command(*args, pythonpath=None), "events.jsonl:2: not JSON")
+    assert_one_line_problem(eval_command(*args), "events.jsonl:2: not JSON")

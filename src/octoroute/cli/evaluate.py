@@ -4,7 +4,7 @@ Two inputs, one report:
 
 - `DATA.jsonl`: lines with `prompt`, `weak_score`, `strong_score` (the format of
   RouteLLM's benchmarks in `../shared/data/routellm/`); every prompt is scored
-  with the offline scorer `octoroute score` uses.
+  with the offline scorer `octoroute score` uses (`cli.score.offline_scorer`).
 - `--log events.jsonl --labels labels.jsonl`: the `request` events of octoroute's
   event file carry the live strategy's `score` (and with shadow mode the
   candidate's `shadow_score`); the labels say how good the weak and the strong
@@ -17,20 +17,18 @@ This module reads the files and assembles the report; the metrics are
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from random import Random
-from typing import Protocol
 
 import orjson
 
-from octoroute.config import Config, load_config, parse_config
-from octoroute.config.topology import default_tier
+from octoroute.cli.score import load_routing_config, offline_scorer
+from octoroute.config import Config
 from octoroute.core.errors import ConfigError, EvaluationError
-from octoroute.core.types import Strategy, Tier
+from octoroute.core.types import Strategy
 from octoroute.routing.evaluation import (
     Labels,
     PairedComparison,
@@ -42,17 +40,10 @@ from octoroute.routing.evaluation import (
     p_value_against,
     random_baseline,
 )
+from octoroute.routing.scoring import OfflineScorer
 
 EXIT_PROBLEM = 2
 PLOT_EXTRA_HINT = "pip install 'octoroute[eval]'"
-
-_DEFAULT_MODELS = {
-    "models": {
-        "fast": [{"name": "fast", "base_url": "http://127.0.0.1:1/v1"}],
-        "balanced": [{"name": "balanced", "base_url": "http://127.0.0.1:1/v1"}],
-        "deep": [{"name": "deep", "base_url": "http://127.0.0.1:1/v1"}],
-    }
-}
 
 
 class EvalProblem(Exception):
@@ -96,15 +87,6 @@ class Report:
     options: EvalOptions
     notes: tuple[str, ...] = ()
     counts: tuple[tuple[str, int], ...] = ()  # log mode: how many lines went where
-
-
-class _Scored(Protocol):
-    @property
-    def score(self) -> float: ...
-
-
-class _OfflineScorer(Protocol):
-    def score_prompt(self, prompt: str) -> _Scored: ...
 
 
 # -- reading -----------------------------------------------------------------
@@ -167,30 +149,24 @@ def checked_labels(weak: Sequence[float], strong: Sequence[float], source: str) 
 # -- scoring DATA ------------------------------------------------------------
 
 
-def load_routing(config_path: Path | None, strategy: str | None, env: Mapping[str, str]) -> Config:
-    """The config's routing (or the defaults with three tiers), with `--strategy` in place of its own."""
+def load_routing(
+    config_path: Path | None, strategy: str | None, env: Mapping[str, str]
+) -> tuple[Config, OfflineScorer]:
+    """The config (or the defaults with three tiers) and the scorer `octoroute score` uses for it,
+    with `--strategy` in place of the config's own."""
     try:
-        config = load_config(config_path, env) if config_path else parse_config(_DEFAULT_MODELS, env)
+        config = load_routing_config(config_path, env)
     except ConfigError as exc:
         problems = "; ".join(str(p) for p in exc.problems)
         raise EvalProblem(f"{config_path or 'default config'}: {problems}") from exc
-    if strategy is None:
-        return config
-    routing = config.routing.model_copy(update={"strategy": Strategy(strategy)})
-    return config.model_copy(update={"routing": routing})
-
-
-def offline_scorer(config: Config) -> _OfflineScorer:
-    """The scorer `octoroute score` uses, for this config's routing."""
+    chosen = Strategy(strategy) if strategy else None
     try:
-        scoring = importlib.import_module("octoroute.routing.scoring")
-    except ImportError as exc:
-        raise EvalProblem("this build has no offline scorer (octoroute.routing.scoring)") from exc
-    scorer: _OfflineScorer = scoring.build_offline_scorer(config.routing, Tier(default_tier(config)))
-    return scorer
+        return config, offline_scorer(config, chosen)
+    except (ImportError, OSError, ValueError) as exc:  # the learned model's weights could not be loaded
+        raise EvalProblem(f"cannot load the {chosen or config.routing.strategy} scorer: {exc}") from exc
 
 
-def score_prompts(scorer: _OfflineScorer, prompts: Sequence[str]) -> tuple[float, ...]:
+def score_prompts(scorer: OfflineScorer, prompts: Sequence[str]) -> tuple[float, ...]:
     return tuple(scorer.score_prompt(prompt).score for prompt in prompts)
 
 
@@ -245,9 +221,9 @@ def evaluate_data(
     path: Path, config_path: Path | None, strategy: str | None, options: EvalOptions, env: Mapping[str, str]
 ) -> Report:
     prompts, labels = read_data(path)
-    config = load_routing(config_path, strategy, env)
-    scores = score_prompts(offline_scorer(config), prompts)
-    name = str(config.routing.strategy)
+    config, scorer = load_routing(config_path, strategy, env)
+    scores = score_prompts(scorer, prompts)
+    name = strategy or str(config.routing.strategy)
     return build_report(
         f"{path}: {len(prompts)} prompts",
         [Subject(name, scores, labels)],
