@@ -1,7 +1,8 @@
 """Pure routing decisions: prompt features, octoroute 1.0's rules, the LLM judge's
 prompt and reply parsing, the `tool` strategy's function-call body and call
 parsing, the learned scorer, the scorer interface every strategy fits
-(`scoring.py`), and the `Router` that runs the configured one.
+(`scoring.py`), and the `Router` that runs the configured one; and the
+routing-quality metrics `octoroute eval` reports (`evaluation.py`).
 
 Nothing here does I/O, reads the clock or sleeps: the judge call is an injected
 async function; the learned model's weights are package data read once. May
