@@ -71,7 +71,7 @@ from octoroute.observe.snapshot import EndpointInfo, SnapshotInputs, build_snaps
 from octoroute.observe.tracing import SpanHandle
 from octoroute.protocols.egress import translated_body
 from octoroute.protocols.filters import OutputFilter
-from octoroute.protocols.openai import check_chat_body, read_message_text
+from octoroute.protocols.openai import check_chat_body
 from octoroute.protocols.overflow import read_overflow
 from octoroute.protocols.postprocess import PostProcess, declared_tools
 from octoroute.protocols.repair import call_id_factory
@@ -221,6 +221,40 @@ def describe_upstream_error(error: UpstreamError) -> str:
     return error.message
 
 
+def router_failure(error: UpstreamError) -> JudgeFailure:
+    """Why one router-model attempt failed: a timeout; a refusal with a status the
+    attempt loop does not retry (a 4xx but 429; for `tool` typically a server that does
+    not take `tools` or `tool_choice`); else unavailable."""
+    if isinstance(error, UpstreamTimeout):
+        return JudgeFailure.TIMEOUT
+    if isinstance(error, UpstreamStatusError) and 400 <= error.status < 500 and not error.retryable:
+        return JudgeFailure.REJECTED
+    return JudgeFailure.UNAVAILABLE
+
+
+def build_capabilities(config: Config) -> CapabilityRegistry:
+    """The bundled capability table with the config's `[capabilities]` corrections."""
+    return CapabilityRegistry.bundled({k: v.model_dump(exclude_none=True) for k, v in config.capabilities.items()})
+
+
+def capability_warnings(config: Config, topology: Topology, capabilities: CapabilityRegistry) -> list[str]:
+    """Config that is valid but cannot work as meant, by the capability table: with
+    `strategy = "tool"`, router-tier endpoints whose model does not call tools are
+    never asked (and when none does, every decision falls back)."""
+    if config.routing.strategy is not Strategy.TOOL:
+        return []
+    tier = config.routing.router_tier
+    group = topology.groups.get(tier)
+    unable = [ep for ep in group.endpoints if not capabilities.lookup(ep.name).tools] if group else []
+    if not unable:
+        return []
+    names = ", ".join(f"{ep.id} ({ep.name})" for ep in unable)
+    return [
+        f"strategy tool: router tier '{tier}' endpoint(s) {names} cannot call tools by the capability "
+        'table, so they are never asked; if the model can, set [capabilities."<model>"] tools = true'
+    ]
+
+
 def settle_decision(decision: RoutingDecision, groups: Collection[str], default: str) -> RoutingDecision:
     """A decision for a tier with no endpoints goes elsewhere, saying so: a learned
     score to the nearest configured tier (stronger first), a 1.0 strategy's tier to
@@ -273,10 +307,9 @@ class Gateway:
         self.rotation = Rotation()  # cooldowns (429) and refused credentials (401/403)
         self.selectors = build_selectors(topology)
         self.default_tier = default_tier(config)
-        self.router = Router.from_config(config.routing, self._judge, default_tier=self.default_tier)
+        self.router = Router.from_config(config.routing, self._ask_router, default_tier=self.default_tier)
         self.started_at = time.time() if started_at is None else started_at
-        overrides = {k: v.model_dump(exclude_none=True) for k, v in config.capabilities.items()}
-        self.capabilities = CapabilityRegistry.bundled(overrides)
+        self.capabilities = build_capabilities(config)
         self.context = ContextBook(topology.endpoints.values(), self.capabilities.known_window)
         self._context_chains: dict[
             tuple[str, int], tuple[tuple[str, ...], tuple[EndpointSpec, ...], tuple[str, ...]]
@@ -711,19 +744,27 @@ class Gateway:
             )
         )
 
-    # -- the LLM judge -----------------------------------------------------
+    # -- the router model (LLM judge and tool strategy) --------------------
 
-    async def _judge(self, body: dict[str, object]) -> str:
-        """Ask the router tier to classify; short timeout, retries on other endpoints."""
+    async def _ask_router(self, body: dict[str, object]) -> dict[str, Any]:
+        """Send a judge or tool body to the router tier: short timeout, retries on other
+        endpoints; the answer in OpenAI's shape. Endpoints whose model lacks what the
+        body needs (tools, by the capability table) are not asked."""
         routing = self.config.routing
         group = self.topology.groups[routing.router_tier]
+        wants_tools = selection_needs(body).tools
+        able = {ep.id for ep in group.endpoints if not (wants_tools and self._lacking(Needs(tools=True), ep))}
+        if not able:
+            raise JudgeUnavailable(
+                JudgeFailure.TOOLS_UNSUPPORTED,
+                f"no model on router tier '{group.name}' calls tools, by the capability table",
+            )
         retry = self.config.retry.model_copy(update={"max_attempts": routing.llm_retries + 1})
-        plan = AttemptPlan([group], self.selectors, self.is_available, retry, self.rng)
+        plan = AttemptPlan([group], self.selectors, lambda eid: eid in able and self.is_available(eid), retry, self.rng)
         failures: list[JudgeFailure] = []
         while (attempt := plan.next_attempt()) is not None:
             ep = attempt.endpoint
-            judge_call = ChatCall(body, AUTO, False, Importance.NORMAL, None, "judge")
-            payload, _ = body_for(judge_call, ep)
+            payload, _ = body_for(ChatCall(body, AUTO, False, Importance.NORMAL, None, "judge"), ep)
             self.metrics.attempt_started(group.name)
             sent_at = time.perf_counter()
             try:
@@ -737,22 +778,18 @@ class Gateway:
             except UpstreamError as error:
                 error.attempt = attempt.number
                 self._attempt_failed(ep, error, sent_at, None)
-                failures.append(
-                    JudgeFailure.TIMEOUT if isinstance(error, UpstreamTimeout) else JudgeFailure.UNAVAILABLE
-                )
+                failures.append(router_failure(error))
                 plan.record(error)
                 continue
             self._attempt_committed(ep, None, sent_at, None)
             self._record(ep, None, reply.latency_ms)
-            text = read_message_text(openai_payload(ep, reply.payload))
-            if text is None:
-                raise JudgeUnavailable(JudgeFailure.UNPARSEABLE, f"{ep.id} answered without message content")
-            return text
-        kind = (
-            JudgeFailure.TIMEOUT
-            if failures and all(f is JudgeFailure.TIMEOUT for f in failures)
-            else JudgeFailure.UNAVAILABLE
-        )
+            return openai_payload(ep, reply.payload)
+        if failures and failures[-1] is JudgeFailure.REJECTED:  # a refusal ends the plan: it is the verdict
+            kind = JudgeFailure.REJECTED
+        elif failures and all(f is JudgeFailure.TIMEOUT for f in failures):
+            kind = JudgeFailure.TIMEOUT
+        else:
+            kind = JudgeFailure.UNAVAILABLE
         raise JudgeUnavailable(kind, f"router tier '{group.name}' did not answer ({len(failures)} attempts)")
 
     # -- health ------------------------------------------------------------

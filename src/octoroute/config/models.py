@@ -21,7 +21,7 @@ GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 Seconds = Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)]
-ROUTING_STRATEGIES = (Strategy.LEARNED, Strategy.RULE, Strategy.LLM, Strategy.HYBRID)
+ROUTING_STRATEGIES = (Strategy.LEARNED, Strategy.RULE, Strategy.LLM, Strategy.HYBRID, Strategy.TOOL)
 JUDGE_STRATEGIES = frozenset({Strategy.LLM, Strategy.HYBRID, Strategy.TOOL})  # these ask the router tier's model
 
 

@@ -2,6 +2,7 @@
 
     OctorouteError
     ├── ConfigError                 config file invalid; carries every problem with its key path
+    ├── EvaluationError             routing-quality metrics undefined for the data (`octoroute eval`)
     ├── ClientError                 the client's request cannot be served as sent (4xx)
     │   ├── InvalidRequest          400: malformed JSON, invalid fields
     │   │   ├── TranslationError    400: a body whose structure cannot be translated to the other API
@@ -70,6 +71,10 @@ class TimeoutPhase(enum.StrEnum):
 
 class OctorouteError(Exception):
     """Root of the tree."""
+
+
+class EvaluationError(OctorouteError):
+    """Routing-quality metrics cannot be computed: no items, strong and weak tie, a non-finite score."""
 
 
 @dataclass(frozen=True, slots=True)
