@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from octoroute import __version__
+from octoroute.admission import Admission
 from octoroute.config.models import Config
 from octoroute.config.topology import EndpointSpec, GroupSpec, Topology, default_tier
 from octoroute.core.errors import (
@@ -40,6 +41,14 @@ from octoroute.core.types import (
     Strategy,
     TaskType,
 )
+from octoroute.fleet.affinity import (
+    AffinityResult,
+    AffinityTable,
+    Conversation,
+    classify,
+    conversation_of,
+    session_of,
+)
 from octoroute.fleet.capabilities import (
     MISSING_TOOLS,
     MISSING_VISION,
@@ -51,6 +60,7 @@ from octoroute.fleet.capabilities import (
 from octoroute.fleet.health import HealthBoard, Transition
 from octoroute.fleet.policy import Attempt, AttemptPlan
 from octoroute.fleet.selector import GroupSelector, build_selectors
+from octoroute.fleet.slots import Claim, SlotBoard
 from octoroute.observe.metrics import Recorder
 from octoroute.observe.observer import Observer, RequestTrace
 from octoroute.observe.snapshot import EndpointInfo, SnapshotInputs, build_snapshot
@@ -87,6 +97,11 @@ class ChatCall:
     task_type: TaskType | None
     request_id: str
     anthropic_body: dict[str, Any] | None = None  # the client's own request when it spoke the Messages API
+    session: str | None = None  # an explicit conversation key from a header (fleet.affinity.session_of)
+
+
+def _nothing() -> None:
+    return None
 
 
 @dataclass(slots=True)
@@ -102,6 +117,8 @@ class Outcome:
     stream: UpstreamStream | None = None
     degraded: tuple[str, ...] = ()  # what the serving endpoint lacks for this request (DegradationKind values)
     sent_at: float = 0.0  # perf_counter when the serving attempt was sent (a stream's duration counts from it)
+    affinity: AffinityResult | None = None  # None: affinity is off
+    release: Callable[[], None] = _nothing  # frees the endpoint's slot: the relay calls it when a stream ends
 
     @property
     def reason_header(self) -> str:
@@ -144,6 +161,7 @@ def decode_chat(
         importance=importance or default_importance,
         task_type=task_type,
         request_id=request_id,
+        session=session_of(headers),
     )
 
 
@@ -245,6 +263,17 @@ class Gateway:
             for name, g in topology.groups.items()
         }
         self._model_ids = (AUTO, *topology.groups, *(e for e in topology.endpoints if e not in topology.groups))
+        eps = topology.endpoints.values()
+        board = SlotBoard({ep.id: ep.max_concurrency for ep in eps}, {ep.id: ep.weight for ep in eps})
+        self.slots = Admission(board, config.queue, self.metrics)
+        for ep in eps:
+            self.metrics.slots(ep.id, ep.max_concurrency)
+        affinity = config.affinity
+        self.affinity = (
+            AffinityTable(max_entries=affinity.max_entries, ttl_seconds=affinity.ttl_seconds, clock=clock)
+            if affinity.enabled
+            else None
+        )
 
     # -- model names -------------------------------------------------------
 
@@ -321,15 +350,15 @@ class Gateway:
         lacks = missing(Needs(tools=needs.tools, vision=needs.vision), self.capabilities.lookup(ep.name))
         return tuple(LACKS[m] for m in sorted(lacks))
 
-    def _plan(self, decision: RoutingDecision, needs: Needs) -> AttemptPlan:
+    def _plan(self, decision: RoutingDecision, needs: Needs, claim: Claim | None = None) -> AttemptPlan:
         if decision.endpoint_id is not None:
             ep = self.topology.endpoints[decision.endpoint_id]
             pinned = GroupSpec(name=ep.group, endpoints=(ep,), fallback=None)
             return AttemptPlan(
-                [pinned], {ep.group: GroupSelector((ep,))}, lambda _id: True, self.config.retry, self.rng
+                [pinned], {ep.group: GroupSelector((ep,))}, lambda _id: True, self.config.retry, self.rng, claim
             )
         chain = [self.topology.groups[g] for g in self.topology.fallback_chain(decision.group)]
-        return AttemptPlan(chain, self._selectors_for(needs), self.is_available, self.config.retry, self.rng)
+        return AttemptPlan(chain, self._selectors_for(needs), self.is_available, self.config.retry, self.rng, claim)
 
     def is_available(self, endpoint_id: str) -> bool:
         """Healthy, or (without active probes) unhealthy for longer than the check
@@ -370,56 +399,130 @@ class Gateway:
         trace: RequestTrace | None = None,
     ) -> Outcome:
         """Run attempts until one commits; raises the plan's error when none does.
-        `trace` (when given) learns the attempts and carries the request's span."""
+        `trace` (when given) learns the attempts and carries the request's span.
+        Each attempt holds a slot of its endpoint; when every candidate is full the
+        request waits for one (`admission.Admission.wait`)."""
         needs = selection_needs(call.body)
-        plan = self._plan(decision, needs)
+        conversation = self._conversation(call)
+        target = (
+            self.affinity.get(conversation.key) if self.affinity and conversation and conversation.follow_up else None
+        )
+        claim = Claim(self.slots.board, least_busy=self.config.selection.least_busy, prefer=target)
+        plan = self._plan(decision, needs, claim)
         group = decision.group
-        while (attempt := plan.next_attempt()) is not None:
-            if attempt.backoff_seconds > 0:
-                await asyncio.sleep(attempt.backoff_seconds)
-            ep = attempt.endpoint
-            if attempt.group != group:
-                self.observer.fallback(call.request_id, group, attempt.group)
-                group = attempt.group
-            span = self._attempt_started(attempt, trace)
-            body, dropped = body_for(call, ep, asks_usage_for(call, self.topology.groups[ep.group]))
-            sent_at = time.perf_counter()
-            try:
-                if call.stream:
-                    stream = await self.pool.open_stream(ep, body, extra_headers)
-                    reply = None
-                    latency = stream.first_byte_ms
-                else:
-                    reply = await self.pool.complete(ep, body, extra_headers)
-                    stream = None
-                    latency = reply.latency_ms
-            except UpstreamError as error:
-                error.attempt = attempt.number
-                self._attempt_failed(ep, error, sent_at, span)
-                plan.record(error)
-                continue
-            except asyncio.CancelledError:  # the client went away
-                if span is not None:
-                    span.set("octoroute.outcome", "cancelled")
-                    span.end("the client went away")
-                raise
-            self._attempt_committed(ep, stream, sent_at, span)
-            self._record(ep, None, latency)
-            plan.record(None)
-            return Outcome(
-                decision=decision,
-                endpoint=ep,
-                group=attempt.group,
-                attempts=attempt.number,
-                fallback_from=decision.group if attempt.is_fallback else None,
-                reply=reply,
-                stream=stream,
-                degraded=(*dropped, *self._lacking(needs, ep)),
-                sent_at=sent_at,
-            )
+        holding: str | None = None  # the endpoint whose slot the current attempt holds
+        try:
+            while True:
+                attempt = plan.next_attempt()
+                if attempt is None:
+                    if plan.blocked is None:
+                        break
+                    self._drop_grant(claim)
+                    claim.held = await self.slots.wait(plan.blocked.group, plan.blocked.endpoints)
+                    continue
+                ep = attempt.endpoint
+                holding = self._take_slot(claim, ep.id)
+                if attempt.backoff_seconds > 0:
+                    await asyncio.sleep(attempt.backoff_seconds)
+                if attempt.group != group:
+                    self.observer.fallback(call.request_id, group, attempt.group)
+                    group = attempt.group
+                span = self._attempt_started(attempt, trace)
+                body, dropped = body_for(call, ep, asks_usage_for(call, self.topology.groups[ep.group]))
+                sent_at = time.perf_counter()
+                try:
+                    if call.stream:
+                        stream = await self.pool.open_stream(ep, body, extra_headers)
+                        reply = None
+                        latency = stream.first_byte_ms
+                    else:
+                        reply = await self.pool.complete(ep, body, extra_headers)
+                        stream = None
+                        latency = reply.latency_ms
+                except UpstreamError as error:
+                    holding = None
+                    self.slots.release(ep.id)
+                    error.attempt = attempt.number
+                    self._attempt_failed(ep, error, sent_at, span)
+                    plan.record(error)
+                    continue
+                except asyncio.CancelledError:  # the client went away
+                    if span is not None:
+                        span.set("octoroute.outcome", "cancelled")
+                        span.end("the client went away")
+                    raise
+                self._attempt_committed(ep, stream, sent_at, span)
+                self._record(ep, None, latency)
+                plan.record(None)
+                holding = None
+                release = self._lease(ep.id) if stream is not None else _nothing
+                if stream is None:
+                    self.slots.release(ep.id)
+                return Outcome(
+                    decision=decision,
+                    endpoint=ep,
+                    group=attempt.group,
+                    attempts=attempt.number,
+                    fallback_from=decision.group if attempt.is_fallback else None,
+                    reply=reply,
+                    stream=stream,
+                    degraded=(*dropped, *self._lacking(needs, ep)),
+                    sent_at=sent_at,
+                    affinity=self._note_affinity(conversation, target, ep, attempt.group),
+                    release=release,
+                )
+        finally:
+            if holding is not None:
+                self.slots.release(holding)
+            self._drop_grant(claim)
         if plan.final_error is not None:
             raise plan.final_error
         raise plan.exhausted_error()
+
+    # -- slots and affinity ------------------------------------------------
+
+    def _take_slot(self, claim: Claim, endpoint_id: str) -> str:
+        """Hold a slot of `endpoint_id` for the attempt: the one handed over while
+        waiting if it is that endpoint's, else a new one (the handed one passes on)."""
+        if claim.held == endpoint_id:
+            claim.held = None
+            return endpoint_id
+        self._drop_grant(claim)
+        self.slots.acquire(endpoint_id)
+        return endpoint_id
+
+    def _drop_grant(self, claim: Claim) -> None:
+        if claim.held is not None:
+            held, claim.held = claim.held, None
+            self.slots.release(held)
+
+    def _lease(self, endpoint_id: str) -> Callable[[], None]:
+        """Frees a committed stream's slot once, however often it is called."""
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.slots.release(endpoint_id)
+
+        return release
+
+    def _conversation(self, call: ChatCall) -> Conversation | None:
+        if self.affinity is None:
+            return None
+        return conversation_of(call.body, call.anthropic_body, call.session)
+
+    def _note_affinity(
+        self, conversation: Conversation | None, target: str | None, ep: EndpointSpec, group: str
+    ) -> AffinityResult | None:
+        """Remember who served the conversation; whether it kept its endpoint."""
+        if self.affinity is None or conversation is None:
+            return None
+        result = classify(target, ep.id)
+        self.affinity.remember(conversation.key, ep.id)
+        self.metrics.affinity(group, result.value)
+        return result
 
     def _attempt_started(self, attempt: Attempt, trace: RequestTrace | None) -> SpanHandle | None:
         """Count the attempt (and the retry it is, after the first); its span, when tracing."""
@@ -494,6 +597,7 @@ class Gateway:
             payload, _ = body_for(judge_call, ep)
             self.metrics.attempt_started(group.name)
             sent_at = time.perf_counter()
+            self.slots.acquire(ep.id)  # counted, never queued: the judge has its own short timeout
             try:
                 async with asyncio.timeout(routing.llm_timeout_seconds):
                     reply = await self.pool.complete(ep, payload, {})
@@ -509,6 +613,8 @@ class Gateway:
                 )
                 plan.record(error)
                 continue
+            finally:
+                self.slots.release(ep.id)
             self._attempt_committed(ep, None, sent_at, None)
             self._record(ep, None, reply.latency_ms)
             text = read_message_text(openai_payload(ep, reply.payload))

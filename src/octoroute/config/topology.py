@@ -49,6 +49,7 @@ class EndpointSpec:
     api_key: str | None
     timeouts: ResolvedTimeouts
     kind: Api = Api.OPENAI
+    max_concurrency: int | None = None  # slots; None: unbounded (or discovered at startup)
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +286,7 @@ def build_topology(config: Config, env: Mapping[str, str]) -> Topology:
             api_key=env.get(ep.api_key_env) if ep.api_key_env else None,
             timeouts=_resolve_timeouts(config, group, ep),
             kind=ep.kind,
+            max_concurrency=ep.max_concurrency,
         )
         endpoints[ep_id] = spec
         by_group[group].append(spec)

@@ -17,7 +17,9 @@
     │   └── UpstreamMidStream       a committed stream broke: never retried
     └── RoutingExhausted            no attempt succeeded
         ├── AllEndpointsFailed      502 (504 when every attempt timed out); keeps every attempt
-        └── NoHealthyEndpoint       503: nothing could even be tried
+        ├── NoHealthyEndpoint       503: nothing could even be tried
+        └── NoFreeSlot              503 with Retry-After: every endpoint full and the queue full,
+                                    or the wait in it over `[queue] max_wait_seconds`
 
 Third-party exceptions (aiohttp, orjson, pydantic) are mapped into this tree
 once, at the boundary that calls the library, with `raise ... from exc`.
@@ -180,6 +182,7 @@ class UpstreamMidStream(UpstreamError):
 class RoutingExhausted(OctorouteError):
     status = 502
     code = "upstream_failed"
+    retry_after: str | None = None  # seconds, for the response's Retry-After header
 
 
 class AllEndpointsFailed(RoutingExhausted):
@@ -202,3 +205,23 @@ class NoHealthyEndpoint(RoutingExhausted):
     def __init__(self, group: str) -> None:
         self.group = group
         super().__init__(f"no healthy endpoint is available for '{group}'; try again shortly")
+
+
+class NoFreeSlot(RoutingExhausted):
+    """Every endpoint the request may use is serving all it can, and it could not
+    wait for a slot: the waiting line was full (`queue_full`) or the wait ran out
+    (`queue_timeout`)."""
+
+    status = 503
+
+    def __init__(self, group: str, *, timed_out: bool, waited_seconds: float, retry_after_seconds: int) -> None:
+        self.group = group
+        self.timed_out = timed_out
+        self.retry_after = str(retry_after_seconds)
+        if timed_out:
+            self.code = "queue_timeout"
+            detail = f"no slot freed within {waited_seconds:g}s"
+        else:
+            self.code = "queue_full"
+            detail = "the waiting line is full"
+        super().__init__(f"every endpoint for '{group}' is busy and {detail}; retry after {retry_after_seconds}s")

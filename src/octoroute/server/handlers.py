@@ -56,6 +56,8 @@ def decision_headers(decision: RoutingDecision, outcome: Outcome) -> dict[str, s
     }
     if outcome.degraded:
         headers["X-Octoroute-Degraded"] = ",".join(outcome.degraded)
+    if outcome.affinity is not None:
+        headers["X-Octoroute-Affinity"] = outcome.affinity.value
     return headers
 
 
@@ -290,6 +292,7 @@ async def relay(
         return response
     finally:
         stream.close()
+        outcome.release()
         _stream_ended(gw, trace, outcome, watch, headers)
     await response.write_eof()
     return response

@@ -66,7 +66,7 @@ def describe_error(exc: BaseException) -> ErrorInfo:
         body = orjson.dumps({"error": error})
         return ErrorInfo(exc.status, str(error["message"]), retry_after=exc.retry_after, upstream_body=body)
     if isinstance(exc, RoutingExhausted):
-        return ErrorInfo(exc.status, str(exc), exc.code)
+        return ErrorInfo(exc.status, str(exc), exc.code, retry_after=exc.retry_after)
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return ErrorInfo(413, "request body is too large; the limit is server.max_body_bytes", "payload_too_large")
     if isinstance(exc, web.HTTPMethodNotAllowed):
