@@ -151,6 +151,7 @@ def build_snapshot(inputs: SnapshotInputs) -> dict[str, object]:
         )
     degradations = _sum_by(samples["octoroute_degradations_total"], "kind")
     buckets = sum(value for _, value in samples["octoroute_rate_limiter_buckets"])
+    affinity = _sum_by(samples["octoroute_affinity_total"], "result")
     return {
         "version": inputs.version,
         "time": round(inputs.now, 3),
@@ -181,8 +182,6 @@ def build_snapshot(inputs: SnapshotInputs) -> dict[str, object]:
         "degradations": {k.value: degradations.get((k.value,), 0) for k in DegradationKind},
         "rate_limiter": {"enabled": inputs.rate_limit_enabled, "buckets": round(buckets)},
         "queue": _queue(samples, inputs.groups),
-        "affinity": {
-            r: n for (r,), n in _sum_by(samples["octoroute_affinity_total"], "result").items() if r in AFFINITY_RESULTS
-        },
+        "affinity": {r: affinity.get((r,), 0) for r in AFFINITY_RESULTS},
         "decisions": decisions[:DECISIONS_SHOWN],
     }
