@@ -3,7 +3,8 @@
 `Admission` owns one worker's board, the future each waiting request sleeps
 on, and the metrics of both. A request waits only when every endpoint it may
 use is full (`fleet.policy.Blocked`); a slot that frees is handed to the
-first waiter that may use it, whose future is resolved at that moment, so
+first waiter that prefers that endpoint (its conversation's), else the first
+that may use it, whose future is resolved at that moment, so
 the wait ends without polling and no newcomer takes the slot in between. A
 waiter that gives up (its wait ran out, its client went away) leaves the
 line; if a slot had just been handed to it, the slot passes on.
@@ -59,12 +60,13 @@ class Admission:
             future.set_result(grant.endpoint)
             self.metrics.waiting(group, self.board.waiting(group))
 
-    async def wait(self, group: str, allowed: frozenset[str]) -> str:
-        """Wait in `group`'s line for a slot of one of `allowed`; the endpoint whose slot
-        the caller now holds (it must `release` it). Raises `NoFreeSlot` when the line
-        is full or the wait runs past `max_wait_seconds`."""
+    async def wait(self, group: str, allowed: frozenset[str], prefer: str | None = None) -> str:
+        """Wait in `group`'s line for a slot of one of `allowed` (a freed slot of `prefer`
+        goes to this request before earlier ones that do not prefer it); the endpoint
+        whose slot the caller now holds (it must `release` it). Raises `NoFreeSlot`
+        when the line is full or the wait runs past `max_wait_seconds`."""
         queue = self.queue
-        token = self.board.join(group, allowed, queue.max_waiting)
+        token = self.board.join(group, allowed, queue.max_waiting, prefer)
         if token is None:
             self.metrics.queue_left(group, QueueOutcome.FULL, 0.0)
             raise NoFreeSlot(group, timed_out=False, waited_seconds=0.0, retry_after_seconds=queue.retry_after_seconds)

@@ -418,7 +418,7 @@ class Gateway:
                     if plan.blocked is None:
                         break
                     self._drop_grant(claim)
-                    claim.held = await self.slots.wait(plan.blocked.group, plan.blocked.endpoints)
+                    claim.held = await self.slots.wait(plan.blocked.group, plan.blocked.endpoints, claim.prefer)
                     continue
                 ep = attempt.endpoint
                 holding = self._take_slot(claim, ep.id)

@@ -4,35 +4,18 @@ report `timings.cache_n`), and `X-Octoroute-Affinity` says whether they did."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 import pytest
 import urllib3
-from tests.conftest import LoopThread
 from tests.support import fleet_config
 
 from octoroute.demo.slotted import SlottedUpstream
 
 HTTP = urllib3.PoolManager()
 SYSTEM = {"role": "system", "content": "You are a careful assistant. " * 40}
-
-
-@pytest.fixture
-def slotted(loop_thread: LoopThread) -> Iterator[Callable[..., SlottedUpstream]]:
-    started: list[SlottedUpstream] = []
-
-    def make(label: str, **options: object) -> SlottedUpstream:
-        up = SlottedUpstream(label=label, **options)  # type: ignore[arg-type]
-        loop_thread.run(up.start())
-        started.append(up)
-        return up
-
-    yield make
-    for up in started:
-        loop_thread.run(_call(up.release_all))
-        loop_thread.run(up.stop())
 
 
 async def _call(fn: Callable[[], object]) -> None:

@@ -23,23 +23,6 @@ HTTP = urllib3.PoolManager()
 HELLO = [{"role": "user", "content": "hello there"}]
 
 
-@pytest.fixture
-def slotted(loop_thread: LoopThread) -> Iterator[Callable[..., SlottedUpstream]]:
-    """Factory: `slotted("label", slots=1)` starts a llama.cpp-like fixture; all stop after the test."""
-    started: list[SlottedUpstream] = []
-
-    def make(label: str, **options: object) -> SlottedUpstream:
-        up = SlottedUpstream(label=label, **options)  # type: ignore[arg-type]
-        loop_thread.run(up.start())
-        started.append(up)
-        return up
-
-    yield make
-    for up in started:
-        loop_thread.run(_call(up.release_all))
-        loop_thread.run(up.stop())
-
-
 async def _call(fn: Callable[..., object], *args: object) -> None:
     fn(*args)
 
@@ -125,6 +108,7 @@ def test_full_endpoints_queue_and_a_freed_slot_serves_the_first_waiter(slotted, 
     first = pool.submit(chat, gw.url, [{"role": "user", "content": "first"}])
     loop_thread.run(up.wait_held(1))
     second = pool.submit(chat, gw.url, [{"role": "user", "content": "second"}])
+    eventually(lambda: gw.gateway.slots.board.waiting("fast") == 1, what="the second waiting")
     third = pool.submit(chat, gw.url, [{"role": "user", "content": "third"}], stream=True)
     eventually(lambda: gw.gateway.slots.board.waiting("fast") == 2, what="two requests waiting")
     assert up.arrived == 1  # the server was not overloaded: the others wait in the gateway

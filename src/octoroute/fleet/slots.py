@@ -9,10 +9,13 @@ the slots (in flight / slots), or in flight / weight for an unbounded
 endpoint, so equal loads (an idle fleet) leave the choice to the weights.
 
 When every candidate endpoint of a request is full, the request joins the
-waiting line of its group with the set of endpoints it may use. A slot that
-frees goes straight to the first waiter (FIFO) that may use it: `release`
-returns that `Grant` and the slot stays counted, so no newcomer can take it
-in between.
+waiting line of its group with the set of endpoints it may use (and the one
+it prefers: its conversation's). A slot that frees goes straight to the first
+waiter that prefers that endpoint, else to the first (FIFO) that may use it:
+`release` returns that `Grant` and the slot stays counted, so no newcomer can
+take it in between. Preferring keeps a busy fleet's conversations on the
+servers that hold their prompts, instead of handing each turn to whichever
+slot frees first.
 
     board = SlotBoard({"a": 2, "b": None}, {"a": 1.0, "b": 1.0})
     board.acquire("a"); board.acquire("a")
@@ -42,6 +45,7 @@ class Grant:
 class _Waiter:
     group: str
     allowed: frozenset[str]
+    prefer: str | None
 
 
 class SlotBoard:
@@ -115,21 +119,28 @@ class SlotBoard:
         return grants
 
     def _grant(self, endpoint: str) -> Grant | None:
+        first: int | None = None
         for token, waiter in self._waiters.items():
             if endpoint in waiter.allowed:
-                self._remove(token)
-                return Grant(token, endpoint)
-        return None
+                if waiter.prefer == endpoint:
+                    first = token
+                    break
+                if first is None:
+                    first = token
+        if first is None:
+            return None
+        self._remove(first)
+        return Grant(first, endpoint)
 
     # -- waiting -----------------------------------------------------------
 
-    def join(self, group: str, allowed: frozenset[str], max_waiting: int) -> int | None:
-        """Wait in `group`'s line for a slot of one of `allowed`; the token, or None when
-        the line already holds `max_waiting` requests."""
+    def join(self, group: str, allowed: frozenset[str], max_waiting: int, prefer: str | None = None) -> int | None:
+        """Wait in `group`'s line for a slot of one of `allowed` (`prefer`'s first, if it
+        frees); the token, or None when the line already holds `max_waiting` requests."""
         if self._waiting.get(group, 0) >= max_waiting:
             return None
         token = next(self._tokens)
-        self._waiters[token] = _Waiter(group, allowed)
+        self._waiters[token] = _Waiter(group, allowed, prefer if prefer in allowed else None)
         self._waiting[group] = self._waiting.get(group, 0) + 1
         return token
 

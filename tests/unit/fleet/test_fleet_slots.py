@@ -237,3 +237,15 @@ def test_the_conversations_endpoint_is_taken_while_it_has_room() -> None:
 
 def refused(endpoint_id: str) -> UpstreamConnectError:
     return UpstreamConnectError(endpoint_id, "connection refused")
+
+
+def test_a_freed_slot_goes_first_to_a_waiter_whose_conversation_lives_there() -> None:
+    board = board_of(ep("a", slots=1), ep("b", slots=1))
+    board.acquire("a")
+    board.acquire("b")
+    anyone = board.join("fast", frozenset({"a", "b"}), max_waiting=10)
+    wants_b = board.join("fast", frozenset({"a", "b"}), max_waiting=10, prefer="b")
+    wants_a = board.join("fast", frozenset({"a", "b"}), max_waiting=10, prefer="a")
+    assert board.release("b") == Grant(wants_b, "b")  # ahead of `anyone`, who came first
+    assert board.release("a") == Grant(wants_a, "a")
+    assert board.release("a") == Grant(anyone, "a")
