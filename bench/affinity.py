@@ -361,8 +361,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         if args.llama
         else {
             "endpoints": 3,
-            "conversations": 24,
-            "concurrency": 12,
+            "conversations": 18,
+            "concurrency": 6,
             "turns": 8,
             "system_words": 1500,
             "turn_words": 150,
