@@ -350,7 +350,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--system-words", type=int, default=None)
     p.add_argument("--turn-words", type=int, default=None)
     p.add_argument("--max-tokens", type=int, default=16)
-    p.add_argument("--prefill-ms", type=float, default=0.2, help="fixture: per prompt token not in the cache")
+    p.add_argument(
+        "--prefill-ms",
+        type=float,
+        default=1.0,
+        help="fixture: per prompt token not in the cache (1 ms: 1,000 tokens/s)",
+    )
     p.add_argument("--token-ms", type=float, default=2.0, help="fixture: per generated token")
     p.add_argument("--time-limit", type=float, default=600.0, help="seconds per mode")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")

@@ -59,11 +59,14 @@ def tokens_of(text: str) -> int:
 
 def shared_tokens(a: str, b: str) -> int:
     """Whole tokens of the common prefix of two prompts."""
-    n = 0
-    limit = min(len(a), len(b))
-    while n < limit and a[n] == b[n]:
-        n += 1
-    return n // CHARS_PER_TOKEN
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:  # binary search on slice equality: each comparison runs in C
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo // CHARS_PER_TOKEN
 
 
 @dataclass(slots=True)

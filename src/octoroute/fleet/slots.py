@@ -15,7 +15,9 @@ waiter that prefers that endpoint, else to the first (FIFO) that may use it:
 `release` returns that `Grant` and the slot stays counted, so no newcomer can
 take it in between. Preferring keeps a busy fleet's conversations on the
 servers that hold their prompts, instead of handing each turn to whichever
-slot frees first.
+slot frees first; a waiter is passed over that way at most `MAX_PASSED`
+times, then the next slot it may use is its own, so no one waits unboundedly
+behind others' preferences.
 
     board = SlotBoard({"a": 2, "b": None}, {"a": 1.0, "b": 1.0})
     board.acquire("a"); board.acquire("a")
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 
 PREFERRED = -2.0  # the load a request's preferred endpoint (its conversation's) shows to selection
 HELD = -1.0  # the load of an endpoint whose slot the request already holds (passed on from a release)
+MAX_PASSED = 2  # times a waiter may see a slot it could use go to a later waiter that prefers it
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +54,14 @@ class _Waiter:
 class SlotBoard:
     """In-flight counts, slot counts and the waiting lines of one worker."""
 
-    __slots__ = ("_capacity", "_in_flight", "_tokens", "_waiters", "_waiting", "_weight")
+    __slots__ = ("_capacity", "_in_flight", "_passed", "_tokens", "_waiters", "_waiting", "_weight")
 
     def __init__(self, capacity: Mapping[str, int | None], weight: Mapping[str, float]) -> None:
         self._capacity: dict[str, int | None] = dict(capacity)
         self._weight = dict(weight)
         self._in_flight: dict[str, int] = dict.fromkeys(capacity, 0)
         self._waiters: dict[int, _Waiter] = {}  # insertion order is arrival order
+        self._passed: dict[int, int] = {}  # token → times a slot it could use went to a later waiter
         self._waiting: dict[str, int] = {}
         self._tokens = itertools.count(1)
 
@@ -119,18 +123,26 @@ class SlotBoard:
         return grants
 
     def _grant(self, endpoint: str) -> Grant | None:
-        first: int | None = None
+        """The waiter that gets a freed slot of `endpoint`: the first that prefers it, unless
+        an earlier one that may use it has been passed over `MAX_PASSED` times; else the first."""
+        skipped: list[int] = []
+        chosen: int | None = None
         for token, waiter in self._waiters.items():
-            if endpoint in waiter.allowed:
-                if waiter.prefer == endpoint:
-                    first = token
-                    break
-                if first is None:
-                    first = token
-        if first is None:
-            return None
-        self._remove(first)
-        return Grant(first, endpoint)
+            if endpoint not in waiter.allowed:
+                continue
+            if waiter.prefer == endpoint or self._passed.get(token, 0) >= MAX_PASSED:
+                chosen = token
+                break
+            skipped.append(token)
+        if chosen is None:
+            if not skipped:
+                return None
+            chosen = skipped.pop(0)
+            skipped.clear()
+        for token in skipped:
+            self._passed[token] = self._passed.get(token, 0) + 1
+        self._remove(chosen)
+        return Grant(chosen, endpoint)
 
     # -- waiting -----------------------------------------------------------
 
@@ -155,6 +167,7 @@ class SlotBoard:
         return token in self._waiters
 
     def _remove(self, token: int) -> str:
+        self._passed.pop(token, None)
         group = self._waiters.pop(token).group
         self._waiting[group] -= 1
         return group

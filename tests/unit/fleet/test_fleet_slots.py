@@ -12,7 +12,7 @@ from octoroute.config.models import RetryConfig
 from octoroute.core.errors import UpstreamConnectError
 from octoroute.fleet.policy import AttemptPlan, Blocked
 from octoroute.fleet.selector import GroupSelector
-from octoroute.fleet.slots import HELD, PREFERRED, Claim, Grant, SlotBoard
+from octoroute.fleet.slots import HELD, MAX_PASSED, PREFERRED, Claim, Grant, SlotBoard
 
 
 def ep(ep_id: str, *, weight: float = 1.0, priority: int = 1, slots: int | None = None) -> EndpointSpec:
@@ -249,3 +249,13 @@ def test_a_freed_slot_goes_first_to_a_waiter_whose_conversation_lives_there() ->
     assert board.release("b") == Grant(wants_b, "b")  # ahead of `anyone`, who came first
     assert board.release("a") == Grant(wants_a, "a")
     assert board.release("a") == Grant(anyone, "a")
+
+
+def test_a_waiter_is_passed_over_for_others_preferences_only_so_often() -> None:
+    board = board_of(ep("a", slots=1), ep("b", slots=1))
+    board.acquire("a")
+    head = board.join("fast", frozenset({"a", "b"}), max_waiting=100)  # prefers nothing
+    fans = [board.join("fast", frozenset({"a", "b"}), max_waiting=100, prefer="a") for _ in range(MAX_PASSED + 1)]
+    for fan in fans[:MAX_PASSED]:
+        assert board.release("a") == Grant(fan, "a")  # later, but its conversation lives on a
+    assert board.release("a") == Grant(head, "a")  # passed over MAX_PASSED times: its turn now
