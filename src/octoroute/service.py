@@ -481,6 +481,13 @@ class Gateway:
 
     # -- slots and affinity ------------------------------------------------
 
+    def learn_slots(self, ep: EndpointSpec, total_slots: int | None) -> None:
+        """A server said how many requests it runs at once (llama.cpp `/props`
+        `total_slots`): that is the endpoint's limit unless `max_concurrency` is configured.
+        Slots it adds go to waiting requests at once."""
+        if ep.max_concurrency is None and total_slots is not None and total_slots > 0:
+            self.slots.set_capacity(ep.id, total_slots)
+
     def _take_slot(self, claim: Claim, endpoint_id: str) -> str:
         """Hold a slot of `endpoint_id` for the attempt: the one handed over while
         waiting if it is that endpoint's, else a new one (the handed one passes on)."""

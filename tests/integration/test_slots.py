@@ -261,3 +261,39 @@ def test_without_least_busy_the_weights_alone_decide(slotted, gateway, loop_thre
     release(heavy, None)
     assert first.result(30).status == second.result(30).status == 200
     assert light.arrived == 0
+
+
+def test_slots_learnt_from_the_server_limit_an_endpoint_without_max_concurrency(
+    slotted, gateway, loop_thread, pool, release
+):
+    up = slotted("llama", slots=1)
+    up.hold = True
+    gw = gateway(fleet_config({"fast": [ep(up)]}))
+    spec = gw.gateway.topology.endpoints["llama"]
+
+    async def learn(total: int) -> None:
+        gw.gateway.learn_slots(spec, total)
+
+    loop_thread.run(learn(1))  # what llama.cpp's /props total_slots says
+    first = pool.submit(chat, gw.url)
+    loop_thread.run(up.wait_held(1))
+    second = pool.submit(chat, gw.url)
+    eventually(lambda: gw.gateway.slots.board.waiting("fast") == 1, what="the second waiting in the gateway")
+    assert up.arrived == 1
+    assert metric(gw.url, 'octoroute_endpoint_slots{endpoint="llama"}') == 1
+    loop_thread.run(learn(2))  # the server restarted with more slots: the waiter goes at once
+    loop_thread.run(up.wait_arrived(2))
+    release(up, None)
+    assert first.result(30).status == 200
+    assert second.result(30).status == 200
+
+
+def test_a_configured_max_concurrency_wins_over_the_servers_slots(slotted, gateway, loop_thread):
+    up = slotted("llama", slots=4)
+    gw = gateway(fleet_config({"fast": [ep(up, max_concurrency=1)]}))
+
+    async def learn() -> None:
+        gw.gateway.learn_slots(gw.gateway.topology.endpoints["llama"], 4)
+
+    loop_thread.run(learn())
+    assert gw.gateway.slots.board.capacity("llama") == 1
