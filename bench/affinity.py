@@ -121,6 +121,8 @@ class ModeResult:
             "errors": dict(self.errors),
             "p50_ms": round(_pct(lat, 0.50) * 1000, 1) if lat else None,
             "p99_ms": round(_pct(lat, 0.99) * 1000, 1) if lat else None,
+            "later_turn_mean_ms": round(statistics.mean(t.latency_s for t in later) * 1000, 1) if later else None,
+            "later_turn_p50_ms": round(_pct(sorted(t.latency_s for t in later), 0.5) * 1000, 1) if later else None,
             "prompt_n_per_later_turn": round(statistics.mean(t.prompt_n for t in later), 1) if later else None,
             "prompt_tokens_per_later_turn": round(statistics.mean(t.prompt_tokens for t in later), 1)
             if later
@@ -324,15 +326,17 @@ def print_results(results: list[ModeResult], args: argparse.Namespace) -> None:
         + ("" if args.llama else f" prefill_ms/token={args.prefill_ms} token_ms={args.token_ms}")
     )
     head = (
-        "| mode | turns | p50 ms | p99 ms | prompt tokens / later turn | processed / later turn "
-        "| processed / turn | processed total | affinity | errors |"
+        "| mode | turns | p50 ms | p99 ms | later turns: mean ms | later turns: p50 ms "
+        "| prompt tokens / later turn | processed / later turn | processed / turn | processed total "
+        "| affinity | errors |"
     )
     print(head)
-    print("|" + "---|" * 10)
+    print("|" + "---|" * 12)
     for r in results:
         s = r.summary()
         print(
-            f"| {s['mode']} | {s['turns']} | {s['p50_ms']} | {s['p99_ms']} | {s['prompt_tokens_per_later_turn']} "
+            f"| {s['mode']} | {s['turns']} | {s['p50_ms']} | {s['p99_ms']} | {s['later_turn_mean_ms']} "
+            f"| {s['later_turn_p50_ms']} | {s['prompt_tokens_per_later_turn']} "
             f"| {s['prompt_n_per_later_turn']} | {s['prompt_n_per_turn']} | {s['prompt_n_total']} "
             f"| {s['affinity']} | {s['errors'] or '-'} |"
         )

@@ -297,3 +297,27 @@ def test_a_configured_max_concurrency_wins_over_the_servers_slots(slotted, gatew
 
     loop_thread.run(learn())
     assert gw.gateway.slots.board.capacity("llama") == 1
+
+
+def test_an_anthropic_stream_waits_for_a_slot_and_is_served(slotted, gateway, loop_thread, pool, release, sdk_clients):
+    up = slotted("only")
+    up.hold = True
+    gw = gateway(fleet_config({"fast": [ep(up, max_concurrency=1)]}))
+    first = pool.submit(chat, gw.url)
+    loop_thread.run(up.wait_held(1))
+
+    def stream_messages() -> list[str]:
+        with sdk_clients.anthropic(gw).messages.stream(model="fast", max_tokens=20, messages=HELLO) as stream:
+            return [event.type for event in stream]
+
+    queued = pool.submit(stream_messages)
+    eventually(lambda: gw.gateway.slots.board.waiting("fast") == 1, what="the stream waiting for the slot")
+    assert up.arrived == 1
+    release(up)
+    loop_thread.run(up.wait_held(1))
+    release(up, None)
+    assert first.result(30).status == 200
+    events = queued.result(30)
+    assert events[0] == "message_start"
+    assert events[-1] == "message_stop"
+    assert up.max_active == 1
