@@ -48,7 +48,7 @@ def test_a_full_line_is_refused_at_once_with_retry_after() -> None:
         return caught.value
 
     error = asyncio.run(run())
-    assert (error.status, error.code, error.retry_after) == (503, "queue_full", "9")
+    assert (error.status, error.code, error.retry_after) == (503, "queue_full", 9)
 
 
 def test_a_wait_that_runs_out_leaves_the_line() -> None:

@@ -50,6 +50,7 @@ class EndpointSpec:
     timeouts: ResolvedTimeouts
     kind: Api = Api.OPENAI
     max_concurrency: int | None = None  # slots; None: unbounded (or discovered at startup)
+    api_key_env: str | None = None  # where `api_key` came from, for messages about refused credentials
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +288,7 @@ def build_topology(config: Config, env: Mapping[str, str]) -> Topology:
             timeouts=_resolve_timeouts(config, group, ep),
             kind=ep.kind,
             max_concurrency=ep.max_concurrency,
+            api_key_env=ep.api_key_env,
         )
         endpoints[ep_id] = spec
         by_group[group].append(spec)

@@ -183,7 +183,7 @@ def plan_for(eps: tuple[EndpointSpec, ...], claim: Claim, *, fallback: tuple[End
     if fallback:
         chain.append(GroupSpec("deep", fallback, None))
         selectors["deep"] = GroupSelector(fallback)
-    return AttemptPlan(chain, selectors, all_healthy, RetryConfig(), random.Random(0), claim)
+    return AttemptPlan(chain, selectors, all_healthy, RetryConfig(), random.Random(0), occupancy=claim)
 
 
 def test_a_plan_whose_endpoints_are_all_full_is_blocked_not_moved_to_the_fallback() -> None:
