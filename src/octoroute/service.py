@@ -42,14 +42,7 @@ from octoroute.core.types import (
     Strategy,
     TaskType,
 )
-from octoroute.fleet.affinity import (
-    AffinityResult,
-    AffinityTable,
-    Conversation,
-    classify,
-    conversation_of,
-    session_of,
-)
+from octoroute.fleet.affinity import AffinityResult, AffinityTable, session_of
 from octoroute.fleet.capabilities import (
     MISSING_TOOLS,
     MISSING_VISION,
@@ -275,15 +268,17 @@ class Gateway:
         self._model_ids = (AUTO, *topology.groups, *(e for e in topology.endpoints if e not in topology.groups))
         eps = topology.endpoints.values()
         board = SlotBoard({ep.id: ep.max_concurrency for ep in eps}, {ep.id: ep.weight for ep in eps})
-        self.slots = Admission(board, config.queue, self.metrics)
-        for ep in eps:
-            self.metrics.slots(ep.id, ep.max_concurrency)
         affinity = config.affinity
-        self.affinity = (
+        table = (
             AffinityTable(max_entries=affinity.max_entries, ttl_seconds=affinity.ttl_seconds, clock=clock)
             if affinity.enabled
             else None
         )
+        self.slots = Admission(
+            board, config.queue, self.metrics, affinity=table, least_busy=config.selection.least_busy
+        )
+        for ep in eps:
+            self.metrics.slots(ep.id, ep.max_concurrency)
 
     # -- model names -------------------------------------------------------
 
@@ -485,25 +480,19 @@ class Gateway:
         Each attempt holds a slot of its endpoint; when every candidate is full the
         request waits for one (`admission.Admission.wait`)."""
         needs = selection_needs(call.body)
-        conversation = self._conversation(call)
-        target = (
-            self.affinity.get(conversation.key) if self.affinity and conversation and conversation.follow_up else None
-        )
-        claim = Claim(self.slots.board, least_busy=self.config.selection.least_busy, prefer=target)
-        plan = self._plan(decision, needs, claim)
+        seat = self.slots.seat(call.body, call.anthropic_body, call.session)
+        plan = self._plan(decision, needs, seat.claim)
         group = decision.group
-        holding: str | None = None  # the endpoint whose slot the current attempt holds
         try:
             while True:
                 attempt = plan.next_attempt()
                 if attempt is None:
                     if plan.blocked is None:
                         break
-                    self._drop_grant(claim)
-                    claim.held = await self.slots.wait(plan.blocked.group, plan.blocked.endpoints, claim.prefer)
+                    await seat.wait(plan.blocked)
                     continue
                 ep = attempt.endpoint
-                holding = self._take_slot(claim, ep.id)
+                seat.take(ep.id)
                 if attempt.backoff_seconds > 0:
                     await asyncio.sleep(attempt.backoff_seconds)
                 if attempt.group != group:
@@ -518,8 +507,7 @@ class Gateway:
                     reply, stream = await self._call_upstream(call, ep, body, extra_headers)
                     latency = stream.first_byte_ms if stream is not None else reply.latency_ms if reply else 0.0
                 except UpstreamError as error:
-                    holding = None
-                    self.slots.release(ep.id)
+                    seat.release()
                     error.attempt = attempt.number
                     self._attempt_failed(ep, error, sent_at, span)
                     plan.record(error)
@@ -532,10 +520,6 @@ class Gateway:
                 self._attempt_committed(ep, stream, sent_at, span)
                 self._record(ep, None, latency)
                 plan.record(None)
-                holding = None
-                release = self._lease(ep.id) if stream is not None else _nothing
-                if stream is None:
-                    self.slots.release(ep.id)
                 return Outcome(
                     decision=decision,
                     endpoint=ep,
@@ -547,13 +531,11 @@ class Gateway:
                     degraded=(*dropped, *self._lacking(needs, ep)),
                     sent_at=sent_at,
                     fail_open=attempt.fail_open,
-                    affinity=self._note_affinity(conversation, target, ep, attempt.group),
-                    release=release,
+                    affinity=seat.served(ep.id, attempt.group),
+                    release=seat.keep() if stream is not None else seat.release(),
                 )
         finally:
-            if holding is not None:
-                self.slots.release(holding)
-            self._drop_grant(claim)
+            seat.close()
         raise self._exhausted(plan, decision)
 
     async def _call_upstream(
@@ -593,57 +575,12 @@ class Gateway:
         )
         self.metrics.fail_open(attempt.group)
 
-    # -- slots and affinity ------------------------------------------------
+    # -- slots -------------------------------------------------------------
 
     def learn_slots(self, ep: EndpointSpec, total_slots: int | None) -> None:
         """A server said how many requests it runs at once (llama.cpp `/props`
-        `total_slots`): that is the endpoint's limit unless `max_concurrency` is configured.
-        Slots it adds go to waiting requests at once."""
-        if ep.max_concurrency is None and total_slots is not None and total_slots > 0:
-            self.slots.set_capacity(ep.id, total_slots)
-
-    def _take_slot(self, claim: Claim, endpoint_id: str) -> str:
-        """Hold a slot of `endpoint_id` for the attempt: the one handed over while
-        waiting if it is that endpoint's, else a new one (the handed one passes on)."""
-        if claim.held == endpoint_id:
-            claim.held = None
-            return endpoint_id
-        self._drop_grant(claim)
-        self.slots.acquire(endpoint_id)
-        return endpoint_id
-
-    def _drop_grant(self, claim: Claim) -> None:
-        if claim.held is not None:
-            held, claim.held = claim.held, None
-            self.slots.release(held)
-
-    def _lease(self, endpoint_id: str) -> Callable[[], None]:
-        """Frees a committed stream's slot once, however often it is called."""
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                self.slots.release(endpoint_id)
-
-        return release
-
-    def _conversation(self, call: ChatCall) -> Conversation | None:
-        if self.affinity is None:
-            return None
-        return conversation_of(call.body, call.anthropic_body, call.session)
-
-    def _note_affinity(
-        self, conversation: Conversation | None, target: str | None, ep: EndpointSpec, group: str
-    ) -> AffinityResult | None:
-        """Remember who served the conversation; whether it kept its endpoint."""
-        if self.affinity is None or conversation is None:
-            return None
-        result = classify(target, ep.id)
-        self.affinity.remember(conversation.key, ep.id)
-        self.metrics.affinity(group, result.value)
-        return result
+        `total_slots`): that is the endpoint's limit unless `max_concurrency` is configured."""
+        self.slots.learn_slots(ep.id, ep.max_concurrency, total_slots)
 
     def _attempt_started(self, attempt: Attempt, trace: RequestTrace | None) -> SpanHandle | None:
         """Count the attempt (and the retry it is, after the first); its span, when tracing."""
