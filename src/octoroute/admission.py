@@ -13,7 +13,7 @@ line; if a slot had just been handed to it, the slot passes on.
 `Claim` its plan selects with, the slot its current attempt holds, and its
 conversation (affinity):
 
-    seat = admission.seat(call.body, call.anthropic_body, call.session)
+    seat = admission.seat(decision.group, call.body, call.anthropic_body, call.session)
     plan = AttemptPlan(..., occupancy=seat.claim)
     try:
         while True:
@@ -72,10 +72,19 @@ class Admission:
         self._futures: dict[int, tuple[str, asyncio.Future[str]]] = {}  # token → (group, future)
 
     def seat(
-        self, body: Mapping[str, Any], anthropic_body: Mapping[str, Any] | None = None, session: str | None = None
+        self,
+        group: str,
+        body: Mapping[str, Any],
+        anthropic_body: Mapping[str, Any] | None = None,
+        session: str | None = None,
     ) -> Seat:
-        """One request's slots and conversation (see the module docstring)."""
-        conversation = None if self.affinity is None else conversation_of(body, anthropic_body, session)
+        """One request's slots and conversation (see the module docstring). A conversation
+        is remembered per routed `group`: an agent session whose background requests go to
+        a small model and whose turns go to a large one keeps an endpoint in each."""
+        conversation = None
+        if self.affinity is not None:
+            found = conversation_of(body, anthropic_body, session)
+            conversation = Conversation(f"{group}\x00{found.key}", found.follow_up)
         target = None
         if self.affinity is not None and conversation is not None and conversation.follow_up:
             target = self.affinity.get(conversation.key)

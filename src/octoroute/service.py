@@ -500,7 +500,7 @@ class Gateway:
         Each attempt holds a slot of its endpoint; when every candidate is full the
         request waits for one (`admission.Admission.wait`)."""
         needs = selection_needs(call.body)
-        seat = self.slots.seat(call.body, call.anthropic_body, call.session)
+        seat = self.slots.seat(decision.group, call.body, call.anthropic_body, call.session)
         plan = self._plan(decision, needs, seat.claim)
         group = decision.group
         try:

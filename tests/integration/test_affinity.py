@@ -151,3 +151,25 @@ def test_affinity_off_sends_no_header(slotted, gateway, sdk_clients):
     with pytest.raises(KeyError):
         chat.turn("hello")
     assert a.arrived == 1
+
+
+def test_a_session_keeps_an_endpoint_in_each_group_it_uses(slotted, gateway, sdk_clients):
+    """Claude Code sends its background requests (small model) and its turns (large
+    model) with one metadata.user_id: each group keeps its own endpoint for the session."""
+    f1, f2, d1, d2 = slotted("f1"), slotted("f2"), slotted("d1"), slotted("d2")
+    gw = gateway(fleet_config({"fast": [ep(f1), ep(f2)], "deep": [ep(d1), ep(d2)]}))
+    client = sdk_clients.anthropic(gw)
+    seen: dict[str, list[tuple[str, str]]] = {"fast": [], "deep": []}
+    for i in range(4):
+        for model in ("deep", "fast"):
+            raw = client.messages.with_raw_response.create(
+                model=model,
+                max_tokens=10,
+                messages=[{"role": "user", "content": f"{model} request {i}"}],
+                metadata={"user_id": "user_abc_account__session_42"},
+            )
+            raw.parse()
+            seen[model].append((raw.headers["X-Octoroute-Affinity"], raw.headers["X-Octoroute-Endpoint"]))
+    for turns in seen.values():
+        home = turns[0][1]
+        assert turns == [("new", home)] + [("hit", home)] * 3

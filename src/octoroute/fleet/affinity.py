@@ -37,7 +37,7 @@ class AffinityResult(enum.StrEnum):
 
     HIT = "hit"  # served by the endpoint of the conversation's previous turn
     NEW = "new"  # the first turn seen (or the entry was forgotten): served anywhere, now remembered
-    BROKEN = "broken"  # that endpoint could not take it (unhealthy, full, failed, another tier): moved
+    BROKEN = "broken"  # that endpoint could not take it (unhealthy, full, failed): moved
 
 
 def _digest(kind: str, data: bytes) -> str:
