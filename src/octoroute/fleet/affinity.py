@@ -98,7 +98,7 @@ def conversation_of(
     prefix = _prefix(body)
     messages = body.get("messages")
     follow_up = isinstance(messages, list) and len(messages) > len(prefix)
-    key = _digest("p:", orjson.dumps({"tools": body.get("tools"), "messages": prefix}, option=orjson.OPT_SORT_KEYS))
+    key = _digest("p:", orjson.dumps((body.get("tools"), prefix)))
     return Conversation(key, follow_up)
 
 
