@@ -81,13 +81,13 @@ class Admission:
         """One request's slots and conversation (see the module docstring). A conversation
         is remembered per routed `group`: an agent session whose background requests go to
         a small model and whose turns go to a large one keeps an endpoint in each."""
-        conversation = None
-        if self.affinity is not None:
+        table = self.affinity
+        conversation = target = None
+        if table is not None:
             found = conversation_of(body, anthropic_body, session)
             conversation = Conversation(f"{group}\x00{found.key}", found.follow_up)
-        target = None
-        if self.affinity is not None and conversation is not None and conversation.follow_up:
-            target = self.affinity.get(conversation.key)
+            if conversation.follow_up:
+                target = table.get(conversation.key)
         return Seat(self, Claim(self.board, least_busy=self.least_busy, prefer=target), conversation)
 
     def learn_slots(self, endpoint: str, configured: int | None, total_slots: int | None) -> None:
