@@ -321,3 +321,19 @@ def test_an_anthropic_stream_waits_for_a_slot_and_is_served(slotted, gateway, lo
     assert events[0] == "message_start"
     assert events[-1] == "message_stop"
     assert up.max_active == 1
+
+
+def test_a_stream_whose_client_leaves_frees_its_slot_for_the_next_request(slotted, gateway, loop_thread, pool):
+    up = slotted("only", reply_tokens=200, token_delay=0.2)  # a 40 s answer, unless its client leaves
+    gw = gateway(fleet_config({"fast": [ep(up, max_concurrency=1)]}))
+
+    async def read_first_event_and_leave() -> bytes:
+        async with aiohttp.ClientSession() as session:
+            body = {"model": "fast", "messages": HELLO, "stream": True}
+            async with session.post(f"{gw.url}/v1/chat/completions", json=body) as response:
+                return await response.content.readline()  # then the connection closes mid-stream
+
+    assert loop_thread.run(read_first_event_and_leave()).startswith(b"data: ")
+    eventually(lambda: gw.gateway.slots.board.in_flight("only") == 0, what="the left stream's slot freed")
+    up.token_delay = 0.0
+    assert chat(gw.url).status == 200
