@@ -70,7 +70,7 @@ class EndpointConfig(_Frozen):
     kind: Api = Api.OPENAI  # the API the server speaks at base_url: openai (/chat/completions) or anthropic (/messages)
     api_key_env: str | None = Field(default=None, pattern=ENV_NAME.pattern)
     timeouts: Timeouts = Timeouts()
-    # Requests it serves at once (llama.cpp: its -np slots); None: unbounded unless discovered.
+    # Requests it serves at once (llama.cpp: its -np slots); None: unbounded.
     max_concurrency: int | None = Field(default=None, ge=1, le=100_000)
 
     @field_validator("base_url")

@@ -301,7 +301,7 @@ class PrometheusRecorder(Recorder):
         )
         self._slots = Gauge(
             "octoroute_endpoint_slots",
-            "Requests each endpoint serves at once (max_concurrency, configured or discovered; "
+            "Requests each endpoint serves at once (max_concurrency; "
             "absent when unbounded). Each worker enforces it on its own.",
             ["endpoint"],
             registry=registry,
