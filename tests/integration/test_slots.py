@@ -263,40 +263,35 @@ def test_without_least_busy_the_weights_alone_decide(slotted, gateway, loop_thre
     assert light.arrived == 0
 
 
-def test_slots_learnt_from_the_server_limit_an_endpoint_without_max_concurrency(
+def test_slots_discovered_from_the_server_limit_an_endpoint_without_max_concurrency(
     slotted, gateway, loop_thread, pool, release
 ):
-    up = slotted("llama", slots=1)
+    up = slotted("llama", slots=1)  # its GET /props says total_slots 1, as llama-server -np 1 does
     up.hold = True
-    gw = gateway(fleet_config({"fast": [ep(up)]}))
-    spec = gw.gateway.topology.endpoints["llama"]
-
-    async def learn(total: int) -> None:
-        gw.gateway.learn_slots(spec, total)
-
-    loop_thread.run(learn(1))  # what llama.cpp's /props total_slots says
+    gw = gateway(fleet_config({"fast": [ep(up)]}, health={"discover": True}))
+    assert gw.gateway.slots.board.capacity("llama") == 1
+    assert metric(gw.url, 'octoroute_endpoint_slots{endpoint="llama"}') == 1
     first = pool.submit(chat, gw.url)
     loop_thread.run(up.wait_held(1))
     second = pool.submit(chat, gw.url)
     eventually(lambda: gw.gateway.slots.board.waiting("fast") == 1, what="the second waiting in the gateway")
     assert up.arrived == 1
-    assert metric(gw.url, 'octoroute_endpoint_slots{endpoint="llama"}') == 1
-    loop_thread.run(learn(2))  # the server restarted with more slots: the waiter goes at once
+
+    async def restarted_with_two_slots() -> None:  # what a later discovery would learn
+        gw.gateway.learn_slots(gw.gateway.topology.endpoints["llama"], 2)
+
+    loop_thread.run(restarted_with_two_slots())  # the added slot goes to the waiter at once
     loop_thread.run(up.wait_arrived(2))
     release(up, None)
     assert first.result(30).status == 200
     assert second.result(30).status == 200
 
 
-def test_a_configured_max_concurrency_wins_over_the_servers_slots(slotted, gateway, loop_thread):
+def test_a_configured_max_concurrency_wins_over_the_servers_slots(slotted, gateway):
     up = slotted("llama", slots=4)
-    gw = gateway(fleet_config({"fast": [ep(up, max_concurrency=1)]}))
-
-    async def learn() -> None:
-        gw.gateway.learn_slots(gw.gateway.topology.endpoints["llama"], 4)
-
-    loop_thread.run(learn())
-    assert gw.gateway.slots.board.capacity("llama") == 1
+    gw = gateway(fleet_config({"fast": [ep(up, max_concurrency=1)]}, health={"discover": True}))
+    assert gw.gateway.context.facts("llama").total_slots == 4  # discovered
+    assert gw.gateway.slots.board.capacity("llama") == 1  # configured
 
 
 def test_an_anthropic_stream_waits_for_a_slot_and_is_served(slotted, gateway, loop_thread, pool, release, sdk_clients):

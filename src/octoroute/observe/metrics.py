@@ -28,6 +28,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from octoroute.core.errors import ErrorType
+from octoroute.core.facts import ContextEvent
 from octoroute.core.types import DegradationKind, Strategy
 
 # The classic text format, which every Prometheus reads; all our names are plain ASCII.
@@ -133,6 +134,10 @@ class Recorder:
 
     def affinity(self, group: str, result: str) -> None:
         """Whether a request kept its conversation's endpoint (AffinityResult value)."""
+
+    def context_event(self, group: str, event: ContextEvent) -> None:
+        """A request's size mattered: an endpoint of `group` skipped or overflowed, the
+        request served there after escalating, or rejected (its requested group)."""
 
     def cooldown(self, endpoint: str, reason: str, until: float) -> None:
         """The upstream asked to back off (`reason`, a `fleet.rotation.Pressure` value): the
@@ -301,12 +306,20 @@ class PrometheusRecorder(Recorder):
         )
         self._slots = Gauge(
             "octoroute_endpoint_slots",
-            "Requests each endpoint serves at once (max_concurrency; "
+            "Requests each endpoint serves at once (max_concurrency, configured or discovered; "
             "absent when unbounded). Each worker enforces it on its own.",
             ["endpoint"],
             registry=registry,
             multiprocess_mode="livemax",
         )
+        self._context = Counter(
+            "octoroute_context_events",
+            "Context-window events by group: endpoints skipped (request too large for their window) "
+            "or answering with a context overflow, requests served after escalating, requests rejected.",
+            ["group", "event"],
+            registry=registry,
+        )
+        self._c_context = _Children(self._context)
         self._cooldowns = Counter(
             "octoroute_upstream_cooldowns",
             "Times an upstream asked to back off (429, or 503 busy), by endpoint and reason.",
@@ -400,6 +413,8 @@ class PrometheusRecorder(Recorder):
                 self._c_queue.ensure(group, queue_outcome.value)
         for ep in endpoints:
             self._c_in_flight.ensure(ep)
+            for event in ContextEvent:
+                self._c_context.ensure(group, event.value)
             self._c_fail_open.ensure(group)
         for ep in endpoints:
             self._c_cooldown_until.ensure(ep)
@@ -487,6 +502,9 @@ class PrometheusRecorder(Recorder):
 
     def affinity(self, group: str, result: str) -> None:
         self._c_affinity[group, result].inc()
+
+    def context_event(self, group: str, event: ContextEvent) -> None:
+        self._c_context[group, event.value].inc()
 
     def cooldown(self, endpoint: str, reason: str, until: float) -> None:
         self._c_cooldowns[endpoint, reason].inc()

@@ -9,7 +9,7 @@ pure: the caller collects the inputs.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -33,6 +33,7 @@ class EndpointInfo:
     model: str
     kind: str
     base_url: str
+    context: Mapping[str, object] | None = None  # window, its source, total_slots (Gateway.context_info)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +152,7 @@ def build_snapshot(inputs: SnapshotInputs) -> dict[str, object]:
                 "tokens": {"input": tokens.get((ep.id, "input"), 0), "output": tokens.get((ep.id, "output"), 0)},
                 "in_flight": in_flight.get((ep.id,), 0),
                 "max_concurrency": slots.get(ep.id),
+                "context": ep.context,
             }
         )
     degradations = _sum_by(samples["octoroute_degradations_total"], "kind")
@@ -183,6 +185,11 @@ def build_snapshot(inputs: SnapshotInputs) -> dict[str, object]:
             if n and t in ErrorType.__members__.values()
         ],
         "mid_stream_failures": sum(mid_stream.values()),
+        "context_events": [
+            {"group": g, "event": e, "count": n}
+            for (g, e), n in sorted(_sum_by(samples["octoroute_context_events_total"], "group", "event").items())
+            if n
+        ],
         "degradations": {k.value: degradations.get((k.value,), 0) for k in DegradationKind},
         "rate_limiter": {"enabled": inputs.rate_limit_enabled, "buckets": round(buckets)},
         "queue": _queue(samples, inputs.groups),
