@@ -174,7 +174,8 @@ def gateway_config(mode: str, urls: Sequence[str], slots: int, args: argparse.Na
     return {
         "models": {"fast": endpoints},
         "routing": {"strategy": "rule"},
-        "health": {"active": False},
+        # Discovery would read the servers' slots (llama.cpp /props): only the slot modes may know them.
+        "health": {"active": False, "discover": bool(spec["slots"])},
         "timeouts": {"connect": 5, "fast": {"first_byte": 600, "total": 600}},
         "queue": {"max_waiting": 1000, "max_wait_seconds": 600},
         "selection": spec["selection"],
