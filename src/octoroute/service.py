@@ -40,6 +40,7 @@ from octoroute.core.types import (
     RoutingDecision,
     Strategy,
     TaskType,
+    Tier,
 )
 from octoroute.fleet.capabilities import (
     MISSING_TOOLS,
@@ -75,6 +76,7 @@ from octoroute.protocols.translate_response import anthropic_to_openai_response
 from octoroute.protocols.usage import wants_usage
 from octoroute.routing.features import extract_features, last_user_text
 from octoroute.routing.router import JudgeUnavailable, Router
+from octoroute.routing.scoring import nearest_tier
 from octoroute.upstream.client import UpstreamPool, UpstreamReply, UpstreamStream
 
 log = logging.getLogger("octoroute.health")
@@ -213,11 +215,17 @@ def describe_upstream_error(error: UpstreamError) -> str:
 
 
 def settle_decision(decision: RoutingDecision, groups: Collection[str], default: str) -> RoutingDecision:
-    """A decision for a tier with no endpoints goes to the default tier, saying so."""
+    """A decision for a tier with no endpoints goes elsewhere, saying so: a learned
+    score to the nearest configured tier (stronger first), a 1.0 strategy's tier to
+    the default tier, as 1.0 does."""
     if decision.group in groups:
         return decision
+    target = default
+    if decision.strategy is Strategy.LEARNED:
+        target = nearest_tier(Tier(decision.group), groups) or default
     detail = f"{decision.group} has no endpoints; {decision.detail}"
-    return RoutingDecision(default, decision.strategy, RouteReason.DEFAULT_TIER, detail)
+    reason = decision.reason if decision.strategy is Strategy.LEARNED else RouteReason.DEFAULT_TIER
+    return replace(decision, group=str(target), reason=reason, detail=detail)
 
 
 def upstream_body(body: Mapping[str, Any], ep: EndpointSpec, ask_usage: bool = False) -> bytes:
@@ -258,12 +266,7 @@ class Gateway:
         self.rotation = Rotation()  # cooldowns (429) and refused credentials (401/403)
         self.selectors = build_selectors(topology)
         self.default_tier = default_tier(config)
-        self.router = Router(
-            config.routing.strategy,
-            self.default_tier,
-            self._judge,
-            max_prompt_chars=config.routing.llm_max_prompt_chars,
-        )
+        self.router = Router.from_config(config.routing, self._judge, default_tier=self.default_tier)
         self.started_at = time.time() if started_at is None else started_at
         overrides = {k: v.model_dump(exclude_none=True) for k, v in config.capabilities.items()}
         self.capabilities = CapabilityRegistry.bundled(overrides)

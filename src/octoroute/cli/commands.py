@@ -1,4 +1,4 @@
-"""`octoroute check` and `octoroute route`: config validation and dry-run routing."""
+"""`octoroute check` and `octoroute route [--explain]`: config validation and dry-run routing."""
 
 from __future__ import annotations
 
@@ -8,21 +8,16 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from octoroute.config import Config, load_config, parse_config
+from octoroute.cli.score import load_routing_config, offline_scorer
+from octoroute.config import Config, load_config
 from octoroute.config.topology import build_topology, config_warnings, default_tier
 from octoroute.core.errors import ConfigError
 from octoroute.core.types import Features, Importance, Strategy, TaskType
 from octoroute.routing.features import extract_features
-from octoroute.routing.router import Router
+from octoroute.routing.router import to_decision
+from octoroute.routing.rules import evaluate_rules
+from octoroute.routing.scoring import Scored
 from octoroute.service import settle_decision
-
-_ROUTE_ONLY = {
-    "models": {
-        "fast": [{"name": "fast", "base_url": "http://127.0.0.1:1/v1"}],
-        "balanced": [{"name": "balanced", "base_url": "http://127.0.0.1:1/v1"}],
-        "deep": [{"name": "deep", "base_url": "http://127.0.0.1:1/v1"}],
-    }
-}
 
 
 def run_check(path: Path, env: Mapping[str, str]) -> int:
@@ -50,11 +45,17 @@ def print_problems(console: Console, path: Path, exc: ConfigError, consequence: 
 
 
 def run_route(
-    prompt: str, importance: str | None, task_type: str | None, config_path: Path | None, env: Mapping[str, str]
+    prompt: str,
+    importance: str | None,
+    task_type: str | None,
+    config_path: Path | None,
+    env: Mapping[str, str],
+    *,
+    explain: bool = False,
 ) -> int:
     err = Console(stderr=True)
     try:
-        config = load_config(config_path, env) if config_path else parse_config(_ROUTE_ONLY, env)
+        config = load_routing_config(config_path, env)
     except ConfigError as exc:
         err.print(f"[bold red]config problems:[/]\n{exc}", markup=True, highlight=False)
         return 1
@@ -64,31 +65,35 @@ def run_route(
         importance=Importance(importance) if importance else config.routing.default_importance,
         task_type=TaskType(task_type) if task_type else None,
     )
-    _print_decision(config, features)
+    _print_decision(config, features, prompt, explain)
     return 0
 
 
-def _print_decision(config: Config, features: Features) -> None:
+def _print_decision(config: Config, features: Features, prompt: str, explain: bool) -> None:
     default = default_tier(config)
-    router = Router(config.routing.strategy, default, None)
-    decision = router.explain(features)
-    if decision is not None:
-        decision = settle_decision(decision, config.models, default)
+    strategy = config.routing.strategy
     table = Table(show_header=False, box=None)
-    if decision is None:
+    rule_step = evaluate_rules(features) if strategy is Strategy.HYBRID else None
+    if strategy is Strategy.LLM or (strategy is Strategy.HYBRID and rule_step is None):
         table.add_row("tier", f"decided by the LLM router on '{config.routing.router_tier}'")
-        table.add_row("strategy", str(config.routing.strategy))
-        if config.routing.strategy is Strategy.LLM:
-            fallback = "the rules, then the default tier"
-        else:
-            fallback = f"the default tier '{default}'"
+        table.add_row("strategy", strategy.value)
+        fallback = "the rules, then the default tier" if strategy is Strategy.LLM else f"the default tier '{default}'"
         table.add_row("reason", f"serve would ask the router model; if it fails: {fallback}")
+        scored = offline_scorer(config).score(features, prompt) if explain else None
+        if scored is not None:
+            table.add_row("offline score", f"{scored.score:.3f} (the learned scorer, as `octoroute score` reports)")
     else:
+        scored = offline_scorer(config).score(features, prompt)
+        decision = settle_decision(to_decision(scored), config.models, default)
         table.add_row("tier", decision.group)
         table.add_row("strategy", decision.strategy.value)
+        table.add_row("score", f"{scored.score:.3f}")
         table.add_row(
             "reason", f"{decision.reason.value} ({decision.detail})" if decision.detail else decision.reason.value
         )
+    if explain and scored is not None:
+        for line in explanation(scored):
+            table.add_row(*line)
     for name in (
         "token_estimate",
         "task_type",
@@ -102,4 +107,18 @@ def _print_decision(config: Config, features: Features) -> None:
     ):
         value = getattr(features, name)
         table.add_row(name, str(value.value if hasattr(value, "value") else value))
-    Console().print(table)
+    Console().print(table, highlight=False)
+
+
+def explanation(scored: Scored) -> list[tuple[str, str]]:
+    """`route --explain`: what moved the score and which cut point it crossed."""
+    rows: list[tuple[str, str]] = []
+    if scored.cut:
+        rows.append(("cut point", scored.cut))
+    for i, (name, effect) in enumerate(scored.factors):
+        rows.append(("moved by" if i == 0 else "", f"{effect:+.3f}  {name}"))
+    if not scored.factors and scored.strategy is not Strategy.LEARNED:
+        rows.append(
+            ("cut point", f"none: {scored.strategy.value} picks a tier; its nominal score is {scored.score:.1f}")
+        )
+    return rows

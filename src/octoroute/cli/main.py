@@ -36,6 +36,15 @@ def _parser() -> argparse.ArgumentParser:
     route.add_argument("--importance", choices=[i.value for i in Importance])
     route.add_argument("--task-type", choices=[t.value for t in TaskType])
     route.add_argument("--config", type=Path, help=f"TOML config (default: ./{DEFAULT_CONFIG} if present)")
+    route.add_argument("--explain", action="store_true", help="show the score, what moved it and the cut point crossed")
+
+    score = sub.add_parser(
+        "score",
+        help="score JSONL prompts from stdin, offline: one {score, tier, reason} line per input line",
+        description='Reads JSON lines with "prompt" (optional "importance", "task_type") on stdin and writes '
+        '{"score", "tier", "reason"} per line, in order. Never calls a model.',
+    )
+    score.add_argument("--config", type=Path, help="TOML config whose [routing] to use (default: the defaults)")
 
     stats = sub.add_parser("stats", help="live view of a running gateway (from its /metrics.json)")
     stats.add_argument("--url", help="gateway base URL or its /metrics.json URL (default: http://127.0.0.1:3000)")
@@ -54,7 +63,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "route":
         from octoroute.cli.commands import run_route
 
-        return run_route(args.prompt, args.importance, args.task_type, args.config or _default_config(), os.environ)
+        return run_route(
+            args.prompt,
+            args.importance,
+            args.task_type,
+            args.config or _default_config(),
+            os.environ,
+            explain=args.explain,
+        )
+    if args.command == "score":
+        from octoroute.cli.score import run_score
+
+        return run_score(args.config, os.environ, sys.stdin.buffer, sys.stdout.buffer, sys.stderr)
     if args.command == "stats":
         from octoroute.cli.stats import run_stats
 

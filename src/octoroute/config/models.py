@@ -21,7 +21,8 @@ GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 Seconds = Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)]
-ROUTING_STRATEGIES = (Strategy.RULE, Strategy.LLM, Strategy.HYBRID)
+ROUTING_STRATEGIES = (Strategy.LEARNED, Strategy.RULE, Strategy.LLM, Strategy.HYBRID)
+JUDGE_STRATEGIES = frozenset({Strategy.LLM, Strategy.HYBRID, Strategy.TOOL})  # these ask the router tier's model
 
 
 def _routing_strategy(value: object) -> object:
@@ -85,14 +86,50 @@ class EndpointConfig(_Frozen):
         return value
 
 
+Share = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+ScoreCut = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class TierShares(_Frozen):
+    """Target shares of traffic per tier for the `learned` scorer, on its reference
+    prompts (its score is a percentile there, so shares are cut points)."""
+
+    fast: Share = 0.4
+    balanced: Share = 0.4
+    deep: Share = 0.2
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> TierShares:
+        total = self.fast + self.balanced + self.deep
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"fast + balanced + deep must add up to 1, got {total:g}")
+        return self
+
+
 class RoutingConfig(_Frozen):
-    strategy: RoutingStrategy = Strategy.HYBRID
+    strategy: RoutingStrategy = Strategy.LEARNED
+    # Cut points for continuous scores (the `learned` strategy): explicit thresholds
+    # [fast|balanced, balanced|deep], or target shares of traffic; not both.
+    score_thresholds: tuple[ScoreCut, ScoreCut] | None = None
+    tier_shares: TierShares = TierShares()
     default_importance: Importance = Importance.NORMAL
     router_tier: Tier = Tier.FAST
     default_tier: Tier = Tier.BALANCED
     llm_timeout_seconds: Seconds = 5.0
     llm_retries: int = Field(default=2, ge=0, le=5)
     llm_max_prompt_chars: int = Field(default=2000, ge=100, le=100_000)
+
+    @model_validator(mode="after")
+    def _one_kind_of_cut(self) -> RoutingConfig:
+        if self.score_thresholds is not None:
+            low, high = self.score_thresholds
+            if low > high:
+                raise ValueError(
+                    f"score_thresholds must be ascending: [fast|balanced, balanced|deep], got {low}, {high}"
+                )
+            if "tier_shares" in self.model_fields_set:
+                raise ValueError("set score_thresholds or tier_shares, not both")
+        return self
 
 
 class TierTimeouts(_Frozen):

@@ -16,10 +16,10 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from octoroute.config.models import Config, EndpointConfig, GroupOptions, RateLimitOverride, Timeouts
+from octoroute.config.models import JUDGE_STRATEGIES, Config, EndpointConfig, GroupOptions, RateLimitOverride, Timeouts
 from octoroute.config.problems import problems_from
 from octoroute.core.errors import ConfigError, ConfigProblem
-from octoroute.core.types import Api, Strategy, Tier
+from octoroute.core.types import Api, Tier
 
 DEFAULT_TIER_FALLBACK: dict[str, str] = {Tier.FAST: Tier.BALANCED, Tier.BALANCED: Tier.DEEP}
 NO_FALLBACK = ("", "none")
@@ -125,7 +125,7 @@ def check_semantics(config: Config, env: Mapping[str, str]) -> list[ConfigProble
     tiers_present = [t for t in Tier if t in config.models]
     if not tiers_present:
         problems.append(ConfigProblem("models", "define at least one of the tiers fast, balanced, deep"))
-    if config.routing.strategy is not Strategy.RULE and config.routing.router_tier not in config.models:
+    if config.routing.strategy in JUDGE_STRATEGIES and config.routing.router_tier not in config.models:
         problems.append(
             ConfigProblem("routing.router_tier", f"'{config.routing.router_tier}' has no endpoints under [models]")
         )

@@ -45,9 +45,11 @@ class TaskType(enum.StrEnum):
 class Strategy(enum.StrEnum):
     """How a decision was made. `direct` means the client named a group or endpoint."""
 
+    LEARNED = "learned"
     RULE = "rule"
     LLM = "llm"
     HYBRID = "hybrid"
+    TOOL = "tool"
     DIRECT = "direct"
 
 
@@ -64,6 +66,11 @@ class RouteReason(enum.StrEnum):
     LLM_CLASSIFIED = "llm_classified"
     LLM_FAILED_RULE = "llm_failed_fallback_rule"
     LLM_FAILED_DEFAULT = "llm_failed_fallback_default"
+    TOOL_CLASSIFIED = "tool_classified"
+    TOOL_FAILED_RULE = "tool_failed_fallback_rule"
+    TOOL_FAILED_DEFAULT = "tool_failed_fallback_default"
+    LEARNED_SCORE = "learned_score"
+    LEARNED_INSTEAD_OF_JUDGE = "learned_instead_of_judge"  # offline scoring (`octoroute score`) of a judge strategy
     EXPLICIT_GROUP = "explicit_group"
     EXPLICIT_ENDPOINT = "explicit_endpoint"
 
@@ -106,6 +113,7 @@ class RoutingDecision:
     reason: RouteReason
     detail: str = ""
     endpoint_id: str | None = None  # set when the client pinned one endpoint
+    score: float | None = None  # how much the request needs a stronger model, in [0, 1]; None when not auto-routed
 
 
 class DegradationKind(enum.StrEnum):

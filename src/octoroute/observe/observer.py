@@ -56,6 +56,7 @@ class RequestTrace:
     endpoint: str | None = None
     strategy: str | None = None
     reason: str | None = None
+    score: float | None = None  # the routing score of an auto-routed request
     fallback_from: str | None = None
     attempts: int = 0
     status: int = 0
@@ -94,6 +95,7 @@ class RequestTrace:
             "endpoint": self.endpoint,
             "strategy": self.strategy,
             "reason": self.reason,
+            "score": None if self.score is None else round(self.score, 4),
             "status": self.status,
             "latency_ms": round(self.latency_ms, 2),
             "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 2),

@@ -55,6 +55,8 @@ def decision_headers(decision: RoutingDecision, outcome: Outcome) -> dict[str, s
         "X-Octoroute-Reason": outcome.reason_header,
         "X-Octoroute-Attempts": str(outcome.attempts),
     }
+    if decision.score is not None:
+        headers["X-Octoroute-Score"] = score_header(decision.score)
     if outcome.degraded:
         headers["X-Octoroute-Degraded"] = ",".join(outcome.degraded)
     if outcome.fail_open:
@@ -69,10 +71,17 @@ def _failure_headers(decision: RoutingDecision, exc: RoutingExhausted | Upstream
         "X-Octoroute-Strategy": decision.strategy.value,
         "X-Octoroute-Reason": decision.reason.value,
     }
+    if decision.score is not None:
+        headers["X-Octoroute-Score"] = score_header(decision.score)
     if isinstance(exc, UpstreamStatusError):
         headers["X-Octoroute-Endpoint"] = exc.endpoint_id
     headers["X-Octoroute-Attempts"] = str(attempts_of(exc))
     return headers
+
+
+def score_header(score: float) -> str:
+    """`X-Octoroute-Score`: the routing score with three decimals."""
+    return f"{score:.3f}"
 
 
 def attempts_of(exc: RoutingExhausted | UpstreamStatusError) -> int:
@@ -138,6 +147,7 @@ async def serve_call(
         raise
     gw.metrics.routed(decision.group, decision.strategy, (time.perf_counter() - began) * 1000)
     trace.tier, trace.strategy, trace.reason = decision.group, decision.strategy.value, decision.reason.value
+    trace.score = decision.score
     if span is not None:
         span.set("octoroute.tier", decision.group)
         span.set("octoroute.strategy", decision.strategy.value)
