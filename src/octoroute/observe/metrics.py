@@ -27,6 +27,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from octoroute.core.errors import ErrorType
+from octoroute.core.facts import ContextEvent
 from octoroute.core.types import DegradationKind, Strategy
 
 # The classic text format, which every Prometheus reads; all our names are plain ASCII.
@@ -104,6 +105,10 @@ class Recorder:
 
     def degradations(self, kinds: Iterable[str]) -> None:
         """Request fields or capabilities that could not be honoured (DegradationKind values)."""
+
+    def context_event(self, group: str, event: ContextEvent) -> None:
+        """A request's size mattered: an endpoint of `group` skipped or overflowed, the
+        request served there after escalating, or rejected (its requested group)."""
 
     def cooldown(self, endpoint: str, reason: str, until: float) -> None:
         """The upstream asked to back off (`reason`, a `fleet.rotation.Pressure` value): the
@@ -263,6 +268,14 @@ class PrometheusRecorder(Recorder):
             ["kind"],
             registry=registry,
         )
+        self._context = Counter(
+            "octoroute_context_events",
+            "Context-window events by group: endpoints skipped (request too large for their window) "
+            "or answering with a context overflow, requests served after escalating, requests rejected.",
+            ["group", "event"],
+            registry=registry,
+        )
+        self._c_context = _Children(self._context)
         self._cooldowns = Counter(
             "octoroute_upstream_cooldowns",
             "Times an upstream asked to back off (429, or 503 busy), by endpoint and reason.",
@@ -322,6 +335,8 @@ class PrometheusRecorder(Recorder):
             self._c_routing.ensure(strategy.value)
         for group in groups:
             self._c_invocations.ensure(group)
+            for event in ContextEvent:
+                self._c_context.ensure(group, event.value)
             self._c_fail_open.ensure(group)
         for ep in endpoints:
             self._c_cooldown_until.ensure(ep)
@@ -389,6 +404,9 @@ class PrometheusRecorder(Recorder):
     def degradations(self, kinds: Iterable[str]) -> None:
         for kind in kinds:
             self._c_degradations[DegradationKind(kind).value,].inc()
+
+    def context_event(self, group: str, event: ContextEvent) -> None:
+        self._c_context[group, event.value].inc()
 
     def cooldown(self, endpoint: str, reason: str, until: float) -> None:
         self._c_cooldowns[endpoint, reason].inc()
