@@ -19,9 +19,12 @@ What one prediction reads, so its cost does not grow with the prompt:
   few counts and densities (digits, maths symbols, lines, answer options,
   question marks, code marks, numbers, words).
 
-The text part is fitted within each training benchmark (what makes an item
-harder than its siblings) and added to the length prior at equal spread; see
-`training/DATA.md` for why.
+The text part is fitted without the length features and added to the length
+prior at equal spread. The shipped weights (2026-12-07.6 on) use the counts
+and densities only and no word terms: held-out training data preferred them,
+and term weights learned from a handful of benchmarks mostly encode those
+benchmarks' formats. The term machinery stays, so a weights file with terms
+still loads; see `training/DATA.md`.
 
 The raw linear score is mapped to a percentile of the reference distribution
 (the training prompts' raw scores): `score = 0.4` means 40% of reference
