@@ -207,10 +207,11 @@ class LearnedModel:
             parts += (weight * mean, effect)
             if effect != 0.0:
                 factors.append((_describe_dense(name, value, len(text)), effect))
-        terms = extract_terms(window)
+        table = weights.terms
+        # No term weights (the shipped model since 2026-12-07.6): skip the tokenizer.
+        terms = extract_terms(window) if table else frozenset()
         if terms:
             scale = 1.0 / math.sqrt(len(terms))
-            table = weights.terms
             for term in terms & table.keys():
                 effect = table[term] * scale
                 parts.append(effect)
