@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -69,7 +70,8 @@ class Server:
         return matches
 
     def stop(self) -> int:
-        os.killpg(self.proc.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # already gone
+            os.killpg(self.proc.pid, signal.SIGTERM)
         code = self.proc.wait(timeout=30)
         self._pump_thread.join(10)
         assert self.proc.stderr is not None
@@ -239,6 +241,32 @@ def test_serve_without_config_points_at_the_demo(tmp_path):
     )
     assert result.returncode == 2
     assert "--demo" in result.stderr
+
+
+def test_workers_shut_down_cleanly_however_many_terms_they_get(serve, tmp_path):
+    """A worker gets SIGTERM from its supervisor and, with `kill -TERM -PGID` or
+    systemd's control-group kill, directly too; repeated ones during shutdown must
+    not kill it with the default action (which made the server exit 1)."""
+    port = free_port()
+    config = tmp_path / "w.toml"
+    config.write_text(
+        f'[server]\nport = {port}\n[[models.fast]]\nname = "fast"\nbase_url = "http://127.0.0.1:1/v1"\n'
+        '[routing]\nstrategy = "rule"\n[health]\nactive = false\n'
+    )
+    server = serve("--config", str(config), "--workers", "2")
+    server.wait_for(LISTENING, count=2)
+    workers = {int(m) for m in re.findall(r"pid (\d+)", "".join(server.seen))}
+    assert len(workers) == 2
+    os.killpg(server.proc.pid, signal.SIGTERM)
+    while server.proc.poll() is None:  # keep signalling every worker until the server has exited
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+    code = server.stop()
+    said = []
+    while not server.lines.empty():
+        said.append(server.lines.get())
+    assert code == 0, "".join(said)
 
 
 def test_several_workers_share_the_port(serve, tmp_path):
