@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from octoroute import __version__
+from octoroute.admission import Admission
 from octoroute.config.models import Config, GroupOptions
 from octoroute.config.topology import EndpointSpec, GroupSpec, Topology, default_tier
 from octoroute.core.errors import (
@@ -46,6 +47,7 @@ from octoroute.core.types import (
     TaskType,
     Tier,
 )
+from octoroute.fleet.affinity import AffinityResult, AffinityTable, session_of
 from octoroute.fleet.capabilities import (
     MISSING_TOOLS,
     MISSING_VISION,
@@ -65,6 +67,7 @@ from octoroute.fleet.rotation import (
     unserved_error,
 )
 from octoroute.fleet.selector import GroupSelector, build_selectors
+from octoroute.fleet.slots import Claim, SlotBoard
 from octoroute.observe.metrics import Recorder
 from octoroute.observe.observer import Observer, RequestTrace
 from octoroute.observe.snapshot import EndpointInfo, SnapshotInputs, build_snapshot
@@ -108,6 +111,11 @@ class ChatCall:
     task_type: TaskType | None
     request_id: str
     anthropic_body: dict[str, Any] | None = None  # the client's own request when it spoke the Messages API
+    session: str | None = None  # an explicit conversation key from a header (fleet.affinity.session_of)
+
+
+def _nothing() -> None:
+    return None
 
 
 @dataclass(slots=True)
@@ -124,6 +132,8 @@ class Outcome:
     degraded: tuple[str, ...] = ()  # what the serving endpoint lacks for this request (DegradationKind values)
     sent_at: float = 0.0  # perf_counter when the serving attempt was sent (a stream's duration counts from it)
     fail_open: bool = False  # served by an endpoint tried although every one was marked unhealthy
+    affinity: AffinityResult | None = None  # None: affinity is off
+    release: Callable[[], None] = _nothing  # frees the endpoint's slot: the relay calls it when a stream ends
 
     @property
     def reason_header(self) -> str:
@@ -166,6 +176,7 @@ def decode_chat(
         importance=importance or default_importance,
         task_type=task_type,
         request_id=request_id,
+        session=session_of(headers),
     )
 
 
@@ -322,6 +333,19 @@ class Gateway:
             for name, g in topology.groups.items()
         }
         self._model_ids = (AUTO, *topology.groups, *(e for e in topology.endpoints if e not in topology.groups))
+        eps = topology.endpoints.values()
+        board = SlotBoard({ep.id: ep.max_concurrency for ep in eps}, {ep.id: ep.weight for ep in eps})
+        affinity = config.affinity
+        table = (
+            AffinityTable(max_entries=affinity.max_entries, ttl_seconds=affinity.ttl_seconds, clock=clock)
+            if affinity.enabled
+            else None
+        )
+        self.slots = Admission(
+            board, config.queue, self.metrics, affinity=table, least_busy=config.selection.least_busy
+        )
+        for ep in eps:
+            self.metrics.slots(ep.id, ep.max_concurrency)
 
     # -- model names -------------------------------------------------------
 
@@ -398,11 +422,15 @@ class Gateway:
         lacks = missing(Needs(tools=needs.tools, vision=needs.vision), self.capabilities.lookup(ep.name))
         return tuple(LACKS[m] for m in sorted(lacks))
 
-    def _plan(self, decision: RoutingDecision, needs: Needs, gate: ContextGate) -> AttemptPlan:
+    def _plan(
+        self, decision: RoutingDecision, needs: Needs, gate: ContextGate, claim: Claim | None = None
+    ) -> AttemptPlan:
         if decision.endpoint_id is not None:
             ep = self.topology.endpoints[decision.endpoint_id]
             pinned = GroupSpec(name=ep.group, endpoints=(ep,), fallback=None)
-            return AttemptPlan([pinned], {ep.group: GroupSelector((ep,))}, gate.allows, self.config.retry, self.rng)
+            return AttemptPlan(
+                [pinned], {ep.group: GroupSelector((ep,))}, gate.allows, self.config.retry, self.rng, occupancy=claim
+            )
         chain = [self.topology.groups[g] for g in self._context_chain(decision)]
         fail_open = self._fail_open_pick if self.config.health.fail_open else None
         return AttemptPlan(
@@ -412,6 +440,7 @@ class Gateway:
             self.config.retry,
             self.rng,
             None if fail_open is None else lambda eps: fail_open([ep for ep in eps if gate.allows(ep.id)]),
+            claim,
         )
 
     def _context_chain(self, decision: RoutingDecision) -> tuple[str, ...]:
@@ -577,54 +606,70 @@ class Gateway:
         trace: RequestTrace | None = None,
     ) -> Outcome:
         """Run attempts until one commits; raises the plan's error when none does.
-        `trace` (when given) learns the attempts and carries the request's span."""
+        `trace` (when given) learns the attempts and carries the request's span.
+        Each attempt holds a slot of its endpoint; when every candidate is full the
+        request waits for one (`admission.Admission.wait`)."""
         needs = selection_needs(call.body)
         gate = self._context_gate(call, decision)
-        plan = self._plan(decision, needs, gate)
+        seat = self.slots.seat(decision.group, call.body, call.anthropic_body, call.session)
+        plan = self._plan(decision, needs, gate, seat.claim)
         group = decision.group
-        while (attempt := plan.next_attempt()) is not None:
-            if attempt.backoff_seconds > 0:
-                await asyncio.sleep(attempt.backoff_seconds)
-            ep = attempt.endpoint
-            if attempt.group != group:
-                self.observer.fallback(call.request_id, group, attempt.group)
-                group = attempt.group
-            if attempt.fail_open:
-                self._note_fail_open(call, attempt)
-            span = self._attempt_started(attempt, trace)
-            group_spec = self.topology.groups[ep.group]
-            body, dropped = body_for(call, ep, asks_usage_for(call, group_spec), group_spec.options)
-            sent_at = time.perf_counter()
-            try:
-                reply, stream = await self._call_upstream(call, ep, body, headers_for(ep, extra_headers))
-                latency = stream.first_byte_ms if stream is not None else reply.latency_ms if reply else 0.0
-            except UpstreamError as raised:
-                error = self._overflow_of(raised, ep, gate)
-                error.attempt = attempt.number
-                self._attempt_failed(ep, error, sent_at, span)
-                plan.record(error)
-                continue
-            except asyncio.CancelledError:  # the client went away
-                if span is not None:
-                    span.set("octoroute.outcome", "cancelled")
-                    span.end("the client went away")
-                raise
-            self._attempt_committed(ep, stream, sent_at, span)
-            self._record(ep, None, latency)
-            plan.record(None)
-            self._context_settled(gate, attempt.group)
-            return Outcome(
-                decision=decision,
-                endpoint=ep,
-                group=attempt.group,
-                attempts=attempt.number,
-                fallback_from=decision.group if attempt.is_fallback else None,
-                reply=reply,
-                stream=stream,
-                degraded=(*dropped, *self._lacking(needs, ep)),
-                sent_at=sent_at,
-                fail_open=attempt.fail_open,
-            )
+        try:
+            while True:
+                attempt = plan.next_attempt()
+                if attempt is None:
+                    if plan.blocked is None:
+                        break
+                    await seat.wait(plan.blocked)
+                    continue
+                ep = attempt.endpoint
+                seat.take(ep.id)
+                if attempt.backoff_seconds > 0:
+                    await asyncio.sleep(attempt.backoff_seconds)
+                if attempt.group != group:
+                    self.observer.fallback(call.request_id, group, attempt.group)
+                    group = attempt.group
+                if attempt.fail_open:
+                    self._note_fail_open(call, attempt)
+                span = self._attempt_started(attempt, trace)
+                group_spec = self.topology.groups[ep.group]
+                body, dropped = body_for(call, ep, asks_usage_for(call, group_spec), group_spec.options)
+                sent_at = time.perf_counter()
+                try:
+                    reply, stream = await self._call_upstream(call, ep, body, headers_for(ep, extra_headers))
+                    latency = stream.first_byte_ms if stream is not None else reply.latency_ms if reply else 0.0
+                except UpstreamError as raised:
+                    seat.release()
+                    error = self._overflow_of(raised, ep, gate)
+                    error.attempt = attempt.number
+                    self._attempt_failed(ep, error, sent_at, span)
+                    plan.record(error)
+                    continue
+                except asyncio.CancelledError:  # the client went away
+                    if span is not None:
+                        span.set("octoroute.outcome", "cancelled")
+                        span.end("the client went away")
+                    raise
+                self._attempt_committed(ep, stream, sent_at, span)
+                self._record(ep, None, latency)
+                plan.record(None)
+                self._context_settled(gate, attempt.group)
+                return Outcome(
+                    decision=decision,
+                    endpoint=ep,
+                    group=attempt.group,
+                    attempts=attempt.number,
+                    fallback_from=decision.group if attempt.is_fallback else None,
+                    reply=reply,
+                    stream=stream,
+                    degraded=(*dropped, *self._lacking(needs, ep)),
+                    sent_at=sent_at,
+                    fail_open=attempt.fail_open,
+                    affinity=seat.served(ep.id, attempt.group),
+                    release=seat.keep() if stream is not None else seat.release(),
+                )
+        finally:
+            seat.close()
         self._context_settled(gate, None)
         rejection = gate.rejection() if plan.final_error is None else None
         if rejection is not None:
@@ -669,6 +714,13 @@ class Gateway:
             ago,
         )
         self.observer.failed_open(call.request_id, attempt.group, ep.id)
+
+    # -- slots -------------------------------------------------------------
+
+    def learn_slots(self, ep: EndpointSpec, total_slots: int | None) -> None:
+        """A server said how many requests it runs at once (llama.cpp `/props`
+        `total_slots`): that is the endpoint's limit unless `max_concurrency` is configured."""
+        self.slots.learn_slots(ep.id, ep.max_concurrency, total_slots)
 
     def _attempt_started(self, attempt: Attempt, trace: RequestTrace | None) -> SpanHandle | None:
         """Count the attempt (and the retry it is, after the first); its span, when tracing."""
@@ -767,6 +819,7 @@ class Gateway:
             payload, _ = body_for(ChatCall(body, AUTO, False, Importance.NORMAL, None, "judge"), ep)
             self.metrics.attempt_started(group.name)
             sent_at = time.perf_counter()
+            self.slots.acquire(ep.id)  # counted, never queued: the judge has its own short timeout
             try:
                 async with asyncio.timeout(routing.llm_timeout_seconds):
                     reply = await self.pool.complete(ep, payload, {})
@@ -781,6 +834,8 @@ class Gateway:
                 failures.append(router_failure(error))
                 plan.record(error)
                 continue
+            finally:
+                self.slots.release(ep.id)
             self._attempt_committed(ep, None, sent_at, None)
             self._record(ep, None, reply.latency_ms)
             return openai_payload(ep, reply.payload)
@@ -826,7 +881,7 @@ class Gateway:
 
     def _facts_learned(self, ep: EndpointSpec, facts: ServerFacts) -> None:
         """A server said something new about itself (`self.context` has it already): the
-        hook for whatever else depends on it (slot limits read `facts.total_slots`)."""
+        hook for whatever else depends on it; its slots limit it (`learn_slots`)."""
         log.info(
             "endpoint %s: %s says context window %s, %s slots",
             ep.id,
@@ -834,6 +889,7 @@ class Gateway:
             facts.context_window,
             facts.total_slots,
         )
+        self.learn_slots(ep, facts.total_slots)
 
     async def discover_all(self) -> None:
         """Discovery for every endpoint at once (at startup, before serving)."""
