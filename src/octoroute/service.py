@@ -33,6 +33,7 @@ from octoroute.core.errors import (
 from octoroute.core.types import (
     Api,
     DegradationKind,
+    Features,
     Importance,
     JudgeFailure,
     RouteReason,
@@ -65,10 +66,12 @@ from octoroute.protocols.translate_response import anthropic_to_openai_response
 from octoroute.protocols.usage import wants_usage
 from octoroute.routing.features import extract_features, last_user_text
 from octoroute.routing.router import JudgeUnavailable, Router
-from octoroute.routing.scoring import nearest_tier
+from octoroute.routing.scoring import ScoreModel, nearest_tier
+from octoroute.routing.shadow import ShadowRouter, ShadowTasks
 from octoroute.upstream.client import UpstreamPool, UpstreamReply, UpstreamStream
 
 log = logging.getLogger("octoroute.health")
+shadow_log = logging.getLogger("octoroute.shadow")
 CAPABLE_FIRST = 100_000  # added to the priority of capable endpoints: above any configured priority (±1000)
 LACKS = {
     MISSING_TOOLS: DegradationKind.ENDPOINT_LACKS_TOOLS.value,
@@ -227,7 +230,9 @@ class Gateway:
         rng: random.Random | None = None,
         observer: Observer | None = None,
         started_at: float | None = None,
+        score_model: ScoreModel | None = None,
     ) -> None:
+        """`score_model`: the learned scorer's model (the bundled one when None; tests pass a fake)."""
         self.config = config
         self.topology = topology
         self.pool = pool
@@ -236,12 +241,19 @@ class Gateway:
         self.board = HealthBoard(topology, config.health.failure_threshold)
         self.selectors = build_selectors(topology)
         self.default_tier = default_tier(config)
-        self.router = Router.from_config(config.routing, self._judge, default_tier=self.default_tier)
+        self.router = Router.from_config(config.routing, self._judge, default_tier=self.default_tier, model=score_model)
         self.started_at = time.time() if started_at is None else started_at
         overrides = {k: v.model_dump(exclude_none=True) for k, v in config.capabilities.items()}
         self.capabilities = CapabilityRegistry.bundled(overrides)
         self.observer = observer or Observer(Recorder())
         self.metrics = self.observer.metrics
+        self.shadow: ShadowRouter | None = None
+        self.shadow_tasks = ShadowTasks(config.routing.shadow.max_pending if config.routing.shadow else 1)
+        if config.routing.shadow is not None:
+            self.shadow = ShadowRouter(
+                config.routing.shadow, config.routing, self.default_tier, self._judge, model=score_model
+            )
+            self.metrics.shadow_configured(self.shadow.strategy)
         self._capable_selectors: dict[tuple[bool, bool], dict[str, GroupSelector]] = {}
         self.filters = {
             name: OutputFilter(g.options.strip_think, g.options.drop_reasoning, g.options.stop_markers)
@@ -277,7 +289,9 @@ class Gateway:
 
     # -- deciding ----------------------------------------------------------
 
-    async def decide(self, call: ChatCall) -> RoutingDecision:
+    async def decide(self, call: ChatCall, trace: RequestTrace | None = None) -> RoutingDecision:
+        """Where the request goes; an auto-routed one is also shown to the shadow candidate
+        (recorded on `trace`, or later for a candidate that asks the router model)."""
         model = self.resolve_model(call.model)
         if model in self.topology.groups:
             return RoutingDecision(model, Strategy.DIRECT, RouteReason.EXPLICIT_GROUP, f"client asked for {model}")
@@ -288,8 +302,80 @@ class Gateway:
         features = extract_features(
             messages, tools_present=bool(call.body.get("tools")), importance=call.importance, task_type=call.task_type
         )
-        decision = await self.router.decide(features, last_user_text(messages))
-        return settle_decision(decision, self.topology.groups, self.default_tier)
+        text = last_user_text(messages)
+        decision = await self.router.decide(features, text)
+        decision = settle_decision(decision, self.topology.groups, self.default_tier)
+        if self.shadow is not None:
+            self._shadow(self.shadow, call.request_id, features, text, decision, trace)
+        return decision
+
+    # -- shadow mode -------------------------------------------------------
+
+    def _shadow(
+        self,
+        shadow: ShadowRouter,
+        request_id: str,
+        features: Features,
+        text: str,
+        live: RoutingDecision,
+        trace: RequestTrace | None,
+    ) -> None:
+        """The candidate's decision, inline when it is offline; one that asks the router
+        model runs in the background (or is dropped and counted when too many are pending)."""
+        if not shadow.sampled(self.rng):
+            return
+        found = shadow.inline(features, text)
+        if found is not None:
+            self._shadow_decided(shadow, request_id, live, found, trace)
+            return
+        if trace is not None:
+            trace.shadow_strategy = shadow.strategy.value
+        if not self.shadow_tasks.start(lambda: self._shadow_judged(shadow, request_id, features, text, live)):
+            self.metrics.shadow_dropped(shadow.strategy)
+
+    async def _shadow_judged(
+        self, shadow: ShadowRouter, request_id: str, features: Features, text: str, live: RoutingDecision
+    ) -> None:
+        self.metrics.shadow_pending(shadow.strategy, 1)
+        try:
+            found = await shadow.judged(features, text)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a background task's outermost handler: log it, never lose it silently
+            shadow_log.exception("shadow decision for request %s failed", request_id)
+            return
+        finally:
+            self.metrics.shadow_pending(shadow.strategy, -1)
+        self._shadow_decided(shadow, request_id, live, found, None)
+
+    def _shadow_decided(
+        self,
+        shadow: ShadowRouter,
+        request_id: str,
+        live: RoutingDecision,
+        found: RoutingDecision,
+        trace: RequestTrace | None,
+    ) -> None:
+        """Count the pair and record it: on the request's trace, or as a `shadow` event
+        when the request's record may already be written."""
+        settled = settle_decision(found, self.topology.groups, self.default_tier)
+        self.metrics.shadow_decided(shadow.strategy, live.group, settled.group)
+        score = settled.score
+        if trace is not None:
+            trace.shadow_strategy, trace.shadow_tier = shadow.strategy.value, settled.group
+            trace.shadow_score, trace.shadow_reason = score, settled.reason.value
+            return
+        self.observer.shadow_judged(
+            {
+                "request_id": request_id,
+                "tier": live.group,
+                "strategy": live.strategy.value,
+                "shadow_strategy": shadow.strategy.value,
+                "shadow_tier": settled.group,
+                "shadow_score": None if score is None else round(score, 4),
+                "shadow_reason": settled.reason.value,
+            }
+        )
 
     # -- the attempt loop --------------------------------------------------
 
@@ -479,6 +565,7 @@ class Gateway:
                 families=self.metrics.collect(),
                 decisions=decisions,
                 errors=errors,
+                shadow=self.config.routing.shadow,
             )
         )
 

@@ -137,7 +137,7 @@ async def serve_call(
     span = tracing.routing(trace.span) if tracing is not None and trace.span is not None else None
     began = time.perf_counter()
     try:
-        decision = await gw.decide(call)
+        decision = await gw.decide(call, trace)
     except BaseException as exc:
         if span is not None:
             span.end(type(exc).__name__)
