@@ -566,6 +566,7 @@ class Gateway:
                 decisions=decisions,
                 errors=errors,
                 shadow=self.config.routing.shadow,
+                live_strategy=self.config.routing.strategy,
             )
         )
 

@@ -139,6 +139,7 @@ def test_an_offline_candidate_is_recorded_with_its_agreement(upstreams, gateway,
     shadow = snapshot(gw.url)["shadow"]
     assert shadow == {
         "strategy": "llm",
+        "live_strategy": "rule",
         "allow_judge": False,
         "sample": 1.0,
         "decisions": 4,

@@ -49,6 +49,7 @@ class SnapshotInputs:
     decisions: Sequence[bytes]  # JSON records from the decisions window(s)
     errors: Sequence[bytes]  # JSON records from the error window(s)
     shadow: ShadowConfig | None = None  # `[routing.shadow]`, when shadow mode is on
+    live_strategy: Strategy | None = None  # `[routing] strategy`, what shadow mode compares with
 
 
 def _samples(families: Iterable[Metric]) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -168,13 +169,16 @@ def build_snapshot(inputs: SnapshotInputs) -> dict[str, object]:
         "mid_stream_failures": sum(mid_stream.values()),
         "degradations": {k.value: degradations.get((k.value,), 0) for k in DegradationKind},
         "rate_limiter": {"enabled": inputs.rate_limit_enabled, "buckets": round(buckets)},
-        "shadow": shadow_summary(inputs.shadow, samples, inputs.groups),
+        "shadow": shadow_summary(inputs.shadow, inputs.live_strategy, samples, inputs.groups),
         "decisions": decisions[:DECISIONS_SHOWN],
     }
 
 
 def shadow_summary(
-    shadow: ShadowConfig | None, samples: dict[str, list[tuple[dict[str, str], float]]], groups: Sequence[str]
+    shadow: ShadowConfig | None,
+    live_strategy: Strategy | None,
+    samples: dict[str, list[tuple[dict[str, str], float]]],
+    groups: Sequence[str],
 ) -> dict[str, object] | None:
     """Shadow mode's candidate against the live strategy: how often they agree, both
     tier mixes over the same requests, and the live x candidate counts; None when off."""
@@ -191,6 +195,7 @@ def shadow_summary(
     dropped = _sum_by(samples["octoroute_shadow_dropped_total"], "strategy")
     return {
         "strategy": strategy,
+        "live_strategy": None if live_strategy is None else live_strategy.value,
         "allow_judge": shadow.allow_judge,
         "sample": shadow.sample,
         "decisions": total,
