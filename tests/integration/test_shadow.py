@@ -203,7 +203,9 @@ def test_a_judge_candidate_asks_in_the_background_and_never_delays_the_answer(
 ):
     fast, judge, path, config = gated_judge_config(upstreams, tmp_path)
     gw = gateway(config)
-    client = sdk_clients.openai(gw)
+    # A guard, not a measurement: were the answer to wait for the held judge, the call
+    # would fail here instead of hanging until the judge's own timeout.
+    client = sdk_clients.openai(gw).with_options(timeout=30)
     raw = client.chat.completions.with_raw_response.create(model="auto", messages=HI)
     # The answer is here while the router model is still held at its gate: the
     # live request did not wait for its shadow.
