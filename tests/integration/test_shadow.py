@@ -7,6 +7,7 @@ to ask the router model, and then only in the background)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -199,8 +200,9 @@ def gated_judge_config(upstreams, tmp_path, **shadow: Any):
 
 
 def test_a_judge_candidate_asks_in_the_background_and_never_delays_the_answer(
-    upstreams, gateway, sdk_clients, loop_thread, tmp_path
+    upstreams, gateway, sdk_clients, loop_thread, tmp_path, caplog
 ):
+    caplog.set_level(logging.INFO, logger="octoroute.shadow")
     fast, judge, path, config = gated_judge_config(upstreams, tmp_path)
     gw = gateway(config)
     # A guard, not a measurement: were the answer to wait for the held judge, the call
@@ -237,6 +239,11 @@ def test_a_judge_candidate_asks_in_the_background_and_never_delays_the_answer(
     }
     summary = snapshot(gw.url)["shadow"]
     assert (summary["agreement"], summary["pending"], summary["confusion"]["fast"]["deep"]) == (0.0, 0, 1)
+    lines = [r.getMessage() for r in caplog.records if r.name == "octoroute.shadow"]
+    assert lines == [
+        f"request_id={raw.headers['x-request-id']} tier=fast strategy=rule shadow_strategy=llm shadow_tier=deep "
+        "shadow_score=1.0 shadow_reason=llm_classified"
+    ]
     asked = judge.chat_requests
     assert len(asked) == 1
     assert asked[0].body["model"] == "judge-model"
@@ -264,3 +271,35 @@ def test_judge_candidates_past_max_pending_are_dropped_and_counted(
     assert len(judge.chat_requests) == 1
     assert len(fast.chat_requests) == 3
     # The gate stays shut: stopping the gateway cancels the pending shadow decision cleanly.
+
+
+def test_only_auto_routed_requests_are_shadowed_on_every_api(upstreams, gateway, sdk_clients, loop_thread, tmp_path):
+    _, models = three_tiers(upstreams)
+    path = tmp_path / "events.jsonl"
+    config = fleet_config(
+        models,
+        routing={"strategy": "rule", "shadow": {"strategy": "learned"}},
+        aliases={"claude-*": "auto", "big": "deep"},
+        observability={"events_file": str(path)},
+    )
+    gw = gateway(config, score_model=WordModel())
+    claude = sdk_clients.anthropic(gw)
+    claude.messages.create(model="claude-test", max_tokens=20, messages=HARD_HI)  # an alias to auto: shadowed
+    claude.messages.create(model="big", max_tokens=20, messages=HARD_HI)  # an alias to a group: not routed
+    openai_client = sdk_clients.openai(gw)
+    openai_client.chat.completions.create(model="fast", messages=HARD_HI)  # a group: not routed
+    openai_client.chat.completions.create(model="fast-1", messages=HARD_HI)  # an endpoint id: not routed
+    chat = HTTP.request("POST", f"{gw.url}/chat", body=orjson.dumps({"prompt": "hi, hard one"}))  # 1.0's /chat: auto
+    assert chat.status == 200, chat.data
+    settle(gw, loop_thread, 5)
+    requests = [e for e in events_of(path) if e["event"] == "request"]
+    shadowed = [(e["route"], e["model"], e.get("shadow_tier")) for e in requests]
+    assert shadowed == [
+        ("/v1/messages", "claude-test", "deep"),
+        ("/v1/messages", "big", None),
+        ("/v1/chat/completions", "fast", None),
+        ("/v1/chat/completions", "fast-1", None),
+        ("/chat", "auto", "deep"),
+    ]
+    summary = snapshot(gw.url)["shadow"]
+    assert (summary["decisions"], summary["agreed"], summary["confusion"]["fast"]["deep"]) == (2, 0, 2)
