@@ -188,6 +188,16 @@ def describe_upstream_error(error: UpstreamError) -> str:
     return f"{error.message}: {normalised_error(error.body, error.status)['message']}"
 
 
+def features_of(call: ChatCall) -> Features:
+    """What routing looks at in a request (computed over bounded text)."""
+    return extract_features(
+        call.body["messages"],
+        tools_present=bool(call.body.get("tools")),
+        importance=call.importance,
+        task_type=call.task_type,
+    )
+
+
 def settle_decision(decision: RoutingDecision, groups: Collection[str], default: str) -> RoutingDecision:
     """A decision for a tier with no endpoints goes elsewhere, saying so: a learned
     score to the nearest configured tier (stronger first), a 1.0 strategy's tier to
@@ -289,42 +299,32 @@ class Gateway:
 
     # -- deciding ----------------------------------------------------------
 
-    async def decide(self, call: ChatCall, trace: RequestTrace | None = None) -> RoutingDecision:
-        """Where the request goes; an auto-routed one is also shown to the shadow candidate
-        (recorded on `trace`, or later for a candidate that asks the router model)."""
+    async def decide(self, call: ChatCall) -> RoutingDecision:
         model = self.resolve_model(call.model)
         if model in self.topology.groups:
             return RoutingDecision(model, Strategy.DIRECT, RouteReason.EXPLICIT_GROUP, f"client asked for {model}")
         if model in self.topology.endpoints:
             ep = self.topology.endpoints[model]
             return RoutingDecision(ep.group, Strategy.DIRECT, RouteReason.EXPLICIT_ENDPOINT, model, endpoint_id=model)
-        messages = call.body["messages"]
-        features = extract_features(
-            messages, tools_present=bool(call.body.get("tools")), importance=call.importance, task_type=call.task_type
-        )
-        text = last_user_text(messages)
-        decision = await self.router.decide(features, text)
-        decision = settle_decision(decision, self.topology.groups, self.default_tier)
-        if self.shadow is not None:
-            self._shadow(self.shadow, call.request_id, features, text, decision, trace)
-        return decision
+        decision = await self.router.decide(features_of(call), last_user_text(call.body["messages"]))
+        return settle_decision(decision, self.topology.groups, self.default_tier)
 
     # -- shadow mode -------------------------------------------------------
 
-    def _shadow(
-        self,
-        shadow: ShadowRouter,
-        request_id: str,
-        features: Features,
-        text: str,
-        live: RoutingDecision,
-        trace: RequestTrace | None,
-    ) -> None:
-        """The candidate's decision, inline when it is offline; one that asks the router
-        model runs in the background (or is dropped and counted when too many are pending)."""
-        if not shadow.sampled(self.rng):
+    def shadow_decide(self, call: ChatCall, live: RoutingDecision, trace: RequestTrace | None) -> None:
+        """Show an auto-routed request to shadow mode's candidate, after the live decision
+        (so routing time and the live decision are the same as without it). An offline
+        candidate decides now and is recorded on `trace`; one that asks the router model
+        runs in the background (or is dropped and counted when too many are pending)."""
+        shadow = self.shadow
+        if shadow is None or live.strategy is Strategy.DIRECT or not shadow.sampled(self.rng):
             return
-        found = shadow.inline(features, text)
+        features, text, request_id = features_of(call), last_user_text(call.body["messages"]), call.request_id
+        try:
+            found = shadow.inline(features, text)
+        except Exception:  # the candidate's own failure must never fail the live request
+            shadow_log.exception("shadow decision for request %s failed", request_id)
+            return
         if found is not None:
             self._shadow_decided(shadow, request_id, live, found, trace)
             return

@@ -303,3 +303,29 @@ def test_only_auto_routed_requests_are_shadowed_on_every_api(upstreams, gateway,
     ]
     summary = snapshot(gw.url)["shadow"]
     assert (summary["decisions"], summary["agreed"], summary["confusion"]["fast"]["deep"]) == (2, 0, 2)
+
+
+class BrokenModel(WordModel):
+    """Fails on prompts that say "boom", as a buggy candidate might."""
+
+    def predict(self, text: str) -> Prediction:
+        if "boom" in text:
+            raise ValueError("the candidate broke")
+        return super().predict(text)
+
+
+def test_a_failing_candidate_never_fails_the_live_request(upstreams, gateway, sdk_clients, loop_thread, caplog):
+    _, models = three_tiers(upstreams)
+    config = fleet_config(models, routing={"strategy": "rule", "shadow": {"strategy": "learned"}})
+    gw = gateway(config, score_model=BrokenModel())
+    client = sdk_clients.openai(gw)
+    decision, answer = route(client, [{"role": "user", "content": "boom"}])
+    assert decision[:3] == ("fast", "rule", "rule_casual_short")
+    assert answer.startswith("This is fast answering")
+    route(client, HI)
+    settle(gw, loop_thread, 2)
+    assert snapshot(gw.url)["shadow"]["decisions"] == 1  # the failed one is not counted
+    failures = [r for r in caplog.records if r.name == "octoroute.shadow" and r.levelno == logging.ERROR]
+    assert len(failures) == 1
+    assert failures[0].exc_info is not None
+    assert "the candidate broke" in str(failures[0].exc_info[1])

@@ -137,7 +137,7 @@ async def serve_call(
     span = tracing.routing(trace.span) if tracing is not None and trace.span is not None else None
     began = time.perf_counter()
     try:
-        decision = await gw.decide(call, trace)
+        decision = await gw.decide(call)
     except BaseException as exc:
         if span is not None:
             span.end(type(exc).__name__)
@@ -150,6 +150,7 @@ async def serve_call(
         span.set("octoroute.strategy", decision.strategy.value)
         span.set("octoroute.reason", decision.reason.value)
         span.end()
+    gw.shadow_decide(call, decision, trace)
     try:
         outcome = await gw.serve(call, decision, {"X-Request-Id": call.request_id, **(forward or {})}, trace)
     except (RoutingExhausted, UpstreamStatusError) as exc:
