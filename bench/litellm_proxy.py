@@ -84,6 +84,8 @@ def start_litellm(
         LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY="true",  # no auth, as octoroute here
         DO_NOT_TRACK="1",
     )
-    service = services.start("litellm", [*command, "--config", str(config), "--port", str(port)], env=env)
+    # --host: everything a benchmark starts listens on loopback only (LiteLLM binds every interface by default)
+    argv = [*command, "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
+    service = services.start("litellm", argv, env=env)
     wait_ready(service, port, "/health/liveliness", timeout=180)
     return service, port

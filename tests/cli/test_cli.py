@@ -141,8 +141,22 @@ def test_shipped_examples_pass_check(example):
 # -- route -------------------------------------------------------------------
 
 
-def test_route_explains_a_decision_without_calling_a_model():
-    result = octoroute("route", "Fix this:\n```py\ndef f():\n    return 1\n```")
+RULE_CONFIG = (
+    '[[models.fast]]\nname = "m"\nbase_url = "http://localhost:1/v1"\n'
+    '[[models.balanced]]\nname = "m"\nbase_url = "http://localhost:1/v1"\n'
+    '[[models.deep]]\nname = "m"\nbase_url = "http://localhost:1/v1"\n[routing]\nstrategy = "rule"\n'
+)
+
+
+@pytest.fixture
+def rule_config(tmp_path: Path) -> str:
+    path = tmp_path / "rule.toml"
+    path.write_text(RULE_CONFIG)
+    return str(path)
+
+
+def test_route_explains_a_decision_without_calling_a_model(rule_config):
+    result = octoroute("route", "Fix this:\n```py\ndef f():\n    return 1\n```", "--config", rule_config)
     assert result.returncode == 0, result.stderr
     assert re.search(r"tier\s+balanced", result.stdout)
     assert "rule_code" in result.stdout
@@ -150,8 +164,10 @@ def test_route_explains_a_decision_without_calling_a_model():
     assert re.search(r"token_estimate\s+\d+", result.stdout)
 
 
-def test_route_honours_hints():
-    result = octoroute("route", "hello", "--importance", "high", "--task-type", "question_answer")
+def test_route_honours_hints(rule_config):
+    result = octoroute(
+        "route", "hello", "--importance", "high", "--task-type", "question_answer", "--config", rule_config
+    )
     assert re.search(r"tier\s+deep", result.stdout)
     assert "rule_high_importance" in result.stdout
 

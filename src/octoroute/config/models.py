@@ -254,8 +254,19 @@ class RateLimitConfig(_Frozen):
     overrides: tuple[RateLimitOverride, ...] = Field(default=(), max_length=10_000)
 
 
+MIB = 1024 * 1024
+
+
+class LimitsConfig(_Frozen):
+    """`[limits]`: bounds on what one request may cost the gateway."""
+
+    max_response_bytes: int = Field(default=32 * MIB, ge=64 * 1024, le=1024 * MIB)  # one non-streamed answer
+    max_event_bytes: int = Field(default=8 * MIB, ge=4 * 1024, le=256 * MIB)  # one SSE event of a stream
+
+
 class Config(_Frozen):
     server: ServerConfig = ServerConfig()
+    limits: LimitsConfig = LimitsConfig()
     models: dict[str, list[EndpointConfig]] = Field(min_length=1)
     routing: RoutingConfig = RoutingConfig()
     timeouts: TierTimeouts = TierTimeouts()

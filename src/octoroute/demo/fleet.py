@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from octoroute.core.types import Strategy, Tier
+from octoroute.core.types import Tier
 from octoroute.demo.simulated import Behaviour, Mode, SimulatedUpstream
 
 # Health: three passive failures in a row before flaky (50% failures) is marked
@@ -121,6 +121,5 @@ class DemoFleet:
         return {
             "server": {"host": server_host, "port": server_port},
             "models": models,
-            "routing": {"strategy": str(Strategy.RULE)},
             "health": dict(HEALTH),
         }

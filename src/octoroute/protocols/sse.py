@@ -7,42 +7,105 @@ terminal error event.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 
 import orjson
 
 _SEPARATORS = (b"\n\n", b"\r\n\r\n", b"\r\r")
+_SEPARATOR_REACH = 3  # a separator that straddles two chunks starts at most this many bytes back
+_FINISH_REASON = re.compile(rb'"finish_reason"\s*:\s*"')
+_MESSAGE_STOP = re.compile(rb'"type"\s*:\s*"message_stop"')
+
+
+class EventTooLarge(ValueError):
+    """One event grew past the framer's limit before it ended."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"one stream event exceeded {limit:,} bytes (at {size:,} and not yet ended)")
+        self.size = size
+        self.limit = limit
 
 
 class EventFramer:
     """Buffers stream bytes and releases them only up to the last complete event.
 
+    Linear in the input: each chunk is searched for event ends once (plus the few
+    bytes before it where a separator may have started), and pending bytes are
+    joined only when an event completes, so an event that never ends costs
+    O(its size), not O(size squared). An event pending past `max_event_bytes`
+    raises `EventTooLarge`.
+
     >>> f = EventFramer(); f.feed(b"data: 1\\n\\ndata: 2"), f.feed(b"\\n\\n")
     (b'data: 1\\n\\n', b'data: 2\\n\\n')
     """
 
-    __slots__ = ("_buffer",)
+    __slots__ = ("_parts", "_size", "max_event_bytes")
 
-    def __init__(self) -> None:
-        self._buffer = b""
+    def __init__(self, max_event_bytes: int | None = None) -> None:
+        self._parts: list[bytes] = []
+        self._size = 0
+        self.max_event_bytes = max_event_bytes
 
     def feed(self, chunk: bytes) -> bytes:
-        data = self._buffer + chunk if self._buffer else chunk
+        if not chunk:
+            return b""
+        reach = self._parts[-1][-_SEPARATOR_REACH:] if self._parts else b""
+        window = reach + chunk if reach else chunk
         cut = -1
         for sep in _SEPARATORS:
-            pos = data.rfind(sep)
+            pos = window.rfind(sep)
             if pos >= 0:
                 cut = max(cut, pos + len(sep))
         if cut < 0:
-            self._buffer = data
+            self._keep(chunk)
             return b""
-        self._buffer = data[cut:]
-        return data[:cut]
+        offset = cut - len(reach)  # > 0: a separator wholly inside `reach` would have been cut already
+        done = b"".join((*self._parts, chunk[:offset])) if self._parts else chunk[:offset]
+        self._parts.clear()
+        self._size = 0
+        if offset < len(chunk):
+            self._keep(chunk[offset:])
+        return done
+
+    def _keep(self, data: bytes) -> None:
+        self._parts.append(data)
+        self._size += len(data)
+        limit = self.max_event_bytes
+        if limit is not None and self._size > limit:
+            raise EventTooLarge(self._size, limit)
 
     @property
     def pending(self) -> bytes:
         """Bytes of an event not yet terminated."""
-        return self._buffer
+        return b"".join(self._parts)
+
+
+def ends_stream(events: bytes, anthropic: bool) -> bool:
+    """Whether `events` hold the event that ends a stream normally: Anthropic's
+    `message_stop`, or OpenAI's `[DONE]` or a chunk with a `finish_reason`."""
+    if anthropic:
+        return _MESSAGE_STOP.search(events) is not None
+    return b"[DONE]" in events or _FINISH_REASON.search(events) is not None
+
+
+def first_data_problem(events: bytes) -> str | None:
+    """Why the first `data:` event in `events` cannot start a stream (it is not
+    JSON), or None when it can, or when `events` hold no data yet (comments only)."""
+    for data in iter_data(events):
+        if data == b"[DONE]":
+            return None
+        try:
+            orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return "its first event is not valid JSON"
+        return None
+    return None
+
+
+def has_data(events: bytes) -> bool:
+    """Whether `events` hold at least one `data:` line (not only comments or ids)."""
+    return next(iter_data(events), None) is not None
 
 
 def iter_data(payload: bytes) -> Iterator[bytes]:

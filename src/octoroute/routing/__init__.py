@@ -1,9 +1,11 @@
 """Pure routing decisions: prompt features, octoroute 1.0's rules, the LLM judge's
-prompt and reply parsing, and the `Router` that combines them per strategy.
+prompt and reply parsing, the learned scorer, the scorer interface every strategy
+fits (`scoring.py`), and the `Router` that runs the configured one.
 
 Nothing here does I/O, reads the clock or sleeps: the judge call is an injected
-async function. May import `octoroute.core`, `octoroute.config` and
-`octoroute.protocols` only; never aiohttp.
+async function; the learned model's weights are package data read once. May
+import `octoroute.core`, `octoroute.config` and `octoroute.protocols` only;
+never aiohttp.
 """
 
 from octoroute.routing.features import extract_features, last_user_text

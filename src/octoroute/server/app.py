@@ -63,7 +63,7 @@ def create_app(
     gateway = Gateway(
         config,
         topology,
-        UpstreamPool(topology.endpoints.values()),
+        UpstreamPool(topology.endpoints.values(), config.limits),
         clock=clock,
         rng=rng,
         observer=observer,

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from octoroute.config.models import LimitsConfig
 from octoroute.config.topology import EndpointSpec
 from octoroute.core.errors import (
     TimeoutPhase,
@@ -31,7 +32,7 @@ from octoroute.core.errors import (
     UpstreamTimeout,
 )
 from octoroute.core.types import Api
-from octoroute.protocols.sse import EventFramer
+from octoroute.protocols.sse import EventFramer, EventTooLarge, ends_stream, first_data_problem, has_data
 from octoroute.upstream.http import (
     Connection,
     ConnectionClosedError,
@@ -94,7 +95,7 @@ def _headers_bytes(extra: Mapping[str, str]) -> bytes:
 class UpstreamStream:
     """An upstream SSE stream that has delivered its first complete event."""
 
-    __slots__ = ("_conn", "_endpoint", "_framer", "_pool", "content_type", "first", "first_byte_ms", "status")
+    __slots__ = ("_conn", "_endpoint", "_framer", "_pool", "content_type", "first", "first_byte_ms", "status", "whole")
 
     def __init__(
         self,
@@ -104,8 +105,11 @@ class UpstreamStream:
         framer: EventFramer,
         first: bytes,
         first_byte_ms: float,
+        *,
+        whole: bool = False,
     ) -> None:
         self._endpoint = endpoint
+        self.whole = whole  # the server ignored `stream: true` and sent one complete body
         self._pool = pool
         self._conn: Connection | None = conn
         self._framer = framer
@@ -115,25 +119,36 @@ class UpstreamStream:
         self.content_type = conn.headers.get("content-type", "text/event-stream")
 
     async def rest(self) -> AsyncGenerator[bytes, None]:
-        """Whole events after the first, as they arrive; raises `UpstreamMidStream`."""
+        """Whole events after the first, as they arrive; raises `UpstreamMidStream`,
+        also when the stream ends without the event that ends it normally (`[DONE]`,
+        a `finish_reason`, `message_stop`): a cut stream is never passed off as complete."""
         conn = self._conn
         if conn is None:
             return
         framer = self._framer
+        anthropic = self._endpoint.kind is Api.ANTHROPIC
+        ended = self.whole or ends_stream(self.first, anthropic)
         try:
             while chunk := await conn.read_chunk():
                 events = framer.feed(chunk)
                 if events:
+                    ended = ended or ends_stream(events, anthropic)
                     yield events
             tail = framer.pending
             if tail.strip():
+                ended = ended or ends_stream(tail, anthropic)
                 yield tail + b"\n\n"
         except DeadlineError as exc:
             raise UpstreamMidStream(self._endpoint.id, f"no data for {self._endpoint.timeouts.first_byte:g}s") from exc
         except (ConnectionClosedError, ProtocolViolation, OSError) as exc:
             raise UpstreamMidStream(self._endpoint.id, f"stream broke: {exc}") from exc
+        except EventTooLarge as exc:
+            conn.abort()
+            raise UpstreamMidStream(self._endpoint.id, str(exc)) from exc
         finally:
             self.close()
+        if not ended:
+            raise UpstreamMidStream(self._endpoint.id, "the stream ended without its final event")
 
     def close(self) -> None:
         """Return the connection to its pool if the stream ended cleanly, else drop it."""
@@ -145,8 +160,9 @@ class UpstreamStream:
 class UpstreamPool:
     """One keep-alive pool per upstream origin, shared by every endpoint on it."""
 
-    def __init__(self, endpoints: Iterable[EndpointSpec]) -> None:
+    def __init__(self, endpoints: Iterable[EndpointSpec], limits: LimitsConfig | None = None) -> None:
         self._endpoints = tuple(endpoints)
+        self.limits = limits or LimitsConfig()
         self._pools: dict[Origin, HostPool] = {}
         self._targets: dict[str, _Target] = {}
 
@@ -226,7 +242,7 @@ class UpstreamPool:
             conn.set_deadline(deadline, "total")
             if conn.status >= 400:
                 await self._raise_status(ep, conn)
-            raw = await conn.read_body()
+            raw = await self._read_whole(ep, conn)
         except DeadlineError as exc:
             raise _timeout(ep, exc.phase) from exc
         except (ConnectionClosedError, ProtocolViolation) as exc:
@@ -241,6 +257,19 @@ class UpstreamPool:
             raise UpstreamProtocolError(ep.id, "answer is not a JSON object")
         return UpstreamReply(conn.status, raw, payload, (loop.time() - started) * 1000)
 
+    async def _read_whole(self, ep: EndpointSpec, conn: Connection) -> bytes:
+        """A whole answer body, refused (and the connection dropped) past `max_response_bytes`."""
+        limit = self.limits.max_response_bytes
+        declared = conn.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            conn.abort()
+            raise UpstreamProtocolError(ep.id, f"answer of {int(declared):,} bytes exceeds the {limit:,}-byte limit")
+        raw = await conn.read_body(limit + 1)
+        if len(raw) > limit:
+            conn.abort()
+            raise UpstreamProtocolError(ep.id, f"answer exceeds the {limit:,}-byte limit")
+        return raw
+
     async def open_stream(self, ep: EndpointSpec, body: bytes, extra_headers: Mapping[str, str]) -> UpstreamStream:
         """Start a streaming call and wait for its first complete event (the commit point)."""
         target = self._targets[ep.id]
@@ -248,29 +277,26 @@ class UpstreamPool:
         started = loop.time()
         head = target.chat_head + b"Accept: text/event-stream\r\n" + _headers_bytes(extra_headers)
         conn = await self._exchange(ep, head, body, started + min(ep.timeouts.first_byte, ep.timeouts.total))
-        framer = EventFramer()
+        framer = EventFramer(self.limits.max_event_bytes)
+        whole = "text/event-stream" not in conn.headers.get("content-type", "")
         try:
             if conn.status >= 400:
                 await self._raise_status(ep, conn)
-            first = b""
-            if "text/event-stream" not in conn.headers.get("content-type", ""):
-                first = await conn.read_body()  # a server that ignored `stream: true` sent one body
-            while not first:
-                chunk = await conn.read_chunk()
-                if not chunk:
-                    raise UpstreamProtocolError(ep.id, "stream ended before its first event")
-                first = framer.feed(chunk)
+            first = await self._read_whole(ep, conn) if whole else await _first_event(ep, conn, framer)
         except DeadlineError as exc:
             conn.abort()
             raise _timeout(ep, exc.phase) from exc
         except (ConnectionClosedError, ProtocolViolation) as exc:
             conn.abort()
             raise UpstreamProtocolError(ep.id, f"stream cut before its first event: {exc}") from exc
+        except EventTooLarge as exc:
+            conn.abort()
+            raise UpstreamProtocolError(ep.id, str(exc)) from exc
         except BaseException:
             target.pool.release(conn)
             raise
         conn.set_idle_limit(ep.timeouts.first_byte)
-        return UpstreamStream(ep, target.pool, conn, framer, first, (loop.time() - started) * 1000)
+        return UpstreamStream(ep, target.pool, conn, framer, first, (loop.time() - started) * 1000, whole=whole)
 
     async def probe(self, ep: EndpointSpec, limit_seconds: float) -> float:
         """GET {base_url}/models; returns latency in ms or raises an `UpstreamError`."""
@@ -289,6 +315,26 @@ class UpstreamPool:
         if conn.status >= 400:
             raise UpstreamStatusError(ep.id, conn.status, b"", None)
         return (time.perf_counter() - started) * 1000
+
+
+async def _first_event(ep: EndpointSpec, conn: Connection, framer: EventFramer) -> bytes:
+    """Read up to the first complete event that carries data (the commit point).
+
+    Comment-only events before it (keep-alives) are dropped. A first data event
+    that is not JSON fails the attempt, so it is retried elsewhere instead of
+    being relayed as a success."""
+    while True:
+        chunk = await conn.read_chunk()
+        if not chunk:
+            raise UpstreamProtocolError(ep.id, "stream ended before its first event")
+        events = framer.feed(chunk)
+        if not events or not has_data(events):
+            continue
+        problem = first_data_problem(events)
+        if problem is not None:
+            conn.abort()
+            raise UpstreamProtocolError(ep.id, f"stream rejected: {problem}")
+        return events
 
 
 def _timeout(ep: EndpointSpec, phase: str) -> UpstreamError:

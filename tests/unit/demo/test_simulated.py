@@ -460,7 +460,7 @@ def test_demo_fleet_config_parses_and_points_at_live_servers() -> None:
             fast = {ep.id: ep for ep in config.models["fast"]}
             assert (fast["sim-flaky"].priority, fast["sim-fast"].priority) == (2, 1)
             assert config.health.failure_threshold >= 3
-            assert config.routing.strategy == "rule"
+            assert config.routing.strategy == "learned"  # the demo shows the default routing
             assert fleet.upstreams["sim-flaky"].behaviour.mode is Mode.FLAKY
             async with aiohttp.ClientSession() as session:
                 for group, endpoints in config.models.items():

@@ -1,0 +1,165 @@
+"""Streams never pass off a cut as complete, the commit point is the first valid
+event, and upstream answers are bounded (issue: hardening), over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+
+import anthropic
+import openai
+import orjson
+import pytest
+import urllib3
+from tests.integration.raw_upstream import (
+    ANSWER,
+    CHUNK,
+    LAST_CHUNK,
+    SSE_HEAD_UNDELIMITED,
+    RawUpstream,
+    Script,
+    json_head,
+    sse_event,
+)
+from tests.support import endpoint, fleet_config
+
+HI = [{"role": "user", "content": "hi"}]
+HTTP = urllib3.PoolManager()
+
+
+@pytest.fixture
+def raw(loop_thread) -> Iterator[Callable[..., RawUpstream]]:
+    started: list[RawUpstream] = []
+
+    def make(*scripts: Script) -> RawUpstream:
+        upstream = RawUpstream(list(scripts))
+        loop_thread.run(upstream.start())
+        started.append(upstream)
+        return upstream
+
+    yield make
+    for upstream in started:
+        loop_thread.run(upstream.stop())
+
+
+def raw_endpoint(upstream: RawUpstream, name: str, **extra: object) -> dict[str, object]:
+    return {"name": name, "base_url": upstream.base_url, **extra}
+
+
+CUT_AFTER_FIRST = Script(SSE_HEAD_UNDELIMITED, [sse_event(CHUNK)])
+WHOLE_UNDELIMITED = Script(SSE_HEAD_UNDELIMITED, [sse_event(CHUNK), sse_event(LAST_CHUNK), sse_event(b"[DONE]")])
+
+
+def test_an_openai_stream_cut_after_its_first_event_ends_with_an_error_event(raw, gateway, sdk_clients):
+    upstream = raw(CUT_AFTER_FIRST)
+    gw = gateway(fleet_config({"fast": [raw_endpoint(upstream, "m")]}))
+    stream = sdk_clients.openai(gw).chat.completions.create(model="fast", messages=HI, stream=True)
+    seen: list[str] = []
+
+    def drain() -> None:
+        for chunk in stream:
+            seen.append(chunk.choices[0].delta.content or "")
+
+    with pytest.raises(openai.APIError, match="ended without its final event"):
+        drain()
+    assert seen == ["Hel"]  # what arrived before the cut was relayed, then the error
+
+
+def test_an_anthropic_client_never_gets_a_made_up_message_stop(raw, gateway, sdk_clients):
+    upstream = raw(CUT_AFTER_FIRST)
+    gw = gateway(fleet_config({"fast": [raw_endpoint(upstream, "m")]}))
+    body = {"model": "fast", "max_tokens": 50, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    response = HTTP.request(
+        "POST", f"{gw.url}/v1/messages", body=orjson.dumps(body), headers={"content-type": "application/json"}
+    )
+    events = [line[7:] for line in response.data.decode().splitlines() if line.startswith("event: ")]
+    assert events[0] == "message_start"
+    assert events[-1] == "error"
+    assert "message_stop" not in events
+    assert "message_delta" not in events  # no invented stop_reason
+    client = sdk_clients.anthropic(gw)
+    with pytest.raises(anthropic.APIStatusError, match="ended without its final event"):  # noqa: SIM117
+        with client.messages.stream(model="fast", max_tokens=50, messages=[{"role": "user", "content": "hi"}]) as s:
+            s.get_final_message()
+
+
+def test_a_stream_delimited_by_the_connection_that_ends_properly_is_a_success(raw, gateway, sdk_clients):
+    upstream = raw(WHOLE_UNDELIMITED)
+    gw = gateway(fleet_config({"fast": [raw_endpoint(upstream, "m")]}))
+    stream = sdk_clients.openai(gw).chat.completions.create(model="fast", messages=HI, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "Hello"
+
+
+def test_an_invalid_first_event_is_a_failed_attempt_retried_elsewhere(raw, upstreams, gateway, sdk_clients):
+    bad = raw(Script(SSE_HEAD_UNDELIMITED, [b"data: {not json\n\n", sse_event(LAST_CHUNK)]))
+    good = upstreams("good")
+    models = {"fast": [raw_endpoint(bad, "bad", id="bad", priority=2), endpoint(good, "good", id="good")]}
+    gw = gateway(fleet_config(models))
+    raw_response = sdk_clients.openai(gw).chat.completions.with_raw_response.create(
+        model="fast", messages=HI, stream=True
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in raw_response.parse() if c.choices)
+    assert raw_response.headers["X-Octoroute-Endpoint"] == "good"
+    assert raw_response.headers["X-Octoroute-Attempts"] == "2"
+    assert text
+    assert bad.served == 1
+
+
+def test_keep_alive_comments_before_the_first_event_do_not_commit(raw, gateway, sdk_clients):
+    upstream = raw(Script(SSE_HEAD_UNDELIMITED, [b": ping\n\n", sse_event(CHUNK), sse_event(LAST_CHUNK)]))
+    gw = gateway(fleet_config({"fast": [raw_endpoint(upstream, "m")]}))
+    stream = sdk_clients.openai(gw).chat.completions.create(model="fast", messages=HI, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "Hello"
+
+
+def test_an_answer_over_the_size_limit_fails_the_attempt(raw, upstreams, gateway, sdk_clients):
+    huge = b" " * 100_000 + ANSWER  # valid JSON, just too big
+    declared = raw(Script(json_head(len(huge)), [huge]))
+    undeclared = raw(Script(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n", [huge]))
+    limits = {"max_response_bytes": 65_536}
+    for upstream in (declared, undeclared):
+        alone = gateway(fleet_config({"fast": [raw_endpoint(upstream, "m")]}, limits=limits, retry={"max_attempts": 1}))
+        with pytest.raises(openai.APIStatusError) as caught:
+            sdk_clients.openai(alone).chat.completions.create(model="fast", messages=HI)
+        assert caught.value.status_code == 502
+        assert "65,536-byte limit" in caught.value.message
+    good = upstreams("good")
+    models = {"fast": [raw_endpoint(declared, "big", priority=2), endpoint(good, "good", id="good")]}
+    gw = gateway(fleet_config(models, limits=limits))
+    served = sdk_clients.openai(gw).chat.completions.with_raw_response.create(model="fast", messages=HI)
+    assert served.headers["X-Octoroute-Endpoint"] == "good"
+
+
+def test_an_event_that_never_ends_is_bounded_before_and_after_the_commit_point(
+    raw, upstreams, gateway, sdk_clients, loop_thread
+):
+    endless = b"data: " + b"x" * 50_000  # no end of event, then the connection closes
+    limits = {"max_event_bytes": 4096}
+    before = raw(Script(SSE_HEAD_UNDELIMITED, [endless]))
+    good = upstreams("good")
+    models = {"fast": [raw_endpoint(before, "endless", priority=2), endpoint(good, "good", id="good")]}
+    gw = gateway(fleet_config(models, limits=limits))
+    served = sdk_clients.openai(gw).chat.completions.with_raw_response.create(model="fast", messages=HI, stream=True)
+    assert served.headers["X-Octoroute-Endpoint"] == "good"
+    served.parse().close()
+    committed = asyncio.Event()
+    after = raw(Script(SSE_HEAD_UNDELIMITED, [sse_event(CHUNK), committed, endless]))
+    gw_after = gateway(fleet_config({"fast": [raw_endpoint(after, "m")]}, limits=limits))
+    stream = sdk_clients.openai(gw_after).chat.completions.create(model="fast", messages=HI, stream=True)
+    chunks = iter(stream)
+    assert next(chunks).choices[0].delta.content == "Hel"  # the client has the first event: committed
+    loop_thread.loop.call_soon_threadsafe(committed.set)
+    with pytest.raises(openai.APIError, match="exceeded 4,096 bytes"):
+        next(chunks)
+
+
+def test_limits_are_checked_by_config_validation(tmp_path):
+    from octoroute.config import parse_config
+    from octoroute.core.errors import ConfigError
+
+    base = {"models": {"fast": [{"name": "m", "base_url": "http://127.0.0.1:1/v1"}]}}
+    with pytest.raises(ConfigError) as caught:
+        parse_config({**base, "limits": {"max_event_bytes": 10, "max_response_bytes": "big"}}, {})
+    text = str(caught.value)
+    assert "limits.max_event_bytes" in text
+    assert "limits.max_response_bytes" in text
