@@ -370,6 +370,7 @@ class Gateway:
                 "request_id": request_id,
                 "tier": live.group,
                 "strategy": live.strategy.value,
+                "score": None if live.score is None else round(live.score, 4),
                 "shadow_strategy": shadow.strategy.value,
                 "shadow_tier": settled.group,
                 "shadow_score": None if score is None else round(score, 4),

@@ -232,6 +232,7 @@ def test_a_judge_candidate_asks_in_the_background_and_never_delays_the_answer(
         "request_id": raw.headers["x-request-id"],
         "tier": "fast",
         "strategy": "rule",
+        "score": 0.0,
         "shadow_strategy": "llm",
         "shadow_tier": "deep",
         "shadow_score": 1.0,
@@ -241,8 +242,8 @@ def test_a_judge_candidate_asks_in_the_background_and_never_delays_the_answer(
     assert (summary["agreement"], summary["pending"], summary["confusion"]["fast"]["deep"]) == (0.0, 0, 1)
     lines = [r.getMessage() for r in caplog.records if r.name == "octoroute.shadow"]
     assert lines == [
-        f"request_id={raw.headers['x-request-id']} tier=fast strategy=rule shadow_strategy=llm shadow_tier=deep "
-        "shadow_score=1.0 shadow_reason=llm_classified"
+        f"request_id={raw.headers['x-request-id']} tier=fast strategy=rule score=0.0 "
+        "shadow_strategy=llm shadow_tier=deep shadow_score=1.0 shadow_reason=llm_classified"
     ]
     asked = judge.chat_requests
     assert len(asked) == 1
