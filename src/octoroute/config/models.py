@@ -262,6 +262,7 @@ class LimitsConfig(_Frozen):
 
     max_response_bytes: int = Field(default=32 * MIB, ge=64 * 1024, le=1024 * MIB)  # one non-streamed answer
     max_event_bytes: int = Field(default=8 * MIB, ge=4 * 1024, le=256 * MIB)  # one SSE event of a stream
+    max_json_depth: int = Field(default=64, ge=8, le=200)  # nesting of a client's JSON body (orjson re-encodes < 255)
 
 
 class Config(_Frozen):

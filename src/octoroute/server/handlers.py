@@ -90,7 +90,7 @@ def attempts_of(exc: RoutingExhausted | UpstreamStatusError) -> int:
 async def read_json(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
     try:
-        return parse_json_object(raw)
+        return parse_json_object(raw, request.app[GATEWAY].config.limits.max_json_depth)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
 

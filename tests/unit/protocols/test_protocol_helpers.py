@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from octoroute.protocols.openai import check_chat_body, normalised_error, parse_json_object
@@ -84,3 +85,29 @@ def test_missing_required_completion_fields_are_filled_with_null():
     assert llama_style["choices"][0]["logprobs"] is None
     assert llama_style["choices"][0]["message"]["refusal"] is None
     assert fill_required_fields(llama_style) is False
+
+
+@pytest.mark.parametrize(
+    ("value", "limit", "deeper"),
+    [
+        ({}, 1, False),
+        ({"a": []}, 1, True),
+        ({"a": []}, 2, False),
+        ({"a": [{"b": [1, 2]}, "x"]}, 3, True),
+        ({"a": [{"b": [1, 2]}, "x"]}, 4, False),
+        ({"s": "[[[[[[[["}, 1, False),  # brackets inside strings are text
+    ],
+)
+def test_nesting_depth_counts_containers_only(value, limit, deeper):
+    from octoroute.protocols.openai import nests_deeper
+
+    assert nests_deeper(value, limit) is deeper
+
+
+def test_parse_refuses_deep_json_naming_the_limit():
+    deep = b'{"a":' + b"[" * 40 + b"]" * 40 + b"}"
+    with pytest.raises(ValueError, match="deeper than 16 levels, the limit"):
+        parse_json_object(deep, 16)
+    assert parse_json_object(deep, 41) == orjson.loads(deep)
+    with pytest.raises(ValueError, match="deeper than 16 levels"):
+        parse_json_object(b'{"a":' + b"[" * 3000 + b"]" * 3000 + b"}", 16)  # past orjson's own 1024
