@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Any
 
 import pytest
 from tests.support import make_features
 from tests.unit.routing.test_routing_scoring import FakeModel
 
 from octoroute.config.models import RoutingConfig, ShadowConfig
-from octoroute.core.types import Importance, RouteReason, Strategy, TaskType, Tier
-from octoroute.routing.router import JUDGE_MODEL_PLACEHOLDER
+from octoroute.core.types import Importance, JudgeFailure, RouteReason, Strategy, TaskType, Tier
+from octoroute.routing.router import JUDGE_MODEL_PLACEHOLDER, JudgeUnavailable
 from octoroute.routing.shadow import ShadowRouter, ShadowTasks
 
 CASUAL = make_features(10, TaskType.CASUAL_CHAT)  # rule 1 -> fast
@@ -25,15 +26,16 @@ def shadow(strategy: Strategy, *, allow_judge: bool = False, sample: float = 1.0
 
 
 class Judge:
-    """Answers every judge body with `reply`; records the bodies."""
+    """Records every judge body and fails it as unparseable, so the strategy's own
+    fallback decides (what a good answer does is tested over real HTTP in
+    tests/integration/test_shadow.py)."""
 
-    def __init__(self, reply: str) -> None:
-        self.reply = reply
+    def __init__(self) -> None:
         self.bodies: list[dict[str, object]] = []
 
-    async def __call__(self, body: dict[str, object]) -> str:
+    async def __call__(self, body: dict[str, object]) -> Any:
         self.bodies.append(body)
-        return self.reply
+        raise JudgeUnavailable(JudgeFailure.UNPARSEABLE, "no usable answer")
 
 
 def test_a_rule_candidate_decides_inline_without_a_model():
@@ -51,7 +53,7 @@ def test_a_rule_candidate_decides_inline_without_a_model():
 
 @pytest.mark.parametrize("strategy", [Strategy.LLM, Strategy.HYBRID])
 def test_a_judge_candidate_without_allow_judge_is_scored_offline_and_never_asks(strategy):
-    judge = Judge("DEEP")
+    judge = Judge()
     model = FakeModel({"a hard question": 0.6})  # + 0.25 for importance high
     candidate = shadow(strategy, judge=judge, model=model)
     assert not candidate.asks_judge
@@ -64,24 +66,24 @@ def test_a_judge_candidate_without_allow_judge_is_scored_offline_and_never_asks(
 
 
 def test_an_llm_candidate_with_allow_judge_asks_the_router_model():
-    judge = Judge("DEEP")
+    judge = Judge()
     candidate = shadow(Strategy.LLM, allow_judge=True, judge=judge)
     assert candidate.asks_judge
     assert candidate.inline(CASUAL, "hi") is None  # always the judge, even where a rule matches
     decision = asyncio.run(candidate.judged(CASUAL, "hi"))
-    assert (decision.group, decision.strategy, decision.reason) == ("deep", Strategy.LLM, RouteReason.LLM_CLASSIFIED)
+    assert (decision.group, decision.strategy, decision.reason) == ("fast", Strategy.LLM, RouteReason.LLM_FAILED_RULE)
     assert [b["model"] for b in judge.bodies] == [JUDGE_MODEL_PLACEHOLDER]
 
 
 def test_a_hybrid_candidate_with_allow_judge_asks_only_when_no_rule_matches():
-    judge = Judge("FAST")
+    judge = Judge()
     candidate = shadow(Strategy.HYBRID, allow_judge=True, judge=judge)
     matched = candidate.inline(CASUAL, "hi")
     assert matched is not None
     assert matched.reason is RouteReason.RULE_CASUAL_SHORT
     assert candidate.inline(NO_RULE, "q") is None
     decision = asyncio.run(candidate.judged(NO_RULE, "q"))
-    assert (decision.group, decision.reason) == ("fast", RouteReason.LLM_CLASSIFIED)
+    assert (decision.group, decision.reason) == ("balanced", RouteReason.LLM_FAILED_DEFAULT)
     assert len(judge.bodies) == 1
 
 
