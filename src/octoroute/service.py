@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,6 +25,7 @@ from octoroute.core.errors import (
     ErrorType,
     InvalidRequest,
     ModelNotFound,
+    OctorouteError,
     TimeoutPhase,
     UpstreamError,
     UpstreamStatusError,
@@ -51,14 +52,22 @@ from octoroute.fleet.capabilities import (
     selection_needs,
 )
 from octoroute.fleet.health import HealthBoard, Transition
-from octoroute.fleet.policy import Attempt, AttemptPlan
+from octoroute.fleet.policy import Attempt, AttemptPlan, most_likely_recovered
+from octoroute.fleet.rotation import (
+    Pressure,
+    Rotation,
+    cooldown_seconds,
+    loading_backoff,
+    pressure_of_error,
+    unserved_error,
+)
 from octoroute.fleet.selector import GroupSelector, build_selectors
 from octoroute.observe.metrics import Recorder
 from octoroute.observe.observer import Observer, RequestTrace
 from octoroute.observe.snapshot import EndpointInfo, SnapshotInputs, build_snapshot
 from octoroute.observe.tracing import SpanHandle
 from octoroute.protocols.filters import OutputFilter
-from octoroute.protocols.openai import check_chat_body, normalised_error, read_message_text
+from octoroute.protocols.openai import check_chat_body, read_message_text
 from octoroute.protocols.postprocess import PostProcess, declared_tools
 from octoroute.protocols.repair import call_id_factory
 from octoroute.protocols.translate_request_reverse import openai_to_anthropic_request
@@ -72,6 +81,7 @@ from octoroute.upstream.client import UpstreamPool, UpstreamReply, UpstreamStrea
 
 log = logging.getLogger("octoroute.health")
 shadow_log = logging.getLogger("octoroute.shadow")
+upstream_log = logging.getLogger("octoroute.upstream")
 CAPABLE_FIRST = 100_000  # added to the priority of capable endpoints: above any configured priority (±1000)
 LACKS = {
     MISSING_TOOLS: DegradationKind.ENDPOINT_LACKS_TOOLS.value,
@@ -107,6 +117,7 @@ class Outcome:
     stream: UpstreamStream | None = None
     degraded: tuple[str, ...] = ()  # what the serving endpoint lacks for this request (DegradationKind values)
     sent_at: float = 0.0  # perf_counter when the serving attempt was sent (a stream's duration counts from it)
+    fail_open: bool = False  # served by an endpoint tried although every one was marked unhealthy
 
     @property
     def reason_header(self) -> str:
@@ -181,11 +192,9 @@ def openai_payload(ep: EndpointSpec, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def describe_upstream_error(error: UpstreamError) -> str:
-    """The error as an operator wants to read it: for an error status, with the
-    upstream's own message (from an OpenAI- or Anthropic-shaped body, or its text)."""
-    if not isinstance(error, UpstreamStatusError) or not error.body:
-        return error.message
-    return f"{error.message}: {normalised_error(error.body, error.status)['message']}"
+    """The error as an operator wants to read it: for an error status, `HTTP <status>:`
+    and the upstream's own message (extracted and redacted by the upstream client)."""
+    return error.message
 
 
 def features_of(call: ChatCall) -> Features:
@@ -249,6 +258,7 @@ class Gateway:
         self.clock = clock
         self.rng = rng or random.Random()
         self.board = HealthBoard(topology, config.health.failure_threshold)
+        self.rotation = Rotation()  # cooldowns (429) and refused credentials (401/403)
         self.selectors = build_selectors(topology)
         self.default_tier = default_tier(config)
         self.router = Router.from_config(config.routing, self._judge, default_tier=self.default_tier, model=score_model)
@@ -419,11 +429,14 @@ class Gateway:
                 [pinned], {ep.group: GroupSelector((ep,))}, lambda _id: True, self.config.retry, self.rng
             )
         chain = [self.topology.groups[g] for g in self.topology.fallback_chain(decision.group)]
-        return AttemptPlan(chain, self._selectors_for(needs), self.is_available, self.config.retry, self.rng)
+        fail_open = self._fail_open_pick if self.config.health.fail_open else None
+        return AttemptPlan(chain, self._selectors_for(needs), self.is_available, self.config.retry, self.rng, fail_open)
 
     def is_available(self, endpoint_id: str) -> bool:
-        """Healthy, or (without active probes) unhealthy for longer than the check
-        interval: then one request may try it, as the probe would have."""
+        """In rotation and healthy, or (without active probes) unhealthy or refused for
+        longer than the check interval: then one request may try it, as the probe would have."""
+        if self.rotation.engaged and not self._in_rotation(endpoint_id):  # no clock read in the common case
+            return False
         health = self.board.get(endpoint_id)
         if health.healthy:
             return True
@@ -431,10 +444,72 @@ class Gateway:
             return False
         return self.clock() - health.last_check_at >= self.config.health.check_interval_seconds
 
-    def _record(self, ep: EndpointSpec, error: UpstreamError | None, latency_ms: float = 0.0) -> None:
+    def _in_rotation(self, endpoint_id: str) -> bool:
+        """Not cooling down, and not refused except for its one re-test per check interval."""
+        now = self.clock()
+        if self.rotation.refused_since(endpoint_id) is not None:
+            return self.rotation.retest_due(endpoint_id, now, self.config.health.check_interval_seconds)
+        return self.rotation.cooldown_left(endpoint_id, now) == 0.0
+
+    def _fail_open_pick(self, endpoints: Sequence[EndpointSpec]) -> EndpointSpec | None:
+        """Nothing is usable: the endpoint most likely to have recovered, among those that are
+        only unhealthy (not cooling down, not refusing our credentials)."""
+        now = self.clock()
+        candidates = [ep for ep in endpoints if self.rotation.in_rotation(ep.id, now)]
+        return most_likely_recovered(candidates, lambda ep_id: self.board.get(ep_id).last_check_at)
+
+    def _exhausted(self, plan: AttemptPlan, decision: RoutingDecision) -> OctorouteError:
+        """The error for a request no attempt served (`fleet.rotation.unserved_error`)."""
+        if decision.endpoint_id is not None:
+            ids = [decision.endpoint_id]
+        else:
+            chain = self.topology.fallback_chain(decision.group)
+            ids = [ep.id for g in chain for ep in self.topology.groups[g].endpoints]
+        return unserved_error(plan, self.rotation, ids, self.clock(), self.config.health.check_interval_seconds)
+
+    def _note_status(self, ep: EndpointSpec, error: UpstreamStatusError, now: float) -> bool:
+        """Back-pressure (429, busy, loading) and refused credentials (401/403) say nothing
+        about the server's health: they change its rotation instead. True when handled."""
+        if error.status in (401, 403):
+            if self.rotation.refuse(ep.id, now, error.message):
+                where = (
+                    f"check that ${ep.api_key_env} holds the key this server expects"
+                    if ep.api_key_env
+                    else "it has no api_key_env: set one naming the variable that holds its key"
+                )
+                log.warning(
+                    "endpoint %s refused octoroute's credentials (%s); out of rotation until a request "
+                    "succeeds (one is let through every check_interval_seconds); %s",
+                    ep.id,
+                    error.message,
+                    where,
+                )
+                self.metrics.credentials_refused(ep.id, True)
+            return True
+        pressure = pressure_of_error(error)
+        if pressure is Pressure.RATE_LIMITED or pressure is Pressure.BUSY:
+            wall = time.time()
+            seconds = cooldown_seconds(error.retry_after, wall, self.config.health.rate_limit_cooldown_seconds)
+            until = self.rotation.cool_down(ep.id, now, seconds)
+            log.info("endpoint %s asked to back off (%s); out of rotation for %.1fs", ep.id, error.message, seconds)
+            self.metrics.cooldown(ep.id, pressure.value, wall + (until - now))
+            return True
+        return pressure is Pressure.LOADING
+
+    def _record(
+        self, ep: EndpointSpec, error: UpstreamError | None, latency_ms: float = 0.0, *, probe: bool = False
+    ) -> None:
+        """Feed an outcome to health and rotation. A successful `probe` proves the server is up,
+        not that it takes our key (llama.cpp answers `/v1/models` to anyone)."""
         now = self.clock()
         if error is not None:
             self.observer.upstream_error(ep.id, error.error_type, describe_upstream_error(error))
+            if isinstance(error, UpstreamStatusError) and self._note_status(ep, error, now):
+                self.board.get(ep.id).note_error(describe_upstream_error(error))
+                return
+        elif not probe and self.rotation.restore(ep.id):
+            log.info("endpoint %s accepted octoroute's credentials again; back in rotation", ep.id)
+            self.metrics.credentials_refused(ep.id, False)
         if error is None or (isinstance(error, UpstreamStatusError) and not error.retryable):
             # A 4xx is the request's fault: the endpoint answered, so it is alive.
             transition = self.board.record_success(ep.id, now, latency_ms)
@@ -471,18 +546,14 @@ class Gateway:
             if attempt.group != group:
                 self.observer.fallback(call.request_id, group, attempt.group)
                 group = attempt.group
+            if attempt.fail_open:
+                self._note_fail_open(call, attempt)
             span = self._attempt_started(attempt, trace)
             body, dropped = body_for(call, ep, asks_usage_for(call, self.topology.groups[ep.group]))
             sent_at = time.perf_counter()
             try:
-                if call.stream:
-                    stream = await self.pool.open_stream(ep, body, extra_headers)
-                    reply = None
-                    latency = stream.first_byte_ms
-                else:
-                    reply = await self.pool.complete(ep, body, extra_headers)
-                    stream = None
-                    latency = reply.latency_ms
+                reply, stream = await self._call_upstream(call, ep, body, extra_headers)
+                latency = stream.first_byte_ms if stream is not None else reply.latency_ms if reply else 0.0
             except UpstreamError as error:
                 error.attempt = attempt.number
                 self._attempt_failed(ep, error, sent_at, span)
@@ -506,10 +577,46 @@ class Gateway:
                 stream=stream,
                 degraded=(*dropped, *self._lacking(needs, ep)),
                 sent_at=sent_at,
+                fail_open=attempt.fail_open,
             )
-        if plan.final_error is not None:
-            raise plan.final_error
-        raise plan.exhausted_error()
+        raise self._exhausted(plan, decision)
+
+    async def _call_upstream(
+        self, call: ChatCall, ep: EndpointSpec, body: bytes, extra_headers: Mapping[str, str]
+    ) -> tuple[UpstreamReply | None, UpstreamStream | None]:
+        """One attempt up to its commit point. A server answering 503 while it loads its
+        model is asked again with backoff (`[health] loading_retry_seconds`) until the
+        endpoint's `total` timeout would pass; then its 503 is the attempt's error."""
+        deadline = self.clock() + ep.timeouts.total
+        waits = 0
+        while True:
+            try:
+                if call.stream:
+                    return None, await self.pool.open_stream(ep, body, extra_headers)
+                return await self.pool.complete(ep, body, extra_headers), None
+            except UpstreamStatusError as error:
+                if pressure_of_error(error) is not Pressure.LOADING:
+                    raise
+                pause = loading_backoff(waits, self.config.health.loading_retry_seconds)
+                if self.clock() + pause > deadline:
+                    raise
+                waits += 1
+                self.metrics.loading_wait(ep.id)
+                log.info("endpoint %s is loading its model (%s); asking again in %.2fs", ep.id, error.message, pause)
+                await asyncio.sleep(pause)
+
+    def _note_fail_open(self, call: ChatCall, attempt: Attempt) -> None:
+        ep = attempt.endpoint
+        failed = self.board.get(ep.id).last_check_at
+        ago = "never checked" if failed is None else f"last failed {self.clock() - failed:.1f}s ago"
+        log.warning(
+            "fail-open: no endpoint for '%s' is healthy; request %s tries %s (%s)",
+            attempt.group,
+            call.request_id,
+            ep.id,
+            ago,
+        )
+        self.metrics.fail_open(attempt.group)
 
     def _attempt_started(self, attempt: Attempt, trace: RequestTrace | None) -> SpanHandle | None:
         """Count the attempt (and the retry it is, after the first); its span, when tracing."""
@@ -525,6 +632,10 @@ class Gateway:
         return tracing.attempt(trace.span, attempt.endpoint.id, attempt.group, attempt.number)
 
     def _attempt_failed(self, ep: EndpointSpec, error: UpstreamError, sent_at: float, span: SpanHandle | None) -> None:
+        # What the upstream said (redacted, bounded), once per failed attempt; a 4xx that is the
+        # request's fault is routine, anything else deserves attention.
+        level = logging.INFO if error.error_type is ErrorType.HTTP_4XX else logging.WARNING
+        upstream_log.log(level, "attempt %d at %s failed: %s", error.attempt, ep.id, describe_upstream_error(error))
         self.metrics.attempt_finished(ep.id, error.error_type, time.perf_counter() - sent_at)
         if span is not None:
             span.set("octoroute.outcome", error.error_type.value)
@@ -595,6 +706,7 @@ class Gateway:
                 plan.record(UpstreamTimeout(ep.id, TimeoutPhase.TOTAL, routing.llm_timeout_seconds))
                 continue
             except UpstreamError as error:
+                error.attempt = attempt.number
                 self._attempt_failed(ep, error, sent_at, None)
                 failures.append(
                     JudgeFailure.TIMEOUT if isinstance(error, UpstreamTimeout) else JudgeFailure.UNAVAILABLE
@@ -624,9 +736,12 @@ class Gateway:
             try:
                 latency = await self.pool.probe(ep, timeout)
             except UpstreamError as error:
-                self._record(ep, error)
+                self._record(ep, error, probe=True)
             else:
-                self._record(ep, None, latency)
+                self._record(ep, None, latency, probe=True)
+                refusal = self.rotation.refusal(ep.id)
+                if refusal is not None:  # still refused: keep saying why
+                    self.board.get(ep.id).note_error(refusal)
 
         await asyncio.gather(*(one(ep) for ep in self.topology.endpoints.values()))
 

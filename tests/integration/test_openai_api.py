@@ -322,7 +322,11 @@ def test_unhealthy_endpoints_are_skipped_then_503(upstreams, gateway):
     sim = upstreams("x")
     sim.behaviour.mode = Mode.ERROR_500
     gw = gateway(
-        fleet_config({"fast": [endpoint(sim, "m", id="x")]}, health={"failure_threshold": 2}, retry={"max_attempts": 1})
+        fleet_config(
+            {"fast": [endpoint(sim, "m", id="x")]},
+            health={"failure_threshold": 2, "fail_open": False, "check_interval_seconds": 7.5},
+            retry={"max_attempts": 1},
+        )
     )
     url = f"{gw.base_url}/chat/completions"
     body = orjson.dumps({"model": "fast", "messages": HELLO})
@@ -330,6 +334,7 @@ def test_unhealthy_endpoints_are_skipped_then_503(upstreams, gateway):
     response = raw_post(url, body)
     assert response.status == 503
     assert _error(response)["code"] == "no_healthy_endpoint"
+    assert response.headers["Retry-After"] == "8"  # the check interval, rounded up
     assert sim.count == 2
     assert HTTP.request("GET", f"{gw.url}/ready").status == 503
 

@@ -167,6 +167,13 @@ class HealthConfig(_Frozen):
     check_interval_seconds: Seconds = 10.0
     check_timeout_seconds: Seconds = 2.0
     active: bool = True
+    # An upstream 429 without a usable Retry-After keeps its endpoint out of rotation this long.
+    rate_limit_cooldown_seconds: Seconds = 5.0
+    # A server answering 503 "Loading model" is asked again after this, doubling (at most 8x),
+    # within the attempt's `total` timeout.
+    loading_retry_seconds: Seconds = 1.0
+    # When every endpoint of a request's groups is unhealthy, try the likeliest to have recovered.
+    fail_open: bool = True
 
 
 class RetryConfig(_Frozen):

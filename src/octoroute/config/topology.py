@@ -49,6 +49,7 @@ class EndpointSpec:
     api_key: str | None
     timeouts: ResolvedTimeouts
     kind: Api = Api.OPENAI
+    api_key_env: str | None = None  # where `api_key` came from, for messages about refused credentials
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,6 +312,7 @@ def build_topology(config: Config, env: Mapping[str, str]) -> Topology:
             api_key=env.get(ep.api_key_env) if ep.api_key_env else None,
             timeouts=_resolve_timeouts(config, group, ep),
             kind=ep.kind,
+            api_key_env=ep.api_key_env,
         )
         endpoints[ep_id] = spec
         by_group[group].append(spec)

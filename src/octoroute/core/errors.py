@@ -12,11 +12,12 @@
     ├── UpstreamError               one attempt at one endpoint failed
     │   ├── UpstreamConnectError    refused / reset / DNS: retryable
     │   ├── UpstreamTimeout         connect, first-byte or total timeout: retryable
-    │   ├── UpstreamStatusError     the upstream answered 4xx/5xx; 429 and 5xx retryable
+    │   ├── UpstreamStatusError     the upstream answered 4xx/5xx; 401/403, 429 and 5xx retryable
     │   ├── UpstreamProtocolError   unreadable answer (bad JSON, cut body): retryable
     │   └── UpstreamMidStream       a committed stream broke: never retried
     └── RoutingExhausted            no attempt succeeded
         ├── AllEndpointsFailed      502 (504 when every attempt timed out); keeps every attempt
+        ├── EndpointsCoolingDown    429: every candidate is in an upstream rate-limit cooldown
         └── NoHealthyEndpoint       503: nothing could even be tried
 
 Third-party exceptions (aiohttp, orjson, pydantic) are mapped into this tree
@@ -38,6 +39,7 @@ class ErrorType(enum.StrEnum):
     CONNECT = "connect"
     TIMEOUT = "timeout"
     HTTP_4XX = "http_4xx"
+    HTTP_AUTH = "http_auth"  # 401/403: the endpoint's credentials are wrong, not the request
     HTTP_429 = "http_429"
     HTTP_5XX = "http_5xx"
     PROTOCOL = "protocol"
@@ -142,7 +144,13 @@ class UpstreamTimeout(UpstreamError):
 
 
 class UpstreamStatusError(UpstreamError):
-    """The upstream answered with an error status; `body` is kept to pass 4xx through."""
+    """The upstream answered with an error status; `body` is kept to pass 4xx through.
+
+    `detail` is the upstream's own message, already redacted and bounded (the
+    upstream client extracts it); `message` is `HTTP <status>: <detail>`. A 401 or
+    403 is retryable: the endpoint's credentials are wrong, so another endpoint
+    may serve the same request.
+    """
 
     def __init__(
         self,
@@ -151,19 +159,29 @@ class UpstreamStatusError(UpstreamError):
         body: bytes,
         content_type: str | None,
         retry_after: str | None = None,
+        detail: str | None = None,
     ) -> None:
-        super().__init__(endpoint_id, f"HTTP {status}")
+        super().__init__(endpoint_id, f"HTTP {status}: {detail}" if detail else f"HTTP {status}")
         self.status = status
         self.body = body
         self.content_type = content_type
         self.retry_after = retry_after
-        self.retryable = status == 429 or status >= 500
+        self.detail = detail
+        self.retryable = status in (401, 403, 429) or status >= 500
         if status == 429:
             self.error_type = ErrorType.HTTP_429
+        elif status in (401, 403):
+            self.error_type = ErrorType.HTTP_AUTH
         elif status >= 500:
             self.error_type = ErrorType.HTTP_5XX
         else:
             self.error_type = ErrorType.HTTP_4XX
+
+    @property
+    def client_message(self) -> str:
+        """What a client is told: `upstream <endpoint> answered <status>: <their message>`."""
+        said = f": {self.detail}" if self.detail else ""
+        return f"upstream {self.endpoint_id} answered {self.status}{said}"
 
 
 class UpstreamProtocolError(UpstreamError):
@@ -180,6 +198,7 @@ class UpstreamMidStream(UpstreamError):
 class RoutingExhausted(OctorouteError):
     status = 502
     code = "upstream_failed"
+    retry_after: int | None = None  # whole seconds for the Retry-After header, when known
 
 
 class AllEndpointsFailed(RoutingExhausted):
@@ -195,10 +214,25 @@ class AllEndpointsFailed(RoutingExhausted):
             self.code = "upstream_timeout"
 
 
+class EndpointsCoolingDown(RoutingExhausted):
+    """Every endpoint that could serve is cooling down after its upstream answered 429."""
+
+    status = 429
+    code = "upstream_rate_limited"
+
+    def __init__(self, group: str, retry_after: int, attempts: Sequence[UpstreamError] = ()) -> None:
+        self.group = group
+        self.retry_after = retry_after
+        self.attempts = tuple(attempts)
+        super().__init__(f"every endpoint for '{group}' is rate limited by its upstream; retry after {retry_after}s")
+
+
 class NoHealthyEndpoint(RoutingExhausted):
     status = 503
     code = "no_healthy_endpoint"
 
-    def __init__(self, group: str) -> None:
+    def __init__(self, group: str, retry_after: int | None = None, reason: str = "") -> None:
         self.group = group
-        super().__init__(f"no healthy endpoint is available for '{group}'; try again shortly")
+        self.retry_after = retry_after
+        detail = f" ({reason})" if reason else ""
+        super().__init__(f"no healthy endpoint is available for '{group}'{detail}; try again shortly")

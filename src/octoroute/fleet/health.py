@@ -88,6 +88,11 @@ class EndpointHealth:
             return Transition.BECAME_UNHEALTHY
         return None
 
+    def note_error(self, error: str) -> None:
+        """An answer that says something went wrong without counting as a failure (a 429,
+        refused credentials): shown as `last_error` until the next success."""
+        self.last_error = _short(error)
+
     def __repr__(self) -> str:
         state = "healthy" if self.healthy else "unhealthy"
         return f"<EndpointHealth {state} consecutive_failures={self.consecutive_failures}>"

@@ -21,11 +21,15 @@ Rules:
   this request (priority, then weight). When the group has none left the plan
   moves to the next group of the chain (the requested group, then its
   fallbacks) and never comes back. Tried endpoints stay excluded everywhere.
-- Only healthy endpoints are tried, never unhealthy ones "as a last resort": if
-  nothing in the whole chain is healthy at the first call, `next_attempt()`
-  returns None, `nothing_tried` is True and `exhausted_error()` is
-  `NoHealthyEndpoint` (503). A 503 the client can retry beats piling requests
-  onto servers the health checker has just marked down; probes bring them back.
+- Only healthy endpoints are tried in the normal course. If nothing in the whole
+  chain is usable at the first call, the plan may *fail open*: given a
+  `fail_open` function, it asks it for the one endpoint most likely to have
+  recovered (`most_likely_recovered`: the oldest last failure) and makes that
+  one attempt, marked `Attempt.fail_open`; otherwise (or when it names none)
+  `next_attempt()` returns None, `nothing_tried` is True and `exhausted_error()`
+  is `NoHealthyEndpoint` (503). One attempt, not a retry storm: a request
+  still gets its answer when every endpoint was marked down by a blip, without
+  piling requests onto servers that are really down.
 - A non-retryable error (an upstream 4xx other than 429, or a failure after the
   commit point) stops the plan: `final_error` holds it and the service passes
   it through. Retryable errors are kept in order in `errors`.
@@ -37,7 +41,7 @@ Rules:
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from octoroute.config.models import RetryConfig
@@ -61,6 +65,25 @@ class Attempt:
     number: int  # 1-based within the request
     backoff_seconds: float
     is_fallback: bool  # group is not the requested group
+    fail_open: bool = False  # every endpoint was unusable; this one is tried as the likeliest to have recovered
+
+
+FailOpenFn = Callable[[Sequence[EndpointSpec]], EndpointSpec | None]
+
+
+def most_likely_recovered(
+    endpoints: Sequence[EndpointSpec], failed_at: Callable[[str], float | None]
+) -> EndpointSpec | None:
+    """The endpoint whose last failure is oldest (never failed counts as oldest; config
+    order breaks ties), or None for no endpoints. `failed_at` gives monotonic seconds."""
+    best: EndpointSpec | None = None
+    best_at = 0.0
+    for ep in endpoints:
+        at = failed_at(ep.id)
+        at = float("-inf") if at is None else at
+        if best is None or at < best_at:
+            best, best_at = ep, at
+    return best
 
 
 def backoff_seconds(number: int, retry: RetryConfig, rng: random.Random) -> float:
@@ -79,6 +102,7 @@ class AttemptPlan:
     __slots__ = (
         "_chain",
         "_errors",
+        "_fail_open",
         "_final_error",
         "_group_index",
         "_healthy",
@@ -98,6 +122,7 @@ class AttemptPlan:
         healthy: HealthyFn,
         retry: RetryConfig,
         rng: random.Random,
+        fail_open: FailOpenFn | None = None,
     ) -> None:
         if not chain:
             raise ValueError("chain must name at least the requested group")
@@ -113,6 +138,7 @@ class AttemptPlan:
         self._pending: Attempt | None = None
         self._last_group: str | None = None
         self._succeeded = False
+        self._fail_open = fail_open
 
     @property
     def requested_group(self) -> str:
@@ -160,9 +186,19 @@ class AttemptPlan:
             if endpoint is not None:
                 return self._start(endpoint, self._chain[self._group_index].name)
             self._group_index += 1
+        if self._fail_open is not None and not self._tried:
+            return self._start_fail_open(self._fail_open)
         return None
 
-    def _start(self, endpoint: EndpointSpec, group: str) -> Attempt:
+    def _start_fail_open(self, fail_open: FailOpenFn) -> Attempt | None:
+        self._fail_open = None  # once per request
+        endpoint = fail_open([ep for group in self._chain for ep in group.endpoints])
+        if endpoint is None:
+            return None
+        group = next(g.name for g in self._chain if endpoint in g.endpoints)
+        return self._start(endpoint, group, fail_open=True)
+
+    def _start(self, endpoint: EndpointSpec, group: str, *, fail_open: bool = False) -> Attempt:
         number = len(self._tried) + 1
         attempt = Attempt(
             endpoint=endpoint,
@@ -170,6 +206,7 @@ class AttemptPlan:
             number=number,
             backoff_seconds=backoff_seconds(number, self._retry, self._rng),
             is_fallback=group != self.requested_group,
+            fail_open=fail_open,
         )
         self._tried.add(endpoint.id)
         self._last_group = group

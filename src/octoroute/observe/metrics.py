@@ -117,6 +117,19 @@ class Recorder:
     def shadow_dropped(self, strategy: Strategy) -> None:
         """A judge shadow decision was not started: too many were already pending."""
 
+    def cooldown(self, endpoint: str, reason: str, until: float) -> None:
+        """The upstream asked to back off (`reason`, a `fleet.rotation.Pressure` value): the
+        endpoint is out of rotation until `until` (unix seconds)."""
+
+    def loading_wait(self, endpoint: str) -> None:
+        """The upstream is loading its model; the attempt waits and asks again."""
+
+    def credentials_refused(self, endpoint: str, refused: bool) -> None:
+        """The endpoint refused our credentials (401/403) and left rotation, or came back."""
+
+    def fail_open(self, group: str) -> None:
+        """Every endpoint was unusable; one was tried anyway (fail-open)."""
+
     def exposition(self) -> bytes:
         return b""
 
@@ -285,6 +298,43 @@ class PrometheusRecorder(Recorder):
         self._c_shadow = _Children(self._shadow_decisions)
         self._c_shadow_dropped = _Children(self._shadow_dropped)
         self._c_shadow_pending = _Children(self._shadow_pending)
+        self._cooldowns = Counter(
+            "octoroute_upstream_cooldowns",
+            "Times an upstream asked to back off (429, or 503 busy), by endpoint and reason.",
+            ["endpoint", "reason"],
+            registry=registry,
+        )
+        self._cooldown_until = Gauge(
+            "octoroute_endpoint_cooldown_until_seconds",
+            "Unix time when the endpoint's latest cooldown ends; it is cooling down while this is above time().",
+            ["endpoint"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self._loading_waits = Counter(
+            "octoroute_upstream_loading_waits",
+            "Times an attempt waited for an upstream answering 503 while loading its model.",
+            ["endpoint"],
+            registry=registry,
+        )
+        self._refused = Gauge(
+            "octoroute_endpoint_credentials_refused",
+            "1 while the endpoint is out of rotation because it answered 401/403 to our credentials.",
+            ["endpoint"],
+            registry=registry,
+            multiprocess_mode="livemostrecent",
+        )
+        self._fail_open = Counter(
+            "octoroute_fail_open_attempts",
+            "Attempts made although every endpoint of the request's groups was unhealthy, by group.",
+            ["group"],
+            registry=registry,
+        )
+        self._c_cooldowns = _Children(self._cooldowns)
+        self._c_cooldown_until = _Children(self._cooldown_until)
+        self._c_loading_waits = _Children(self._loading_waits)
+        self._c_refused = _Children(self._refused)
+        self._c_fail_open = _Children(self._fail_open)
         self._c_requests = _Children(self._requests)
         self._c_routing = _Children(self._routing)
         self._c_invocations = _Children(self._invocations)
@@ -307,7 +357,11 @@ class PrometheusRecorder(Recorder):
             self._c_routing.ensure(strategy.value)
         for group in groups:
             self._c_invocations.ensure(group)
+            self._c_fail_open.ensure(group)
         for ep in endpoints:
+            self._c_cooldown_until.ensure(ep)
+            self._c_refused.ensure(ep)
+            self._c_loading_waits.ensure(ep)
             self._c_healthy.ensure(ep).set(1)
             self._c_mid_stream.ensure(ep)
             for direction in ("input", "output"):
@@ -383,6 +437,19 @@ class PrometheusRecorder(Recorder):
 
     def shadow_dropped(self, strategy: Strategy) -> None:
         self._c_shadow_dropped[strategy.value,].inc()
+
+    def cooldown(self, endpoint: str, reason: str, until: float) -> None:
+        self._c_cooldowns[endpoint, reason].inc()
+        self._c_cooldown_until[endpoint,].set(until)
+
+    def loading_wait(self, endpoint: str) -> None:
+        self._c_loading_waits[endpoint,].inc()
+
+    def credentials_refused(self, endpoint: str, refused: bool) -> None:
+        self._c_refused[endpoint,].set(1 if refused else 0)
+
+    def fail_open(self, group: str) -> None:
+        self._c_fail_open[group,].inc()
 
     def _source(self) -> CollectorRegistry:
         if self.multiprocess_dir is None:

@@ -112,6 +112,8 @@ def build_snapshot(inputs: SnapshotInputs) -> dict[str, object]:
     mid_stream = _sum_by(samples["octoroute_mid_stream_failures_total"], "endpoint")
     tokens = _sum_by(samples["octoroute_tokens_total"], "endpoint", "direction")
     healthy = {labels["endpoint"]: value for labels, value in samples["octoroute_endpoint_healthy"]}
+    cool_until = {labels["endpoint"]: value for labels, value in samples["octoroute_endpoint_cooldown_until_seconds"]}
+    refused = {labels["endpoint"]: value for labels, value in samples["octoroute_endpoint_credentials_refused"]}
     last_error: dict[str, dict[str, object]] = {}
     for record in errors:  # newest first: keep the first seen per endpoint
         endpoint = str(record.get("endpoint"))
@@ -129,6 +131,8 @@ def build_snapshot(inputs: SnapshotInputs) -> dict[str, object]:
                 "kind": ep.kind,
                 "base_url": ep.base_url,
                 "healthy": healthy.get(ep.id, 1.0) >= 1.0,
+                "cooldown_seconds": round(max(0.0, cool_until.get(ep.id, 0.0) - inputs.now), 3),
+                "credentials_refused": refused.get(ep.id, 0.0) >= 1.0,
                 "attempts": sum(outcomes.values()),
                 "outcomes": outcomes,
                 "errors": sum(n for o, n in outcomes.items() if o != OK),

@@ -179,8 +179,11 @@ def check_chat_body(body: Mapping[str, object]) -> tuple[str, str] | None:
 def normalised_error(raw: bytes, status: int) -> dict[str, object]:
     """The `error` object of an upstream's error body, with all four keys.
 
-    Servers differ (llama.cpp sends an integer `code`, some send plain text);
-    the message and any extra fields are kept, the shape is made standard.
+    Servers differ: OpenAI, llama.cpp (an integer `code`) and newer vLLM send
+    `{"error": {...}}`; Anthropic `{"type": "error", "error": {"type", "message"}}`;
+    Ollama `{"error": "text"}`; older vLLM `{"object": "error", "message": ...}`;
+    some send plain text. The message and any extra fields are kept, the shape
+    is made standard.
     """
     try:
         value = orjson.loads(raw) if raw else None
@@ -189,6 +192,8 @@ def normalised_error(raw: bytes, status: int) -> dict[str, object]:
     inner = value.get("error") if isinstance(value, dict) else None
     if isinstance(inner, str):
         inner = {"message": inner}
+    elif inner is None and isinstance(value, dict) and isinstance(value.get("message"), str):
+        inner = {k: v for k, v in value.items() if k != "object"}
     if not isinstance(inner, dict):
         text = raw.decode("utf-8", "replace").strip()[:2000] or f"upstream answered HTTP {status}"
         inner = {"message": text}

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from octoroute.core.errors import (
     AllEndpointsFailed,
+    EndpointsCoolingDown,
     InvalidRequest,
     NotFound,
     RoutingExhausted,
@@ -58,6 +59,8 @@ def decision_headers(decision: RoutingDecision, outcome: Outcome) -> dict[str, s
         headers["X-Octoroute-Score"] = score_header(decision.score)
     if outcome.degraded:
         headers["X-Octoroute-Degraded"] = ",".join(outcome.degraded)
+    if outcome.fail_open:
+        headers["X-Octoroute-Fail-Open"] = "true"
     return headers
 
 
@@ -82,7 +85,7 @@ def score_header(score: float) -> str:
 
 
 def attempts_of(exc: RoutingExhausted | UpstreamStatusError) -> int:
-    if isinstance(exc, AllEndpointsFailed):
+    if isinstance(exc, AllEndpointsFailed | EndpointsCoolingDown):
         return len(exc.attempts)
     return exc.attempt if isinstance(exc, UpstreamStatusError) else 0
 
@@ -429,6 +432,7 @@ async def ready(request: web.Request) -> web.Response:
 
 async def endpoints(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
+    now = gw.clock()
     rows = [
         {
             "id": s.id,
@@ -440,7 +444,9 @@ async def endpoints(request: web.Request) -> web.Response:
             "last_check_age_seconds": s.last_check_age_seconds,
             "last_latency_ms": s.last_latency_ms,
             "last_error": s.last_error,
+            "cooldown_seconds": round(gw.rotation.cooldown_left(s.id, now), 3),
+            "credentials_refused": gw.rotation.refused_since(s.id) is not None,
         }
-        for s in gw.board.snapshot(gw.clock())
+        for s in gw.board.snapshot(now)
     ]
     return web.json_response({"endpoints": rows}, dumps=_dumps)

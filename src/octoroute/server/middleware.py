@@ -62,11 +62,15 @@ def describe_error(exc: BaseException) -> ErrorInfo:
     if isinstance(exc, ClientError):
         return ErrorInfo(exc.status, exc.message, exc.code, exc.param)
     if isinstance(exc, UpstreamStatusError):
+        # The upstream's own words (already redacted by the upstream client), saying who said them;
+        # its type, code and param are kept so SDKs and agents can still act on them.
         error = normalised_error(exc.body, exc.status)
+        error["message"] = exc.client_message
         body = orjson.dumps({"error": error})
-        return ErrorInfo(exc.status, str(error["message"]), retry_after=exc.retry_after, upstream_body=body)
+        return ErrorInfo(exc.status, exc.client_message, retry_after=exc.retry_after, upstream_body=body)
     if isinstance(exc, RoutingExhausted):
-        return ErrorInfo(exc.status, str(exc), exc.code)
+        retry_after = None if exc.retry_after is None else str(exc.retry_after)
+        return ErrorInfo(exc.status, str(exc), exc.code, retry_after=retry_after)
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return ErrorInfo(413, "request body is too large; the limit is server.max_body_bytes", "payload_too_large")
     if isinstance(exc, web.HTTPMethodNotAllowed):

@@ -31,7 +31,9 @@ from octoroute.core.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
+from octoroute.core.redact import redact
 from octoroute.core.types import Api
+from octoroute.protocols.openai import normalised_error
 from octoroute.protocols.sse import EventFramer, EventTooLarge, ends_stream, first_data_problem, has_data
 from octoroute.upstream.http import (
     Connection,
@@ -43,6 +45,7 @@ from octoroute.upstream.http import (
 )
 
 ERROR_BODY_LIMIT = 64 * 1024
+DETAIL_CHARS = 300  # of an upstream's error message, in errors, logs and status pages
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +212,8 @@ class UpstreamPool:
                 conn.abort()
                 raise
             return conn
-        raise UpstreamConnectError(ep.id, f"{ep.base_url} closed the connection twice")
+        where = redact(ep.base_url, (ep.api_key,), max_chars=None)
+        raise UpstreamConnectError(ep.id, f"{where} closed the connection twice")
 
     async def _connect(self, ep: EndpointSpec, pool: HostPool) -> Connection:
         try:
@@ -218,7 +222,8 @@ class UpstreamPool:
             raise UpstreamTimeout(ep.id, TimeoutPhase.CONNECT, ep.timeouts.connect) from exc
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
-            raise UpstreamConnectError(ep.id, f"cannot connect to {ep.base_url}: {reason}") from exc
+            where = redact(ep.base_url, (ep.api_key,), max_chars=None)  # no user:password@ in errors
+            raise UpstreamConnectError(ep.id, f"cannot connect to {where}: {reason}") from exc
 
     async def _raise_status(self, ep: EndpointSpec, conn: Connection) -> None:
         """Read (a bounded part of) an error body and raise it; the caller releases `conn`."""
@@ -227,7 +232,12 @@ class UpstreamPool:
         except (DeadlineError, ConnectionClosedError, ProtocolViolation):
             body = b""
         raise UpstreamStatusError(
-            ep.id, conn.status, body, conn.headers.get("content-type"), conn.headers.get("retry-after")
+            ep.id,
+            conn.status,
+            body,
+            conn.headers.get("content-type"),
+            conn.headers.get("retry-after"),
+            detail=upstream_detail(ep, conn.status, body),
         )
 
     async def complete(self, ep: EndpointSpec, body: bytes, extra_headers: Mapping[str, str]) -> UpstreamReply:
@@ -313,8 +323,14 @@ class UpstreamPool:
         finally:
             target.pool.release(conn)
         if conn.status >= 400:
-            raise UpstreamStatusError(ep.id, conn.status, b"", None)
+            raise UpstreamStatusError(ep.id, conn.status, b"", None, conn.headers.get("retry-after"))
         return (time.perf_counter() - started) * 1000
+
+
+def upstream_detail(ep: EndpointSpec, status: int, body: bytes) -> str:
+    """The upstream's own message from an error body (any server's shape), with the
+    endpoint's key and anything like a secret removed, on one bounded line."""
+    return redact(str(normalised_error(body, status)["message"]), (ep.api_key,), max_chars=DETAIL_CHARS)
 
 
 async def _first_event(ep: EndpointSpec, conn: Connection, framer: EventFramer) -> bytes:

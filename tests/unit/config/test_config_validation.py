@@ -97,6 +97,15 @@ def test_every_problem_is_reported_at_once_with_its_key_path():
         ({"models": {"fast": [ep()]}, "timeouts": {"slow": 3}}, "timeouts.slow: 'slow' is not a group under [models]"),
         ({"models": {"fast": []}}, "models: group 'fast' has no endpoints"),
         ({"models": {"auto": [ep()]}}, "models: 'auto' is reserved for routing and cannot be a group name"),
+        (
+            {"models": {"fast": [ep()]}, "health": {"rate_limit_cooldown_seconds": 0}},
+            "health.rate_limit_cooldown_seconds: must be > 0",
+        ),
+        (
+            {"models": {"fast": [ep()]}, "health": {"loading_retry_seconds": 7200}},
+            "health.loading_retry_seconds: must be <= 3600",
+        ),
+        ({"models": {"fast": [ep()]}, "health": {"fail_open": "sometimes"}}, "health.fail_open:"),
     ],
 )
 def test_cross_field_rules(data, expected):
@@ -108,6 +117,7 @@ def test_api_key_is_read_from_the_environment_only():
     config = parse_config({"models": {"fast": [ep(api_key_env="OCTO_KEY")]}}, {"OCTO_KEY": "s3cret"})
     topo = build_topology(config, {"OCTO_KEY": "s3cret"})
     assert topo.endpoints["fast/m"].api_key == "s3cret"
+    assert topo.endpoints["fast/m"].api_key_env == "OCTO_KEY"  # named in the log line when the key is refused
     assert "s3cret" not in config.model_dump_json()
 
 

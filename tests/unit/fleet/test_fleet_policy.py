@@ -22,7 +22,7 @@ from octoroute.core.errors import (
     UpstreamTimeout,
 )
 from octoroute.fleet.health import HealthBoard
-from octoroute.fleet.policy import Attempt, AttemptPlan, backoff_seconds
+from octoroute.fleet.policy import Attempt, AttemptPlan, backoff_seconds, most_likely_recovered
 from octoroute.fleet.selector import GroupSelector
 
 Outcome = Callable[[str], UpstreamError | None]
@@ -165,7 +165,15 @@ def test_all_timeouts_is_504() -> None:
     assert err.status == 504
 
 
-@pytest.mark.parametrize("code", [400, 401, 404, 413, 422])
+@pytest.mark.parametrize("code", [401, 403])
+def test_endpoint_credentials_refused_is_retried_elsewhere(code: int) -> None:
+    run = drive({"f1": status(code), "f2": ok})
+    assert run.tried == ["f1", "f2"]
+    assert run.plan.succeeded
+    assert [e.error_type for e in run.plan.errors] == [ErrorType.HTTP_AUTH]
+
+
+@pytest.mark.parametrize("code", [400, 404, 413, 422])
 def test_client_error_from_upstream_is_not_retried(code: int) -> None:
     run = drive({"f1": status(code), "f2": ok})
     assert run.tried == ["f1"]
@@ -324,3 +332,77 @@ def test_weighted_choice_inside_group_without_repeats() -> None:
             seen.append(attempt.endpoint.id)
             plan.record(refused(attempt.endpoint.id))
         assert sorted(seen) == ["g0", "g1", "g2", "g3"]
+
+
+# -- fail-open ---------------------------------------------------------------
+
+
+def drive_fail_open(
+    script: Mapping[str, Outcome], pick: Callable[[list[str]], str | None], healthy: Callable[[str], bool]
+) -> tuple[Run, list[list[str]]]:
+    """`drive` with a fail-open function that sees the chain's endpoint ids and names one."""
+    offered: list[list[str]] = []
+
+    def fail_open(endpoints):
+        offered.append([e.id for e in endpoints])
+        chosen = pick([e.id for e in endpoints])
+        return next((e for e in endpoints if e.id == chosen), None)
+
+    plan = AttemptPlan(CHAIN, SELECTORS, healthy, RetryConfig(max_attempts=10), random.Random(0), fail_open)
+    run = Run(plan)
+    while (attempt := plan.next_attempt()) is not None:
+        run.attempts.append(attempt)
+        plan.record(script.get(attempt.endpoint.id, status(500))(attempt.endpoint.id))
+    return run, offered
+
+
+def test_nothing_healthy_fails_open_to_the_one_endpoint_the_function_names() -> None:
+    run, offered = drive_fail_open({"b2": ok}, lambda ids: "b2", healthy=lambda _: False)
+    assert run.tried == ["b2"]
+    assert offered == [["f1", "f2", "f3", "b1", "b2", "d1"]]  # the whole chain, in order
+    (attempt,) = run.attempts
+    assert attempt.fail_open
+    assert (attempt.group, attempt.is_fallback, attempt.number) == ("balanced", True, 1)
+    assert run.plan.succeeded
+
+
+def test_a_failed_fail_open_attempt_is_the_only_one() -> None:
+    run, offered = drive_fail_open({}, lambda ids: ids[0], healthy=lambda _: False)
+    assert run.tried == ["f1"]
+    assert len(offered) == 1
+    err = run.plan.exhausted_error()
+    assert isinstance(err, AllEndpointsFailed)
+    assert [e.endpoint_id for e in err.attempts] == ["f1"]
+
+
+def test_fail_open_naming_nothing_is_no_healthy_endpoint() -> None:
+    run, _ = drive_fail_open({}, lambda ids: None, healthy=lambda _: False)
+    assert run.tried == []
+    assert isinstance(run.plan.exhausted_error(), NoHealthyEndpoint)
+
+
+def test_no_fail_open_once_something_was_tried() -> None:
+    run, offered = drive_fail_open({}, lambda ids: "d1", healthy=lambda ep_id: ep_id == "f1")
+    assert run.tried == ["f1"]
+    assert offered == []
+    assert not run.attempts[0].fail_open
+
+
+def test_fail_open_is_never_consulted_while_something_is_healthy() -> None:
+    run, offered = drive_fail_open({"f1": ok}, lambda ids: "d1", healthy=lambda _: True)
+    assert run.tried == ["f1"]
+    assert offered == []
+
+
+@pytest.mark.parametrize(
+    ("failed_at", "expected"),
+    [
+        pytest.param({"f1": 30.0, "f2": 10.0, "f3": 20.0}, "f2", id="oldest-failure"),
+        pytest.param({"f1": 30.0, "f2": 10.0, "f3": None}, "f3", id="never-failed-first"),
+        pytest.param({"f1": 10.0, "f2": 10.0, "f3": 20.0}, "f1", id="tie-config-order"),
+    ],
+)
+def test_most_likely_recovered(failed_at: dict[str, float | None], expected: str) -> None:
+    assert most_likely_recovered(FAST.endpoints, failed_at.__getitem__) is not None
+    assert most_likely_recovered(FAST.endpoints, failed_at.__getitem__).id == expected  # type: ignore[union-attr]
+    assert most_likely_recovered((), failed_at.__getitem__) is None

@@ -57,6 +57,36 @@ def test_iter_data_joins_multiline_data():
             409,
             {"code": None, "message": "upstream answered HTTP 409", "type": "invalid_request_error", "param": None},
         ),
+        pytest.param(  # llama-server while it loads its model
+            b'{"error":{"code":503,"message":"Loading model","type":"unavailable_error"}}',
+            503,
+            {"code": "503", "message": "Loading model", "type": "unavailable_error", "param": None},
+            id="llama.cpp-loading",
+        ),
+        pytest.param(  # Ollama's native shape
+            b'{"error":"server busy, please try again.  maximum pending requests exceeded"}',
+            503,
+            {
+                "code": None,
+                "message": "server busy, please try again.  maximum pending requests exceeded",
+                "type": "api_error",
+                "param": None,
+            },
+            id="ollama",
+        ),
+        pytest.param(  # older vLLM: the error object is the whole body
+            b'{"object":"error","message":"The model `x` does not exist.","type":"NotFoundError","param":null,'
+            b'"code":404}',
+            404,
+            {"code": "404", "message": "The model `x` does not exist.", "type": "NotFoundError", "param": None},
+            id="vllm-object-error",
+        ),
+        pytest.param(
+            b'{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}',
+            401,
+            {"code": None, "message": "invalid x-api-key", "type": "authentication_error", "param": None},
+            id="anthropic",
+        ),
     ],
 )
 def test_upstream_errors_are_normalised_to_the_openai_shape(raw, status, expected):
