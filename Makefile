@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup system-deps run test lint unit bench clean
+.PHONY: setup system-deps claude-code run test lint unit bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,16 +17,20 @@ setup: $(BIN)/.installed
 system-deps:
 	bash scripts/system-deps.sh
 
+# The pinned Claude Code CLI, in .tools/claude-code (npm, never global), for its end-to-end tests.
+claude-code: system-deps
+	bash scripts/claude-code.sh
+
 run: setup
 	$(BIN)/octoroute serve --demo
 
 lint: setup
-	$(BIN)/ruff format --check src tests bench
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench training
+	$(BIN)/ruff check src tests bench training
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint system-deps
+test: lint system-deps claude-code
 	$(BIN)/pytest -q
 
 unit: setup
@@ -36,4 +40,4 @@ bench: setup
 	$(BIN)/python bench/overhead.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .llm artifacts
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .llm artifacts .tools

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from octoroute import __version__
-from octoroute.config.models import Config
+from octoroute.config.models import Config, GroupOptions
 from octoroute.config.topology import EndpointSpec, GroupSpec, Topology, default_tier
 from octoroute.core.errors import (
     ErrorType,
@@ -66,10 +66,12 @@ from octoroute.observe.metrics import Recorder
 from octoroute.observe.observer import Observer, RequestTrace
 from octoroute.observe.snapshot import EndpointInfo, SnapshotInputs, build_snapshot
 from octoroute.observe.tracing import SpanHandle
+from octoroute.protocols.egress import translated_body
 from octoroute.protocols.filters import OutputFilter
 from octoroute.protocols.openai import check_chat_body, read_message_text
 from octoroute.protocols.postprocess import PostProcess, declared_tools
 from octoroute.protocols.repair import call_id_factory
+from octoroute.protocols.thinking import read_thinking
 from octoroute.protocols.translate_request_reverse import openai_to_anthropic_request
 from octoroute.protocols.translate_response import anthropic_to_openai_response
 from octoroute.protocols.usage import wants_usage
@@ -169,18 +171,36 @@ def asks_usage_for(call: ChatCall, group: GroupSpec) -> bool:
     return call.stream and group.options.stream_usage and not wants_usage(call.body)
 
 
-def body_for(call: ChatCall, ep: EndpointSpec, ask_usage: bool = False) -> tuple[bytes, tuple[str, ...]]:
+DEFAULT_GROUP_OPTIONS = GroupOptions()
+
+
+def body_for(
+    call: ChatCall, ep: EndpointSpec, ask_usage: bool = False, options: GroupOptions = DEFAULT_GROUP_OPTIONS
+) -> tuple[bytes, tuple[str, ...]]:
     """The request body in the endpoint's API, and what translating it dropped:
-    OpenAI bodies as `upstream_body` makes them; for Anthropic-native endpoints the
-    client's own Messages request untouched but for `model` (pass-through), or the
-    OpenAI body translated."""
+    OpenAI bodies as `upstream_body` makes them (a translated one shaped by the group's
+    `options` first); for Anthropic-native endpoints the client's own Messages request
+    untouched but for `model` (pass-through), or the OpenAI body translated."""
     if ep.kind is not Api.ANTHROPIC:
-        return upstream_body(call.body, ep, ask_usage), ()
+        if call.anthropic_body is None:
+            return upstream_body(call.body, ep, ask_usage), ()
+        shaped, degraded = translated_body(call.body, read_thinking(call.anthropic_body), options)
+        return upstream_body(shaped, ep, ask_usage), degraded
     if call.anthropic_body is not None:
         return orjson.dumps({**call.anthropic_body, "model": ep.name}), ()
-    body, lost = openai_to_anthropic_request(call.body, default_max_tokens=ep.max_tokens or 4096)
+    body, lost = openai_to_anthropic_request(
+        call.body, default_max_tokens=ep.max_tokens or 4096, late_system=options.late_system
+    )
     body["model"] = ep.name
     return orjson.dumps(body), tuple(sorted({d.kind.value for d in lost}))
+
+
+def headers_for(ep: EndpointSpec, headers: Mapping[str, str]) -> Mapping[str, str]:
+    """The client headers passed on to `ep`: `anthropic-*` ones (`anthropic-beta`,
+    `anthropic-version`) only to Anthropic-native endpoints, never to OpenAI-kind ones."""
+    if ep.kind is Api.ANTHROPIC or not any(k.lower().startswith("anthropic-") for k in headers):
+        return headers
+    return {k: v for k, v in headers.items() if not k.lower().startswith("anthropic-")}
 
 
 def openai_payload(ep: EndpointSpec, payload: dict[str, Any]) -> dict[str, Any]:
@@ -549,10 +569,11 @@ class Gateway:
             if attempt.fail_open:
                 self._note_fail_open(call, attempt)
             span = self._attempt_started(attempt, trace)
-            body, dropped = body_for(call, ep, asks_usage_for(call, self.topology.groups[ep.group]))
+            group_spec = self.topology.groups[ep.group]
+            body, dropped = body_for(call, ep, asks_usage_for(call, group_spec), group_spec.options)
             sent_at = time.perf_counter()
             try:
-                reply, stream = await self._call_upstream(call, ep, body, extra_headers)
+                reply, stream = await self._call_upstream(call, ep, body, headers_for(ep, extra_headers))
                 latency = stream.first_byte_ms if stream is not None else reply.latency_ms if reply else 0.0
             except UpstreamError as error:
                 error.attempt = attempt.number

@@ -141,7 +141,7 @@ def test_count_tokens(fleet, client):
     assert fast.count == 0
 
 
-def test_thinking_and_cache_control_are_dropped_and_named(fleet, client):
+def test_thinking_is_mapped_and_cache_control_dropped_and_named(fleet, client):
     gw, fast, _ = fleet
     raw = client(gw.url).messages.with_raw_response.create(
         model="fast",
@@ -152,9 +152,10 @@ def test_thinking_and_cache_control_are_dropped_and_named(fleet, client):
             {"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}
         ],
     )
-    assert set(raw.headers["X-Octoroute-Degraded"].split(",")) >= {"thinking", "cache_control"}
+    assert set(raw.headers["X-Octoroute-Degraded"].split(",")) == {"cache_control"}
     sent = fast.requests[-1].body
     assert "thinking" not in sent
+    assert sent["reasoning_effort"] == "low"  # a 1,024-token budget, by the default thinking_params
     assert sent["user"] == "u-1"
 
 
@@ -276,19 +277,21 @@ def _degradation_counts(gw) -> dict[str, float]:
 def test_dropped_fields_are_counted_in_a_metric(fleet, client):
     gw, _, _ = fleet
     before = _degradation_counts(gw)
-    assert before["thinking"] == 0
+    assert before["top_k"] == 0
     client(gw.url).messages.create(
         model="fast",
         max_tokens=16,
         thinking={"type": "enabled", "budget_tokens": 1024},
+        extra_body={"top_k": 5},
         messages=[
             {"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}
         ],
     )
     after = _degradation_counts(gw)
-    assert after["thinking"] == 1
+    assert after["top_k"] == 1
     assert after["cache_control"] == 1
-    assert after["top_k"] == 0
+    assert after["thinking"] == 0  # mapped to reasoning_effort, not dropped
+    assert after["service_tier"] == 0
 
 
 def test_dozens_of_tools_and_a_long_stream(upstreams, gateway, client):

@@ -84,4 +84,16 @@ def test_every_captured_request_streams_back_valid_events(gw):
         assert sent is not None
         assert "thinking" not in sent
         assert "cache_control" not in orjson.dumps(sent).decode()
-        assert [m["role"] for m in sent["messages"]].count("system") <= 1  # mid-conversation system hoisted
+        assert [m["role"] for m in sent["messages"]].count("system") <= 1  # the late one is a user note, in place
+        assert not [k for k in request.headers if k.lower().startswith("anthropic-")]  # none to an OpenAI server
+    # Claude Code's late system message stays where it came, as a marked user note right after the first turn
+    late = [r for _, r in CAPTURED if "system" in [m["role"] for m in r["body"]["messages"]]]
+    noted = [
+        r.body["messages"]
+        for r in sim.chat_requests
+        if any(str(m.get("content")).startswith("<system-note>") for m in r.body["messages"])
+    ]
+    assert len(late) == len(noted) > 0
+    for messages in noted:
+        assert [m["role"] for m in messages[:3]] == ["system", "user", "user"]
+        assert messages[2]["content"].startswith("<system-note>")

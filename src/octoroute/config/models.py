@@ -8,6 +8,7 @@ chains, unique ids, router tier present) live in `topology.py`.
 
 from __future__ import annotations
 
+import enum
 import math
 import re
 from typing import Annotated, Literal
@@ -43,12 +44,16 @@ class Timeouts(_Frozen):
     connect: Seconds | None = None
     first_byte: Seconds | None = None
     total: Seconds | None = None
+    idle: Seconds | None = None  # a committed stream's longest silence
 
 
 class ServerConfig(_Frozen):
     host: str = "127.0.0.1"
     port: int = Field(default=3000, ge=0, le=65535)
-    request_timeout_seconds: Seconds = 30.0
+    # The total of an attempt unless [timeouts] say otherwise. Long enough for a local server
+    # to prefill a coding agent's 40k-token prompt on a CPU (minutes) and as long as Claude
+    # Code's own 10-minute request timeout, so the gateway never gives up before its client.
+    request_timeout_seconds: Seconds = 600.0
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
 
 
@@ -148,6 +153,9 @@ class TierTimeouts(_Frozen):
 
     connect: Seconds = 5.0
     first_byte: Seconds | None = None
+    # A committed stream fails when the upstream sends nothing for this long: a decoding
+    # server sends tokens every second or so, so two minutes of silence means it is stuck.
+    idle: Seconds = 120.0
 
     def for_group(self, group: str) -> Timeouts:
         raw = (self.model_extra or {}).get(group)
@@ -212,8 +220,15 @@ class ObservabilityConfig(_Frozen):
         return self
 
 
+class ThinkingParam(enum.StrEnum):
+    """How an OpenAI-compatible endpoint is told an Anthropic client's thinking request."""
+
+    REASONING_EFFORT = "reasoning_effort"  # low / medium / high (vLLM, Ollama, gpt-oss templates)
+    CHAT_TEMPLATE_KWARGS = "chat_template_kwargs"  # {"enable_thinking": true|false} (Qwen3-style templates)
+
+
 class GroupOptions(_Frozen):
-    """`[groups.<name>]`: what the gateway does to a group's answers."""
+    """`[groups.<name>]`: what the gateway does to a group's requests and answers."""
 
     tool_repair: bool = True
     strip_think: bool = False
@@ -222,6 +237,12 @@ class GroupOptions(_Frozen):
     # Ask OpenAI-compatible upstreams for usage on streams (stream_options.include_usage), so
     # token metrics and budgets count streamed requests; off for servers that reject the field.
     stream_usage: bool = True
+    # A system message after the first turn of a translated request: kept as a system message
+    # in place ("system"), or a marked user note in place ("user") for chat templates that
+    # reject a system message anywhere but first. Either way the prompt prefix stays stable.
+    late_system: Literal["system", "user"] = "user"
+    # Which request fields carry an Anthropic client's thinking request to this group.
+    thinking_params: tuple[ThinkingParam, ...] = (ThinkingParam.REASONING_EFFORT,)
 
 
 class CapabilityOverride(_Frozen):

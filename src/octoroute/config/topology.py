@@ -34,6 +34,7 @@ class ResolvedTimeouts:
     connect: float
     first_byte: float
     total: float
+    idle: float = 120.0  # after a stream's commit point; no overall limit then
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +289,8 @@ def _resolve_timeouts(config: Config, group: str, ep: EndpointConfig) -> Resolve
     total = next((t.total for t in levels if t.total), config.server.request_timeout_seconds)
     connect = next((t.connect for t in levels if t.connect), config.timeouts.connect)
     first_byte = next((t.first_byte for t in levels if t.first_byte), config.timeouts.first_byte or total)
-    return ResolvedTimeouts(connect=min(connect, total), first_byte=min(first_byte, total), total=total)
+    idle = next((t.idle for t in levels if t.idle), config.timeouts.idle)
+    return ResolvedTimeouts(connect=min(connect, total), first_byte=min(first_byte, total), total=total, idle=idle)
 
 
 def build_topology(config: Config, env: Mapping[str, str]) -> Topology:

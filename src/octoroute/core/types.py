@@ -134,7 +134,7 @@ class DegradationKind(enum.StrEnum):
     TOOL_OPTION = "tool_option"  # defer_loading, input_examples, ... on a kept tool
     TOOL_RESULT_IMAGE = "tool_result_image"  # OpenAI tool messages take text only
     STOP_SEQUENCES_TRUNCATED = "stop_sequences_truncated"
-    SYSTEM_MOVED = "system_moved"  # a mid-conversation system message was merged into the leading one
+    SYSTEM_AS_USER = "system_as_user"  # a system message after the first turn sent as a user-side note in place
     UNSUPPORTED_FIELD = "unsupported_field"  # a known field the target has no equivalent for
     UNKNOWN_FIELD = "unknown_field"
     MAX_TOKENS_DEFAULTED = "max_tokens_defaulted"

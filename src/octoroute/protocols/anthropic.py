@@ -72,7 +72,7 @@ ContentBlockParam = TextBlockParam | ImageBlockParam | ToolUseBlockParam | ToolR
 
 
 class MessageParam(TypedDict):
-    role: Literal["user", "assistant"]
+    role: Literal["user", "assistant", "system"]  # "system": a system message after the first turn
     content: str | list[ContentBlockParam]
 
 
@@ -125,7 +125,13 @@ class ToolUseBlock(TypedDict):
     input: dict[str, Any]
 
 
-ContentBlock = TextBlock | ToolUseBlock
+class ThinkingBlock(TypedDict):
+    type: Literal["thinking"]
+    thinking: str
+    signature: str
+
+
+ContentBlock = TextBlock | ToolUseBlock | ThinkingBlock
 
 
 class Usage(TypedDict):
@@ -174,10 +180,20 @@ class InputJSONDelta(TypedDict):
     partial_json: str
 
 
+class ThinkingDelta(TypedDict):
+    type: Literal["thinking_delta"]
+    thinking: str
+
+
+class SignatureDelta(TypedDict):
+    type: Literal["signature_delta"]
+    signature: str
+
+
 class ContentBlockDeltaEvent(TypedDict):
     type: Literal["content_block_delta"]
     index: int
-    delta: TextDelta | InputJSONDelta
+    delta: TextDelta | InputJSONDelta | ThinkingDelta | SignatureDelta
 
 
 class ContentBlockStopEvent(TypedDict):

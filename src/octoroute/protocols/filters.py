@@ -184,7 +184,7 @@ class OutputFilter:
 
 
 _MISSING: Final = object()
-_KEEP_KEYS: Final = ("role", "tool_calls", "function_call", "refusal")
+_KEEP_KEYS: Final = ("role", "tool_calls", "function_call", "refusal", *REASONING_FIELDS)
 
 
 def _is_empty(chunk: Mapping[str, Any]) -> bool:

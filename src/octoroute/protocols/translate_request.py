@@ -20,15 +20,21 @@ import orjson
 
 from octoroute.core.errors import TranslationError
 from octoroute.core.types import Degradation, DegradationKind
+from octoroute.protocols.thinking import reasoning_of
 
-SystemPlacement = Literal["in_place", "hoist"]
 SystemRole = Literal["system", "developer"]
+
+# How a system message after the first turn reaches the upstream: as the system message it is
+# (the prompt prefix stays what the client sent), or as a marked user note at the same
+# position, for chat templates that reject a system message anywhere but first.
+LateSystem = Literal["system", "user"]
+
+_SYSTEM_ROLES = frozenset({"system", "developer"})
 
 # The OpenAI spec allows at most 4 stop sequences (CreateChatCompletionRequest.stop).
 OPENAI_MAX_STOP = 4
 
 _DROPPED_TOP_LEVEL = {
-    "thinking": DegradationKind.THINKING,
     "top_k": DegradationKind.TOP_K,
     "output_config": DegradationKind.OUTPUT_CONFIG,
     "context_management": DegradationKind.CONTEXT_MANAGEMENT,
@@ -39,7 +45,7 @@ _DROPPED_TOP_LEVEL = {
 # fmt: off
 _HANDLED_ANTHROPIC = frozenset({
     "model", "messages", "system", "tools", "tool_choice", "stop_sequences", "max_tokens", "temperature", "top_p",
-    "metadata", "stream",
+    "metadata", "stream", "thinking",  # thinking: mapped per endpoint (protocols.egress)
 })
 # fmt: on
 
@@ -170,6 +176,7 @@ def _assistant_message(content: object, path: str, lost: list[Degradation]) -> d
         raise TranslationError(f"{path} must be a string or an array of content blocks", path)
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
+    reasoning: list[str] = []
     for i, block in enumerate(content):
         where = f"{path}[{i}]"
         if not isinstance(block, Mapping):
@@ -178,6 +185,8 @@ def _assistant_message(content: object, path: str, lost: list[Degradation]) -> d
         kind = block.get("type")
         if kind == "text" and isinstance(block.get("text"), str):
             texts.append(block["text"])
+        elif (thought := reasoning_of(block)) is not None:  # a server's reasoning, given back to it
+            reasoning.append(thought)
         elif kind == "tool_use":
             arguments = _to_json_text(block.get("input") if isinstance(block.get("input"), Mapping) else {})
             calls.append(
@@ -192,6 +201,8 @@ def _assistant_message(content: object, path: str, lost: list[Degradation]) -> d
     if not texts and not calls:
         return None
     message: dict[str, Any] = {"role": "assistant", "content": _texts_to_content(texts) if texts else None}
+    if reasoning:
+        message["reasoning_content"] = "\n\n".join(reasoning)
     if calls:
         message["tool_calls"] = calls
     return message
@@ -245,26 +256,20 @@ def _system_message(texts: list[str], role: SystemRole) -> dict[str, Any]:
     return {"role": role, "content": "\n\n".join(texts)}
 
 
-def _openai_messages(
-    request: Mapping[str, Any], lost: list[Degradation], placement: SystemPlacement, role: SystemRole
-) -> list[dict[str, Any]]:
+def _openai_messages(request: Mapping[str, Any], lost: list[Degradation], role: SystemRole) -> list[dict[str, Any]]:
     messages = request.get("messages")
     if not isinstance(messages, list):
         raise TranslationError("'messages' must be an array of message objects", "messages")
     leading = _system_texts(request.get("system"), "system", lost)
-    body: list[dict[str, Any]] = []
+    body: list[dict[str, Any]] = [_system_message(leading, role)] if leading else []
     for i, message in enumerate(messages):
         path = f"messages[{i}]"
         if not isinstance(message, Mapping):
             raise TranslationError(f"{path} must be an object with 'role' and 'content'", path)
         kind = message.get("role")
         content = message.get("content")
-        if kind == "system":  # Claude Code sends one after the first user turn
-            texts = _system_texts(content, f"{path}.content", lost)
-            if texts and placement == "hoist":
-                leading.extend(texts)
-                lost.append(Degradation(DegradationKind.SYSTEM_MOVED, path))
-            elif texts:
+        if kind == "system":  # Claude Code sends one after the first user turn; it stays where it came
+            if texts := _system_texts(content, f"{path}.content", lost):
                 body.append(_system_message(texts, role))
         elif kind == "user":
             body.extend(_user_messages(content, f"{path}.content", lost))
@@ -273,7 +278,48 @@ def _openai_messages(
                 body.append(reply)
         else:
             raise TranslationError(f"{path}.role must be 'user' or 'assistant'", f"{path}.role")
-    return ([_system_message(leading, role)] if leading else []) + body
+    return body
+
+
+def system_note(text: str) -> str:
+    """A late system message's text as a user-side note, marked so the model reads it as one."""
+    return f"<system-note>\n{text}\n</system-note>"
+
+
+def late_system_as_user(messages: list[Any]) -> list[Any] | None:
+    """`messages` with every system/developer message after the first non-system one
+    turned into a user message carrying a `system_note`, at the same position; None
+    when there is none (the common case costs one pass over the roles).
+
+    For chat templates that reject a system message anywhere but first: the note
+    keeps the conversation's order, so the prompt prefix of the next turn is the
+    same and a server's prompt cache still matches.
+    """
+    first_turn = next(
+        (i for i, m in enumerate(messages) if not (isinstance(m, Mapping) and m.get("role") in _SYSTEM_ROLES)),
+        len(messages),
+    )
+    late = [
+        i
+        for i in range(first_turn, len(messages))
+        if isinstance(messages[i], Mapping) and messages[i].get("role") in _SYSTEM_ROLES
+    ]
+    if not late:
+        return None
+    out = list(messages)
+    for i in late:
+        out[i] = {"role": "user", "content": system_note(_plain_text(messages[i].get("content")))}
+    return out
+
+
+def _plain_text(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n\n".join(
+            str(p.get("text", "")) for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str)
+        )
+    return ""
 
 
 def _copy_sampling(request: Mapping[str, Any], body: dict[str, Any], lost: list[Degradation]) -> None:
@@ -295,15 +341,15 @@ def _copy_sampling(request: Mapping[str, Any], body: dict[str, Any], lost: list[
 def anthropic_to_openai_request(
     request: Mapping[str, Any],
     *,
-    system_placement: SystemPlacement = "in_place",
     system_role: SystemRole = "system",
 ) -> tuple[dict[str, Any], list[Degradation]]:
     """An Anthropic Messages request as an OpenAI chat-completions body.
 
-    `system_placement="hoist"` merges system messages found inside `messages[]`
-    into the leading one, for chat templates that reject a system message
-    anywhere else (reported as SYSTEM_MOVED). `system_role="developer"` emits
-    developer messages instead of system messages.
+    Nothing is moved: the top-level `system` becomes the leading system message
+    and a `role: "system"` message inside `messages[]` stays a system message at
+    its place (`late_system_as_user` makes it a user note per endpoint, where
+    the template needs that). `system_role="developer"` emits developer
+    messages instead of system messages.
 
     >>> body, lost = anthropic_to_openai_request({"model": "m", "max_tokens": 5, "messages": [...]})
     """
@@ -311,7 +357,7 @@ def anthropic_to_openai_request(
     body: dict[str, Any] = {}
     if isinstance(request.get("model"), str):
         body["model"] = request["model"]
-    body["messages"] = _openai_messages(request, lost, system_placement, system_role)
+    body["messages"] = _openai_messages(request, lost, system_role)
     tools = _openai_tools(request.get("tools"), lost)
     if tools:
         body["tools"] = tools

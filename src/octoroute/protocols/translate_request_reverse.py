@@ -18,6 +18,7 @@ import orjson
 from octoroute.core.errors import TranslationError
 from octoroute.core.types import Degradation, DegradationKind
 from octoroute.protocols.anthropic import ContentBlockParam, MessageParam, ToolChoice, ToolParam
+from octoroute.protocols.translate_request import LateSystem, system_note
 
 # ------------------------------------------------------------- OpenAI -> Anthropic
 
@@ -139,7 +140,9 @@ def _append_turn(
         turns.append({"role": role, "content": blocks})
 
 
-def _anthropic_messages(messages: object, lost: list[Degradation]) -> tuple[list[str], list[MessageParam]]:
+def _anthropic_messages(
+    messages: object, lost: list[Degradation], late_system: LateSystem
+) -> tuple[list[str], list[MessageParam]]:
     if not isinstance(messages, list):
         raise TranslationError("'messages' must be an array of message objects", "messages")
     system: list[str] = []
@@ -151,10 +154,14 @@ def _anthropic_messages(messages: object, lost: list[Degradation]) -> tuple[list
         role = message.get("role")
         content = message.get("content")
         if role in ("system", "developer"):
-            if turns:  # the Messages API has one system prompt, before all turns
-                lost.append(Degradation(DegradationKind.SYSTEM_MOVED, path))
-            if text := _plain_text(content):
-                system.append(text)
+            text = _plain_text(content)
+            if not turns:  # before every turn: the top-level system prompt
+                system += [text] if text else []
+            elif text and late_system == "system":  # stays where it came (the Messages API takes it there)
+                turns.append({"role": "system", "content": text})
+            elif text:
+                lost.append(Degradation(DegradationKind.SYSTEM_AS_USER, path))
+                _append_turn(turns, "user", [{"type": "text", "text": system_note(text)}])
         elif role == "user":
             _append_turn(turns, "user", _anthropic_parts(content, f"{path}.content", lost))
         elif role == "assistant":
@@ -233,16 +240,18 @@ def _anthropic_sampling(body: Mapping[str, Any], out: dict[str, Any], lost: list
 
 
 def openai_to_anthropic_request(
-    body: Mapping[str, Any], *, default_max_tokens: int = 4096
+    body: Mapping[str, Any], *, default_max_tokens: int = 4096, late_system: LateSystem = "system"
 ) -> tuple[dict[str, Any], list[Degradation]]:
     """An OpenAI chat-completions body as an Anthropic Messages request.
 
-    System and developer messages become the one top-level `system`; tool
+    System and developer messages before the first turn become the top-level
+    `system`; later ones stay at their place, as `role: "system"` messages
+    (`late_system="system"`) or as a user-side `system_note`; tool
     messages become `tool_result` blocks in a user turn; `max_tokens`, required
     by Anthropic, is `default_max_tokens` when the client set none.
     """
     lost: list[Degradation] = []
-    system, turns = _anthropic_messages(body.get("messages"), lost)
+    system, turns = _anthropic_messages(body.get("messages"), lost, late_system)
     out: dict[str, Any] = {"model": body.get("model")} if isinstance(body.get("model"), str) else {}
     limit = body.get("max_completion_tokens", body.get("max_tokens"))
     if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:

@@ -21,6 +21,7 @@ import orjson
 
 from octoroute.core.types import Degradation, DegradationKind
 from octoroute.protocols.anthropic import ContentBlock, Message, StopReason, Usage
+from octoroute.protocols.thinking import ThinkingRequest, reasoning_text, signature_for
 from octoroute.protocols.translate_request_reverse import tool_use_blocks
 
 _FINISH_TO_STOP: dict[str, StopReason] = {
@@ -114,10 +115,14 @@ def _message_text(message: Mapping[str, Any]) -> str:
 
 
 def _content_blocks(
-    message: Mapping[str, Any], message_id: str, lost: list[Degradation]
+    message: Mapping[str, Any], message_id: str, lost: list[Degradation], thinking: ThinkingRequest | None
 ) -> tuple[list[ContentBlock], bool]:
-    """Text then tool_use blocks; True when the model refused."""
+    """A thinking block (when the client asked for thinking and the model reasoned),
+    then text, then tool_use blocks; True when the model refused."""
     blocks: list[ContentBlock] = []
+    if thinking is not None and thinking.enabled and (reasoning := reasoning_text(message)) is not None:
+        shown = reasoning if thinking.show else ""
+        blocks.append({"type": "thinking", "thinking": shown, "signature": signature_for(reasoning)})
     text = _message_text(message)
     refusal = message.get("refusal")
     refused = isinstance(refusal, str) and bool(refusal)
@@ -140,6 +145,7 @@ def openai_to_anthropic_response(
     model: str,
     message_id: str | None = None,
     stop_sequences: Sequence[str] = (),
+    thinking: ThinkingRequest | None = None,
 ) -> tuple[Message, list[Degradation]]:
     """An OpenAI chat.completion as an Anthropic Message.
 
@@ -149,6 +155,8 @@ def openai_to_anthropic_response(
     for the missing parameters, which the model can correct, and no invented
     key ever reaches a tool. `stop_sequences` are the request's, used to
     report `stop_sequence` when the server names the one that matched.
+    `thinking` is what the client asked for (`read_thinking`): the upstream's
+    reasoning becomes a leading thinking block only then, and is dropped otherwise.
     """
     lost: list[Degradation] = []
     msg_id = message_id or default_message_id(response.get("id"))
@@ -157,7 +165,7 @@ def openai_to_anthropic_response(
     if isinstance(choices, list) and len(choices) > 1:
         lost.append(Degradation(DegradationKind.EXTRA_CHOICES, "choices"))
     message = choice.get("message")
-    blocks, refused = _content_blocks(message if isinstance(message, Mapping) else {}, msg_id, lost)
+    blocks, refused = _content_blocks(message if isinstance(message, Mapping) else {}, msg_id, lost, thinking)
     matched = matched_stop_sequence(choice, stop_sequences)
     has_tools = any(b["type"] == "tool_use" for b in blocks)
     reason = stop_reason_for(choice.get("finish_reason"), has_tool_use=has_tools, stop_sequence=matched)

@@ -36,6 +36,7 @@ from octoroute.protocols.anthropic import (
     encode_event,
     stream_error_event,
 )
+from octoroute.protocols.thinking import ThinkingRequest, reasoning_text, signature_for
 from octoroute.protocols.translate_response import (
     anthropic_usage,
     finish_reason_for,
@@ -64,11 +65,21 @@ class OpenAIToAnthropicStream:
     since OpenAI servers report usage only at the end; the real count follows
     in message_delta. Tolerates llama.cpp's quirks: a first chunk with
     `content: null`, a usage-only last chunk with `choices: []`, tool-call ids
-    without a `call_` prefix and extra fields (`reasoning_content`, `timings`).
+    without a `call_` prefix and extra fields (`timings`).
+
+    `thinking` is what the client asked for (`read_thinking`): `reasoning_content`
+    / `reasoning` deltas then become a thinking block (`thinking_delta`s, and a
+    `signature_delta` before its `content_block_stop`); without it they are dropped.
     """
 
     def __init__(
-        self, model: str, message_id: str, *, input_tokens: int = 0, stop_sequences: Sequence[str] = ()
+        self,
+        model: str,
+        message_id: str,
+        *,
+        input_tokens: int = 0,
+        stop_sequences: Sequence[str] = (),
+        thinking: ThinkingRequest | None = None,
     ) -> None:
         self.model = model
         self.message_id = message_id
@@ -78,6 +89,9 @@ class OpenAIToAnthropicStream:
         self._started = False
         self._done = False
         self._next_block = 0
+        self._thinking = thinking if thinking is not None and thinking.enabled else None
+        self._thinking_block: int | None = None  # index of the open thinking block
+        self._reasoning: list[str] = []  # its text so far, for the signature
         self._text_block: int | None = None  # index of the open text block
         self._open_tool: int | None = None  # OpenAI index of the open tool block
         self._tools: dict[int, _Tool] = {}
@@ -179,6 +193,8 @@ class OpenAIToAnthropicStream:
 
     def _on_delta(self, delta: Mapping[str, Any]) -> list[StreamEvent]:
         events: list[StreamEvent] = []
+        if self._thinking is not None and (reasoning := reasoning_text(delta)) is not None:
+            events += self._on_reasoning(reasoning, self._thinking.show)
         text = delta.get("content")
         refusal = delta.get("refusal")
         if isinstance(refusal, str) and refusal:
@@ -207,6 +223,29 @@ class OpenAIToAnthropicStream:
         events.append(
             {"type": "content_block_delta", "index": self._text_block, "delta": {"type": "text_delta", "text": text}}
         )
+        return events
+
+    def _on_reasoning(self, text: str, show: bool) -> list[StreamEvent]:
+        events: list[StreamEvent] = []
+        if self._thinking_block is None:
+            events += self._close_open() + self._flush_tools()
+            self._thinking_block = self._take_index()
+            events.append(
+                {
+                    "type": "content_block_start",
+                    "index": self._thinking_block,
+                    "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+                }
+            )
+        self._reasoning.append(text)
+        if show:  # display "omitted": the block comes without its text, as Anthropic's API sends it
+            events.append(
+                {
+                    "type": "content_block_delta",
+                    "index": self._thinking_block,
+                    "delta": {"type": "thinking_delta", "thinking": text},
+                }
+            )
         return events
 
     def _on_tool_delta(self, call: Mapping[str, Any], position: int) -> list[StreamEvent]:
@@ -257,6 +296,17 @@ class OpenAIToAnthropicStream:
         }
 
     def _close_open(self) -> list[StreamEvent]:
+        if self._thinking_block is not None:
+            index, self._thinking_block = self._thinking_block, None
+            reasoning, self._reasoning = "".join(self._reasoning), []
+            return [
+                {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {"type": "signature_delta", "signature": signature_for(reasoning)},
+                },
+                {"type": "content_block_stop", "index": index},
+            ]
         if self._text_block is not None:
             index, self._text_block = self._text_block, None
             return [{"type": "content_block_stop", "index": index}]

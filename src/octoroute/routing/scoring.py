@@ -21,7 +21,6 @@ once at startup.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from functools import cache
@@ -30,6 +29,7 @@ from typing import Protocol
 from octoroute.config.models import RoutingConfig
 from octoroute.core.types import Features, Importance, JudgeFailure, RouteReason, Strategy, TaskType, Tier
 from octoroute.routing.features import extract_features
+from octoroute.routing.learned import LearnedModel
 from octoroute.routing.rules import RuleMatch, evaluate_rules
 
 TIER_SCORES: dict[Tier, float] = {Tier.FAST: 0.0, Tier.BALANCED: 0.5, Tier.DEEP: 1.0}
@@ -111,9 +111,7 @@ class ScoreModel(Protocol):
 @cache
 def bundled_model() -> ScoreModel:
     """The learned model shipped in the package, loaded once per process."""
-    learned = importlib.import_module("octoroute.routing.learned")  # weights are read only when first needed
-    model: ScoreModel = learned.LearnedModel.bundled()
-    return model
+    return LearnedModel.bundled()
 
 
 def nominal(tier: Tier, strategy: Strategy, reason: RouteReason, detail: str) -> Scored:

@@ -24,6 +24,7 @@ from octoroute.observe.metrics import Recorder
 from octoroute.protocols.anthropic import stream_error_event
 from octoroute.protocols.postprocess import PostProcess
 from octoroute.protocols.sse import iter_data
+from octoroute.protocols.thinking import read_thinking
 from octoroute.protocols.translate_request import anthropic_to_openai_request
 from octoroute.protocols.translate_response import openai_to_anthropic_response
 from octoroute.protocols.translate_stream import OpenAIToAnthropicStream
@@ -61,7 +62,7 @@ async def _translate(request: web.Request) -> tuple[dict[str, Any], ChatCall, li
     _check_messages_request(body)
     gw = request.app[GATEWAY]
     hints: dict[str, Any] = {h: body.pop(h) for h in ("importance", "task_type") if h in body}  # ours
-    openai_body, lost = anthropic_to_openai_request(body, system_placement="hoist")
+    openai_body, lost = anthropic_to_openai_request(body)
     openai_body["model"] = body["model"]
     openai_body.update(hints)
     call = decode_chat(openai_body, request.headers, gw.config.routing.default_importance, request[REQUEST_ID])
@@ -185,7 +186,11 @@ async def messages(request: web.Request) -> web.StreamResponse:
         if post is not None:
             post.completion(outcome.reply.payload)
         message, more = openai_to_anthropic_response(
-            outcome.reply.payload, model=body["model"], message_id=message_id, stop_sequences=_stop_sequences(body)
+            outcome.reply.payload,
+            model=body["model"],
+            message_id=message_id,
+            stop_sequences=_stop_sequences(body),
+            thinking=read_thinking(body),
         )
         headers.update(_degraded_header([*lost, *more], outcome))
         gw.metrics.degradations(d.kind.value for d in more)
@@ -193,7 +198,11 @@ async def messages(request: web.Request) -> web.StreamResponse:
         trace.degraded = tuple(degraded_of(headers))
         return web.Response(body=orjson.dumps(message), headers=headers, content_type="application/json")
     translator = OpenAIToAnthropicStream(
-        body["model"], message_id, input_tokens=_input_estimate(call), stop_sequences=_stop_sequences(body)
+        body["model"],
+        message_id,
+        input_tokens=_input_estimate(call),
+        stop_sequences=_stop_sequences(body),
+        thinking=read_thinking(body),
     )
     return await relay(request, gw, call, outcome, headers, AnthropicStream(translator, post, gw.metrics))
 
@@ -208,7 +217,7 @@ async def count_tokens(request: web.Request) -> web.Response:
     body.setdefault("model", "auto")
     _check_messages_request(body)
     gw = request.app[GATEWAY]
-    openai_body, _ = anthropic_to_openai_request(body, system_placement="hoist")
+    openai_body, _ = anthropic_to_openai_request(body)
     call = decode_chat(openai_body, request.headers, gw.config.routing.default_importance, request[REQUEST_ID])
     gw.resolve_model(str(body["model"]))
     return web.json_response({"input_tokens": _input_estimate(call)})

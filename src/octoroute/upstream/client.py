@@ -5,8 +5,8 @@ Timeouts per attempt: `connect` (TCP/TLS connect), `first_byte` (until the
 response headers and, for streams, the first complete SSE event), `total` (a
 whole non-streaming attempt, and a stream up to its first event). A stream
 returned by `open_stream` has already received its first event: that is the
-commit point. After it, the stream fails only if no bytes arrive for
-`first_byte` seconds, so long generations are never cut while they progress;
+commit point. After it, the stream fails only if no bytes arrive for `idle`
+seconds, so long generations are never cut while they progress;
 later failures surface as `UpstreamMidStream`.
 """
 
@@ -142,7 +142,7 @@ class UpstreamStream:
                 ended = ended or ends_stream(tail, anthropic)
                 yield tail + b"\n\n"
         except DeadlineError as exc:
-            raise UpstreamMidStream(self._endpoint.id, f"no data for {self._endpoint.timeouts.first_byte:g}s") from exc
+            raise UpstreamMidStream(self._endpoint.id, f"no data for {self._endpoint.timeouts.idle:g}s") from exc
         except (ConnectionClosedError, ProtocolViolation, OSError) as exc:
             raise UpstreamMidStream(self._endpoint.id, f"stream broke: {exc}") from exc
         except EventTooLarge as exc:
@@ -305,7 +305,7 @@ class UpstreamPool:
         except BaseException:
             target.pool.release(conn)
             raise
-        conn.set_idle_limit(ep.timeouts.first_byte)
+        conn.set_idle_limit(ep.timeouts.idle)
         return UpstreamStream(ep, target.pool, conn, framer, first, (loop.time() - started) * 1000, whole=whole)
 
     async def probe(self, ep: EndpointSpec, limit_seconds: float) -> float:

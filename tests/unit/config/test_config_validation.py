@@ -128,13 +128,22 @@ def test_timeouts_resolve_endpoint_then_group_then_global():
             "fast": [ep(id="a", timeouts={"first_byte": 2}), ep(id="b")],
             "deep": [ep(id="c")],
         },
-        "timeouts": {"connect": 1.5, "fast": {"total": 10, "first_byte": 5}},
+        "timeouts": {"connect": 1.5, "idle": 50, "fast": {"total": 10, "first_byte": 5, "idle": 7}},
     }
+    data["models"]["deep"].append(ep(id="d", timeouts={"idle": 3}))
     topo = build_topology(parse_config(data, {}), {})
-    a, b, c = (topo.endpoints[i].timeouts for i in "abc")
-    assert (a.connect, a.first_byte, a.total) == (1.5, 2, 10)
-    assert (b.connect, b.first_byte, b.total) == (1.5, 5, 10)
-    assert (c.connect, c.first_byte, c.total) == (1.5, 40, 40)
+    a, b, c, d = (topo.endpoints[i].timeouts for i in "abcd")
+    assert (a.connect, a.first_byte, a.total, a.idle) == (1.5, 2, 10, 7)
+    assert (b.connect, b.first_byte, b.total, b.idle) == (1.5, 5, 10, 7)
+    assert (c.connect, c.first_byte, c.total, c.idle) == (1.5, 40, 40, 50)
+    assert d.idle == 3
+
+
+def test_default_timeouts_fit_a_local_server_prefilling_a_long_prompt():
+    """Minutes to the first token, a short connect, and a stream judged by its silences."""
+    topo = build_topology(parse_config({"models": {"fast": [ep()]}}, {}), {})
+    t = topo.endpoints["fast/m"].timeouts
+    assert (t.connect, t.first_byte, t.total, t.idle) == (5, 600, 600, 120)
 
 
 def test_default_ids_alias_groups_and_fallbacks():

@@ -172,3 +172,12 @@ def test_reasoning_dropped_from_message_only_when_asked() -> None:
     assert FULL.apply_completion(response)
     assert message == {"role": "assistant", "content": "Hi", "refusal": None}
     assert not FULL.apply_completion(response)
+
+
+def test_reasoning_kept_unless_dropped_survives_a_chunk_whose_text_was_stripped() -> None:
+    """strip_think without drop_reasoning: a chunk whose content was all <think> text
+    still carries its reasoning field, which becomes thinking for Anthropic clients."""
+    stream = OutputFilter(strip_think=True, drop_reasoning=False, stop_markers=()).stream()
+    both = chunk("<think>", reasoning_content="plan")
+    assert stream.feed(both) is both
+    assert both["choices"][0]["delta"] == {"content": "", "reasoning_content": "plan"}

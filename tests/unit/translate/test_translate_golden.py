@@ -17,6 +17,7 @@ import pytest
 from tests.spec_validation import validate
 
 from octoroute.core.types import Degradation
+from octoroute.protocols.thinking import read_thinking
 from octoroute.protocols.translate_request import anthropic_to_openai_request
 from octoroute.protocols.translate_request_reverse import openai_to_anthropic_request
 from octoroute.protocols.translate_response import anthropic_to_openai_response, openai_to_anthropic_response
@@ -58,6 +59,10 @@ def assemble_anthropic(events: list[dict[str, Any]]) -> dict[str, Any]:
             block, delta = message["content"][event["index"]], event["delta"]
             if delta["type"] == "text_delta":
                 block["text"] += delta["text"]
+            elif delta["type"] == "thinking_delta":
+                block["thinking"] += delta["thinking"]
+            elif delta["type"] == "signature_delta":
+                block["signature"] = delta["signature"]
             elif delta["type"] == "input_json_delta":
                 partial[event["index"]] = partial.get(event["index"], "") + delta["partial_json"]
         elif kind == "content_block_stop":
@@ -72,12 +77,14 @@ def assemble_anthropic(events: list[dict[str, Any]]) -> dict[str, Any]:
 def assemble_openai(chunks: list[dict[str, Any]]) -> dict[str, Any]:
     """The chat.completion message a client builds from chunks (role, content, tool_calls by index)."""
     content: list[str] = []
+    reasoning: list[str] = []
     calls: dict[int, dict[str, Any]] = {}
     finish = None
     for chunk in chunks:
         for choice in chunk["choices"]:
             delta = choice["delta"]
             content.append(delta.get("content") or "")
+            reasoning.append(delta.get("reasoning_content") or delta.get("reasoning") or "")
             for call in delta.get("tool_calls", []):
                 slot = calls.setdefault(call["index"], {"id": "", "type": "function", "name": "", "arguments": ""})
                 slot["id"] = call.get("id", slot["id"])
@@ -85,12 +92,22 @@ def assemble_openai(chunks: list[dict[str, Any]]) -> dict[str, Any]:
                 slot["arguments"] += call.get("function", {}).get("arguments", "")
             finish = choice["finish_reason"] or finish
     message: dict[str, Any] = {"role": "assistant", "content": "".join(content) or None, "refusal": None}
+    if any(reasoning):
+        message["reasoning_content"] = "".join(reasoning)
     if calls:
         message["tool_calls"] = [
             {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
             for _, c in sorted(calls.items())
         ]
     return {"message": message, "finish_reason": finish}
+
+
+def translator_args(case: dict[str, Any]) -> dict[str, Any]:
+    """A case's `args`; a `thinking` entry is the client's Anthropic `thinking` setting."""
+    args = dict(case["args"])
+    if "thinking" in args:
+        args["thinking"] = read_thinking({"thinking": args["thinking"]})
+    return args
 
 
 def lost_as_json(lost: list[Degradation]) -> list[list[str]]:
@@ -137,7 +154,7 @@ def test_request_openai_to_anthropic(path: Path) -> None:
 @pytest.mark.parametrize("path", cases("response_openai_to_anthropic", "json"), ids=case_id)
 def test_response_openai_to_anthropic(path: Path) -> None:
     case = orjson.loads(path.read_bytes())
-    message, lost = openai_to_anthropic_response(case["input"], **case["args"])
+    message, lost = openai_to_anthropic_response(case["input"], **translator_args(case))
     expected = orjson.loads(expected_path(path, "json").read_bytes())
     assert {"output": message, "degradations": lost_as_json(lost)} == expected
 
@@ -152,7 +169,7 @@ def test_response_anthropic_to_openai(path: Path) -> None:
 
 
 def run_openai_stream(case: dict[str, Any]) -> tuple[bytes, OpenAIToAnthropicStream]:
-    stream = OpenAIToAnthropicStream(**case["args"])
+    stream = OpenAIToAnthropicStream(**translator_args(case))
     out = [event for chunk in case["chunks"] for event in stream.feed(chunk)]
     out += stream.finish()
     return b"".join(out), stream

@@ -13,7 +13,7 @@ from tests.unit.translate.test_translate_golden import CLAUDE_CODE
 
 from octoroute.core.errors import TranslationError
 from octoroute.core.types import Degradation, DegradationKind
-from octoroute.protocols.translate_request import anthropic_to_openai_request
+from octoroute.protocols.translate_request import anthropic_to_openai_request, late_system_as_user
 from octoroute.protocols.translate_request_reverse import openai_to_anthropic_request, parse_tool_arguments
 
 
@@ -60,10 +60,24 @@ def test_captures_are_there() -> None:
     assert len(CAPTURES) >= 10
 
 
+def roles_in_order(request: dict[str, Any]) -> list[str]:
+    """The roles an OpenAI body must have for `request`, nothing moved: the leading system,
+    then per message its role (a user turn's tool results first, as tool messages)."""
+    roles = ["system"] if request.get("system") else []
+    for message in request["messages"]:
+        content = message["content"]
+        blocks = content if isinstance(content, list) else [{"type": "text"}]
+        if message["role"] == "user":
+            roles += ["tool"] * sum(b.get("type") == "tool_result" for b in blocks)
+            roles += ["user"] if any(b.get("type") != "tool_result" for b in blocks) else []
+        else:
+            roles.append(message["role"])
+    return roles
+
+
 @pytest.mark.parametrize(("name", "request_body"), CAPTURES, ids=[name for name, _ in CAPTURES])
-@pytest.mark.parametrize("placement", ["in_place", "hoist"])
-def test_claude_code_request_translates(name: str, request_body: dict[str, Any], placement: Any) -> None:
-    body, lost = anthropic_to_openai_request(request_body, system_placement=placement)
+def test_claude_code_request_translates(name: str, request_body: dict[str, Any]) -> None:
+    body, lost = anthropic_to_openai_request(request_body)
     validate("CreateChatCompletionRequest", body)
     assert len(body["tools"]) == len(request_body["tools"])
     calls = [c["id"] for m in body["messages"] if m["role"] == "assistant" for c in m.get("tool_calls", [])]
@@ -71,29 +85,42 @@ def test_claude_code_request_translates(name: str, request_body: dict[str, Any],
     assert calls == tool_use_ids(request_body)
     assert results == tool_result_ids(request_body)
     assert body["messages"][0]["role"] == "system"
-    for block in request_body["system"]:
-        assert block["text"] in body["messages"][0]["content"]
-    assert {DegradationKind.THINKING, DegradationKind.CACHE_CONTROL} <= kinds(lost)
+    assert body["messages"][0]["content"] == "\n\n".join(b["text"] for b in request_body["system"])
+    assert [m["role"] for m in body["messages"]] == roles_in_order(request_body)  # nothing moved
+    assert DegradationKind.CACHE_CONTROL in kinds(lost)
+    assert DegradationKind.THINKING not in kinds(lost)  # mapped per endpoint, not dropped here
     assert body["stream"] is True
     assert body["stream_options"] == {"include_usage": True}
     assert body["max_tokens"] == request_body["max_tokens"]
-    if placement == "hoist":
-        assert [m["role"] for m in body["messages"]].count("system") == 1
+
+
+def test_a_conversation_keeps_its_prompt_prefix_from_turn_to_turn() -> None:
+    """Claude Code's second turn repeats the first (with its late system message) and adds
+    to it: the translation of turn 1, as a user note too, is a prefix of turn 2's."""
+    turns = [body for name, body in CAPTURES if name.startswith("b_tool_json")]
+    assert len(turns) == 2
+    assert [m["role"] for m in turns[0]["messages"]] == ["user", "system"]
+    first, second = (anthropic_to_openai_request(t)[0]["messages"] for t in turns)
+    assert second[: len(first)] == first
+    notes = [late_system_as_user(m) for m in (first, second)]
+    assert notes[0] is not None
+    assert notes[1] is not None
+    assert notes[1][: len(notes[0])] == notes[0]
+    assert notes[0][2]["role"] == "user"
+    assert notes[0][2]["content"].startswith("<system-note>")
 
 
 @pytest.mark.parametrize(("name", "request_body"), CAPTURES, ids=[name for name, _ in CAPTURES])
 def test_claude_code_request_round_trips(name: str, request_body: dict[str, Any]) -> None:
-    """Anthropic → OpenAI → Anthropic keeps the turns, tool ids, tools and their schemas."""
-    body, _ = anthropic_to_openai_request(request_body, system_placement="hoist")
+    """Anthropic → OpenAI → Anthropic keeps the turns in order, tool ids, tools and their schemas."""
+    body, _ = anthropic_to_openai_request(request_body)
     back, _ = openai_to_anthropic_request(body)
     assert tool_use_ids(back) == tool_use_ids(request_body)
     assert tool_result_ids(back) == tool_result_ids(request_body)
     assert [(t["name"], t["input_schema"]) for t in back["tools"]] == [
         (t["name"], t["input_schema"]) for t in request_body["tools"]
     ]
-    assert [m["role"] for m in back["messages"]] == [
-        m["role"] for m in request_body["messages"] if m["role"] != "system"
-    ]
+    assert [m["role"] for m in back["messages"]] == [m["role"] for m in request_body["messages"]]
     assert back["max_tokens"] == request_body["max_tokens"]
     assert back["metadata"] == request_body["metadata"]
     TypeAdapter(anthropic.types.MessageCreateParams).validate_python(back)

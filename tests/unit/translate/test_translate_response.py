@@ -8,7 +8,7 @@ import anthropic
 import orjson
 import pytest
 from tests.spec_validation import validate
-from tests.unit.translate.test_translate_golden import case_id, cases, parse_sse
+from tests.unit.translate.test_translate_golden import case_id, cases, parse_sse, translator_args
 
 from octoroute.protocols.anthropic import error_body, error_type_for, stream_error_event
 from octoroute.protocols.translate_response import (
@@ -22,7 +22,7 @@ from octoroute.protocols.translate_response import (
 @pytest.mark.parametrize("path", cases("response_openai_to_anthropic", "json"), ids=case_id)
 def test_translated_message_is_a_valid_sdk_message(path: Path) -> None:
     case = orjson.loads(path.read_bytes())
-    message, _ = openai_to_anthropic_response(case["input"], **case["args"])
+    message, _ = openai_to_anthropic_response(case["input"], **translator_args(case))
     parsed = anthropic.types.Message.model_validate(message)
     assert parsed.model == case["args"]["model"]
     assert parsed.id.startswith("msg_")

@@ -18,6 +18,7 @@ from tests.unit.translate.test_translate_golden import (
     cases,
     parse_sse,
     run_openai_stream,
+    translator_args,
 )
 
 from octoroute.core.types import Degradation, DegradationKind
@@ -78,8 +79,9 @@ def test_openai_stream_equals_non_streamed_translation(path: Path) -> None:
     check_order(events)
     streamed = assemble_anthropic([data for _, data in events])
     anthropic.types.Message.model_validate(streamed)
+    args = translator_args(case)
     expected, _ = openai_to_anthropic_response(
-        non_streamed(case["chunks"]), model=case["args"]["model"], message_id=case["args"]["message_id"]
+        non_streamed(case["chunks"]), model=args["model"], message_id=args["message_id"], thinking=args.get("thinking")
     )
     assert streamed["content"] == expected["content"]
     assert streamed["stop_reason"] == expected["stop_reason"]

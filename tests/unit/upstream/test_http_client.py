@@ -170,7 +170,25 @@ def test_a_stream_that_goes_quiet_fails_mid_stream():
             async for _ in stream.rest():
                 pass
 
-    asyncio.run(with_server(handler, test, timeouts={"first_byte": 0.2}))
+    asyncio.run(with_server(handler, test, timeouts={"first_byte": 30, "idle": 0.2}))
+
+
+def test_a_slow_first_byte_is_waited_for_longer_than_the_idle_limit():
+    """A local server prefilling a long prompt sends nothing for a while, then streams:
+    `first_byte` covers the prefill, `idle` only the gaps once tokens flow."""
+
+    async def handler(reader, writer, n):
+        await read_request(reader)
+        await asyncio.sleep(0.5)  # the prefill
+        writer.write(SSE_HEAD + chunk(b"data: {}\n\n") + chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+        await writer.drain()
+
+    async def test(pool, ep):
+        stream = await pool.open_stream(ep, b"{}", {})
+        rest = b"".join([events async for events in stream.rest()])
+        assert stream.first + rest == b"data: {}\n\ndata: [DONE]\n\n"
+
+    asyncio.run(with_server(handler, test, timeouts={"first_byte": 30, "idle": 0.1}))
 
 
 def test_a_large_body_is_read_whole_through_flow_control():

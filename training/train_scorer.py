@@ -1,0 +1,98 @@
+"""Train the learned default scorer and write the weights octoroute ships.
+
+    pip install -e '.[train]'
+    python -m training.train_scorer --llmrouter /path/to/LLMRouter.git [--routerdc /path/to/RouterDC.git]
+
+Reads the training data at the commits pinned in `training/data.py` (see
+`DATA.md`), runs the overlap check against `../shared/data/routellm/` and drops
+everything it flags (printing what and why), prints the validation numbers
+(leave-one-benchmark-out APGR on the training data; with `--routerdc`, APGR on
+RouterDC's Mixtral-vs-GPT-4 slices, which never enter the fit), fits on all
+kept items and writes `src/octoroute/routing/learned_weights.json`. The fit is
+deterministic: the same inputs give the same bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from training import data, overlap
+from training.fit import Settings, export, featurize, fit
+from training.metrics import apgr
+from training.select_model import loso
+
+VERSION = "2026-12-07.2"
+# Chosen by `training.select_model` on held-out training data only (DATA.md).
+SETTINGS = Settings(target="mix", alpha=3.0, min_df=3, center_sources=True, length_prior=True)
+DEFAULT_OUT = Path(__file__).resolve().parent.parent / "src" / "octoroute" / "routing" / "learned_weights.json"
+
+
+def checked_examples(examples: Sequence[data.Example], reference: Path) -> list[data.Example]:
+    """The examples the overlap check passes; prints what it removed and why."""
+    index = overlap.ReferenceIndex(overlap.load_reference(reference))
+    items = [overlap.Item(e.id, e.source, e.text) for e in examples]
+    kept, flags = overlap.split_clean(items, index)
+    overlap.report(flags, len(items))
+    kept_ids = {item.id for item in kept}
+    clean = [e for e in examples if e.id in kept_ids]
+    # Refuse to train on anything flagged, whatever happened above.
+    leaked = [e.id for e in clean if index.match(overlap.Item(e.id, e.source, e.text)) is not None]
+    if leaked:
+        raise SystemExit(f"refusing to train: {len(leaked)} flagged items still in the training set")
+    return clean
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--llmrouter", type=Path, required=True, help="git dir of ulab-uiuc/LLMRouter")
+    parser.add_argument("--routerdc", type=Path, help="git dir of shuhao02/RouterDC (validation only)")
+    parser.add_argument("--reference", type=Path, default=overlap.DEFAULT_REFERENCE)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+
+    examples = checked_examples(data.load_llmrouter(args.llmrouter), args.reference)
+    counts = Counter(e.source for e in examples)
+    print(f"training on {len(examples)} items: " + ", ".join(f"{s} {n}" for s, n in sorted(counts.items())))
+    feats = featurize([e.text for e in examples])
+
+    print(f"settings: {SETTINGS}")
+    print("leave-one-benchmark-out APGR (model / length):")
+    per_source = loso(examples, feats, SETTINGS)
+    for source, (model, length) in per_source.items():
+        print(f"  {source:22s} {model:.3f} / {length:.3f}")
+    print(
+        f"  {'mean':22s} {np.mean([v[0] for v in per_source.values()]):.3f}"
+        f" / {np.mean([v[1] for v in per_source.values()]):.3f}"
+    )
+
+    fitted = fit(examples, feats, SETTINGS)
+    if args.routerdc:
+        held = data.load_routerdc(args.routerdc)
+        held_feats = featurize([e.text for e in held])
+        scores = fitted.raw_scores(held_feats)
+        print("RouterDC RouterBench slices, Mixtral vs GPT-4 (never trained on), APGR model / length:")
+        for source in sorted({e.source for e in held}):
+            idx = [i for i, e in enumerate(held) if e.source == source]
+            weak = [held[i].weak for i in idx]
+            strong = [held[i].strong for i in idx]
+            print(
+                f"  {source:26s} {apgr(scores[idx].tolist(), weak, strong):.3f}"
+                f" / {apgr(held_feats.dense[idx, 0].tolist(), weak, strong):.3f}"
+            )
+
+    document = export(fitted, fitted.raw_scores(feats), VERSION, SETTINGS.reference_points)
+    payload = orjson.dumps(document, option=orjson.OPT_SORT_KEYS) + b"\n"
+    args.out.write_bytes(payload)
+    print(f"wrote {args.out} ({len(payload):,} bytes, {len(fitted.terms):,} terms, version {VERSION})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
