@@ -16,11 +16,11 @@ def endpoint(sim: SimulatedUpstream, name: str, **extra: Any) -> dict[str, Any]:
 
 
 def fleet_config(models: dict[str, list[dict[str, Any]]], **sections: Any) -> dict[str, Any]:
-    """A config dict with active probes off (tests drive health explicitly) and fast retries."""
+    """A config dict with active probes and discovery off (tests drive health explicitly) and fast retries."""
     data: dict[str, Any] = {
         "models": models,
         "routing": {"strategy": "rule"},
-        "health": {"active": False, "failure_threshold": 3},
+        "health": {"active": False, "discover": False, "failure_threshold": 3},
         "retry": {"max_attempts": 4, "backoff_base_ms": 1, "backoff_max_ms": 5},
     }
     for key, value in sections.items():

@@ -27,10 +27,12 @@ from octoroute.core.errors import (
     ModelNotFound,
     OctorouteError,
     TimeoutPhase,
+    UpstreamContextOverflow,
     UpstreamError,
     UpstreamStatusError,
     UpstreamTimeout,
 )
+from octoroute.core.facts import ContextEvent, ServerFacts
 from octoroute.core.types import (
     Api,
     DegradationKind,
@@ -51,6 +53,7 @@ from octoroute.fleet.capabilities import (
     missing,
     selection_needs,
 )
+from octoroute.fleet.context import ContextBook, ContextGate, estimate_prompt_tokens, requested_output
 from octoroute.fleet.health import HealthBoard, Transition
 from octoroute.fleet.policy import Attempt, AttemptPlan, most_likely_recovered
 from octoroute.fleet.rotation import (
@@ -69,6 +72,7 @@ from octoroute.observe.tracing import SpanHandle
 from octoroute.protocols.egress import translated_body
 from octoroute.protocols.filters import OutputFilter
 from octoroute.protocols.openai import check_chat_body, read_message_text
+from octoroute.protocols.overflow import read_overflow
 from octoroute.protocols.postprocess import PostProcess, declared_tools
 from octoroute.protocols.repair import call_id_factory
 from octoroute.protocols.thinking import read_thinking
@@ -80,6 +84,7 @@ from octoroute.routing.router import JudgeUnavailable, Router
 from octoroute.routing.scoring import ScoreModel, nearest_tier
 from octoroute.routing.shadow import ShadowRouter, ShadowTasks
 from octoroute.upstream.client import UpstreamPool, UpstreamReply, UpstreamStream
+from octoroute.upstream.discovery import discover
 
 log = logging.getLogger("octoroute.health")
 shadow_log = logging.getLogger("octoroute.shadow")
@@ -90,6 +95,7 @@ LACKS = {
     MISSING_VISION: DegradationKind.ENDPOINT_LACKS_VISION.value,
 }
 AUTO = "auto"
+UNKNOWN_WINDOW_RANK = 1 << 40  # sorts after every real window
 HINT_FIELDS = ("importance", "task_type")
 
 
@@ -285,6 +291,10 @@ class Gateway:
         self.started_at = time.time() if started_at is None else started_at
         overrides = {k: v.model_dump(exclude_none=True) for k, v in config.capabilities.items()}
         self.capabilities = CapabilityRegistry.bundled(overrides)
+        self.context = ContextBook(topology.endpoints.values(), self.capabilities.known_window)
+        self._context_chains: dict[
+            tuple[str, int], tuple[tuple[str, ...], tuple[EndpointSpec, ...], tuple[str, ...]]
+        ] = {}
         self.observer = observer or Observer(Recorder())
         self.metrics = self.observer.metrics
         self.shadow: ShadowRouter | None = None
@@ -441,16 +451,78 @@ class Gateway:
         lacks = missing(Needs(tools=needs.tools, vision=needs.vision), self.capabilities.lookup(ep.name))
         return tuple(LACKS[m] for m in sorted(lacks))
 
-    def _plan(self, decision: RoutingDecision, needs: Needs) -> AttemptPlan:
+    def _plan(self, decision: RoutingDecision, needs: Needs, gate: ContextGate) -> AttemptPlan:
         if decision.endpoint_id is not None:
             ep = self.topology.endpoints[decision.endpoint_id]
             pinned = GroupSpec(name=ep.group, endpoints=(ep,), fallback=None)
-            return AttemptPlan(
-                [pinned], {ep.group: GroupSelector((ep,))}, lambda _id: True, self.config.retry, self.rng
-            )
-        chain = [self.topology.groups[g] for g in self.topology.fallback_chain(decision.group)]
+            return AttemptPlan([pinned], {ep.group: GroupSelector((ep,))}, gate.allows, self.config.retry, self.rng)
+        chain = [self.topology.groups[g] for g in self._context_chain(decision)]
         fail_open = self._fail_open_pick if self.config.health.fail_open else None
-        return AttemptPlan(chain, self._selectors_for(needs), self.is_available, self.config.retry, self.rng, fail_open)
+        return AttemptPlan(
+            chain,
+            self._selectors_for(needs),
+            lambda i: self.is_available(i) and gate.allows(i),
+            self.config.retry,
+            self.rng,
+            None if fail_open is None else lambda eps: fail_open([ep for ep in eps if gate.allows(ep.id)]),
+        )
+
+    def _context_chain(self, decision: RoutingDecision) -> tuple[str, ...]:
+        """The fallback chain, then every other group, smallest largest-window first: those
+        are tried only by a request found too large for something (context escalation)."""
+        return self._context_candidates(decision.group)[0]
+
+    def _context_candidates(self, group: str) -> tuple[tuple[str, ...], tuple[EndpointSpec, ...], tuple[str, ...]]:
+        """(chain with escalation groups, their endpoints, the escalation groups) for a
+        requested group; cached until a window changes."""
+        key = (group, self.context.version)
+        cached = self._context_chains.get(key)
+        if cached is None:
+            groups = self.topology.groups
+            chain = self.topology.fallback_chain(group)
+            rest = [g for g in groups if g not in chain and groups[g].options.context_escalation]
+            names = (*chain, *sorted(rest, key=self._largest_window))
+            cached = (names, tuple(ep for g in names for ep in groups[g].endpoints), names[len(chain) :])
+            if len(self._context_chains) >= len(groups):
+                self._context_chains.clear()  # older versions
+            self._context_chains[key] = cached
+        return cached
+
+    def _largest_window(self, group: str) -> int:
+        """For ordering escalation groups: groups whose windows are unknown come last."""
+        sizes = [self.context.tokens(ep.id) for ep in self.topology.groups[group].endpoints]
+        return max(UNKNOWN_WINDOW_RANK if n is None else n for n in sizes)
+
+    def _context_gate(self, call: ChatCall, decision: RoutingDecision) -> ContextGate:
+        body = call.body
+        if decision.endpoint_id is not None:
+            candidates: tuple[EndpointSpec, ...] = (self.topology.endpoints[decision.endpoint_id],)
+            extra: tuple[str, ...] = ()
+        else:
+            _, candidates, extra = self._context_candidates(decision.group)
+        return ContextGate(
+            self.context, candidates, lambda: estimate_prompt_tokens(body), requested_output(body), extra
+        )
+
+    def _overflow_of(self, error: UpstreamError, ep: EndpointSpec, gate: ContextGate) -> UpstreamError:
+        """An upstream 4xx saying the request exceeds the endpoint's window becomes an
+        `UpstreamContextOverflow` (retried elsewhere, not a health failure); the gate
+        learns the sizes it states."""
+        if not isinstance(error, UpstreamStatusError) or isinstance(error, UpstreamContextOverflow):
+            return error
+        overflow = read_overflow(error.status, error.body)
+        if overflow is None:
+            return error
+        gate.record_overflow(ep.id, overflow.prompt_tokens, overflow.window, error.client_message)
+        self.metrics.context_event(ep.group, ContextEvent.OVERFLOWED)
+        return UpstreamContextOverflow(error, overflow.prompt_tokens, overflow.window)
+
+    def _context_settled(self, gate: ContextGate, served_by: str | None) -> None:
+        """Count what the request's size did: endpoints skipped, served after escalating."""
+        for group in gate.skipped.values():
+            self.metrics.context_event(group, ContextEvent.SKIPPED)
+        if served_by is not None and gate.escalating:
+            self.metrics.context_event(served_by, ContextEvent.ESCALATED)
 
     def is_available(self, endpoint_id: str) -> bool:
         """In rotation and healthy, or (without active probes) unhealthy or refused for
@@ -530,7 +602,10 @@ class Gateway:
         elif not probe and self.rotation.restore(ep.id):
             log.info("endpoint %s accepted octoroute's credentials again; back in rotation", ep.id)
             self.metrics.credentials_refused(ep.id, False)
-        if error is None or (isinstance(error, UpstreamStatusError) and not error.retryable):
+        if error is None or (
+            isinstance(error, UpstreamStatusError)
+            and (not error.retryable or isinstance(error, UpstreamContextOverflow))
+        ):
             # A 4xx is the request's fault: the endpoint answered, so it is alive.
             transition = self.board.record_success(ep.id, now, latency_ms)
         else:
@@ -557,7 +632,8 @@ class Gateway:
         """Run attempts until one commits; raises the plan's error when none does.
         `trace` (when given) learns the attempts and carries the request's span."""
         needs = selection_needs(call.body)
-        plan = self._plan(decision, needs)
+        gate = self._context_gate(call, decision)
+        plan = self._plan(decision, needs, gate)
         group = decision.group
         while (attempt := plan.next_attempt()) is not None:
             if attempt.backoff_seconds > 0:
@@ -575,7 +651,8 @@ class Gateway:
             try:
                 reply, stream = await self._call_upstream(call, ep, body, headers_for(ep, extra_headers))
                 latency = stream.first_byte_ms if stream is not None else reply.latency_ms if reply else 0.0
-            except UpstreamError as error:
+            except UpstreamError as raised:
+                error = self._overflow_of(raised, ep, gate)
                 error.attempt = attempt.number
                 self._attempt_failed(ep, error, sent_at, span)
                 plan.record(error)
@@ -588,6 +665,7 @@ class Gateway:
             self._attempt_committed(ep, stream, sent_at, span)
             self._record(ep, None, latency)
             plan.record(None)
+            self._context_settled(gate, attempt.group)
             return Outcome(
                 decision=decision,
                 endpoint=ep,
@@ -600,6 +678,12 @@ class Gateway:
                 sent_at=sent_at,
                 fail_open=attempt.fail_open,
             )
+        self._context_settled(gate, None)
+        rejection = gate.rejection() if plan.final_error is None else None
+        if rejection is not None:
+            self.metrics.context_event(decision.group, ContextEvent.REJECTED)
+            rejection.attempts = plan.attempts_made
+            raise rejection
         raise self._exhausted(plan, decision)
 
     async def _call_upstream(
@@ -679,11 +763,23 @@ class Gateway:
 
     # -- reporting ---------------------------------------------------------
 
+    def context_info(self, endpoint_id: str) -> dict[str, object]:
+        """An endpoint's context window, where it comes from, and its discovered slots
+        (for `/models` and `/metrics.json`)."""
+        window = self.context.window(endpoint_id)
+        facts = self.context.facts(endpoint_id)
+        return {
+            "window": window.tokens,
+            "source": window.source.value,
+            "told_by": window.told_by.value if window.told_by else None,
+            "total_slots": facts.total_slots if facts else None,
+        }
+
     def snapshot(self) -> dict[str, object]:
         """The `/metrics.json` document (docs/metrics-json.md)."""
         decisions, errors = self.observer.windows()
         endpoints = [
-            EndpointInfo(ep.id, ep.group, ep.name, ep.kind.value, ep.base_url)
+            EndpointInfo(ep.id, ep.group, ep.name, ep.kind.value, ep.base_url, self.context_info(ep.id))
             for ep in self.topology.endpoints.values()
         ]
         return build_snapshot(
@@ -763,8 +859,38 @@ class Gateway:
                 refusal = self.rotation.refusal(ep.id)
                 if refusal is not None:  # still refused: keep saying why
                     self.board.get(ep.id).note_error(refusal)
+                if self.config.health.discover and self.context.worth_asking(ep.id):
+                    await self.discover(ep)
 
         await asyncio.gather(*(one(ep) for ep in self.topology.endpoints.values()))
+
+    async def discover(self, ep: EndpointSpec) -> None:
+        """Ask the endpoint's server for its context window and slots (upstream.discovery),
+        within the health check timeout; the answer goes to `self.context`."""
+        known = self.context.facts(ep.id)
+        found = await discover(self.pool, ep, self.config.health.check_timeout_seconds, known.source if known else None)
+        if found.facts is not None:
+            if self.context.learn(ep.id, found.facts):
+                self._facts_learned(ep, found.facts)
+        elif found.reached and known is None:
+            self.context.mark_silent(ep.id)
+
+    def _facts_learned(self, ep: EndpointSpec, facts: ServerFacts) -> None:
+        """A server said something new about itself (`self.context` has it already): the
+        hook for whatever else depends on it (slot limits read `facts.total_slots`)."""
+        log.info(
+            "endpoint %s: %s says context window %s, %s slots",
+            ep.id,
+            facts.source.value,
+            facts.context_window,
+            facts.total_slots,
+        )
+
+    async def discover_all(self) -> None:
+        """Discovery for every endpoint at once (at startup, before serving)."""
+        if not self.config.health.discover:
+            return
+        await asyncio.gather(*(self.discover(ep) for ep in self.topology.endpoints.values()))
 
     async def run_health_checks(self) -> None:
         """Probe forever on the configured interval (cancelled at shutdown)."""

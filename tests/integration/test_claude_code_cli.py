@@ -16,6 +16,7 @@ import signal
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.request import urlopen
 
 import orjson
 from tests.scripted import Delta, scripted  # noqa: F401  (fixture)
@@ -104,3 +105,37 @@ def test_claude_code_writes_a_file_through_the_gateway(scripted, gateway, tmp_pa
     for seen in upstream.requests:
         assert not [k for k in seen.headers if k.lower().startswith("anthropic-")]
         assert seen.body["stream"] is True
+
+
+def test_claude_code_is_escalated_past_a_server_its_prompt_does_not_fit(scripted, gateway, tmp_path):  # noqa: F811
+    """Issue 10's first complaint, end to end: the agent's first request is larger than the
+    preferred server's context; its exceed_context_size_error sends the request on to the
+    larger server instead of reaching the agent, and later turns skip the small one."""
+    work, home = tmp_path / "work", tmp_path / "home"
+    work.mkdir()
+    home.mkdir()
+    small = scripted(write_then_done(work / "hello.txt"), n_ctx=4096)
+    big = scripted(write_then_done(work / "hello.txt"))
+    gw = gateway(
+        fleet_config(
+            {
+                "fast": [
+                    {"name": "tiny-local", "base_url": small.base_url, "id": "small", "priority": 2},
+                    {"name": "roomy-local", "base_url": big.base_url, "id": "big", "priority": 1},
+                ]
+            },
+            aliases={"claude-*": "fast"},
+        )
+    )
+
+    result = run_claude(gw.url, work, home, ASK)
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (work / "hello.txt").read_text() == "hello from claude code\n"
+    assert "DONE" in result.stdout
+    assert len([seen for seen in small.requests if seen.body.get("tools")]) == 1  # refused once, then skipped
+    assert len([seen for seen in big.requests if seen.body.get("tools")]) == 2
+    rows = {row["id"]: row for row in orjson.loads(urlopen(f"{gw.url}/models").read())["endpoints"]}
+    assert rows["small"]["healthy"] is True
+    assert rows["small"]["context"]["window"] == 4096
+    assert rows["small"]["context"]["told_by"] == "overflow_error"

@@ -553,12 +553,12 @@ def test_a_client_asking_for_usage_gets_it_once(upstreams, gateway, sdk_clients)
 
 def test_last_error_carries_the_upstreams_own_message(upstreams, gateway, sdk_clients):
     sim = upstreams("picky")
-    sim.behaviour.mode = Mode.ERROR_400
+    sim.behaviour.mode = Mode.REJECT_400
     gw = gateway(fleet_config({"fast": [endpoint(sim, "m", id="picky")]}))
     with pytest.raises(openai.BadRequestError) as refused:
         sdk_clients.openai(gw).chat.completions.create(model="fast", messages=HI)
     said = refused.value.body["message"]
-    assert said.startswith("upstream picky answered 400: This model's maximum context length is 2048 tokens")
+    assert said.startswith("upstream picky answered 400: picky does not accept one of the request's parameters")
     (picky,) = snapshot(gw.url)["endpoints"]
     assert picky["last_error"]["error_type"] == "http_4xx"
     assert picky["last_error"]["message"] == "HTTP 400: " + said.removeprefix("upstream picky answered 400: ")

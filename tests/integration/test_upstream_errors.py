@@ -231,9 +231,10 @@ def test_a_server_still_loading_at_the_attempts_deadline_gives_way(scripted, gat
     ("canned", "status", "said"),
     [
         pytest.param(
-            vllm_object_error("This model's maximum context length is 2048 tokens."),
+            # (a context-overflow 400 is escalated instead: tests/integration/test_context_windows.py)
+            vllm_object_error("temperature must be non-negative, got -1.0."),
             400,
-            "This model's maximum context length is 2048 tokens.",
+            "temperature must be non-negative, got -1.0.",
             id="vllm-400",
         ),
         pytest.param(

@@ -70,6 +70,8 @@ class EndpointConfig(_Frozen):
     kind: Api = Api.OPENAI  # the API the server speaks at base_url: openai (/chat/completions) or anthropic (/messages)
     api_key_env: str | None = Field(default=None, pattern=ENV_NAME.pattern)
     timeouts: Timeouts = Timeouts()
+    # Tokens one request may use (prompt + output); unset: discovered from the server, else the capability table.
+    context_window: int | None = Field(default=None, gt=0, le=100_000_000)
 
     @field_validator("base_url")
     @classmethod
@@ -175,6 +177,9 @@ class HealthConfig(_Frozen):
     check_interval_seconds: Seconds = 10.0
     check_timeout_seconds: Seconds = 2.0
     active: bool = True
+    # Ask servers their context window and slots (llama.cpp /props, Ollama /api/show, vLLM /v1/models)
+    # at startup and, with active probes, after each successful probe.
+    discover: bool = True
     # An upstream 429 without a usable Retry-After keeps its endpoint out of rotation this long.
     rate_limit_cooldown_seconds: Seconds = 5.0
     # A server answering 503 "Loading model" is asked again after this, doubling (at most 8x),
@@ -243,6 +248,8 @@ class GroupOptions(_Frozen):
     late_system: Literal["system", "user"] = "user"
     # Which request fields carry an Anthropic client's thinking request to this group.
     thinking_params: tuple[ThinkingParam, ...] = (ThinkingParam.REASONING_EFFORT,)
+    # Take requests too large for every group of their own fallback chain (context escalation).
+    context_escalation: bool = True
 
 
 class CapabilityOverride(_Frozen):

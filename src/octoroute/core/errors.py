@@ -4,7 +4,8 @@
     ├── ConfigError                 config file invalid; carries every problem with its key path
     ├── ClientError                 the client's request cannot be served as sent (4xx)
     │   ├── InvalidRequest          400: malformed JSON, invalid fields
-    │   │   └── TranslationError    400: a body whose structure cannot be translated to the other API
+    │   │   ├── TranslationError    400: a body whose structure cannot be translated to the other API
+    │   │   └── ContextTooLarge     400: no endpoint's context window can hold the request (says the sizes)
     │   ├── Unauthorised            401: /metrics or /metrics.json without the configured token
     │   ├── NotFound                404: a switched-off feature (metrics = false)
     │   ├── ModelNotFound           404: `model` names no group, endpoint or `auto`
@@ -13,6 +14,8 @@
     │   ├── UpstreamConnectError    refused / reset / DNS: retryable
     │   ├── UpstreamTimeout         connect, first-byte or total timeout: retryable
     │   ├── UpstreamStatusError     the upstream answered 4xx/5xx; 401/403, 429 and 5xx retryable
+    │   │   └── UpstreamContextOverflow  its 4xx says the prompt exceeds its context window: retryable
+    │   │                                elsewhere, and no sign of ill health
     │   ├── UpstreamProtocolError   unreadable answer (bad JSON, cut body): retryable
     │   └── UpstreamMidStream       a committed stream broke: never retried
     └── RoutingExhausted            no attempt succeeded
@@ -44,6 +47,7 @@ class ErrorType(enum.StrEnum):
     HTTP_5XX = "http_5xx"
     PROTOCOL = "protocol"
     MID_STREAM = "mid_stream"
+    CONTEXT_OVERFLOW = "context_overflow"
 
 
 class TimeoutPhase(enum.StrEnum):
@@ -95,6 +99,28 @@ class TranslationError(InvalidRequest):
 
     def __init__(self, message: str, param: str) -> None:
         super().__init__(message, param=param)
+
+
+class ContextTooLarge(InvalidRequest):
+    """No endpoint the request may use has a context window that holds it."""
+
+    code = "context_length_exceeded"
+
+    def __init__(
+        self, prompt_tokens: int, output_tokens: int, largest_window: int, *, exact: bool, refusal: str | None = None
+    ) -> None:
+        counted = "counted by the upstream" if exact else "estimated"
+        said = f" (last refusal: {refusal})" if refusal else ""
+        super().__init__(
+            f"the request needs about {prompt_tokens + output_tokens} tokens ({prompt_tokens} prompt tokens, "
+            f"{counted}, plus {output_tokens} requested output tokens) but the largest context window "
+            f"available is {largest_window} tokens; shorten the conversation or lower max_tokens{said}",
+            param="messages",
+        )
+        self.prompt_tokens = prompt_tokens
+        self.output_tokens = output_tokens
+        self.largest_window = largest_window
+        self.attempts = 0  # upstream attempts made before deciding, set by the attempt loop
 
 
 class Unauthorised(ClientError):
@@ -182,6 +208,24 @@ class UpstreamStatusError(UpstreamError):
         """What a client is told: `upstream <endpoint> answered <status>: <their message>`."""
         said = f": {self.detail}" if self.detail else ""
         return f"upstream {self.endpoint_id} answered {self.status}{said}"
+
+
+class UpstreamContextOverflow(UpstreamStatusError):
+    """A 4xx whose body says the request exceeds the endpoint's context window.
+
+    Another endpoint with a larger window may serve it, so it is retryable, but
+    the endpoint answered and is not unwell. `prompt_tokens` and `window` are
+    what the body said (None when it did not say).
+    """
+
+    def __init__(self, error: UpstreamStatusError, prompt_tokens: int | None, window: int | None) -> None:
+        super().__init__(
+            error.endpoint_id, error.status, error.body, error.content_type, error.retry_after, error.detail
+        )
+        self.retryable = True
+        self.error_type = ErrorType.CONTEXT_OVERFLOW
+        self.prompt_tokens = prompt_tokens
+        self.window = window
 
 
 class UpstreamProtocolError(UpstreamError):

@@ -38,6 +38,7 @@ class Mode(enum.StrEnum):
     ERROR_500 = "error_500"
     ERROR_429 = "error_429"  # with Retry-After
     ERROR_400 = "error_400"  # context length exceeded, OpenAI-shaped
+    REJECT_400 = "reject_400"  # a 400 about a parameter, not the context: passed through, never retried
     SLOW = "slow"  # sleeps `slow_seconds` before sending headers
     HANG_BODY = "hang_body"  # headers, then nothing until the client or stop() gives up
     DROP_MID_STREAM = "drop_mid_stream"  # `drop_after_chunks` events, then the TCP connection is aborted

@@ -289,6 +289,9 @@ class SimulatedUpstream:
             return _json_response(429, error_body(msg, "requests", code="rate_limit_exceeded"), headers)
         if b.mode is Mode.ERROR_400:
             return self._context_length_error(messages)
+        if b.mode is Mode.REJECT_400:
+            msg = f"{b.label} does not accept one of the request's parameters (simulated 400)."
+            return _json_response(400, error_body(msg, "invalid_request_error", param="temperature"))
         if b.mode is Mode.GARBAGE:
             if body.get("stream") is True:
                 return web.Response(body=b"data: " + GARBAGE_BODY + b"\n\n" + DONE_EVENT, headers=SSE_HEADERS)

@@ -228,6 +228,19 @@ class CapabilityRegistry:
         lowered = model_name.lower()
         return next((f for f in self._families if f.matches(lowered)), None)
 
+    def known_window(self, model_name: str) -> int | None:
+        """The context window of `model_name` when a family or an override names one;
+        None for a model the table does not know (the fallback's 4096 is only a guess)."""
+        lowered = model_name.lower()
+        partial = self._exact.get(lowered) or next(
+            (p for pat, p in self._patterns if fnmatch.fnmatchcase(lowered, pat)), None
+        )
+        family = self.family_of(lowered)
+        guessed = family is None or "*" in family.patterns  # no family, or only the catch-all
+        if guessed and (partial is None or partial.context_window is None):
+            return None
+        return self.lookup(model_name).context_window
+
     def _resolve(self, lowered: str) -> Capabilities:
         family = self.family_of(lowered)
         base = FALLBACK if family is None else family.capabilities

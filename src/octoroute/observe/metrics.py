@@ -27,6 +27,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from octoroute.core.errors import ErrorType
+from octoroute.core.facts import ContextEvent
 from octoroute.core.types import DegradationKind, Strategy
 
 # The classic text format, which every Prometheus reads; all our names are plain ASCII.
@@ -116,6 +117,10 @@ class Recorder:
 
     def shadow_dropped(self, strategy: Strategy) -> None:
         """A judge shadow decision was not started: too many were already pending."""
+
+    def context_event(self, group: str, event: ContextEvent) -> None:
+        """A request's size mattered: an endpoint of `group` skipped or overflowed, the
+        request served there after escalating, or rejected (its requested group)."""
 
     def cooldown(self, endpoint: str, reason: str, until: float) -> None:
         """The upstream asked to back off (`reason`, a `fleet.rotation.Pressure` value): the
@@ -298,6 +303,14 @@ class PrometheusRecorder(Recorder):
         self._c_shadow = _Children(self._shadow_decisions)
         self._c_shadow_dropped = _Children(self._shadow_dropped)
         self._c_shadow_pending = _Children(self._shadow_pending)
+        self._context = Counter(
+            "octoroute_context_events",
+            "Context-window events by group: endpoints skipped (request too large for their window) "
+            "or answering with a context overflow, requests served after escalating, requests rejected.",
+            ["group", "event"],
+            registry=registry,
+        )
+        self._c_context = _Children(self._context)
         self._cooldowns = Counter(
             "octoroute_upstream_cooldowns",
             "Times an upstream asked to back off (429, or 503 busy), by endpoint and reason.",
@@ -357,6 +370,8 @@ class PrometheusRecorder(Recorder):
             self._c_routing.ensure(strategy.value)
         for group in groups:
             self._c_invocations.ensure(group)
+            for event in ContextEvent:
+                self._c_context.ensure(group, event.value)
             self._c_fail_open.ensure(group)
         for ep in endpoints:
             self._c_cooldown_until.ensure(ep)
@@ -437,6 +452,9 @@ class PrometheusRecorder(Recorder):
 
     def shadow_dropped(self, strategy: Strategy) -> None:
         self._c_shadow_dropped[strategy.value,].inc()
+
+    def context_event(self, group: str, event: ContextEvent) -> None:
+        self._c_context[group, event.value].inc()
 
     def cooldown(self, endpoint: str, reason: str, until: float) -> None:
         self._c_cooldowns[endpoint, reason].inc()

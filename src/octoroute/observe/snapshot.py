@@ -9,7 +9,7 @@ pure: the caller collects the inputs.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -34,6 +34,7 @@ class EndpointInfo:
     model: str
     kind: str
     base_url: str
+    context: Mapping[str, object] | None = None  # window, its source, total_slots (Gateway.context_info)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +141,7 @@ def build_snapshot(inputs: SnapshotInputs) -> dict[str, object]:
                 "last_error": last_error.get(ep.id),
                 "latency_ms": percentiles(_numbers(served, "latency_ms")),
                 "tokens": {"input": tokens.get((ep.id, "input"), 0), "output": tokens.get((ep.id, "output"), 0)},
+                "context": ep.context,
             }
         )
     degradations = _sum_by(samples["octoroute_degradations_total"], "kind")
@@ -171,6 +173,11 @@ def build_snapshot(inputs: SnapshotInputs) -> dict[str, object]:
             if n and t in ErrorType.__members__.values()
         ],
         "mid_stream_failures": sum(mid_stream.values()),
+        "context_events": [
+            {"group": g, "event": e, "count": n}
+            for (g, e), n in sorted(_sum_by(samples["octoroute_context_events_total"], "group", "event").items())
+            if n
+        ],
         "degradations": {k.value: degradations.get((k.value,), 0) for k in DegradationKind},
         "rate_limiter": {"enabled": inputs.rate_limit_enabled, "buckets": round(buckets)},
         "shadow": shadow_summary(inputs.shadow, inputs.live_strategy, samples, inputs.groups),

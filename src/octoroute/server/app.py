@@ -124,6 +124,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     for warning in config_warnings(gateway.config, gateway.topology):
         observer.config_warning(warning)
     await gateway.pool.start()
+    await gateway.discover_all()  # context windows and slots, before the first request
     task: asyncio.Task[None] | None = None
     if gateway.config.health.active:
         task = asyncio.create_task(gateway.run_health_checks(), name="octoroute-health")

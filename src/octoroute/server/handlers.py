@@ -15,6 +15,7 @@ from aiohttp import web
 
 from octoroute.core.errors import (
     AllEndpointsFailed,
+    ContextTooLarge,
     EndpointsCoolingDown,
     InvalidRequest,
     NotFound,
@@ -64,7 +65,9 @@ def decision_headers(decision: RoutingDecision, outcome: Outcome) -> dict[str, s
     return headers
 
 
-def _failure_headers(decision: RoutingDecision, exc: RoutingExhausted | UpstreamStatusError) -> dict[str, str]:
+def _failure_headers(
+    decision: RoutingDecision, exc: RoutingExhausted | UpstreamStatusError | ContextTooLarge
+) -> dict[str, str]:
     """Decision headers for a request no endpoint served; the endpoint is named when one answered."""
     headers = {
         "X-Octoroute-Tier": decision.group,
@@ -84,7 +87,9 @@ def score_header(score: float) -> str:
     return f"{score:.3f}"
 
 
-def attempts_of(exc: RoutingExhausted | UpstreamStatusError) -> int:
+def attempts_of(exc: RoutingExhausted | UpstreamStatusError | ContextTooLarge) -> int:
+    if isinstance(exc, ContextTooLarge):
+        return exc.attempts
     if isinstance(exc, AllEndpointsFailed | EndpointsCoolingDown):
         return len(exc.attempts)
     return exc.attempt if isinstance(exc, UpstreamStatusError) else 0
@@ -156,7 +161,7 @@ async def serve_call(
     gw.shadow_decide(call, decision, trace)
     try:
         outcome = await gw.serve(call, decision, {"X-Request-Id": call.request_id, **(forward or {})}, trace)
-    except (RoutingExhausted, UpstreamStatusError) as exc:
+    except (RoutingExhausted, UpstreamStatusError, ContextTooLarge) as exc:
         response = render_error(exc, api)
         response.headers.update(_failure_headers(decision, exc))
         trace.attempts = attempts_of(exc)
@@ -446,6 +451,7 @@ async def endpoints(request: web.Request) -> web.Response:
             "last_error": s.last_error,
             "cooldown_seconds": round(gw.rotation.cooldown_left(s.id, now), 3),
             "credentials_refused": gw.rotation.refused_since(s.id) is not None,
+            "context": gw.context_info(s.id),
         }
         for s in gw.board.snapshot(now)
     ]

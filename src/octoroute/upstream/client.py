@@ -326,6 +326,38 @@ class UpstreamPool:
             raise UpstreamStatusError(ep.id, conn.status, b"", None, conn.headers.get("retry-after"))
         return (time.perf_counter() - started) * 1000
 
+    async def fetch_json(
+        self, ep: EndpointSpec, method: str, path: str, body: bytes, limit_seconds: float
+    ) -> tuple[int, object]:
+        """One small side request to the endpoint's server (discovery): `path` from the
+        server's root (`base_url` without a trailing /v1). Returns the status and the
+        decoded JSON (None when the body is not JSON); raises an `UpstreamError`."""
+        target = self._targets[ep.id]
+        origin = target.pool.origin
+        prefix = origin.path_prefix.removesuffix("/v1")
+        head = f"{method} {prefix}{path} HTTP/1.1\r\n".encode() + b"Host: " + origin.host_header
+        head += b"\r\nUser-Agent: octoroute\r\nAccept: application/json\r\n"
+        if ep.api_key and ep.kind is not Api.ANTHROPIC:
+            head += b"Authorization: Bearer " + ep.api_key.encode("latin-1") + b"\r\n"
+        if body:
+            head += b"Content-Type: application/json\r\n"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit_seconds
+        conn = await self._exchange(ep, head, body, deadline)
+        try:
+            conn.set_deadline(deadline, "total")
+            raw = await conn.read_body(ERROR_BODY_LIMIT * 16)
+        except DeadlineError as exc:
+            raise UpstreamTimeout(ep.id, TimeoutPhase.TOTAL, limit_seconds) from exc
+        except (ConnectionClosedError, ProtocolViolation) as exc:
+            raise UpstreamProtocolError(ep.id, f"answer to {path} cut short: {exc}") from exc
+        finally:
+            target.pool.release(conn)
+        try:
+            return conn.status, orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return conn.status, None
+
 
 def upstream_detail(ep: EndpointSpec, status: int, body: bytes) -> str:
     """The upstream's own message from an error body (any server's shape), with the
