@@ -51,7 +51,7 @@ def test_a_rule_candidate_decides_inline_without_a_model():
     )
 
 
-@pytest.mark.parametrize("strategy", [Strategy.LLM, Strategy.HYBRID])
+@pytest.mark.parametrize("strategy", [Strategy.LLM, Strategy.HYBRID, Strategy.TOOL])
 def test_a_judge_candidate_without_allow_judge_is_scored_offline_and_never_asks(strategy):
     judge = Judge()
     model = FakeModel({"a hard question": 0.6})  # + 0.25 for importance high
@@ -65,13 +65,17 @@ def test_a_judge_candidate_without_allow_judge_is_scored_offline_and_never_asks(
     assert model.seen == ["a hard question"]
 
 
-def test_an_llm_candidate_with_allow_judge_asks_the_router_model():
+@pytest.mark.parametrize(
+    ("strategy", "reason"),
+    [(Strategy.LLM, RouteReason.LLM_FAILED_RULE), (Strategy.TOOL, RouteReason.TOOL_FAILED_RULE)],
+)
+def test_an_llm_or_tool_candidate_with_allow_judge_asks_the_router_model(strategy, reason):
     judge = Judge()
-    candidate = shadow(Strategy.LLM, allow_judge=True, judge=judge)
+    candidate = shadow(strategy, allow_judge=True, judge=judge)
     assert candidate.asks_judge
-    assert candidate.inline(CASUAL, "hi") is None  # always the judge, even where a rule matches
+    assert candidate.inline(CASUAL, "hi") is None  # always the router model, even where a rule matches
     decision = asyncio.run(candidate.judged(CASUAL, "hi"))
-    assert (decision.group, decision.strategy, decision.reason) == ("fast", Strategy.LLM, RouteReason.LLM_FAILED_RULE)
+    assert (decision.group, decision.strategy, decision.reason) == ("fast", strategy, reason)
     assert [b["model"] for b in judge.bodies] == [JUDGE_MODEL_PLACEHOLDER]
 
 
