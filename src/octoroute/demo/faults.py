@@ -170,6 +170,8 @@ class FaultServer:
                     break
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:  # stop(): ending quietly, or asyncio logs the handler as failed
+            pass
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError):
