@@ -293,6 +293,8 @@ class UpstreamPool:
             if conn.status >= 400:
                 await self._raise_status(ep, conn)
             first = await self._read_whole(ep, conn) if whole else await _first_event(ep, conn, framer)
+            if whole and not _is_json_object(first):  # a body instead of a stream must be an answer to commit
+                raise UpstreamProtocolError(ep.id, "answered a stream request with a body that is not JSON")
         except DeadlineError as exc:
             conn.abort()
             raise _timeout(ep, exc.phase) from exc
@@ -363,6 +365,13 @@ def upstream_detail(ep: EndpointSpec, status: int, body: bytes) -> str:
     """The upstream's own message from an error body (any server's shape), with the
     endpoint's key and anything like a secret removed, on one bounded line."""
     return redact(str(normalised_error(body, status)["message"]), (ep.api_key,), max_chars=DETAIL_CHARS)
+
+
+def _is_json_object(raw: bytes) -> bool:
+    try:
+        return isinstance(orjson.loads(raw), dict)
+    except orjson.JSONDecodeError:
+        return False
 
 
 async def _first_event(ep: EndpointSpec, conn: Connection, framer: EventFramer) -> bytes:
