@@ -36,7 +36,8 @@ def check_openai(status: int, content_type: str, data: bytes) -> None:
     if status >= 400:
         error = orjson.loads(data)["error"]
         assert set(error) == {"message", "type", "param", "code"}
-        assert isinstance(error["message"], str) and error["message"]
+        assert isinstance(error["message"], str)
+        assert error["message"]
     elif content_type.startswith("application/json"):
         assert orjson.loads(data)["object"] == "chat.completion"
     else:
