@@ -51,8 +51,9 @@ CHECKS = [
 
 @pytest.fixture(scope="module")
 def gateway_url(loop_thread):
-    from octoroute.demo.simulated import SimulatedUpstream
     from tests.conftest import start_gateway
+
+    from octoroute.demo.simulated import SimulatedUpstream
 
     sim = SimulatedUpstream(label="fast")
     loop_thread.run(sim.start())
