@@ -1,7 +1,7 @@
 """Decision time of the learned scorer: `LearnedModel.predict` per call, p50 and p99.
 
-Times single calls on prompts from a short question to a 100 KB paste, after a
-warm-up, and prints a table in µs: CPU time of the calling thread
+Times single calls on prompts from a short question to a 100 KB paste (English,
+and CJK, which has no spaces between words), after a warm-up, and prints a table in µs: CPU time of the calling thread
 (`time.thread_time_ns`, what one core spends) and wall time
 (`time.perf_counter_ns`, which on a loaded machine also counts the time the
 scheduler gave other processes, so its p99 shows the machine more than the
@@ -35,7 +35,13 @@ PARAGRAPH = (
 
 def prompts() -> list[tuple[str, str]]:
     long = (PARAGRAPH * (100_000 // len(PARAGRAPH) + 1))[:100_000] + "\n\nSummarize the report above in three bullets."
-    return [("short (33 chars)", SHORT), (f"medium ({len(MEDIUM):,} chars)", MEDIUM), ("100 KB paste", long)]
+    cjk = ("财务报告显示收入增长。" * 10_000)[:100_000] + "请总结。"
+    return [
+        ("short (33 chars)", SHORT),
+        (f"medium ({len(MEDIUM):,} chars)", MEDIUM),
+        ("100 KB paste", long),
+        ("100 KB CJK (no spaces)", cjk),
+    ]
 
 
 def time_calls(model: LearnedModel, text: str, calls: int) -> tuple[list[int], list[int]]:

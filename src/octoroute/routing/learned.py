@@ -12,10 +12,16 @@ What one prediction reads, so its cost does not grow with the prompt:
 - the first `HEAD_CHARS` and the last `TAIL_CHARS` characters (the whole text
   when it is shorter than both together). That is where the question sits when
   a document is pasted; the middle is the document;
-- from that window: word unigrams and bigrams (digit runs folded to `0`, single
+- from that window: its first `MAX_TOKENS` tokens as word unigrams, 5-letter
+  prefixes of longer words, and bigrams (digit runs folded to `0`, single
   punctuation marks kept: `$`, `=`, `?` carry signal), each present term valued
   `1/sqrt(distinct terms)` so a long window does not outvote a short one; and a
-  few densities (digits, maths symbols, lines, answer options, code marks).
+  few counts and densities (digits, maths symbols, lines, answer options,
+  question marks, code marks, numbers, words).
+
+The text part is fitted within each training benchmark (what makes an item
+harder than its siblings) and added to the length prior at equal spread; see
+`training/DATA.md` for why.
 
 The raw linear score is mapped to a percentile of the reference distribution
 (the training prompts' raw scores): `score = 0.4` means 40% of reference
@@ -36,8 +42,9 @@ import re
 from bisect import bisect_left
 from dataclasses import dataclass
 from functools import cache
+from heapq import nsmallest
 from importlib import resources
-from itertools import pairwise
+from itertools import islice, pairwise
 from types import MappingProxyType
 from typing import Final
 
@@ -47,14 +54,23 @@ HEAD_CHARS: Final = 2000
 TAIL_CHARS: Final = 1000
 MAX_FACTORS: Final = 5
 PREFIX: Final = 5
+# Caps that keep the worst case (CJK, punctuation runs, one number per
+# character) near the cost of plain English text of the same window.
+MAX_TOKENS: Final = 900
+MAX_NUMBERS: Final = 200
+OPTION_LINES_SCANNED: Final = 40
 WEIGHTS_RESOURCE: Final = "learned_weights.json"
 FORMAT: Final = "octoroute-learned-scorer/1"
 
-_TOKEN = re.compile(r"[a-z]+|[0-9]+|[^\sa-z0-9]")
+# ASCII words, digit runs, runs of other letters (a CJK sentence is one token:
+# no spaces to split on, and one token per character would cost 3,000 tokens
+# per window), single punctuation marks.
+_TOKEN = re.compile(r"[a-z]+|[0-9]+|[^\W\d_a-z]+|[^\sa-z0-9]")
+_DIGIT_RUN = re.compile(r"[0-9]+")
 _NUMBER = re.compile(r"[0-9]+(?:[.,][0-9]+)*")
-_OPTION_LINE = re.compile(r"^\s*\(?[A-Ja-j][.):]\s", re.MULTILINE)
-_DROP_DIGITS: Final = str.maketrans("", "", "0123456789")
-_DROP_MATHS: Final = str.maketrans("", "", "=+*/^<>%$\\")
+_OPTION_LINE = re.compile(r"[ \t]*\(?[A-Ja-j][.):]\s")
+_DIGITS: Final = "0123456789"
+_MATHS: Final = "=+*/^<>%$\\"
 _CODE_MARKS: Final = ("def ", "return", "{", "}", "();", "import ", "=>", "```")
 
 # Names of the dense features, in the order `dense_features` returns them.
@@ -80,30 +96,40 @@ def window_of(text: str) -> str:
 
 def extract_terms(window: str) -> frozenset[str]:
     """Distinct word unigrams and bigrams of `window`, digit runs folded to `0`."""
-    tokens = ["0" if tok[0].isdigit() else tok for tok in _TOKEN.findall(window.lower())]
+    # C-level steps where possible (findall, map, join): a Python loop per
+    # token would cost several times more.
+    tokens = _TOKEN.findall(_DIGIT_RUN.sub("0", window.lower()))[:MAX_TOKENS]
     terms = set(tokens)
-    terms.update(f"{tok[:PREFIX]}~" for tok in tokens if len(tok) > PREFIX)
-    terms.update(f"{a} {b}" for a, b in pairwise(tokens))
+    terms.update([f"{tok[:PREFIX]}~" for tok in terms if len(tok) > PREFIX])
+    terms.update(map(" ".join, pairwise(tokens)))
     return frozenset(terms)
 
 
 def dense_features(text: str, window: str) -> tuple[float, ...]:
     """The named numeric features (`DENSE_NAMES` order) of one prompt."""
     size = max(len(window), 1)
-    # str.translate deletes in C: counting this way costs a few µs, a Python loop ~100.
-    digits = len(window) - len(window.translate(_DROP_DIGITS))
-    maths = len(window) - len(window.translate(_DROP_MATHS))
+    # One C-level str.count per character: a few µs whatever the script, where
+    # a Python loop costs ~100 µs and str.translate slows down on non-ASCII text.
+    digits = sum(map(window.count, _DIGITS))
+    maths = sum(map(window.count, _MATHS))
     return (
         math.log1p(len(text)),
         digits / size,
         maths / size,
         math.log1p(window.count("\n")),
-        float(min(len(_OPTION_LINE.findall(window)), 10)),
+        float(min(_count_option_lines(window), 10)),
         float(min(window.count("?"), 10)),
         float(min(sum(window.count(mark) for mark in _CODE_MARKS), 20)),
-        math.log1p(len(_NUMBER.findall(window))),
+        math.log1p(sum(1 for _ in islice(_NUMBER.finditer(window), MAX_NUMBERS))),
         math.log1p(window.count(" ") + window.count("\n")),
     )
+
+
+def _count_option_lines(window: str) -> int:
+    lines = window.split("\n")
+    if len(lines) > 2 * OPTION_LINES_SCANNED:
+        lines = lines[:OPTION_LINES_SCANNED] + lines[-OPTION_LINES_SCANNED:]
+    return sum(1 for line in lines if _OPTION_LINE.match(line))
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,8 +189,9 @@ class LearnedModel:
     def predict(self, text: str) -> Prediction:
         """Score one prompt: a percentile in [0, 1] and its top factors."""
         raw, factors = self._contributions(text)
-        ranked = sorted(factors, key=lambda item: (-abs(item[1]), item[0]))[:MAX_FACTORS]
-        return Prediction(score=percentile(self._weights.reference, raw), factors=tuple(ranked))
+        ranked = nsmallest(MAX_FACTORS, factors, key=lambda item: (-abs(item[1]), item[0]))
+        named = tuple((f"word '{label[1:]}'" if label.startswith(" ") else label, value) for label, value in ranked)
+        return Prediction(score=percentile(self._weights.reference, raw), factors=named)
 
     def _contributions(self, text: str) -> tuple[float, list[tuple[str, float]]]:
         weights = self._weights
@@ -184,7 +211,7 @@ class LearnedModel:
             for term in terms & table.keys():
                 effect = table[term] * scale
                 parts.append(effect)
-                factors.append((f"word '{term}'", effect))
+                factors.append((" " + term, effect))  # named only if it makes the top five
         # fsum is exact, so the set's iteration order (which varies between
         # processes with string hashing) never changes the score.
         return math.fsum(parts), factors

@@ -11,8 +11,10 @@ from octoroute.routing.learned import (
     FORMAT,
     HEAD_CHARS,
     MAX_FACTORS,
+    MAX_TOKENS,
     TAIL_CHARS,
     LearnedModel,
+    dense_features,
     extract_terms,
     percentile,
     window_of,
@@ -130,3 +132,32 @@ def test_from_bytes_rejects_bad_files(overrides: dict[str, object], message: str
 def test_from_bytes_rejects_non_object() -> None:
     with pytest.raises(ValueError, match="weights file"):
         LearnedModel.from_bytes(b"[1, 2]")
+
+
+def test_token_cap_bounds_what_a_window_contributes() -> None:
+    # Past MAX_TOKENS tokens the window adds no terms, whatever the script.
+    base = "! " * MAX_TOKENS
+    assert extract_terms(base + "integral") == extract_terms(base + "proof")
+    assert "integral" in extract_terms("! " * (MAX_TOKENS - 1) + "integral")
+
+
+def test_a_run_of_cjk_letters_is_one_token() -> None:
+    assert extract_terms("\u6f22\u5b57\u304b\u306a\u3002ok") == {
+        "\u6f22\u5b57\u304b\u306a",
+        "\u3002",
+        "ok",
+        "\u6f22\u5b57\u304b\u306a \u3002",
+        "\u3002 ok",
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "options"),
+    [
+        ("Which one?\nA. red\nB. blue\n(C) green\nd) grey\nE: none", 5),
+        ("A.B. Smith wrote:\nA dog.\nAnswer: B", 0),
+        ("Pick:\n" + "A. x\n" * 500, 10),  # capped
+    ],
+)
+def test_answer_options_are_counted_per_line(text: str, options: int) -> None:
+    assert dense_features(text, window_of(text))[DENSE_NAMES.index("options")] == options
