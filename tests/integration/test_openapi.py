@@ -18,7 +18,10 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from tests.conftest import start_gateway
 from tests.support import endpoint, fleet_config
+
+from octoroute.demo.simulated import SimulatedUpstream
 
 SPEC = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
 schema = schemathesis.openapi.from_path(SPEC)
@@ -51,10 +54,6 @@ CHECKS = [
 
 @pytest.fixture(scope="module")
 def gateway_url(loop_thread):
-    from tests.conftest import start_gateway
-
-    from octoroute.demo.simulated import SimulatedUpstream
-
     sim = SimulatedUpstream(label="fast")
     loop_thread.run(sim.start())
     running = loop_thread.run(start_gateway(fleet_config({"fast": [endpoint(sim, "m")]})))
