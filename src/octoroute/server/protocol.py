@@ -33,7 +33,7 @@ from octoroute.server.middleware import api_of
 from octoroute.server.state import GATEWAY
 
 log = logging.getLogger("octoroute.server")
-_REQUEST_LINE = re.compile(rb"^\s*[!-~]{1,32} (/[^\s?#]{0,2048})")
+_REQUEST_LINE = re.compile(rb"^\s*[!-~]{1,32} (?:[A-Za-z][A-Za-z0-9+.-]{0,16}://[^/\s]{0,255})?(/[^\s?#]{0,2048})")
 _LINGER_SECONDS = 10.0  # aiohttp's default
 _HEAD_KEEP = 8192  # bytes of a request head kept to find its path (aiohttp's own line limit is 8190)
 

@@ -17,7 +17,8 @@ from octoroute.server.protocol import ClientTimeout, describe_reject, path_of_he
         (b"\r\nPOST /chat HTTP/1.1\r\n", "/chat"),
         (b"\x16\x03\x01\x02\x00", ""),
         (b"", ""),
-        (b"POST http://example.com/v1/messages HTTP/1.1\r\n", ""),  # absolute form: no path read, OpenAI shape
+        (b"POST http://example.com/v1/messages HTTP/1.1\r\n", "/v1/messages"),  # absolute form
+        (b"POST http://example.com HTTP/1.1\r\n", ""),
     ],
 )
 def test_path_of_head(head: bytes, path: str) -> None:
