@@ -9,6 +9,9 @@ import socket
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from tests.bodies import BOUNDED
 from tests.support import endpoint, fleet_config
 
 GUARD = 10.0  # seconds a socket read may block before the test fails: a hang, not a timing assertion
@@ -207,3 +210,37 @@ def test_a_well_formed_request_still_works_after_the_timeouts(slow_port) -> None
     status, body = parse(raw)
     assert status == 200
     assert body["object"] == "chat.completion"
+
+
+request_heads = st.tuples(
+    st.sampled_from([b"POST", b"GET", b"PUT", b"get", b"P\x00ST", b"", b"CONNECT"]),
+    st.sampled_from([b"/v1/chat/completions", b"/v1/messages", b"/health", b"*", b"", b"/%zz", b"/\xff"]),
+    st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2", b"", b"http/1.1"]),
+    st.lists(
+        st.tuples(
+            st.sampled_from([b"Host", b"Content-Type", b"X-A", b"Transfer-Encoding", b"Content-Length", b"Expect"])
+            | st.binary(max_size=12),
+            st.sampled_from([b"x", b"chunked", b"application/json", b"1", b"-1", b"100-continue", b"gzip"])
+            | st.binary(max_size=24),
+        ),
+        max_size=6,
+    ),
+    st.sampled_from([b"\r\n", b"\r\n", b"\n", b"\r"]),
+)
+
+
+@BOUNDED
+@given(head=request_heads, body=st.binary(max_size=40))
+def test_any_request_head_gets_an_answer_in_shape_or_a_close(slow_port, caplog, head, body: bytes) -> None:
+    method, target, version, headers, eol = head
+    raw = method + b" " + target + b" " + version + eol + b"Host: x" + eol  # HTTP/1.1 requires Host
+    raw += b"".join(name + b": " + value + eol for name, value in headers)
+    raw += b"Connection: close" + eol + b"Content-Length: %d" % len(body) + eol + eol + body
+    with caplog.at_level(logging.INFO):
+        answer = exchange(slow_port, raw)
+    if answer:  # nothing at all is a clean close (e.g. a head the client never finished)
+        status = int(answer.split(b" ", 2)[1])
+        assert status < 500, answer
+        if status >= 400:
+            parse(answer)
+    no_tracebacks(caplog)
