@@ -123,6 +123,11 @@ def test_malformed_anthropic_requests_get_anthropic_errors(port, caplog, request
     no_tracebacks(caplog)
 
 
+def test_a_missing_host_header_is_named(port) -> None:
+    raw = exchange(port, b"POST /v1/messages HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+    assert "Host header" in str(anthropic_error(raw, 400)["message"])
+
+
 def test_unparseable_request_line_gets_the_openai_shape(port, caplog) -> None:
     with caplog.at_level(logging.INFO):
         error = openai_error(exchange(port, b"\x16\x03\x01\x02\x00garbage\r\n\r\n"), 400)

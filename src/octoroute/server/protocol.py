@@ -56,8 +56,15 @@ def describe_reject(status: int, exc: BaseException | None, head: bytes) -> tupl
         if b"\n" not in head:  # the request line itself never ended
             return 414, "request line is too long", "uri_too_long"
         return 431, "request header fields are too large", "header_fields_too_large"
-    if isinstance(exc, http_exceptions.BadHttpMessage) and "too many headers" in str(exc).lower():
+    said = str(exc).lower()
+    if isinstance(exc, http_exceptions.BadHttpMessage) and "too many headers" in said:
         return 431, "too many request header fields", "header_fields_too_large"
+    if "missing 'host' header" in said:
+        return 400, "malformed HTTP request: HTTP/1.1 requires a Host header", "malformed_request"
+    if "duplicate '" in said:
+        return 400, "malformed HTTP request: a header that may appear once appears twice", "malformed_request"
+    if isinstance(exc, http_exceptions.InvalidURLError):
+        return 400, "malformed HTTP request: invalid request target", "malformed_request"
     if isinstance(exc, http_exceptions.InvalidHeader):
         return 400, "malformed HTTP request: invalid header", "malformed_request"
     if isinstance(exc, http_exceptions.TransferEncodingError | http_exceptions.ContentLengthError):

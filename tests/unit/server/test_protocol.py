@@ -36,6 +36,13 @@ def test_path_of_head(head: bytes, path: str) -> None:
         (http_exceptions.TransferEncodingError("bad chunk"), b"GET / HTTP/1.1\r\n", 400, "malformed_request"),
         (http_exceptions.BadHttpMethod("\x16\x03"), b"\x16\x03", 400, "malformed_request"),
         (http_exceptions.BadHttpMessage("anything"), b"GET / HTTP/1.1\r\n", 400, "malformed_request"),
+        (
+            http_exceptions.BadHttpMessage("Missing 'Host' header in request."),
+            b"GET / HTTP/1.1\r\n",
+            400,
+            "malformed_request",
+        ),
+        (http_exceptions.InvalidURLError("aaa"), b"GET /aaa HTTP/1.1\r\n", 400, "malformed_request"),
     ],
 )
 def test_describe_reject(exc: BaseException, head: bytes, status: int, code: str) -> None:
