@@ -123,9 +123,11 @@ def test_malformed_anthropic_requests_get_anthropic_errors(port, caplog, request
     no_tracebacks(caplog)
 
 
-def test_a_missing_host_header_is_named(port) -> None:
+def test_rejects_name_the_fault_in_fixed_words(port) -> None:
     raw = exchange(port, b"POST /v1/messages HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
     assert "Host header" in str(anthropic_error(raw, 400)["message"])
+    raw = exchange(port, MALFORMED[2].values[0])  # type: ignore[index]
+    assert "Content-Length and Transfer-Encoding" in str(openai_error(raw, 400)["message"])
 
 
 def test_unparseable_request_line_gets_the_openai_shape(port, caplog) -> None:

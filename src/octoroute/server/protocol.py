@@ -61,6 +61,12 @@ def describe_reject(status: int, exc: BaseException | None, head: bytes) -> tupl
         return 431, "too many request header fields", "header_fields_too_large"
     if "missing 'host' header" in said:
         return 400, "malformed HTTP request: HTTP/1.1 requires a Host header", "malformed_request"
+    if "can't be present with content-length" in said:
+        return 400, "malformed HTTP request: Content-Length and Transfer-Encoding together", "malformed_request"
+    if "invalid `transfer-encoding`" in said:
+        return 400, "malformed HTTP request: unsupported Transfer-Encoding", "malformed_request"
+    if "https traffic on an http port" in said:
+        return 400, "malformed HTTP request: TLS sent to a plain HTTP port", "malformed_request"
     if "duplicate '" in said:
         return 400, "malformed HTTP request: a header that may appear once appears twice", "malformed_request"
     if isinstance(exc, http_exceptions.InvalidURLError):

@@ -43,6 +43,12 @@ def test_path_of_head(head: bytes, path: str) -> None:
             "malformed_request",
         ),
         (http_exceptions.InvalidURLError("aaa"), b"GET /aaa HTTP/1.1\r\n", 400, "malformed_request"),
+        (
+            http_exceptions.BadHttpMessage("Transfer-Encoding can't be present with Content-Length"),
+            b"",
+            400,
+            "malformed_request",
+        ),
     ],
 )
 def test_describe_reject(exc: BaseException, head: bytes, status: int, code: str) -> None:
