@@ -185,3 +185,8 @@ messages_bodies = body_with(
         "metadata": anything,
     },
 )
+
+native_bodies = body_with(
+    {"prompt": maybe(odd_strings)},
+    {"temperature": numbers, "max_tokens": numbers, "tier": anything, "model": anything},
+)

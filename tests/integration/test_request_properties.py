@@ -13,7 +13,7 @@ import pytest
 import urllib3
 from hypothesis import example, given
 from hypothesis import strategies as st
-from tests.bodies import BOUNDED, anything, chat_bodies, messages_bodies
+from tests.bodies import BOUNDED, anything, chat_bodies, messages_bodies, native_bodies
 from tests.support import endpoint, fleet_config
 
 HTTP = urllib3.PoolManager(timeout=urllib3.Timeout(total=30), retries=False)  # a hang fails the test
@@ -84,6 +84,7 @@ def test_any_messages_body_gets_a_2xx_or_an_anthropic_4xx(gw, caplog, body: dict
 
 @BOUNDED
 @given(body=anything, raw=st.binary(max_size=64), which=st.sampled_from(["json", "raw"]))
+@example(body={"prompt": "hi", "temperature": [1]}, raw=b"", which="json")
 def test_any_json_value_or_bytes_on_every_post_route(gw, body: Any, raw: bytes, which: str) -> None:
     payload = encode(body) if which == "json" else raw
     check_openai(*post(f"{gw.base_url}/chat/completions", payload))
@@ -91,3 +92,19 @@ def test_any_json_value_or_bytes_on_every_post_route(gw, body: Any, raw: bytes, 
     check_anthropic(*post(f"{gw.url}/v1/messages/count_tokens", payload))
     status, _, data = post(f"{gw.url}/chat", payload)
     assert status < 500, data
+    if status >= 400:  # the 1.0 endpoint's errors are OpenAI error objects too
+        assert set(orjson.loads(data)["error"]) == {"message", "type", "param", "code"}
+
+
+@BOUNDED
+@given(body=native_bodies)
+def test_any_native_chat_body_gets_a_2xx_or_an_openai_4xx(gw, caplog, body: dict[str, Any]) -> None:
+    with caplog.at_level(logging.WARNING):
+        status, _, data = post(f"{gw.url}/chat", encode(body))
+    assert status < 500, data
+    answer = orjson.loads(data)
+    if status >= 400:
+        assert set(answer["error"]) == {"message", "type", "param", "code"}
+    else:
+        assert isinstance(answer["response"], str)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
