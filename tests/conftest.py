@@ -17,6 +17,7 @@ from aiohttp import web
 
 from octoroute.config import build_topology, parse_config
 from octoroute.demo.simulated import SimulatedUpstream
+from octoroute.demo.slotted import SlottedUpstream
 from octoroute.server import GatewayRunner, create_app
 from octoroute.server.state import GATEWAY
 from octoroute.service import Gateway
@@ -94,6 +95,28 @@ def upstreams(loop_thread: LoopThread) -> Iterator[Callable[[str], SimulatedUpst
     yield make
     for sim in started:
         loop_thread.run(sim.stop())
+
+
+@pytest.fixture
+def slotted(loop_thread: LoopThread) -> Iterator[Callable[..., SlottedUpstream]]:
+    """Factory: `slotted("label", slots=1)` starts a llama.cpp-like fixture with slots and a
+    prompt cache per slot; held answers are let go and all stop after the test."""
+    started: list[SlottedUpstream] = []
+
+    def make(label: str, **options: Any) -> SlottedUpstream:
+        up = SlottedUpstream(label=label, **options)
+        loop_thread.run(up.start())
+        started.append(up)
+        return up
+
+    yield make
+    for up in started:
+        loop_thread.run(_call(up.release_all))
+        loop_thread.run(up.stop())
+
+
+async def _call(fn: Callable[[], object]) -> None:
+    fn()
 
 
 @pytest.fixture

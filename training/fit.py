@@ -33,6 +33,9 @@ class Settings:
     # spread, then added (an equal-weight combination, nothing tuned).
     length_prior: bool = False
     use_terms: bool = True  # False: the dense features only
+    # With `length_prior`, the text part's weight relative to the length prior
+    # (1.0: equal within-benchmark spread; below 1 shrinks toward length alone).
+    text_weight: float = 1.0
 
 
 LENGTH_FEATURES = ("log_length", "log_words")
@@ -130,14 +133,15 @@ def fit(examples: Sequence[Example], feats: Featurized, settings: Settings) -> F
     sources = [e.source for e in examples]
     text_spread = _within_spread(fitted.raw_scores(feats), sources)
     length_spread = _within_spread(feats.dense[:, length_cols[0]], sources)
-    dense_w = dense_w / text_spread
+    scale = settings.text_weight / text_spread
+    dense_w = dense_w * scale
     dense_w[length_cols] = 0.0
     dense_w[length_cols[0]] = 1.0 / length_spread
     return Fitted(
-        bias / text_spread - float(means[length_cols[0]]) / length_spread,
+        bias * scale - float(means[length_cols[0]]) / length_spread,
         dense_w,
         means,
-        {t: w / text_spread for t, w in terms.items()},
+        {t: w * scale for t, w in terms.items()},
     )
 
 

@@ -72,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--length-prior", default="0", help="0, 1 or 0,1")
     parser.add_argument("--min-df", default="3")
     parser.add_argument("--terms", default="1", help="1, 0 or 1,0")
+    parser.add_argument("--text-weights", default="1", help="text part relative to the length prior, e.g. 0.5,1,2")
     parser.add_argument("--pair", action="store_true", help="validate on the ~50B models' gain, not weak failures")
     parser.add_argument("--exclude", default="", help="comma-separated sources left out of training")
     args = parser.parse_args(argv)
@@ -90,17 +91,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         [c == "1" for c in args.length_prior.split(",")],
         [int(m) for m in args.min_df.split(",")],
         [c == "1" for c in args.terms.split(",")],
+        [float(t) for t in args.text_weights.split(",")],
     )
-    for target, alpha, center, prior, min_df, terms in grid:
+    for target, alpha, center, prior, min_df, terms, text_weight in grid:
         settings = Settings(
-            target=target, alpha=alpha, center_sources=center, length_prior=prior, min_df=min_df, use_terms=terms
+            target=target,
+            alpha=alpha,
+            center_sources=center,
+            length_prior=prior,
+            min_df=min_df,
+            use_terms=terms,
+            text_weight=text_weight,
         )
         per_source = loso(examples, feats, settings, oracle=not args.pair)
         model_mean = np.mean([v[0] for v in per_source.values()])
         length_mean = np.mean([v[1] for v in per_source.values()])
         line = (
             f"{target:5s} alpha={alpha:<5g} center={center!s:5s} prior={prior!s:5s} min_df={min_df}"
-            f" terms={terms!s:5s} LOSO mean {model_mean:.3f} (length {length_mean:.3f})"
+            f" terms={terms!s:5s} text_weight={text_weight:<4g} LOSO mean {model_mean:.3f} (length {length_mean:.3f})"
         )
         if rdc_feats is not None:
             fitted = fit(examples, feats, settings)

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from octoroute import __version__
+from octoroute.admission import Admission
 from octoroute.config.models import Config, GroupOptions
 from octoroute.config.topology import EndpointSpec, GroupSpec, Topology, default_tier
 from octoroute.core.errors import (
@@ -44,6 +45,7 @@ from octoroute.core.types import (
     TaskType,
     Tier,
 )
+from octoroute.fleet.affinity import AffinityResult, AffinityTable, session_of
 from octoroute.fleet.capabilities import (
     MISSING_TOOLS,
     MISSING_VISION,
@@ -64,13 +66,14 @@ from octoroute.fleet.rotation import (
     unserved_error,
 )
 from octoroute.fleet.selector import GroupSelector, build_selectors
+from octoroute.fleet.slots import Claim, SlotBoard
 from octoroute.observe.metrics import Recorder
 from octoroute.observe.observer import Observer, RequestTrace
 from octoroute.observe.snapshot import EndpointInfo, SnapshotInputs, build_snapshot
 from octoroute.observe.tracing import SpanHandle
 from octoroute.protocols.egress import translated_body
 from octoroute.protocols.filters import OutputFilter
-from octoroute.protocols.openai import check_chat_body, read_message_text
+from octoroute.protocols.openai import check_chat_body
 from octoroute.protocols.overflow import read_overflow
 from octoroute.protocols.postprocess import PostProcess, declared_tools
 from octoroute.protocols.repair import call_id_factory
@@ -107,6 +110,11 @@ class ChatCall:
     task_type: TaskType | None
     request_id: str
     anthropic_body: dict[str, Any] | None = None  # the client's own request when it spoke the Messages API
+    session: str | None = None  # an explicit conversation key from a header (fleet.affinity.session_of)
+
+
+def _nothing() -> None:
+    return None
 
 
 @dataclass(slots=True)
@@ -123,6 +131,8 @@ class Outcome:
     degraded: tuple[str, ...] = ()  # what the serving endpoint lacks for this request (DegradationKind values)
     sent_at: float = 0.0  # perf_counter when the serving attempt was sent (a stream's duration counts from it)
     fail_open: bool = False  # served by an endpoint tried although every one was marked unhealthy
+    affinity: AffinityResult | None = None  # None: affinity is off
+    release: Callable[[], None] = _nothing  # frees the endpoint's slot: the relay calls it when a stream ends
 
     @property
     def reason_header(self) -> str:
@@ -165,6 +175,7 @@ def decode_chat(
         importance=importance or default_importance,
         task_type=task_type,
         request_id=request_id,
+        session=session_of(headers),
     )
 
 
@@ -220,6 +231,40 @@ def describe_upstream_error(error: UpstreamError) -> str:
     return error.message
 
 
+def router_failure(error: UpstreamError) -> JudgeFailure:
+    """Why one router-model attempt failed: a timeout; a refusal with a status the
+    attempt loop does not retry (a 4xx but 429; for `tool` typically a server that does
+    not take `tools` or `tool_choice`); else unavailable."""
+    if isinstance(error, UpstreamTimeout):
+        return JudgeFailure.TIMEOUT
+    if isinstance(error, UpstreamStatusError) and 400 <= error.status < 500 and not error.retryable:
+        return JudgeFailure.REJECTED
+    return JudgeFailure.UNAVAILABLE
+
+
+def build_capabilities(config: Config) -> CapabilityRegistry:
+    """The bundled capability table with the config's `[capabilities]` corrections."""
+    return CapabilityRegistry.bundled({k: v.model_dump(exclude_none=True) for k, v in config.capabilities.items()})
+
+
+def capability_warnings(config: Config, topology: Topology, capabilities: CapabilityRegistry) -> list[str]:
+    """Config that is valid but cannot work as meant, by the capability table: with
+    `strategy = "tool"`, router-tier endpoints whose model does not call tools are
+    never asked (and when none does, every decision falls back)."""
+    if config.routing.strategy is not Strategy.TOOL:
+        return []
+    tier = config.routing.router_tier
+    group = topology.groups.get(tier)
+    unable = [ep for ep in group.endpoints if not capabilities.lookup(ep.name).tools] if group else []
+    if not unable:
+        return []
+    names = ", ".join(f"{ep.id} ({ep.name})" for ep in unable)
+    return [
+        f"strategy tool: router tier '{tier}' endpoint(s) {names} cannot call tools by the capability "
+        'table, so they are never asked; if the model can, set [capabilities."<model>"] tools = true'
+    ]
+
+
 def settle_decision(decision: RoutingDecision, groups: Collection[str], default: str) -> RoutingDecision:
     """A decision for a tier with no endpoints goes elsewhere, saying so: a learned
     score to the nearest configured tier (stronger first), a 1.0 strategy's tier to
@@ -272,10 +317,9 @@ class Gateway:
         self.rotation = Rotation()  # cooldowns (429) and refused credentials (401/403)
         self.selectors = build_selectors(topology)
         self.default_tier = default_tier(config)
-        self.router = Router.from_config(config.routing, self._judge, default_tier=self.default_tier)
+        self.router = Router.from_config(config.routing, self._ask_router, default_tier=self.default_tier)
         self.started_at = time.time() if started_at is None else started_at
-        overrides = {k: v.model_dump(exclude_none=True) for k, v in config.capabilities.items()}
-        self.capabilities = CapabilityRegistry.bundled(overrides)
+        self.capabilities = build_capabilities(config)
         self.context = ContextBook(topology.endpoints.values(), self.capabilities.known_window)
         self._context_chains: dict[
             tuple[str, int], tuple[tuple[str, ...], tuple[EndpointSpec, ...], tuple[str, ...]]
@@ -288,6 +332,19 @@ class Gateway:
             for name, g in topology.groups.items()
         }
         self._model_ids = (AUTO, *topology.groups, *(e for e in topology.endpoints if e not in topology.groups))
+        eps = topology.endpoints.values()
+        board = SlotBoard({ep.id: ep.max_concurrency for ep in eps}, {ep.id: ep.weight for ep in eps})
+        affinity = config.affinity
+        table = (
+            AffinityTable(max_entries=affinity.max_entries, ttl_seconds=affinity.ttl_seconds, clock=clock)
+            if affinity.enabled
+            else None
+        )
+        self.slots = Admission(
+            board, config.queue, self.metrics, affinity=table, least_busy=config.selection.least_busy
+        )
+        for ep in eps:
+            self.metrics.slots(ep.id, ep.max_concurrency)
 
     # -- model names -------------------------------------------------------
 
@@ -364,11 +421,15 @@ class Gateway:
         lacks = missing(Needs(tools=needs.tools, vision=needs.vision), self.capabilities.lookup(ep.name))
         return tuple(LACKS[m] for m in sorted(lacks))
 
-    def _plan(self, decision: RoutingDecision, needs: Needs, gate: ContextGate) -> AttemptPlan:
+    def _plan(
+        self, decision: RoutingDecision, needs: Needs, gate: ContextGate, claim: Claim | None = None
+    ) -> AttemptPlan:
         if decision.endpoint_id is not None:
             ep = self.topology.endpoints[decision.endpoint_id]
             pinned = GroupSpec(name=ep.group, endpoints=(ep,), fallback=None)
-            return AttemptPlan([pinned], {ep.group: GroupSelector((ep,))}, gate.allows, self.config.retry, self.rng)
+            return AttemptPlan(
+                [pinned], {ep.group: GroupSelector((ep,))}, gate.allows, self.config.retry, self.rng, occupancy=claim
+            )
         chain = [self.topology.groups[g] for g in self._context_chain(decision)]
         fail_open = self._fail_open_pick if self.config.health.fail_open else None
         return AttemptPlan(
@@ -378,6 +439,7 @@ class Gateway:
             self.config.retry,
             self.rng,
             None if fail_open is None else lambda eps: fail_open([ep for ep in eps if gate.allows(ep.id)]),
+            claim,
         )
 
     def _context_chain(self, decision: RoutingDecision) -> tuple[str, ...]:
@@ -543,54 +605,70 @@ class Gateway:
         trace: RequestTrace | None = None,
     ) -> Outcome:
         """Run attempts until one commits; raises the plan's error when none does.
-        `trace` (when given) learns the attempts and carries the request's span."""
+        `trace` (when given) learns the attempts and carries the request's span.
+        Each attempt holds a slot of its endpoint; when every candidate is full the
+        request waits for one (`admission.Admission.wait`)."""
         needs = selection_needs(call.body)
         gate = self._context_gate(call, decision)
-        plan = self._plan(decision, needs, gate)
+        seat = self.slots.seat(decision.group, call.body, call.anthropic_body, call.session)
+        plan = self._plan(decision, needs, gate, seat.claim)
         group = decision.group
-        while (attempt := plan.next_attempt()) is not None:
-            if attempt.backoff_seconds > 0:
-                await asyncio.sleep(attempt.backoff_seconds)
-            ep = attempt.endpoint
-            if attempt.group != group:
-                self.observer.fallback(call.request_id, group, attempt.group)
-                group = attempt.group
-            if attempt.fail_open:
-                self._note_fail_open(call, attempt)
-            span = self._attempt_started(attempt, trace)
-            group_spec = self.topology.groups[ep.group]
-            body, dropped = body_for(call, ep, asks_usage_for(call, group_spec), group_spec.options)
-            sent_at = time.perf_counter()
-            try:
-                reply, stream = await self._call_upstream(call, ep, body, headers_for(ep, extra_headers))
-                latency = stream.first_byte_ms if stream is not None else reply.latency_ms if reply else 0.0
-            except UpstreamError as raised:
-                error = self._overflow_of(raised, ep, gate)
-                error.attempt = attempt.number
-                self._attempt_failed(ep, error, sent_at, span)
-                plan.record(error)
-                continue
-            except asyncio.CancelledError:  # the client went away
-                if span is not None:
-                    span.set("octoroute.outcome", "cancelled")
-                    span.end("the client went away")
-                raise
-            self._attempt_committed(ep, stream, sent_at, span)
-            self._record(ep, None, latency)
-            plan.record(None)
-            self._context_settled(gate, attempt.group)
-            return Outcome(
-                decision=decision,
-                endpoint=ep,
-                group=attempt.group,
-                attempts=attempt.number,
-                fallback_from=decision.group if attempt.is_fallback else None,
-                reply=reply,
-                stream=stream,
-                degraded=(*dropped, *self._lacking(needs, ep)),
-                sent_at=sent_at,
-                fail_open=attempt.fail_open,
-            )
+        try:
+            while True:
+                attempt = plan.next_attempt()
+                if attempt is None:
+                    if plan.blocked is None:
+                        break
+                    await seat.wait(plan.blocked)
+                    continue
+                ep = attempt.endpoint
+                seat.take(ep.id)
+                if attempt.backoff_seconds > 0:
+                    await asyncio.sleep(attempt.backoff_seconds)
+                if attempt.group != group:
+                    self.observer.fallback(call.request_id, group, attempt.group)
+                    group = attempt.group
+                if attempt.fail_open:
+                    self._note_fail_open(call, attempt)
+                span = self._attempt_started(attempt, trace)
+                group_spec = self.topology.groups[ep.group]
+                body, dropped = body_for(call, ep, asks_usage_for(call, group_spec), group_spec.options)
+                sent_at = time.perf_counter()
+                try:
+                    reply, stream = await self._call_upstream(call, ep, body, headers_for(ep, extra_headers))
+                    latency = stream.first_byte_ms if stream is not None else reply.latency_ms if reply else 0.0
+                except UpstreamError as raised:
+                    seat.release()
+                    error = self._overflow_of(raised, ep, gate)
+                    error.attempt = attempt.number
+                    self._attempt_failed(ep, error, sent_at, span)
+                    plan.record(error)
+                    continue
+                except asyncio.CancelledError:  # the client went away
+                    if span is not None:
+                        span.set("octoroute.outcome", "cancelled")
+                        span.end("the client went away")
+                    raise
+                self._attempt_committed(ep, stream, sent_at, span)
+                self._record(ep, None, latency)
+                plan.record(None)
+                self._context_settled(gate, attempt.group)
+                return Outcome(
+                    decision=decision,
+                    endpoint=ep,
+                    group=attempt.group,
+                    attempts=attempt.number,
+                    fallback_from=decision.group if attempt.is_fallback else None,
+                    reply=reply,
+                    stream=stream,
+                    degraded=(*dropped, *self._lacking(needs, ep)),
+                    sent_at=sent_at,
+                    fail_open=attempt.fail_open,
+                    affinity=seat.served(ep.id, attempt.group),
+                    release=seat.keep() if stream is not None else seat.release(),
+                )
+        finally:
+            seat.close()
         self._context_settled(gate, None)
         rejection = gate.rejection() if plan.final_error is None else None
         if rejection is not None:
@@ -635,6 +713,13 @@ class Gateway:
             ago,
         )
         self.metrics.fail_open(attempt.group)
+
+    # -- slots -------------------------------------------------------------
+
+    def learn_slots(self, ep: EndpointSpec, total_slots: int | None) -> None:
+        """A server said how many requests it runs at once (llama.cpp `/props`
+        `total_slots`): that is the endpoint's limit unless `max_concurrency` is configured."""
+        self.slots.learn_slots(ep.id, ep.max_concurrency, total_slots)
 
     def _attempt_started(self, attempt: Attempt, trace: RequestTrace | None) -> SpanHandle | None:
         """Count the attempt (and the retry it is, after the first); its span, when tracing."""
@@ -710,21 +795,30 @@ class Gateway:
             )
         )
 
-    # -- the LLM judge -----------------------------------------------------
+    # -- the router model (LLM judge and tool strategy) --------------------
 
-    async def _judge(self, body: dict[str, object]) -> str:
-        """Ask the router tier to classify; short timeout, retries on other endpoints."""
+    async def _ask_router(self, body: dict[str, object]) -> dict[str, Any]:
+        """Send a judge or tool body to the router tier: short timeout, retries on other
+        endpoints; the answer in OpenAI's shape. Endpoints whose model lacks what the
+        body needs (tools, by the capability table) are not asked."""
         routing = self.config.routing
         group = self.topology.groups[routing.router_tier]
+        wants_tools = selection_needs(body).tools
+        able = {ep.id for ep in group.endpoints if not (wants_tools and self._lacking(Needs(tools=True), ep))}
+        if not able:
+            raise JudgeUnavailable(
+                JudgeFailure.TOOLS_UNSUPPORTED,
+                f"no model on router tier '{group.name}' calls tools, by the capability table",
+            )
         retry = self.config.retry.model_copy(update={"max_attempts": routing.llm_retries + 1})
-        plan = AttemptPlan([group], self.selectors, self.is_available, retry, self.rng)
+        plan = AttemptPlan([group], self.selectors, lambda eid: eid in able and self.is_available(eid), retry, self.rng)
         failures: list[JudgeFailure] = []
         while (attempt := plan.next_attempt()) is not None:
             ep = attempt.endpoint
-            judge_call = ChatCall(body, AUTO, False, Importance.NORMAL, None, "judge")
-            payload, _ = body_for(judge_call, ep)
+            payload, _ = body_for(ChatCall(body, AUTO, False, Importance.NORMAL, None, "judge"), ep)
             self.metrics.attempt_started(group.name)
             sent_at = time.perf_counter()
+            self.slots.acquire(ep.id)  # counted, never queued: the judge has its own short timeout
             try:
                 async with asyncio.timeout(routing.llm_timeout_seconds):
                     reply = await self.pool.complete(ep, payload, {})
@@ -736,22 +830,20 @@ class Gateway:
             except UpstreamError as error:
                 error.attempt = attempt.number
                 self._attempt_failed(ep, error, sent_at, None)
-                failures.append(
-                    JudgeFailure.TIMEOUT if isinstance(error, UpstreamTimeout) else JudgeFailure.UNAVAILABLE
-                )
+                failures.append(router_failure(error))
                 plan.record(error)
                 continue
+            finally:
+                self.slots.release(ep.id)
             self._attempt_committed(ep, None, sent_at, None)
             self._record(ep, None, reply.latency_ms)
-            text = read_message_text(openai_payload(ep, reply.payload))
-            if text is None:
-                raise JudgeUnavailable(JudgeFailure.UNPARSEABLE, f"{ep.id} answered without message content")
-            return text
-        kind = (
-            JudgeFailure.TIMEOUT
-            if failures and all(f is JudgeFailure.TIMEOUT for f in failures)
-            else JudgeFailure.UNAVAILABLE
-        )
+            return openai_payload(ep, reply.payload)
+        if failures and failures[-1] is JudgeFailure.REJECTED:  # a refusal ends the plan: it is the verdict
+            kind = JudgeFailure.REJECTED
+        elif failures and all(f is JudgeFailure.TIMEOUT for f in failures):
+            kind = JudgeFailure.TIMEOUT
+        else:
+            kind = JudgeFailure.UNAVAILABLE
         raise JudgeUnavailable(kind, f"router tier '{group.name}' did not answer ({len(failures)} attempts)")
 
     # -- health ------------------------------------------------------------
@@ -788,7 +880,7 @@ class Gateway:
 
     def _facts_learned(self, ep: EndpointSpec, facts: ServerFacts) -> None:
         """A server said something new about itself (`self.context` has it already): the
-        hook for whatever else depends on it (slot limits read `facts.total_slots`)."""
+        hook for whatever else depends on it; its slots limit it (`learn_slots`)."""
         log.info(
             "endpoint %s: %s says context window %s, %s slots",
             ep.id,
@@ -796,6 +888,7 @@ class Gateway:
             facts.context_window,
             facts.total_slots,
         )
+        self.learn_slots(ep, facts.total_slots)
 
     async def discover_all(self) -> None:
         """Discovery for every endpoint at once (at startup, before serving)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +24,7 @@ from selenium.common.exceptions import NoSuchElementException, StaleElementRefer
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
-from tests.support import endpoint, fleet_config
+from tests.support import endpoint, eventually, fleet_config
 
 from octoroute.config import build_topology, parse_config
 from octoroute.demo.simulated import Mode
@@ -344,3 +345,45 @@ async def start_on(port: int, config_data: dict[str, Any]) -> web.AppRunner:
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     return runner
+
+
+async def _release_all(up: Any) -> None:
+    up.release_all()
+
+
+def test_dashboard_shows_slots_the_waiting_line_and_affinity(
+    browser: WebDriver, slotted, gateway, sdk_clients, loop_thread
+) -> None:
+    up = slotted("llama-1")
+    gw = gateway(
+        fleet_config({"fast": [{"name": "m", "id": "llama-1", "base_url": up.base_url, "max_concurrency": 1}]})
+    )
+    client = sdk_clients.openai(gw)
+    messages: list[dict[str, str]] = [{"role": "user", "content": "hello"}]
+    for question in ("and then?", "and after that?"):  # one conversation: new, hit, hit
+        answer = client.chat.completions.create(model="fast", messages=messages).choices[0].message.content
+        messages += [{"role": "assistant", "content": answer or ""}, {"role": "user", "content": question}]
+    client.chat.completions.create(model="fast", messages=messages)
+    up.hold = True
+    with ThreadPoolExecutor(2) as pool:
+        held = pool.submit(client.chat.completions.create, model="fast", messages=HELLO)
+        loop_thread.run(up.wait_held(1))
+        waiting = pool.submit(client.chat.completions.create, model="fast", messages=HELLO)
+        eventually(lambda: gw.gateway.slots.board.waiting("fast") == 1, what="one request waiting for the slot")
+
+        browser.get(f"{gw.url}/dashboard")
+        wait_connected(browser)
+        wait_for(browser, lambda d: endpoint_rows(d).get("llama-1", [""])[-1] == "1 / 1", "the slot in use")
+        waiting_line = read(browser, lambda d: text_of(d, '#queue-waiting li[data-group="fast"]'))
+        assert waiting_line.split() == ["fast", "1"]
+        assert read(browser, lambda d: text_of(d, "#affinity-hit")) == "2"
+        assert read(browser, lambda d: text_of(d, "#affinity-new")) == "1"  # the two waiting are not served yet
+        assert read(browser, lambda d: text_of(d, "#affinity-broken")) == "0"
+
+        loop_thread.run(_release_all(up))
+        assert held.result(30).choices[0].message.content
+        assert waiting.result(30).choices[0].message.content
+    wait_for(browser, lambda d: endpoint_rows(d)["llama-1"][-1] == "0 / 1", "the slot free again")
+    wait_for(browser, lambda d: text_of(d, "#queue-served") == "1", "one request served after waiting")
+    assert read(browser, lambda d: text_of(d, "#affinity-new")) == "3"
+    assert read(browser, lambda d: text_of(d, '#queue-waiting li[data-group="fast"]')).split() == ["fast", "0"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -69,7 +70,8 @@ class Server:
         return matches
 
     def stop(self) -> int:
-        os.killpg(self.proc.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # already gone
+            os.killpg(self.proc.pid, signal.SIGTERM)
         code = self.proc.wait(timeout=30)
         self._pump_thread.join(10)
         assert self.proc.stderr is not None
@@ -191,6 +193,40 @@ def test_route_says_when_the_llm_would_decide(tmp_path):
     assert "LLM router" in result.stdout
 
 
+def test_check_and_route_for_the_tool_strategy(tmp_path):
+    path = tmp_path / "tool.toml"
+    path.write_text(
+        '[[models.fast]]\nname = "qwen2.5-1.5b-instruct"\nbase_url = "http://localhost:1/v1"\n'
+        '[[models.deep]]\nname = "m"\nbase_url = "http://localhost:1/v1"\n[routing]\nstrategy = "tool"\n'
+    )
+    checked = octoroute("check", str(path))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "strategy tool" in checked.stdout
+    result = octoroute("route", "What is the capital of France?", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"tier\s+decided by a call to route_request on 'fast'", result.stdout)
+    assert re.search(r"strategy\s+tool", result.stdout)
+    assert "if it fails: the rules, then the default tier 'fast'" in result.stdout
+    assert "warning" not in checked.stdout  # qwen2.5 calls tools
+    path.write_text(path.read_text().replace("qwen2.5-1.5b-instruct", "smollm2-360m"))
+    warned = octoroute("check", str(path))
+    assert warned.returncode == 0
+    assert (
+        "warning strategy tool: router tier 'fast' endpoint(s) fast/smollm2-360m (smollm2-360m) cannot call tools "
+        'by the capability table, so they are never asked; if the model can, set [capabilities."<model>"] tools = true'
+    ) in " ".join(warned.stdout.split())
+    # serve would ask no model, so route shows the fallback itself
+    unasked = octoroute("route", "What is the capital of France?", "--config", str(path))
+    assert re.search(r"tier\s+fast\s*\n", unasked.stdout)
+    assert "tool_failed_fallback_default (tool call tools_unsupported; no rule matched; default tier fast)" in (
+        unasked.stdout
+    )
+    path.write_text(path.read_text().replace('[[models.fast]]\nname = "smollm2-360m"', '[[models.x]]\nname = "m"'))
+    missing = octoroute("check", str(path))
+    assert missing.returncode == 1
+    assert "routing.router_tier: 'fast' has no endpoints under [models]" in missing.stdout + missing.stderr
+
+
 # -- serve -------------------------------------------------------------------
 
 
@@ -239,6 +275,32 @@ def test_serve_without_config_points_at_the_demo(tmp_path):
     )
     assert result.returncode == 2
     assert "--demo" in result.stderr
+
+
+def test_workers_shut_down_cleanly_however_many_terms_they_get(serve, tmp_path):
+    """A worker gets SIGTERM from its supervisor and, with `kill -TERM -PGID` or
+    systemd's control-group kill, directly too; repeated ones during shutdown must
+    not kill it with the default action (which made the server exit 1)."""
+    port = free_port()
+    config = tmp_path / "w.toml"
+    config.write_text(
+        f'[server]\nport = {port}\n[[models.fast]]\nname = "fast"\nbase_url = "http://127.0.0.1:1/v1"\n'
+        '[routing]\nstrategy = "rule"\n[health]\nactive = false\n'
+    )
+    server = serve("--config", str(config), "--workers", "2")
+    server.wait_for(LISTENING, count=2)
+    workers = {int(m) for m in re.findall(r"pid (\d+)", "".join(server.seen))}
+    assert len(workers) == 2
+    os.killpg(server.proc.pid, signal.SIGTERM)
+    while server.proc.poll() is None:  # keep signalling every worker until the server has exited
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+    code = server.stop()
+    said = []
+    while not server.lines.empty():
+        said.append(server.lines.get())
+    assert code == 0, "".join(said)
 
 
 def test_several_workers_share_the_port(serve, tmp_path):

@@ -80,9 +80,12 @@ def test_score_with_a_config_uses_its_routing(tmp_path: Path) -> None:
     assert out[1] == {"score": 1.0, "tier": "deep", "reason": "rule_deep_task"}
 
 
-def test_score_stands_in_for_the_judge_and_says_so(tmp_path: Path) -> None:
-    config = tmp_path / "llm.toml"
-    config.write_text('[[models.fast]]\nname = "m"\nbase_url = "http://127.0.0.1:1/v1"\n[routing]\nstrategy = "llm"\n')
+@pytest.mark.parametrize("strategy", ["llm", "tool"])
+def test_score_stands_in_for_the_judge_and_says_so(tmp_path: Path, strategy: str) -> None:
+    config = tmp_path / "judge.toml"
+    config.write_text(
+        f'[[models.fast]]\nname = "m"\nbase_url = "http://127.0.0.1:1/v1"\n[routing]\nstrategy = "{strategy}"\n'
+    )
     out = scores(run("score", "--config", str(config), stdin=jsonl({"prompt": "Explain quicksort"})))
     assert out[0]["reason"] == "learned_instead_of_judge"
 
@@ -154,14 +157,15 @@ def test_route_explain_for_a_rule_strategy_says_there_is_no_cut(tmp_path: Path) 
     assert "none: rule picks a tier" in text
 
 
-@pytest.mark.parametrize("strategy", ["llm", "hybrid"])
+@pytest.mark.parametrize("strategy", ["llm", "hybrid", "tool"])
 def test_route_explain_when_the_judge_would_decide_shows_the_offline_score(tmp_path: Path, strategy: str) -> None:
     config = tmp_path / "j.toml"
+    model = "qwen2.5-7b-instruct" if strategy == "tool" else "m"  # a model that calls tools, or tool falls back
     config.write_text(
-        f'[[models.fast]]\nname = "m"\nbase_url = "http://localhost:1/v1"\n[routing]\nstrategy = "{strategy}"\n'
+        f'[[models.fast]]\nname = "{model}"\nbase_url = "http://localhost:1/v1"\n[routing]\nstrategy = "{strategy}"\n'
     )
-    prompt = "hello" if strategy == "llm" else "Hey, how are you today? I'm bored."
+    prompt = "Hey, how are you today? I'm bored." if strategy == "hybrid" else "hello"
     result = run("route", "--explain", prompt, "--importance", "high", "--config", str(config))
     text = result.stdout.decode()
-    assert "LLM router" in text
+    assert ("a call to route_request" if strategy == "tool" else "LLM router") in text
     assert "offline score" in text

@@ -182,6 +182,8 @@ def test_counters_move_by_exactly_the_traffic_sent(loop_thread, fleet, sdk_clien
     moved.pop(("octoroute_tokens_total", frozenset({("endpoint", "bal-ok"), ("direction", "output")})))
     expect("octoroute_retries_total", 2)
     expect("octoroute_fallbacks_total", 1, from_group="deep", to_group="fast")
+    expect("octoroute_affinity_total", 5, group="fast", result="new")  # one-turn chats: every one is new
+    expect("octoroute_affinity_total", 1, group="balanced", result="new")
     assert moved == {}, f"unexpected movement: {moved}"
     # Gauges: every endpoint still healthy (one failure each, threshold 3); the
     # scrape that read them is the one request in progress.

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from octoroute.cli.score import load_routing_config, offline_scorer
 from octoroute.config import Config, load_config
 from octoroute.config.topology import build_topology, config_warnings, default_tier
 from octoroute.core.errors import ConfigError
-from octoroute.core.types import Features, Importance, Strategy, TaskType
+from octoroute.core.types import Features, Importance, JudgeFailure, Strategy, TaskType, Tier
 from octoroute.routing.features import extract_features
 from octoroute.routing.router import to_decision
 from octoroute.routing.rules import evaluate_rules
-from octoroute.routing.scoring import Scored
-from octoroute.service import settle_decision
+from octoroute.routing.scoring import JudgeScorer, Scored
+from octoroute.routing.tool import ROUTE_FUNCTION
+from octoroute.service import build_capabilities, capability_warnings, settle_decision
 
 
 def run_check(path: Path, env: Mapping[str, str]) -> int:
@@ -32,8 +35,10 @@ def run_check(path: Path, env: Mapping[str, str]) -> int:
         f"[green]ok[/] {path}: {len(config.models)} groups ({', '.join(config.models)}), "
         f"{endpoints} endpoints, strategy {config.routing.strategy}"
     )
-    for warning in config_warnings(config, build_topology(config, env)):
-        out.print(f"[yellow]warning[/] {warning}", highlight=False)
+    topology = build_topology(config, env)
+    capabilities = capability_warnings(config, topology, build_capabilities(config))
+    for warning in (*config_warnings(config, topology), *capabilities):
+        out.print(f"[yellow]warning[/] {escape(warning)}", highlight=False)
     return 0
 
 
@@ -74,16 +79,21 @@ def _print_decision(config: Config, features: Features, prompt: str, explain: bo
     strategy = config.routing.strategy
     table = Table(show_header=False, box=None)
     rule_step = evaluate_rules(features) if strategy is Strategy.HYBRID else None
-    if strategy is Strategy.LLM or (strategy is Strategy.HYBRID and rule_step is None):
-        table.add_row("tier", f"decided by the LLM router on '{config.routing.router_tier}'")
+    unasked = tool_fallback(config, features, default) if strategy is Strategy.TOOL else None
+    if unasked is None and (
+        strategy in (Strategy.LLM, Strategy.TOOL) or (strategy is Strategy.HYBRID and rule_step is None)
+    ):
+        how = f"a call to {ROUTE_FUNCTION}" if strategy is Strategy.TOOL else "the LLM router"
+        table.add_row("tier", f"decided by {how} on '{config.routing.router_tier}'")
         table.add_row("strategy", strategy.value)
-        fallback = "the rules, then the default tier" if strategy is Strategy.LLM else f"the default tier '{default}'"
-        table.add_row("reason", f"serve would ask the router model; if it fails: {fallback}")
+        fallback = "the rules, then the default tier" if strategy is not Strategy.HYBRID else "the default tier"
+        asks = f"to call {ROUTE_FUNCTION}" if strategy is Strategy.TOOL else "for a tier"
+        table.add_row("reason", f"serve would ask the router model {asks}; if it fails: {fallback} '{default}'")
         scored = offline_scorer(config).score(features, prompt) if explain else None
         if scored is not None:
             table.add_row("offline score", f"{scored.score:.3f} (the learned scorer, as `octoroute score` reports)")
     else:
-        scored = offline_scorer(config).score(features, prompt)
+        scored = unasked or offline_scorer(config).score(features, prompt)
         decision = settle_decision(to_decision(scored), config.models, default)
         table.add_row("tier", decision.group)
         table.add_row("strategy", decision.strategy.value)
@@ -108,6 +118,20 @@ def _print_decision(config: Config, features: Features, prompt: str, explain: bo
         value = getattr(features, name)
         table.add_row(name, str(value.value if hasattr(value, "value") else value))
     Console().print(table, highlight=False)
+
+
+def tool_fallback(config: Config, features: Features, default: Tier) -> Scored | None:
+    """`tool`'s decision when no router-tier model can call tools by the capability
+    table: `serve` asks no model then, so the fallback is known offline; else None."""
+    capabilities = build_capabilities(config)
+    router = config.models.get(config.routing.router_tier, [])
+    if any(capabilities.lookup(ep.name).tools for ep in router):
+        return None
+
+    async def unsupported(_features: Features, _text: str) -> JudgeFailure:
+        return JudgeFailure.TOOLS_UNSUPPORTED
+
+    return asyncio.run(JudgeScorer(Strategy.TOOL, unsupported, default).score(features, ""))
 
 
 def explanation(scored: Scored) -> list[tuple[str, str]]:

@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from octoroute import __version__
-from octoroute.core.types import Importance, TaskType
+from octoroute.core.types import Importance, Strategy, TaskType
 
 DEFAULT_CONFIG = Path("octoroute.toml")
+OFFLINE_STRATEGIES = [s.value for s in Strategy if s is not Strategy.DIRECT]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,6 +52,28 @@ def _parser() -> argparse.ArgumentParser:
     stats.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes (default 2)")
     stats.add_argument("--once", action="store_true", help="print one snapshot and exit")
     stats.add_argument("--token", help="metrics token (default: $OCTOROUTE_METRICS_TOKEN)")
+
+    evaluate = sub.add_parser(
+        "eval",
+        help="routing quality (RouteLLM's APGR, CPT) of a strategy on labelled prompts, or of a decision log",
+        description="Scores DATA.jsonl (lines with prompt, weak_score, strong_score) offline and reports APGR, "
+        "CPT(50%%), CPT(80%%) against the length and random baselines; or evaluates an event file's scores "
+        "with --log and --labels.",
+    )
+    evaluate.add_argument("data", nargs="?", type=Path, metavar="DATA.jsonl")
+    evaluate.add_argument("--config", type=Path, help="TOML config whose [routing] scores DATA (default: the defaults)")
+    evaluate.add_argument("--strategy", choices=OFFLINE_STRATEGIES, help="score with this strategy instead")
+    evaluate.add_argument("--log", type=Path, metavar="EVENTS.jsonl", help="octoroute's event file to evaluate")
+    evaluate.add_argument("--labels", type=Path, metavar="LABELS.jsonl", help="request_id, weak_score, strong_score")
+    evaluate.add_argument("--plot", type=Path, metavar="OUT.png", help="write the call-performance curve as a PNG")
+    evaluate.add_argument(
+        "--bootstrap", type=_count, default=1000, metavar="N", help="paired-bootstrap resamples (default 1000; 0: none)"
+    )
+    evaluate.add_argument(
+        "--draws", type=_positive, default=1000, metavar="N", help="random-baseline draws (default 1000)"
+    )
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the random baseline and bootstrap (default 0)")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     return parser
 
 
@@ -79,6 +102,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from octoroute.cli.stats import run_stats
 
         return run_stats(args.url, args.token, args.interval, args.once, os.environ)
+    if args.command == "eval":
+        from octoroute.cli.evaluate import EvalArgs, EvalOptions, run_eval
+
+        options = EvalOptions(draws=args.draws, resamples=args.bootstrap, seed=args.seed)
+        return run_eval(
+            EvalArgs(args.data, args.log, args.labels, args.config, args.strategy, args.plot, options, args.json),
+            os.environ,
+        )
     from octoroute.cli.serve import run_serve
 
     return run_serve(
@@ -89,6 +120,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         demo=args.demo,
         env=os.environ,
     )
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _count(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
 
 
 def _default_config() -> Path | None:

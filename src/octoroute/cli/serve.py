@@ -28,6 +28,8 @@ from octoroute.core.errors import ConfigError
 from octoroute.observe.logs import configure_logging
 from octoroute.server import GatewayRunner, create_app
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
     """asyncio.run on uvloop when installed (a declared dependency on Linux/macOS)."""
@@ -113,12 +115,24 @@ async def _start(
     return runner, int(bound)
 
 
-async def _wait_for_signal() -> None:
+def _stop_on_signals(*, worker: bool) -> asyncio.Event:
+    """An event SIGINT or SIGTERM sets, installed before the server starts so that a
+    signal at any point after this (even right after 'listening' is printed) stops
+    it cleanly. A worker ignores further ones once stopping: it is sent SIGTERM by
+    its supervisor and often by the signal to its whole process group too, and one
+    arriving later must not kill it mid-shutdown with the default action."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+
+    def stopping() -> None:
+        stop.set()
+        if worker:  # directly, not through the loop: removing its handler would reset to the default first
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)
+
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stopping)
+    return stop
 
 
 async def _serve_one(
@@ -131,14 +145,15 @@ async def _serve_one(
     shared: Shared | None = None,
     on_ready: Callable[[], None] | None = None,
 ) -> None:
+    stop = _stop_on_signals(worker=shared is not None)
     runner, bound = await _start(config, host, port, env, reuse_port, shared)
-    if on_ready is not None:
-        on_ready()
-    Console(stderr=True).print(
-        f"octoroute listening on http://{host}:{bound} (pid {os.getpid()})", highlight=False, soft_wrap=True
-    )
     try:
-        await _wait_for_signal()
+        if on_ready is not None:
+            on_ready()
+        Console(stderr=True).print(
+            f"octoroute listening on http://{host}:{bound} (pid {os.getpid()})", highlight=False, soft_wrap=True
+        )
+        await stop.wait()
     finally:
         await runner.cleanup()
 
@@ -252,6 +267,7 @@ def _run_workers(config: Config, host: str, port: int, env: dict[str, str], work
 async def _serve_demo(host: str | None, port: int | None, env: dict[str, str]) -> None:
     from octoroute.demo.fleet import DemoFleet
 
+    stop = _stop_on_signals(worker=False)
     fleet = DemoFleet()
     await fleet.start()
     try:
@@ -263,7 +279,7 @@ async def _serve_demo(host: str | None, port: int | None, env: dict[str, str]) -
         runner, bound = await _start(config, config.server.host, config.server.port, env, False)
         _print_demo_banner(config, config.server.host, bound)
         try:
-            await _wait_for_signal()
+            await stop.wait()
         finally:
             await runner.cleanup()
     finally:

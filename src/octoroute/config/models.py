@@ -21,7 +21,7 @@ GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 Seconds = Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)]
-ROUTING_STRATEGIES = (Strategy.LEARNED, Strategy.RULE, Strategy.LLM, Strategy.HYBRID)
+ROUTING_STRATEGIES = (Strategy.LEARNED, Strategy.RULE, Strategy.LLM, Strategy.HYBRID, Strategy.TOOL)
 JUDGE_STRATEGIES = frozenset({Strategy.LLM, Strategy.HYBRID, Strategy.TOOL})  # these ask the router tier's model
 
 
@@ -70,6 +70,8 @@ class EndpointConfig(_Frozen):
     kind: Api = Api.OPENAI  # the API the server speaks at base_url: openai (/chat/completions) or anthropic (/messages)
     api_key_env: str | None = Field(default=None, pattern=ENV_NAME.pattern)
     timeouts: Timeouts = Timeouts()
+    # Requests it serves at once (llama.cpp: its -np slots); None: discovered (total_slots), else unbounded.
+    max_concurrency: int | None = Field(default=None, ge=1, le=100_000)
     # Tokens one request may use (prompt + output); unset: discovered from the server, else the capability table.
     context_window: int | None = Field(default=None, gt=0, le=100_000_000)
 
@@ -276,6 +278,28 @@ class RateLimitConfig(_Frozen):
     overrides: tuple[RateLimitOverride, ...] = Field(default=(), max_length=10_000)
 
 
+class SelectionConfig(_Frozen):
+    """`[selection]`: how an endpoint is chosen within a priority level."""
+
+    least_busy: bool = True  # False: weighted random only, as octoroute 1.0
+
+
+class QueueConfig(_Frozen):
+    """`[queue]`: requests waiting for a free slot when every endpoint of their group is full."""
+
+    max_waiting: int = Field(default=100, ge=0, le=100_000)  # per group; 0: answer 503 at once
+    max_wait_seconds: Seconds = 60.0
+    retry_after_seconds: int = Field(default=5, ge=1, le=3600)  # the Retry-After of the 503
+
+
+class AffinityConfig(_Frozen):
+    """`[affinity]`: keep a conversation on one endpoint so its KV cache is reused."""
+
+    enabled: bool = True
+    ttl_seconds: float = Field(default=1800.0, gt=0, le=7 * 86_400, allow_inf_nan=False)
+    max_entries: int = Field(default=10_000, ge=1, le=10_000_000)
+
+
 MIB = 1024 * 1024
 
 
@@ -306,6 +330,9 @@ class Config(_Frozen):
     capabilities: dict[str, CapabilityOverride] = Field(default_factory=dict)
     rate_limit: RateLimitConfig = RateLimitConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
+    selection: SelectionConfig = SelectionConfig()
+    queue: QueueConfig = QueueConfig()
+    affinity: AffinityConfig = AffinityConfig()
 
     @field_validator("models")
     @classmethod

@@ -50,6 +50,7 @@ class EndpointSpec:
     api_key: str | None
     timeouts: ResolvedTimeouts
     kind: Api = Api.OPENAI
+    max_concurrency: int | None = None  # slots; None: unbounded (or discovered at startup)
     context_window: int | None = None  # tokens, from config; else discovered or the capability table
     api_key_env: str | None = None  # where `api_key` came from, for messages about refused credentials
 
@@ -289,6 +290,7 @@ def build_topology(config: Config, env: Mapping[str, str]) -> Topology:
             api_key=env.get(ep.api_key_env) if ep.api_key_env else None,
             timeouts=_resolve_timeouts(config, group, ep),
             kind=ep.kind,
+            max_concurrency=ep.max_concurrency,
             context_window=ep.context_window,
             api_key_env=ep.api_key_env,
         )

@@ -2,6 +2,7 @@
 
     OctorouteError
     ├── ConfigError                 config file invalid; carries every problem with its key path
+    ├── EvaluationError             routing-quality metrics undefined for the data (`octoroute eval`)
     ├── ClientError                 the client's request cannot be served as sent (4xx)
     │   ├── InvalidRequest          400: malformed JSON, invalid fields
     │   │   ├── TranslationError    400: a body whose structure cannot be translated to the other API
@@ -22,7 +23,9 @@
     └── RoutingExhausted            no attempt succeeded
         ├── AllEndpointsFailed      502 (504 when every attempt timed out); keeps every attempt
         ├── EndpointsCoolingDown    429: every candidate is in an upstream rate-limit cooldown
-        └── NoHealthyEndpoint       503: nothing could even be tried
+        ├── NoHealthyEndpoint       503: nothing could even be tried
+        └── NoFreeSlot              503 with Retry-After: every endpoint full and the queue full,
+                                    or the wait in it over `[queue] max_wait_seconds`
 
 Third-party exceptions (aiohttp, orjson, pydantic) are mapped into this tree
 once, at the boundary that calls the library, with `raise ... from exc`.
@@ -59,6 +62,10 @@ class TimeoutPhase(enum.StrEnum):
 
 class OctorouteError(Exception):
     """Root of the tree."""
+
+
+class EvaluationError(OctorouteError):
+    """Routing-quality metrics cannot be computed: no items, strong and weak tie, a non-finite score."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,3 +293,23 @@ class NoHealthyEndpoint(RoutingExhausted):
         self.retry_after = retry_after
         detail = f" ({reason})" if reason else ""
         super().__init__(f"no healthy endpoint is available for '{group}'{detail}; try again shortly")
+
+
+class NoFreeSlot(RoutingExhausted):
+    """Every endpoint the request may use is serving all it can, and it could not
+    wait for a slot: the waiting line was full (`queue_full`) or the wait ran out
+    (`queue_timeout`)."""
+
+    status = 503
+
+    def __init__(self, group: str, *, timed_out: bool, waited_seconds: float, retry_after_seconds: int) -> None:
+        self.group = group
+        self.timed_out = timed_out
+        self.retry_after = retry_after_seconds
+        if timed_out:
+            self.code = "queue_timeout"
+            detail = f"no slot freed within {waited_seconds:g}s"
+        else:
+            self.code = "queue_full"
+            detail = "the waiting line is full"
+        super().__init__(f"every endpoint for '{group}' is busy and {detail}; retry after {retry_after_seconds}s")

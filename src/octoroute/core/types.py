@@ -82,6 +82,12 @@ class JudgeFailure(enum.StrEnum):
     UNAVAILABLE = "unavailable"
     REFUSAL = "refusal"
     UNPARSEABLE = "unparseable"
+    REJECTED = "rejected"  # the router model's server refused the request (a 4xx: for `tool`, often no tools)
+    # The `tool` strategy's own: the router model is asked for a function call.
+    TOOLS_UNSUPPORTED = "tools_unsupported"  # the capability table says the model has no tool calling
+    NO_TOOL_CALL = "no_tool_call"  # an answer without a call (text, empty)
+    WRONG_FUNCTION = "wrong_function"  # a call to a function that was not declared
+    BAD_ARGUMENTS = "bad_arguments"  # arguments not a JSON object, or no tier of the enum in them
 
 
 @dataclass(frozen=True, slots=True)

@@ -154,7 +154,8 @@ def _forced_tool(body: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def _tool_arguments(function: Mapping[str, Any]) -> str:
-    """`{}`, or a placeholder for every required parameter of a simple type."""
+    """`{}`, or a placeholder for every required parameter of a simple type (the first
+    value of its `enum`, when it has one, as a grammar-constrained server would pick)."""
     params = function.get("parameters")
     if not isinstance(params, dict) or not isinstance(params.get("properties"), dict):
         return "{}"
@@ -162,7 +163,12 @@ def _tool_arguments(function: Mapping[str, Any]) -> str:
     args: dict[str, object] = {}
     for name in params.get("required") or ():
         prop = params["properties"].get(name)
-        if isinstance(prop, dict) and prop.get("type") in samples:
+        if not isinstance(prop, dict):
+            continue
+        enum = prop.get("enum")
+        if isinstance(enum, list) and enum:
+            args[name] = enum[0]
+        elif prop.get("type") in samples:
             args[name] = samples[prop["type"]]
     return orjson.dumps(args).decode()
 

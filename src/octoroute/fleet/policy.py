@@ -33,6 +33,12 @@ Rules:
 - A non-retryable error (an upstream 4xx other than 429, or a failure after the
   commit point) stops the plan: `final_error` holds it and the service passes
   it through. Retryable errors are kept in order in `errors`.
+- With an `Occupancy` (slots, `fleet.slots.Claim`), an endpoint must also have
+  a free slot, and the least loaded of a priority level goes first. When the
+  current group has healthy, untried endpoints but every one is full,
+  `next_attempt()` returns None without moving on and `blocked` names the
+  group and those endpoints: the service waits for a slot, then asks again.
+  Full is not failed: it never moves the request to a fallback group.
 - At most `RetryConfig.max_attempts` attempts. Attempt n >= 2 waits
   `base_ms * 2**(n-2)` capped at `max_ms`, with equal jitter (half fixed, half
   random), so the wait is in [cap/2, cap].
@@ -43,6 +49,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from octoroute.config.models import RetryConfig
 from octoroute.config.topology import EndpointSpec, GroupSpec
@@ -86,6 +93,22 @@ def most_likely_recovered(
     return best
 
 
+@dataclass(frozen=True, slots=True)
+class Blocked:
+    """Every healthy, untried endpoint of `group` is full: wait for a slot of one of `endpoints`."""
+
+    group: str
+    endpoints: frozenset[str]
+
+
+class Occupancy(Protocol):
+    """Slots as one request sees them (`fleet.slots.Claim`)."""
+
+    def has_room(self, endpoint: str) -> bool: ...
+
+    def load(self, endpoint: str) -> float: ...
+
+
 def backoff_seconds(number: int, retry: RetryConfig, rng: random.Random) -> float:
     """Wait before attempt `number` (1-based): 0 for the first, then capped exponential
     with equal jitter. `backoff_seconds(3, RetryConfig(backoff_base_ms=25), rng)` is in [0.025, 0.05]."""
@@ -100,6 +123,7 @@ class AttemptPlan:
     """The attempts for one request across the fallback chain; see the module docstring."""
 
     __slots__ = (
+        "_blocked",
         "_chain",
         "_errors",
         "_fail_open",
@@ -107,12 +131,14 @@ class AttemptPlan:
         "_group_index",
         "_healthy",
         "_last_group",
+        "_occupancy",
         "_pending",
         "_retry",
         "_rng",
         "_selectors",
         "_succeeded",
         "_tried",
+        "_usable",
     )
 
     def __init__(
@@ -123,6 +149,7 @@ class AttemptPlan:
         retry: RetryConfig,
         rng: random.Random,
         fail_open: FailOpenFn | None = None,
+        occupancy: Occupancy | None = None,
     ) -> None:
         if not chain:
             raise ValueError("chain must name at least the requested group")
@@ -139,6 +166,13 @@ class AttemptPlan:
         self._last_group: str | None = None
         self._succeeded = False
         self._fail_open = fail_open
+        self._occupancy = occupancy
+        self._blocked: Blocked | None = None
+        if occupancy is None:
+            self._usable = healthy
+        else:
+            room = occupancy.has_room
+            self._usable = lambda endpoint_id: healthy(endpoint_id) and room(endpoint_id)
 
     @property
     def requested_group(self) -> str:
@@ -173,18 +207,34 @@ class AttemptPlan:
             return None
         return self._last_group
 
+    @property
+    def blocked(self) -> Blocked | None:
+        """Set when the last `next_attempt()` returned None only because every candidate is full."""
+        return self._blocked
+
     def next_attempt(self) -> Attempt | None:
         """The next attempt, or None when the plan is over (success, terminal error,
-        attempt cap or no candidate left). `record` the previous attempt first."""
+        attempt cap or no candidate left) or, see `blocked`, must wait for a slot.
+        `record` the previous attempt first."""
         if self._pending is not None:
             raise RuntimeError("record() the outcome of the previous attempt before asking for the next")
+        self._blocked = None
         if self._succeeded or self._final_error is not None or len(self._tried) >= self._retry.max_attempts:
             return None
+        occupancy = self._occupancy
+        load = occupancy.load if occupancy is not None else None
         while self._group_index < len(self._chain):
             selector = self._selectors[self._group_index]
-            endpoint = selector.pick(healthy=self._healthy, excluded=self._tried, rng=self._rng)
+            endpoint = selector.pick(healthy=self._usable, excluded=self._tried, rng=self._rng, load=load)
             if endpoint is not None:
                 return self._start(endpoint, self._chain[self._group_index].name)
+            if occupancy is not None:
+                full = frozenset(
+                    ep.id for ep in selector.endpoints if ep.id not in self._tried and self._healthy(ep.id)
+                )
+                if full:
+                    self._blocked = Blocked(self._chain[self._group_index].name, full)
+                    return None
             self._group_index += 1
         if self._fail_open is not None and not self._tried:
             return self._start_fail_open(self._fail_open)

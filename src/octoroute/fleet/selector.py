@@ -6,6 +6,10 @@ used first; within a level, endpoints are drawn by weighted random sampling
 without replacement; lower levels follow in descending priority. A group with
 no candidate yields nothing: what to do then is the policy's decision.
 
+Least busy first: given a `load` function, `pick` keeps only the candidates
+of a level with the lowest load, and draws among those by weight; when all
+loads are equal (an idle fleet) the draw is exactly the weighted one above.
+
 `order_candidates` gives the whole ordering; `GroupSelector.pick` (and
 `pick_endpoint`) gives its first element on the hot path from levels and
 cumulative weights computed once per group:
@@ -24,6 +28,7 @@ from itertools import accumulate
 from octoroute.config.topology import EndpointSpec, Topology
 
 HealthyFn = Callable[[str], bool]
+LoadFn = Callable[[str], float]  # lower is less busy (`fleet.slots.SlotBoard.load`)
 
 
 def _weighted_index(cumulative: Sequence[float], rng: random.Random) -> int:
@@ -75,6 +80,19 @@ class _Level:
         self.cumulative = tuple(accumulate(ep.weight for ep in endpoints))
 
 
+def _least_loaded(
+    eps: Sequence[EndpointSpec], healthy: HealthyFn, excluded: Collection[str], load: LoadFn
+) -> list[EndpointSpec] | None:
+    """The usable endpoints with the lowest load; all of `eps` (the same tuple's items)
+    when every one is usable and equally loaded; None when none is usable."""
+    usable = [e for e in eps if e.id not in excluded and healthy(e.id)]
+    if not usable:
+        return None
+    loads = [load(e.id) for e in usable]
+    low = min(loads)
+    return [e for e, x in zip(usable, loads, strict=True) if x == low]
+
+
 class GroupSelector:
     """One group's endpoints, pre-split into priority levels with cumulative weights.
 
@@ -93,11 +111,21 @@ class GroupSelector:
         healthy: HealthyFn,
         excluded: Collection[str] = (),
         rng: random.Random,
+        load: LoadFn | None = None,
     ) -> EndpointSpec | None:
         """The first endpoint `order` would return, or None, in one weighted draw when
-        the drawn endpoint is usable (the common case)."""
+        the drawn endpoint is usable (the common case). With `load`, among the least
+        loaded usable endpoints of the level."""
         for level in self._levels:
             eps = level.endpoints
+            if load is not None and len(eps) > 1:
+                least = _least_loaded(eps, healthy, excluded, load)
+                if least is None:
+                    continue
+                if len(least) < len(eps):
+                    if len(least) == 1:
+                        return least[0]
+                    return least[_weighted_index(list(accumulate(e.weight for e in least)), rng)]
             if len(eps) == 1:
                 only = eps[0]
                 if only.id not in excluded and healthy(only.id):

@@ -19,6 +19,7 @@ is the most recent verdict of any live worker.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -37,6 +38,19 @@ HTTP_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
 UPSTREAM_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 OK = "ok"
 ATTEMPT_OUTCOMES = (OK, *(e.value for e in ErrorType if e is not ErrorType.MID_STREAM))
+
+
+QUEUE_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+AFFINITY_RESULTS = ("hit", "new", "broken")  # fleet.affinity.AffinityResult values (observe may not import fleet)
+
+
+class QueueOutcome(enum.StrEnum):
+    """How a request left the waiting line for a slot (metric label)."""
+
+    SERVED = "served"  # a slot was handed to it
+    FULL = "full"  # the line was full: 503 at once
+    TIMEOUT = "timeout"  # no slot within max_wait_seconds: 503
+    GONE = "gone"  # its client went away while it waited
 
 
 class _Children(dict[tuple[str, ...], Any]):
@@ -105,6 +119,21 @@ class Recorder:
 
     def degradations(self, kinds: Iterable[str]) -> None:
         """Request fields or capabilities that could not be honoured (DegradationKind values)."""
+
+    def in_flight(self, endpoint: str, count: int) -> None:
+        """Requests `endpoint` is serving now (its slots in use)."""
+
+    def slots(self, endpoint: str, capacity: int | None) -> None:
+        """How many requests `endpoint` serves at once (None: unbounded)."""
+
+    def waiting(self, group: str, count: int) -> None:
+        """Requests waiting for a free slot in `group`'s line now."""
+
+    def queue_left(self, group: str, outcome: QueueOutcome, seconds: float) -> None:
+        """A request left `group`'s waiting line after `seconds`, as `outcome` says."""
+
+    def affinity(self, group: str, result: str) -> None:
+        """Whether a request kept its conversation's endpoint (AffinityResult value)."""
 
     def context_event(self, group: str, event: ContextEvent) -> None:
         """A request's size mattered: an endpoint of `group` skipped or overflowed, the
@@ -268,6 +297,21 @@ class PrometheusRecorder(Recorder):
             ["kind"],
             registry=registry,
         )
+        self._in_flight = Gauge(
+            "octoroute_endpoint_in_flight",
+            "Requests each endpoint is serving now (slots in use; summed over workers).",
+            ["endpoint"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self._slots = Gauge(
+            "octoroute_endpoint_slots",
+            "Requests each endpoint serves at once (max_concurrency, configured or discovered; "
+            "absent when unbounded). Each worker enforces it on its own.",
+            ["endpoint"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
         self._context = Counter(
             "octoroute_context_events",
             "Context-window events by group: endpoints skipped (request too large for their window) "
@@ -289,6 +333,33 @@ class PrometheusRecorder(Recorder):
             registry=registry,
             multiprocess_mode="livemax",
         )
+        self._waiting = Gauge(
+            "octoroute_queue_waiting",
+            "Requests waiting for a free slot, by group (summed over workers).",
+            ["group"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self._queue = Histogram(
+            "octoroute_queue_wait_seconds",
+            "Time requests spent waiting for a free slot, by group and how the wait ended "
+            "(served, full: refused at once, timeout, gone: the client left).",
+            ["group", "outcome"],
+            buckets=QUEUE_BUCKETS_S,
+            registry=registry,
+        )
+        self._affinity = Counter(
+            "octoroute_affinity",
+            "Requests by whether they kept their conversation's endpoint (hit), started one (new) "
+            "or had to move (broken), by the group that served them.",
+            ["group", "result"],
+            registry=registry,
+        )
+        self._c_in_flight = _Children(self._in_flight)
+        self._c_slots = _Children(self._slots)
+        self._c_waiting = _Children(self._waiting)
+        self._c_queue = _Children(self._queue)
+        self._c_affinity = _Children(self._affinity)
         self._loading_waits = Counter(
             "octoroute_upstream_loading_waits",
             "Times an attempt waited for an upstream answering 503 while loading its model.",
@@ -335,6 +406,13 @@ class PrometheusRecorder(Recorder):
             self._c_routing.ensure(strategy.value)
         for group in groups:
             self._c_invocations.ensure(group)
+            self._c_waiting.ensure(group)
+            for result in AFFINITY_RESULTS:
+                self._c_affinity.ensure(group, result)
+            for queue_outcome in QueueOutcome:
+                self._c_queue.ensure(group, queue_outcome.value)
+        for ep in endpoints:
+            self._c_in_flight.ensure(ep)
             for event in ContextEvent:
                 self._c_context.ensure(group, event.value)
             self._c_fail_open.ensure(group)
@@ -404,6 +482,26 @@ class PrometheusRecorder(Recorder):
     def degradations(self, kinds: Iterable[str]) -> None:
         for kind in kinds:
             self._c_degradations[DegradationKind(kind).value,].inc()
+
+    def in_flight(self, endpoint: str, count: int) -> None:
+        self._c_in_flight[endpoint,].set(count)
+
+    def slots(self, endpoint: str, capacity: int | None) -> None:
+        if capacity is None:
+            if (endpoint,) in self._c_slots:
+                del self._c_slots[endpoint,]
+                self._slots.remove(endpoint)
+            return
+        self._c_slots[endpoint,].set(capacity)
+
+    def waiting(self, group: str, count: int) -> None:
+        self._c_waiting[group,].set(count)
+
+    def queue_left(self, group: str, outcome: QueueOutcome, seconds: float) -> None:
+        self._c_queue[group, outcome.value].observe(seconds)
+
+    def affinity(self, group: str, result: str) -> None:
+        self._c_affinity[group, result].inc()
 
     def context_event(self, group: str, event: ContextEvent) -> None:
         self._c_context[group, event.value].inc()

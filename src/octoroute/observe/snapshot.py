@@ -18,7 +18,7 @@ from prometheus_client.metrics_core import Metric
 from octoroute.core.errors import ErrorType
 from octoroute.core.types import DegradationKind, Strategy
 from octoroute.observe.decisions import percentiles
-from octoroute.observe.metrics import OK
+from octoroute.observe.metrics import AFFINITY_RESULTS, OK, QueueOutcome
 
 DECISIONS_SHOWN = 100
 API_ROUTES = ("/v1/chat/completions", "/v1/messages", "/chat")
@@ -88,6 +88,16 @@ def _numbers(records: Iterable[dict[str, object]], key: str) -> list[float]:
     return [float(v) for r in records if isinstance(v := r.get(key), int | float)]
 
 
+def _queue(samples: dict[str, list[tuple[dict[str, str], float]]], groups: Sequence[str]) -> dict[str, object]:
+    """Requests waiting for a slot now, by group, and how many left the line each way."""
+    waiting = {g: n for (g,), n in _sum_by(samples["octoroute_queue_waiting"], "group").items()}
+    left = _sum_by(samples["octoroute_queue_wait_seconds_count"], "outcome")
+    return {
+        "waiting": _ordered(waiting, groups),
+        **{o.value: left.get((o.value,), 0) for o in QueueOutcome},
+    }
+
+
 def build_snapshot(inputs: SnapshotInputs) -> dict[str, object]:
     """The snapshot as a JSON-ready dict."""
     samples = _samples(inputs.families)
@@ -110,6 +120,8 @@ def build_snapshot(inputs: SnapshotInputs) -> dict[str, object]:
     mid_stream = _sum_by(samples["octoroute_mid_stream_failures_total"], "endpoint")
     tokens = _sum_by(samples["octoroute_tokens_total"], "endpoint", "direction")
     healthy = {labels["endpoint"]: value for labels, value in samples["octoroute_endpoint_healthy"]}
+    in_flight = _sum_by(samples["octoroute_endpoint_in_flight"], "endpoint")
+    slots = {labels["endpoint"]: round(value) for labels, value in samples["octoroute_endpoint_slots"]}
     cool_until = {labels["endpoint"]: value for labels, value in samples["octoroute_endpoint_cooldown_until_seconds"]}
     refused = {labels["endpoint"]: value for labels, value in samples["octoroute_endpoint_credentials_refused"]}
     last_error: dict[str, dict[str, object]] = {}
@@ -138,11 +150,14 @@ def build_snapshot(inputs: SnapshotInputs) -> dict[str, object]:
                 "last_error": last_error.get(ep.id),
                 "latency_ms": percentiles(_numbers(served, "latency_ms")),
                 "tokens": {"input": tokens.get((ep.id, "input"), 0), "output": tokens.get((ep.id, "output"), 0)},
+                "in_flight": in_flight.get((ep.id,), 0),
+                "max_concurrency": slots.get(ep.id),
                 "context": ep.context,
             }
         )
     degradations = _sum_by(samples["octoroute_degradations_total"], "kind")
     buckets = sum(value for _, value in samples["octoroute_rate_limiter_buckets"])
+    affinity = _sum_by(samples["octoroute_affinity_total"], "result")
     return {
         "version": inputs.version,
         "time": round(inputs.now, 3),
@@ -177,5 +192,7 @@ def build_snapshot(inputs: SnapshotInputs) -> dict[str, object]:
         ],
         "degradations": {k.value: degradations.get((k.value,), 0) for k in DegradationKind},
         "rate_limiter": {"enabled": inputs.rate_limit_enabled, "buckets": round(buckets)},
+        "queue": _queue(samples, inputs.groups),
+        "affinity": {r: affinity.get((r,), 0) for r in AFFINITY_RESULTS},
         "decisions": decisions[:DECISIONS_SHOWN],
     }

@@ -112,10 +112,13 @@ def parse_judge_reply(text: str) -> Tier | JudgeFailure:
     if len(tiers) > 1:
         answered = [m.group(1).lower() for m in _ANSWERED_TIER.finditer(answer)]
         return Tier(answered[-1]) if answered else JudgeFailure.UNPARSEABLE
-    normalized = answer.lower().replace("’", "'")
-    if any(marker in normalized for marker in _REFUSAL_MARKERS):
-        return JudgeFailure.REFUSAL
-    return JudgeFailure.UNPARSEABLE
+    return JudgeFailure.REFUSAL if is_refusal(answer) else JudgeFailure.UNPARSEABLE
+
+
+def is_refusal(text: str) -> bool:
+    """Whether a reply reads as a refusal ("Sorry, I can't help with that")."""
+    normalized = text.lower().replace("’", "'")
+    return any(marker in normalized for marker in _REFUSAL_MARKERS)
 
 
 def strip_thinking(text: str) -> str:
@@ -143,6 +146,12 @@ extract_reply_text = read_message_text
 
 
 def _judge_user_prompt(features: Features, text: str, max_prompt_chars: int) -> str:
+    return f"{describe_request(features, text, max_prompt_chars)}\nWhich tier? Answer FAST, BALANCED or DEEP."
+
+
+def describe_request(features: Features, text: str, max_prompt_chars: int) -> str:
+    """The facts about a request and its bounded text between `<request>` tags: what a
+    router model classifies (the `llm` judge and the `tool` strategy alike)."""
     excerpt = truncate_prompt(text, max_prompt_chars) if text.strip() else "(no text)"
     # The user's text must not be able to close the data block and pose as our instructions.
     excerpt = _REQUEST_CLOSE_LIKE.sub("</ request >", excerpt)
@@ -152,7 +161,7 @@ def _judge_user_prompt(features: Features, text: str, max_prompt_chars: int) -> 
         f"contains code: {_yes_no(features.has_code)}; images: {_yes_no(features.has_images)}; "
         f"tools: {_yes_no(features.has_tools)}"
     )
-    return f"{facts}\n<request>\n{excerpt}\n{_REQUEST_CLOSE}\nWhich tier? Answer FAST, BALANCED or DEEP."
+    return f"{facts}\n<request>\n{excerpt}\n{_REQUEST_CLOSE}"
 
 
 def _yes_no(flag: bool) -> str:

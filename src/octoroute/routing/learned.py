@@ -19,9 +19,12 @@ What one prediction reads, so its cost does not grow with the prompt:
   few counts and densities (digits, maths symbols, lines, answer options,
   question marks, code marks, numbers, words).
 
-The text part is fitted within each training benchmark (what makes an item
-harder than its siblings) and added to the length prior at equal spread; see
-`training/DATA.md` for why.
+The text part is fitted without the length features and added to the length
+prior at equal spread. The shipped weights (2026-12-07.6 on) use the counts
+and densities only and no word terms: held-out training data preferred them,
+and term weights learned from a handful of benchmarks mostly encode those
+benchmarks' formats. The term machinery stays, so a weights file with terms
+still loads; see `training/DATA.md`.
 
 The raw linear score is mapped to a percentile of the reference distribution
 (the training prompts' raw scores): `score = 0.4` means 40% of reference
@@ -204,10 +207,11 @@ class LearnedModel:
             parts += (weight * mean, effect)
             if effect != 0.0:
                 factors.append((_describe_dense(name, value, len(text)), effect))
-        terms = extract_terms(window)
+        table = weights.terms
+        # No term weights (the shipped model since 2026-12-07.6): skip the tokenizer.
+        terms = extract_terms(window) if table else frozenset()
         if terms:
             scale = 1.0 / math.sqrt(len(terms))
-            table = weights.terms
             for term in terms & table.keys():
                 effect = table[term] * scale
                 parts.append(effect)

@@ -24,7 +24,7 @@ from octoroute.server import anthropic_api, handlers
 from octoroute.server.middleware import RequestIds, body_middleware, errors_middleware, observe_middleware
 from octoroute.server.ratelimit import build_limiter, rate_limit_middleware
 from octoroute.server.state import DASHBOARD, GATEWAY
-from octoroute.service import Gateway
+from octoroute.service import Gateway, capability_warnings
 from octoroute.upstream.client import UpstreamPool
 
 if TYPE_CHECKING:
@@ -122,7 +122,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     gateway = app[GATEWAY]
     observer = gateway.observer
     observer.started({"pid": os.getpid(), "version": __version__, "endpoints": list(gateway.topology.endpoints)})
-    for warning in config_warnings(gateway.config, gateway.topology):
+    capabilities = capability_warnings(gateway.config, gateway.topology, gateway.capabilities)
+    for warning in (*config_warnings(gateway.config, gateway.topology), *capabilities):
         observer.config_warning(warning)
     await gateway.pool.start()
     await gateway.discover_all()  # context windows and slots, before the first request

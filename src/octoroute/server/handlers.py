@@ -62,6 +62,8 @@ def decision_headers(decision: RoutingDecision, outcome: Outcome) -> dict[str, s
         headers["X-Octoroute-Degraded"] = ",".join(outcome.degraded)
     if outcome.fail_open:
         headers["X-Octoroute-Fail-Open"] = "true"
+    if outcome.affinity is not None:
+        headers["X-Octoroute-Affinity"] = outcome.affinity.value
     return headers
 
 
@@ -308,6 +310,7 @@ async def relay(
         return response
     finally:
         stream.close()
+        outcome.release()
         _stream_ended(gw, trace, outcome, watch, headers)
     await response.write_eof()
     return response

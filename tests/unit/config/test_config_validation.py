@@ -62,7 +62,7 @@ def test_every_problem_is_reported_at_once_with_its_key_path():
     assert "models.fast[1].weight: must be > 0" in found
     assert any(p.startswith("models.fast[2].weight:") for p in found)
     assert any(p.startswith("models.fast[2].base_url: must be an http") for p in found)
-    assert "routing.strategy: must be one of learned, rule, llm, hybrid; got 'magic'" in found
+    assert "routing.strategy: must be one of learned, rule, llm, hybrid, tool; got 'magic'" in found
 
 
 @pytest.mark.parametrize(
@@ -71,6 +71,10 @@ def test_every_problem_is_reported_at_once_with_its_key_path():
         (
             {"models": {"fast": [ep()]}, "routing": {"strategy": "llm", "router_tier": "deep"}},
             "routing.router_tier: 'deep' has no endpoints under [models]",
+        ),
+        (
+            {"models": {"fast": [ep()]}, "routing": {"strategy": "tool", "router_tier": "balanced"}},
+            "routing.router_tier: 'balanced' has no endpoints under [models]",
         ),
         (
             {"models": {"fast": [ep(id="a")], "deep": [ep(id="a")]}},

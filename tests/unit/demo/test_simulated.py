@@ -167,6 +167,29 @@ def test_stream_without_include_usage_has_no_usage_chunk() -> None:
     run(scenario)
 
 
+def test_forced_tool_call_takes_the_first_value_of_an_enum() -> None:
+    unit = {"type": "string", "enum": ["celsius", "kelvin"]}
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}, "unit": unit},
+                "required": ["city", "unit"],
+            },
+        },
+    }
+    body = {"model": "m", "messages": HELLO, "tools": [tool], "tool_choice": "required"}
+
+    async def scenario(up: SimulatedUpstream, client: openai.AsyncOpenAI) -> None:
+        completion = await client.chat.completions.create(**body)
+        (call,) = completion.choices[0].message.tool_calls or []
+        assert json.loads(call.function.arguments) == {"city": "example", "unit": "celsius"}
+
+    run(scenario)
+
+
 @pytest.mark.parametrize(
     "tool_choice", ["required", {"type": "function", "function": {"name": "get_weather"}}], ids=["required", "named"]
 )

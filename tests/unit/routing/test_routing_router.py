@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import pytest
 from tests.support import make_features
@@ -31,18 +31,26 @@ CODE_SHORT = features(300, TaskType.CODE)  # rule 3 -> balanced
 CASUAL_HIGH = features(50, TaskType.CASUAL_CHAT, Importance.HIGH)  # no rule matches
 
 
+def completion(content: object) -> dict[str, object]:
+    """A chat.completion answering `content`."""
+    return {
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}}],
+    }
+
+
 class FakeJudge:
-    """Records bodies; answers with canned text or raises."""
+    """Records bodies; answers a chat.completion with canned text, or raises."""
 
     def __init__(self, reply: str | BaseException) -> None:
         self.reply = reply
         self.bodies: list[Body] = []
 
-    async def __call__(self, body: Body) -> str:
+    async def __call__(self, body: Body) -> dict[str, object]:
         self.bodies.append(body)
         if isinstance(self.reply, BaseException):
             raise self.reply
-        return self.reply
+        return completion(self.reply)
 
 
 def decide(router: Router, f: Features, text: str = "some request") -> RoutingDecision:
@@ -107,6 +115,15 @@ def test_llm_failure_without_rule_goes_to_default_tier() -> None:
     assert d.detail == "llm unparseable; no rule matched; default tier balanced"
 
 
+def test_llm_answer_without_text_is_unparseable() -> None:
+    async def judge(body: Body) -> dict[str, object]:
+        return completion(None)
+
+    d = decide(Router(Strategy.LLM, Tier.BALANCED, judge), CODE_SHORT)
+    assert d.reason is RouteReason.LLM_FAILED_RULE
+    assert d.detail.startswith("llm unparseable;")
+
+
 def test_llm_without_judge_counts_as_unavailable() -> None:
     d = decide(Router(Strategy.LLM, Tier.BALANCED, None), CODE_SHORT)
     assert d.reason is RouteReason.LLM_FAILED_RULE
@@ -162,12 +179,13 @@ def test_hybrid_judge_failure_goes_to_default_tier(reply: str | BaseException, f
         (Strategy.HYBRID, CODE_SHORT, ("balanced", Strategy.HYBRID, RouteReason.RULE_CODE)),
         (Strategy.HYBRID, CASUAL_HIGH, None),
         (Strategy.LLM, CODE_SHORT, None),
+        (Strategy.TOOL, CODE_SHORT, None),
     ],
 )
 def test_explain_without_any_model(
     strategy: Strategy, f: Features, expected: tuple[str, Strategy, RouteReason] | None
 ) -> None:
-    def must_not_run(_body: Body) -> Awaitable[str]:
+    def must_not_run(_body: Body) -> Awaitable[dict[str, object]]:
         raise AssertionError("explain must not consult the judge")
 
     decision = Router(strategy, Tier.BALANCED, must_not_run).explain(f)
@@ -175,7 +193,7 @@ def test_explain_without_any_model(
 
 
 def test_direct_strategy_is_rejected() -> None:
-    with pytest.raises(ValueError, match="rule, llm or hybrid"):
+    with pytest.raises(ValueError, match="rule, llm, hybrid or tool"):
         Router(Strategy.DIRECT, Tier.BALANCED, None)
 
 
@@ -195,10 +213,10 @@ def test_judge_unavailable_is_an_octoroute_error() -> None:
 
 
 def test_judge_fn_type_accepts_a_plain_coroutine_function() -> None:
-    async def judge(body: Body) -> str:
-        return "BALANCED"
+    async def judge(body: Body) -> dict[str, object]:
+        return completion("BALANCED")
 
     fn: JudgeFn = judge
-    check: Callable[[Body], Awaitable[str]] = fn
+    check: Callable[[Body], Awaitable[Mapping[str, object]]] = fn
     d = decide(Router(Strategy.HYBRID, Tier.FAST, check), CASUAL_HIGH)
     assert d.group == "balanced"
