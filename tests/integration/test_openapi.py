@@ -53,17 +53,24 @@ CHECKS = [
 
 
 @pytest.fixture(scope="module")
-def gateway_url(loop_thread):
+def running(loop_thread):
     sim = SimulatedUpstream(label="fast")
     loop_thread.run(sim.start())
-    running = loop_thread.run(start_gateway(fleet_config({"fast": [endpoint(sim, "m")]})))
-    yield running.url
-    loop_thread.run(running.runner.cleanup())
+    gateway = loop_thread.run(start_gateway(fleet_config({"fast": [endpoint(sim, "m")]})))
+    yield gateway
+    loop_thread.run(gateway.runner.cleanup())
     loop_thread.run(sim.stop())
 
 
-def test_the_description_covers_every_endpoint() -> None:
+@pytest.fixture(scope="module")
+def gateway_url(running) -> str:
+    return str(running.url)
+
+
+def test_the_description_covers_every_endpoint(running) -> None:
     paths = {operation.path for operation in (result.ok() for result in schema.get_all_operations())}
+    served = {route.resource.canonical for route in running.app.router.routes() if route.resource is not None}
+    assert paths == served - {"/metrics", "/dashboard"}  # Prometheus text and an HTML page
     assert paths == {
         "/v1/chat/completions",
         "/v1/messages",
