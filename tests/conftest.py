@@ -18,7 +18,7 @@ from aiohttp import web
 from octoroute.config import build_topology, parse_config
 from octoroute.demo.simulated import SimulatedUpstream
 from octoroute.demo.slotted import SlottedUpstream
-from octoroute.server import create_app
+from octoroute.server import GatewayRunner, create_app
 from octoroute.server.state import GATEWAY
 from octoroute.service import Gateway
 
@@ -73,7 +73,7 @@ async def start_gateway(
     """`app_options` go to `create_app` (e.g. `span_exporter`)."""
     config = parse_config(config_data, env or {})
     app = create_app(config, build_topology(config, env or {}), **app_options)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    runner = GatewayRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

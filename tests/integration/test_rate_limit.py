@@ -183,10 +183,10 @@ def test_a_token_budget_refuses_by_estimate_and_returns_failed_reservations(limi
 
 def test_off_by_default_and_no_middleware_registered(limited):
     gw = limited()
-    assert len(gw.app.middlewares) == 2  # observe_middleware and errors_middleware only
+    assert len(gw.app.middlewares) == 3  # observe_middleware, errors_middleware and body_middleware only
     assert gw.statuses(30) == [200] * 30
     off = limited({"enabled": False, "burst": 1, "overrides": [{"key_env": "UNSET_KEY"}]})
-    assert len(off.app.middlewares) == 2
+    assert len(off.app.middlewares) == 3
     assert off.statuses(5) == [200] * 5
 
 

@@ -26,7 +26,7 @@ from octoroute.cli.commands import print_problems
 from octoroute.config import Config, build_topology, load_config, parse_config
 from octoroute.core.errors import ConfigError
 from octoroute.observe.logs import configure_logging
-from octoroute.server import create_app
+from octoroute.server import GatewayRunner, create_app
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -107,7 +107,7 @@ async def _start(
             workers=shared.workers,
             started_at=shared.started_at,
         )
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    runner = GatewayRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=2048)
     await site.start()

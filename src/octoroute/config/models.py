@@ -322,6 +322,11 @@ class LimitsConfig(_Frozen):
     max_response_bytes: int = Field(default=32 * MIB, ge=64 * 1024, le=1024 * MIB)  # one non-streamed answer
     max_event_bytes: int = Field(default=8 * MIB, ge=4 * 1024, le=256 * MIB)  # one SSE event of a stream
     max_json_depth: int = Field(default=64, ge=8, le=200)  # nesting of a client's JSON body (orjson re-encodes < 255)
+    # A client's request head (first byte to blank line) and body (whole body) must arrive within these;
+    # a connection with no request in flight is closed after the keep-alive timeout.
+    client_header_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
+    client_body_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    client_keepalive_timeout_seconds: float = Field(default=75.0, gt=0, le=3600)
 
 
 class Config(_Frozen):

@@ -10,6 +10,7 @@
     │   ├── Unauthorised            401: /metrics or /metrics.json without the configured token
     │   ├── NotFound                404: a switched-off feature (metrics = false)
     │   ├── ModelNotFound           404: `model` names no group, endpoint or `auto`
+    │   ├── RequestTimeout          408: the body did not arrive within limits.client_body_timeout_seconds
     │   └── PayloadTooLarge         413: body over the configured limit
     ├── UpstreamError               one attempt at one endpoint failed
     │   ├── UpstreamConnectError    refused / reset / DNS: retryable
@@ -155,6 +156,11 @@ class NotFound(ClientError):
 class ModelNotFound(ClientError):
     status = 404
     code = "model_not_found"
+
+
+class RequestTimeout(ClientError):
+    status = 408
+    code = "request_timeout"
 
 
 class PayloadTooLarge(ClientError):

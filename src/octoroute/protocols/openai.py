@@ -168,7 +168,7 @@ def check_chat_body(body: Mapping[str, object]) -> tuple[str, str] | None:
         if not isinstance(message, dict):
             return f"messages[{i}]", f"messages[{i}] must be an object with 'role' and 'content'"
         role = message.get("role")
-        if role not in _ROLES:
+        if not isinstance(role, str) or role not in _ROLES:  # a list or object role is unhashable
             return f"messages[{i}].role", f"messages[{i}].role must be one of {', '.join(sorted(_ROLES))}"
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):

@@ -6,5 +6,6 @@ package except `octoroute.cli`.
 """
 
 from octoroute.server.app import create_app
+from octoroute.server.protocol import GatewayRunner
 
-__all__ = ["create_app"]
+__all__ = ["GatewayRunner", "create_app"]

@@ -22,7 +22,7 @@ from octoroute.observe.observer import Observer
 from octoroute.observe.tracing import Tracing
 from octoroute.routing.scoring import ScoreModel
 from octoroute.server import anthropic_api, handlers
-from octoroute.server.middleware import RequestIds, errors_middleware, observe_middleware
+from octoroute.server.middleware import RequestIds, body_middleware, errors_middleware, observe_middleware
 from octoroute.server.ratelimit import build_limiter, rate_limit_middleware
 from octoroute.server.state import DASHBOARD, GATEWAY
 from octoroute.service import Gateway, capability_warnings
@@ -46,8 +46,9 @@ def create_app(
     span_exporter: SpanExporter | None = None,
     score_model: ScoreModel | None = None,
 ) -> web.Application:
-    """A complete gateway app; run it with `aiohttp.web.AppRunner(app, handler_cancellation=True)`
-    so that a client disconnect cancels its upstream request.
+    """A complete gateway app; run it with `server.GatewayRunner(app, handler_cancellation=True)`
+    (protocol-level rejects in the route's shape, client timeouts) so that a client
+    disconnect cancels its upstream request.
 
     `multiprocess_dir` / `workers`: set by `octoroute serve --workers N`, so that
     metrics and the decisions window are shared by the workers; `started_at`: when
@@ -55,7 +56,11 @@ def create_app(
     where trace spans go instead of OTLP (tests). `score_model`: the learned scorer's
     model instead of the bundled one (tests)."""
     observer = build_observer(config, topology, multiprocess_dir, workers, span_exporter)
-    middlewares = [observe_middleware(RequestIds(), observer), errors_middleware()]
+    middlewares = [
+        observe_middleware(RequestIds(), observer),
+        errors_middleware(),
+        body_middleware(config.limits.client_body_timeout_seconds),
+    ]
     if config.rate_limit.enabled:  # not registered at all otherwise: no cost per request
         limiter = build_limiter(config.rate_limit, topology.rate_limit_keys, clock)
         middlewares.append(rate_limit_middleware(limiter, observer.metrics))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
@@ -13,7 +14,7 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from octoroute.core.errors import ClientError, RoutingExhausted, UpstreamStatusError
+from octoroute.core.errors import ClientError, InvalidRequest, RequestTimeout, RoutingExhausted, UpstreamStatusError
 from octoroute.core.types import Api
 from octoroute.observe.observer import Observer
 from octoroute.protocols import anthropic
@@ -168,3 +169,34 @@ async def _handle(request: web.Request, handler: Handler, request_id: str) -> we
     if not response.prepared:
         response.headers["X-Request-Id"] = request_id
     return response
+
+
+def body_middleware(timeout: float) -> Middleware:
+    """Reads a request's body (aiohttp keeps it for `request.read()`) within
+    `limits.client_body_timeout_seconds`; a body that is late, cut short, badly
+    framed or too large is a 408, 400 or 413 in the caller's shape, never a hang
+    or a 500, and the connection is closed (the rest of the body is not read)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.can_read_body:
+            rejected: Exception | None = None
+            try:
+                async with asyncio.timeout(timeout):
+                    await request.read()
+            except TimeoutError:
+                rejected = RequestTimeout("request body not received within limits.client_body_timeout_seconds")
+            except web.RequestPayloadError:
+                rejected = InvalidRequest("malformed HTTP request: the body is cut short or badly framed")
+            except web.HTTPRequestEntityTooLarge as exc:
+                rejected = exc
+            if rejected is not None:
+                log.info(
+                    "request body rejected (request %s): %s", request[REQUEST_ID], describe_error(rejected).message
+                )
+                response = render_error(rejected, api_of(request.path))
+                response.force_close()
+                return response
+        return await handler(request)
+
+    return middleware

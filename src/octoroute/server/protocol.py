@@ -1,0 +1,197 @@
+"""The HTTP/1.1 connection layer: what a client gets when its bytes never
+become a request (malformed request line, bad or oversized headers,
+Content-Length/Transfer-Encoding conflicts, a head sent too slowly).
+
+aiohttp answers those itself, before any middleware runs, with a plain-text
+400 and an ERROR traceback in its log; it offers no hook for them
+(aio-libs/aiohttp#3287). `GatewayRunner` is an `AppRunner` whose connections
+use `GatewayRequestHandler`, which renders these rejects in the error shape of
+the route the request line named (Anthropic's for `/v1/messages*`, OpenAI's
+otherwise or when no path could be read), logs one INFO line, and enforces
+`[limits] client_header_timeout_seconds` on a request head that has started
+to arrive. Idle connections (no byte of a next request) are closed by
+aiohttp's keep-alive timeout, `[limits] client_keepalive_timeout_seconds`.
+
+Usage: `runner = GatewayRunner(app, handler_cancellation=True, access_log=None)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import Any
+
+from aiohttp import http_exceptions, web, web_protocol
+from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.web_request import BaseRequest
+
+from octoroute.core.types import Api
+from octoroute.protocols import anthropic
+from octoroute.protocols.openai import error_body
+from octoroute.server.middleware import api_of
+from octoroute.server.state import GATEWAY
+
+log = logging.getLogger("octoroute.server")
+_REQUEST_LINE = re.compile(rb"^\s*[!-~]{1,32} (?:[A-Za-z][A-Za-z0-9+.-]{0,16}://[^/\s]{0,255})?(/[^\s?#]{0,2048})")
+_LINGER_SECONDS = 10.0  # aiohttp's default
+_HEAD_KEEP = 8192  # bytes of a request head kept to find its path (aiohttp's own line limit is 8190)
+
+
+class ClientTimeout(http_exceptions.HttpProcessingError):
+    """A client did not send its request head within the header timeout."""
+
+    code = 408
+
+
+def describe_reject(status: int, exc: BaseException | None, head: bytes) -> tuple[int, str, str]:
+    """Status, message and code for a request aiohttp could not parse; `head`:
+    the start of the request head as received.
+
+    The parser's own text is not echoed: it quotes the client's bytes.
+    """
+    if isinstance(exc, ClientTimeout):
+        return 408, "request head not received within limits.client_header_timeout_seconds", "request_timeout"
+    if isinstance(exc, http_exceptions.LineTooLong):
+        if b"\n" not in head:  # the request line itself never ended
+            return 414, "request line is too long", "uri_too_long"
+        return 431, "request header fields are too large", "header_fields_too_large"
+    said = str(exc).lower()
+    if isinstance(exc, http_exceptions.BadHttpMessage) and "too many headers" in said:
+        return 431, "too many request header fields", "header_fields_too_large"
+    if "missing 'host' header" in said:
+        return 400, "malformed HTTP request: HTTP/1.1 requires a Host header", "malformed_request"
+    if "can't be present with content-length" in said:
+        return 400, "malformed HTTP request: Content-Length and Transfer-Encoding together", "malformed_request"
+    if "invalid `transfer-encoding`" in said:
+        return 400, "malformed HTTP request: unsupported Transfer-Encoding", "malformed_request"
+    if "https traffic on an http port" in said:
+        return 400, "malformed HTTP request: TLS sent to a plain HTTP port", "malformed_request"
+    if "duplicate '" in said:
+        return 400, "malformed HTTP request: a header that may appear once appears twice", "malformed_request"
+    if isinstance(exc, http_exceptions.InvalidURLError):
+        return 400, "malformed HTTP request: invalid request target", "malformed_request"
+    if isinstance(exc, http_exceptions.InvalidHeader):
+        return 400, "malformed HTTP request: invalid header", "malformed_request"
+    if isinstance(exc, http_exceptions.TransferEncodingError | http_exceptions.ContentLengthError):
+        return 400, "malformed HTTP request: invalid body framing", "malformed_request"
+    if isinstance(exc, http_exceptions.BadStatusLine):
+        return 400, "malformed HTTP request: invalid request line", "malformed_request"
+    if isinstance(exc, http_exceptions.HttpProcessingError) and 400 <= exc.code < 500:
+        return exc.code, "malformed HTTP request", "malformed_request"
+    return status, "malformed HTTP request", "malformed_request"
+
+
+def path_of_head(head: bytes) -> str:
+    """The path of a (possibly partial or broken) request head, or '' if none can be read."""
+    match = _REQUEST_LINE.match(head)
+    return match.group(1).decode("ascii", "replace") if match else ""
+
+
+def render_reject(status: int, message: str, code: str, path: str) -> web.Response:
+    if api_of(path) is Api.ANTHROPIC:
+        body = anthropic.error_body(message, status)
+    else:
+        body = error_body(message, status, code=code)
+    response = web.Response(status=status, body=body, content_type="application/json")
+    response.force_close()
+    return response
+
+
+class GatewayRequestHandler(web_protocol.RequestHandler):
+    """aiohttp's connection handler with rejects in the route's shape and a head timeout."""
+
+    def __init__(self, *args: Any, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timeout = header_timeout
+        self._head = b""  # bytes of the request head now arriving (bounded), to name its route
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._timed_out = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._timed_out:
+            return
+        idle = not self._request_in_progress and not self._messages
+        if idle and len(self._head) < _HEAD_KEEP:
+            self._head = (self._head + data)[:_HEAD_KEEP]
+        if idle and self._head_timer is None:
+            self._head_timer = self._loop.call_later(self._header_timeout, self._head_expired)
+            if self._keepalive_handle is not None:  # no longer idle: the head timeout governs until it is parsed
+                self._keepalive_handle.cancel()
+                self._keepalive_handle = None
+        before = self._request_count
+        super().data_received(data)
+        if self._request_count > before:  # a head was parsed (or rejected): its clock stops
+            self._stop_head_timer()
+            if not any(isinstance(m, web_protocol._ErrInfo) for m, _ in self._messages):
+                self._head = b""
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_expired(self) -> None:
+        self._head_timer = None
+        if self._request_in_progress or self._messages or self.transport is None:
+            return
+        # Answer through aiohttp's own error path, as it does for a parse error.
+        self._timed_out = True
+        reject = ClientTimeout(message="request head timed out")
+        self._messages.append((web_protocol._ErrInfo(status=408, exc=reject, message=""), EMPTY_PAYLOAD))
+        self._request_count += 1
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status >= 500:  # a fault of the gateway, not of the client: aiohttp's own logging and answer
+            return super().handle_error(request, status, exc, message)
+        status, text, code = describe_reject(status, exc, self._head)
+        path = path_of_head(self._head)
+        log.info("rejected a malformed request from %s: %s (%d)", request.remote, text, status)
+        if request.writer.output_size > 0:
+            raise ConnectionError("the response has started; the connection is closed instead")
+        return render_reject(status, text, code, path)
+
+
+class GatewayServer(web.Server):
+    """A `web.Server` whose connections are `GatewayRequestHandler`s."""
+
+    def __init__(self, *args: Any, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timeout = header_timeout
+
+    def __call__(self) -> web_protocol.RequestHandler:
+        return GatewayRequestHandler(self, loop=self._loop, header_timeout=self._header_timeout, **self._kwargs)
+
+
+class GatewayRunner(web.AppRunner):
+    """An `AppRunner` for a gateway app: its connections answer protocol-level
+    rejects in the route's shape, with the client timeouts of `[limits]`."""
+
+    async def _make_server(self) -> web.Server:
+        made = await super()._make_server()
+        limits = self.app[GATEWAY].config.limits
+        kwargs = dict(made._kwargs)  # what AppRunner was given for each connection
+        kwargs["keepalive_timeout"] = limits.client_keepalive_timeout_seconds
+        # After a rejected body, aiohttp drains what is left before closing (so the client reads the
+        # answer rather than a reset), for at most this long; never longer than a body may take.
+        kwargs["lingering_time"] = min(_LINGER_SECONDS, limits.client_body_timeout_seconds)
+        return GatewayServer(
+            made.request_handler,
+            request_factory=made.request_factory,
+            handler_cancellation=made.handler_cancellation,
+            header_timeout=limits.client_header_timeout_seconds,
+            **kwargs,
+        )
