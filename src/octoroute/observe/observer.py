@@ -58,6 +58,7 @@ class RequestTrace:
     reason: str | None = None
     score: float | None = None  # the routing score of an auto-routed request
     fallback_from: str | None = None
+    client: str | None = None  # the [auth] key's name, never the key
     attempts: int = 0
     status: int = 0
     latency_ms: float = 0.0
@@ -104,6 +105,7 @@ class RequestTrace:
             "attempts": self.attempts,
             "retries": max(self.attempts - 1, 0),
             "fallback_from": self.fallback_from,
+            "client": self.client,
             "degraded": ",".join(self.degraded) or None,
             "prompt": self.prompt,
             "completion": self.completion,
