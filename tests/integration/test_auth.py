@@ -27,7 +27,7 @@ HI = [{"role": "user", "content": "hi"}]
 ENV = {"CI_KEY": CI_KEY, "BOT_KEY": BOT_KEY}
 
 
-def auth_config(upstreams: Any, tmp_path: Any, **auth: Any) -> dict[str, Any]:
+def auth_config(upstreams: Any, tmp_path: Any, rate_limit: bool = False, **auth: Any) -> dict[str, Any]:
     fast, deep = upstreams("fast"), upstreams("deep")
     keys_file = tmp_path / "keys.jsonl"
     append_key(str(keys_file), KeyRecord("filed", hash_key(FILE_KEY), "2026-12-07T15:00:00Z"))
@@ -44,6 +44,7 @@ def auth_config(upstreams: Any, tmp_path: Any, **auth: Any) -> dict[str, Any]:
         {"fast": [endpoint(fast, "fast-model")], "deep": [endpoint(deep, "deep-model")]},
         auth=section,
         observability={"metrics": True},
+        rate_limit={"enabled": rate_limit, "burst": 1000},
     )
 
 
@@ -65,8 +66,8 @@ def post(gw: Any, path: str, body: dict[str, Any], headers: dict[str, str]) -> u
 
 @pytest.fixture
 def authed(upstreams, gateway, tmp_path):
-    def make(**auth: Any) -> Any:
-        return gateway(auth_config(upstreams, tmp_path, **auth), env=ENV)
+    def make(rate_limit: bool = False, **auth: Any) -> Any:
+        return gateway(auth_config(upstreams, tmp_path, rate_limit, **auth), env=ENV)
 
     return make
 
@@ -141,7 +142,7 @@ def test_a_spent_token_budget_is_429_until_the_day_ends(upstreams, gateway, tmp_
 
 
 def test_rate_limits_bucket_by_key_name_not_by_what_the_client_sends(authed):
-    gw = authed(keys=[{"name": "ci", "key_env": "CI_KEY", "requests_per_second": 0.001, "burst": 2}])
+    gw = authed(True, keys=[{"name": "ci", "key_env": "CI_KEY", "requests_per_second": 0.001, "burst": 2}])
     statuses = [
         post(gw, "/v1/chat/completions", {"model": "fast", "messages": HI}, headers).status
         for headers in ({"Authorization": f"Bearer {CI_KEY}"}, {"x-api-key": CI_KEY}, {"api-key": CI_KEY})

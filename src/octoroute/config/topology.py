@@ -350,6 +350,11 @@ def auth_warnings(config: Config) -> list[str]:
             f"server.host {config.server.host} accepts connections beyond this machine and [auth] is off: "
             "anyone who can reach the port can use every model; enable [auth] (see octoroute keys create)"
         )
+    unused = [k.name for k in config.auth.keys if k.requests_per_second or k.burst or k.tokens_per_minute]
+    if config.auth.enabled and unused and not config.rate_limit.enabled:
+        warnings.append(
+            f"auth.keys {', '.join(unused)} set rate limits but [rate_limit] is off; enable it for them to apply"
+        )
     if config.auth.enabled and config.auth.keys_file:
         warning = keys_file_warning(config.auth.keys_file)
         if warning:

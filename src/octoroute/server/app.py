@@ -64,7 +64,7 @@ def create_app(
             auth_middleware(ring, observer.metrics, metrics_token_set=metrics_token_set, wall_clock=wall_clock)
         )
     key_limits = [(k.rate_limit_key, k.limits) for k in ring.keys if k.limits is not None] if ring else []
-    if config.rate_limit.enabled or key_limits:  # not registered at all otherwise: no cost per request
+    if config.rate_limit.enabled:  # not registered at all otherwise: no cost per request
         limiter = build_limiter(config.rate_limit, topology.rate_limit_keys, clock, key_limits)
         middlewares.append(rate_limit_middleware(limiter, observer.metrics))
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=middlewares)

@@ -88,3 +88,10 @@ def test_topology_holds_digests_of_env_and_file_keys_never_a_key(tmp_path):
         ("bot", hash_key("ork-filekey-0123456789"), None),
     ]
     assert KEY not in repr(topology)
+
+
+def test_per_key_rate_limits_without_rate_limit_are_warned_about():
+    auth = {"enabled": True, "keys": [{"name": "ci", "key_env": "CI_KEY", "burst": 3}]}
+    config = parse_config({"models": MODELS, "auth": auth}, {"CI_KEY": KEY})
+    warnings = config_warnings(config, build_topology(config, {"CI_KEY": KEY}))
+    assert any("auth.keys ci set rate limits but [rate_limit] is off" in w for w in warnings)
