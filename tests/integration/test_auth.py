@@ -43,7 +43,7 @@ def auth_config(upstreams: Any, tmp_path: Any, rate_limit: bool = False, **auth:
     return fleet_config(
         {"fast": [endpoint(fast, "fast-model")], "deep": [endpoint(deep, "deep-model")]},
         auth=section,
-        observability={"metrics": True},
+        observability={"metrics": True, "events_file": str(tmp_path / "events.jsonl")},
         rate_limit={"enabled": rate_limit, "burst": 1000},
     )
 
@@ -150,7 +150,7 @@ def test_rate_limits_bucket_by_key_name_not_by_what_the_client_sends(authed):
     assert statuses == [200, 200, 429]
 
 
-def test_the_key_name_never_the_key_in_logs_and_metrics(authed, caplog):
+def test_the_key_name_never_the_key_in_logs_and_metrics(authed, caplog, tmp_path):
     gw = authed()
     with caplog.at_level(logging.DEBUG, logger="octoroute"), client(gw, CI_KEY) as oa:
         oa.chat.completions.create(model="fast", messages=HI)
@@ -170,3 +170,12 @@ def test_the_key_name_never_the_key_in_logs_and_metrics(authed, caplog):
     assert CI_KEY not in metrics
     snapshot = HTTP.request("GET", gw.url + "/metrics.json", headers=headers, retries=False).data.decode()
     assert CI_KEY not in snapshot
+    clients = orjson.loads(snapshot)["clients"]
+    assert {"key": "ci", "outcome": "accepted", "count": 3} in clients  # chat, /metrics, this request
+    assert {"key": "-", "outcome": "unauthenticated", "count": 1} in clients
+    events = (tmp_path / "events.jsonl").read_text()
+    assert [e.get("client") for e in map(orjson.loads, events.splitlines()) if e.get("event") == "request"] == [
+        "ci",
+        None,
+    ]
+    assert CI_KEY not in events
