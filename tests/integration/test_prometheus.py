@@ -632,3 +632,55 @@ def test_workers_that_cannot_start_stop_the_server(upstreams, tmp_path):
     assert result.returncode == 1, result.stderr
     assert "cannot start" in result.stderr
     assert "stopping octoroute" in result.stderr
+
+
+def test_prometheus_counts_endpoints_cooling_down_and_refusing_credentials(upstreams, gateway, sdk_clients, prometheus):
+    limited, spare = upstreams("limited"), upstreams("spare")
+    limited.behaviour.mode = Mode.ERROR_429
+    limited.behaviour.retry_after_seconds = 600  # still cooling down whenever Prometheus is asked
+    gw = gateway(fleet_config({"fast": [endpoint(limited, "m", id="limited", priority=2), endpoint(spare, "m")]}))
+    assert sdk_clients.openai(gw).chat.completions.create(model="fast", messages=HI).choices[0].message.content
+    assert (limited.count, spare.count) == (1, 1)
+    prom = prometheus([scrape_job("octoroute", gw.port, None)])
+    poll(lambda: prom.query("octoroute_upstream_cooldowns_total") or None, "ingested samples")
+    # The README's example queries.
+    assert prom.scalar("count(octoroute_endpoint_cooldown_until_seconds > time())") == 1
+    rate_limited = 'sum by (endpoint) (octoroute_upstream_cooldowns_total{reason="rate_limited"})'
+    assert {dict(k)["endpoint"]: v for k, v in prom.query(rate_limited).items()} == {
+        "limited": 1,
+        "fast/m": 0,
+    }  # 0 from the start
+    assert prom.query("octoroute_endpoint_credentials_refused == 1") == {}
+    assert prom.scalar('octoroute_endpoint_healthy{endpoint="limited"}') == 1
+
+
+def test_two_workers_shadow_counts_are_merged_and_pass_promtool(upstreams, serve, tmp_path):
+    a, b = upstreams("fast-a"), upstreams("fast-b")
+    config = tmp_path / "octoroute.toml"
+    write_config(
+        config, {"fast": [("fast-a", a.base_url), ("fast-b", b.base_url)]}, {"routing_duration_unit": "seconds"}
+    )
+    # hybrid decides "hi there" by its rule step (casual chat -> fast): no judge call, no model weights
+    config.write_text(config.read_text() + '\n[routing.shadow]\nstrategy = "hybrid"\nallow_judge = true\n')
+    served = serve(config, 2)
+    served.wait_for_workers(2)
+    n = 40
+    ids = []
+    for _ in range(n):
+        reply = chat(served.port, "auto")
+        assert reply.status == 200, (reply.body, served.output())
+        ids.append(reply.headers["x-request-id"])
+    assert len(Tally(i[:ID_PREFIX] for i in ids)) == 2  # both workers served some
+
+    text = fetch(served.port, "GET", "/metrics").body.decode()
+    series = parse(text)
+    assert (
+        total(series, "octoroute_shadow_decisions_total", strategy="hybrid", live_tier="fast", shadow_tier="fast") == n
+    )
+    assert total(series, "octoroute_shadow_dropped_total", strategy="hybrid") == 0
+    assert total(series, "octoroute_shadow_pending", strategy="hybrid") == 0
+    assert promtool_complaints(text) == (0, "")
+    snap = orjson.loads(fetch(served.port, "GET", "/metrics.json").body)
+    assert (snap["shadow"]["decisions"], snap["shadow"]["agreement"]) == (n, 1.0)
+    assert {d["shadow_tier"] for d in snap["decisions"]} == {"fast"}
+    assert served.stop() == 0, served.output()

@@ -20,6 +20,7 @@ from octoroute.config.topology import Topology, config_warnings
 from octoroute.observe.metrics import PrometheusRecorder, Recorder
 from octoroute.observe.observer import Observer
 from octoroute.observe.tracing import Tracing
+from octoroute.routing.scoring import ScoreModel
 from octoroute.server import anthropic_api, handlers
 from octoroute.server.auth import auth_middleware, build_keyring
 from octoroute.server.middleware import RequestIds, errors_middleware, observe_middleware
@@ -45,6 +46,7 @@ def create_app(
     started_at: float | None = None,
     span_exporter: SpanExporter | None = None,
     wall_clock: Callable[[], float] = time.time,
+    score_model: ScoreModel | None = None,
 ) -> web.Application:
     """A complete gateway app; run it with `aiohttp.web.AppRunner(app, handler_cancellation=True)`
     so that a client disconnect cancels its upstream request.
@@ -53,7 +55,8 @@ def create_app(
     metrics and the decisions window are shared by the workers; `started_at`: when
     the server (not this worker) started. `span_exporter`:
     where trace spans go instead of OTLP (tests). `wall_clock`: epoch
-    seconds, for the UTC days and months of `[auth]` token budgets."""
+    seconds, for the UTC days and months of `[auth]` token budgets. `score_model`:
+    the learned scorer's model instead of the bundled one (tests)."""
     ring = build_keyring(config, topology) if config.auth.enabled else None
     client_keys = sorted({k.name for k in ring.keys}) if ring is not None else []
     observer = build_observer(config, topology, multiprocess_dir, workers, span_exporter, client_keys)
@@ -76,6 +79,7 @@ def create_app(
         rng=rng,
         observer=observer,
         started_at=started_at,
+        score_model=score_model,
     )
     app[GATEWAY] = gateway
     app[DASHBOARD] = DASHBOARD_PAGE.read_bytes()
@@ -145,5 +149,6 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await gateway.shadow_tasks.close()  # shadow judge calls still waiting need the pool
         await gateway.pool.close()
         await asyncio.to_thread(observer.close)  # flushing spans may block on the exporter

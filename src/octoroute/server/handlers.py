@@ -117,6 +117,7 @@ def note_outcome(trace: RequestTrace, outcome: Outcome) -> None:
     trace.fallback_from = outcome.fallback_from
     trace.attempts = outcome.attempts
     trace.degraded = outcome.degraded
+    trace.fail_open = outcome.fail_open
     if outcome.stream is not None:
         trace.ttft_ms = outcome.stream.first_byte_ms
 
@@ -160,6 +161,7 @@ async def serve_call(
         span.set("octoroute.strategy", decision.strategy.value)
         span.set("octoroute.reason", decision.reason.value)
         span.end()
+    gw.shadow_decide(call, decision, trace)
     try:
         outcome = await gw.serve(call, decision, {"X-Request-Id": call.request_id, **(forward or {})}, trace)
     except (RoutingExhausted, UpstreamStatusError, ContextTooLarge) as exc:
