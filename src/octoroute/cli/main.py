@@ -53,6 +53,16 @@ def _parser() -> argparse.ArgumentParser:
     stats.add_argument("--once", action="store_true", help="print one snapshot and exit")
     stats.add_argument("--token", help="metrics token (default: $OCTOROUTE_METRICS_TOKEN)")
 
+    keys = sub.add_parser(
+        "keys",
+        help="client API keys for [auth]: create (prints the key once), list, revoke",
+        description="Keys live hashed in the keys file (auth.keys_file): give --file, or --config to read its path.",
+    )
+    keys.add_argument("action", choices=["create", "list", "revoke"])
+    keys.add_argument("name", nargs="?", help="the key's name (create, revoke)")
+    keys.add_argument("--file", type=Path, help="the keys file (default: auth.keys_file of --config)")
+    keys.add_argument("--config", type=Path, help="TOML config: its auth.keys_file, and per-key permissions for list")
+
     evaluate = sub.add_parser(
         "eval",
         help="routing quality (RouteLLM's APGR, CPT) of a strategy on labelled prompts, or of a decision log",
@@ -102,6 +112,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from octoroute.cli.stats import run_stats
 
         return run_stats(args.url, args.token, args.interval, args.once, os.environ)
+    if args.command == "keys":
+        from octoroute.cli.keys import run_keys
+
+        if args.action != "list" and not args.name:
+            print(f"octoroute keys {args.action}: give the key's NAME", file=sys.stderr)
+            return 2
+        return run_keys(args.action, args.name, args.file, args.config, os.environ, sys.stdout)
     if args.command == "eval":
         from octoroute.cli.evaluate import EvalArgs, EvalOptions, run_eval
 

@@ -62,6 +62,8 @@ def run_serve(
         print_problems(err, config_path, exc, "; not starting")
         return 1
     bind_host = host or config.server.host
+    if bind_host != config.server.host:  # so the startup warnings (a public bind without [auth]) see --host
+        config = config.model_copy(update={"server": config.server.model_copy(update={"host": bind_host})})
     bind_port = config.server.port if port is None else port
     if workers == 1:
         try:

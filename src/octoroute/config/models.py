@@ -80,6 +80,13 @@ class EndpointConfig(_Frozen):
     def _http_url(cls, value: str) -> str:
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must be an http:// or https:// URL, e.g. http://localhost:11434/v1")
+        if "@" in value.split("://", 1)[1].split("/", 1)[0]:
+            # Refused rather than stripped: a URL is shown in /models, logs and errors, so a
+            # credential in it is one redaction miss away from leaking (issue 11, item 4).
+            raise ValueError(
+                "must not carry credentials (user:password@); put the key in an environment "
+                "variable and name it in api_key_env"
+            )
         return value.rstrip("/")
 
     @field_validator("weight")
@@ -291,6 +298,31 @@ class RateLimitConfig(_Frozen):
     overrides: tuple[RateLimitOverride, ...] = Field(default=(), max_length=10_000)
 
 
+TokenBudget = Annotated[int, Field(gt=0, le=10**15)]
+
+
+class ClientKeyConfig(_Frozen):
+    """`[[auth.keys]]`: one client key's name and what it may do. The key itself is in
+    environment variable `key_env`, or in `auth.keys_file` (hashed) under the same name."""
+
+    name: str = Field(pattern=GROUP_NAME.pattern)
+    key_env: str | None = Field(default=None, pattern=ENV_NAME.pattern)
+    models: tuple[str, ...] = Field(default=("*",), min_length=1, max_length=1000)  # patterns over `model`
+    requests_per_second: RequestsPerSecond | None = None
+    burst: Burst | None = None
+    tokens_per_minute: TokensPerMinute | None = None
+    tokens_per_day: TokenBudget | None = None
+    tokens_per_month: TokenBudget | None = None
+
+
+class AuthConfig(_Frozen):
+    """`[auth]`: client API keys. Off by default (the demo stays open)."""
+
+    enabled: bool = False
+    keys_file: str | None = None  # JSON lines written by `octoroute keys create`: name, sha256, created
+    keys: tuple[ClientKeyConfig, ...] = Field(default=(), max_length=10_000)
+
+
 class SelectionConfig(_Frozen):
     """`[selection]`: how an endpoint is chosen within a priority level."""
 
@@ -342,6 +374,7 @@ class Config(_Frozen):
     groups: dict[str, GroupOptions] = Field(default_factory=dict)
     capabilities: dict[str, CapabilityOverride] = Field(default_factory=dict)
     rate_limit: RateLimitConfig = RateLimitConfig()
+    auth: AuthConfig = AuthConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
     selection: SelectionConfig = SelectionConfig()
     queue: QueueConfig = QueueConfig()

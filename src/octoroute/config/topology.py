@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
+from octoroute.config.keysfile import ResolvedKey, auth_problems, keys_file_warning, resolve_keys
 from octoroute.config.models import JUDGE_STRATEGIES, Config, EndpointConfig, GroupOptions, RateLimitOverride, Timeouts
 from octoroute.config.problems import problems_from
 from octoroute.core.errors import ConfigError, ConfigProblem
@@ -72,6 +73,8 @@ class Topology:
     # empty when rate limiting is off. Secrets: kept out of repr.
     rate_limit_keys: tuple[tuple[str, RateLimitOverride], ...] = field(default=(), repr=False)
     metrics_token: str | None = field(default=None, repr=False)  # bearer token for /metrics and /metrics.json
+    # Every key [auth] accepts (digests only, never a key), empty when auth is off.
+    client_keys: tuple[ResolvedKey, ...] = field(default=(), repr=False)
 
     def resolve_alias(self, model: str) -> str | None:
         """The target of the first alias whose pattern (shell-style: `claude-*`) matches `model`."""
@@ -205,6 +208,7 @@ def check_semantics(config: Config, env: Mapping[str, str]) -> list[ConfigProble
         )
     problems.extend(_cycle_problems(config))
     problems.extend(_rate_limit_problems(config, env))
+    problems.extend(auth_problems(config, env))
     targets = {"auto", *config.models, *(ep_id for ep_id, *_ in _endpoint_ids(config))}
     for group in config.groups:
         if group not in config.models:
@@ -336,6 +340,7 @@ def build_topology(config: Config, env: Mapping[str, str]) -> Topology:
         aliases=tuple(config.aliases.items()),
         rate_limit_keys=rate_limit_keys,
         metrics_token=env[token_env] if token_env else config.observability.metrics_token,
+        client_keys=tuple(resolve_keys(config, env)) if config.auth.enabled else (),
     )
 
 
@@ -354,9 +359,30 @@ def config_warnings(config: Config, topology: Topology) -> list[str]:
         url = urlsplit(ep.base_url)
         if ep.api_key and url.scheme == "http" and url.hostname not in LOOPBACK_HOSTS:
             warnings.append(f"endpoint {ep.id} sends its API key over plain http to {url.hostname}; use https")
+    warnings.extend(auth_warnings(config))
     obs = config.observability
     if obs.log_content:
         warnings.append("observability.log_content is on: prompt and completion text go to the log and event file")
     if obs.tracing.enabled and obs.tracing.sample_ratio == 0:
         warnings.append("observability.tracing is enabled with sample_ratio 0: no trace will be recorded")
+    return warnings
+
+
+def auth_warnings(config: Config) -> list[str]:
+    """A bind beyond loopback with `[auth]` off; a keys file others can read."""
+    warnings: list[str] = []
+    if not config.auth.enabled and config.server.host not in LOOPBACK_HOSTS:
+        warnings.append(
+            f"server.host {config.server.host} accepts connections beyond this machine and [auth] is off: "
+            "anyone who can reach the port can use every model; enable [auth] (see octoroute keys create)"
+        )
+    unused = [k.name for k in config.auth.keys if k.requests_per_second or k.burst or k.tokens_per_minute]
+    if config.auth.enabled and unused and not config.rate_limit.enabled:
+        warnings.append(
+            f"auth.keys {', '.join(unused)} set rate limits but [rate_limit] is off; enable it for them to apply"
+        )
+    if config.auth.enabled and config.auth.keys_file:
+        warning = keys_file_warning(config.auth.keys_file)
+        if warning:
+            warnings.append(warning)
     return warnings

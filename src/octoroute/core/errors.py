@@ -100,6 +100,7 @@ class ClientError(OctorouteError):
 
     status = 400
     code: str | None = "invalid_request"
+    retry_after: str | None = None  # seconds, for a 429
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)

@@ -137,6 +137,8 @@ def check_request(body: object) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             )
     if "stream" in body and not isinstance(body["stream"], bool):
         raise BadRequest("'stream' must be a boolean", "stream")
+    if "tools" in body and not isinstance(body["tools"], list):
+        raise BadRequest("'tools' must be an array", "tools")
     return body, messages
 
 

@@ -203,7 +203,9 @@ class RateLimiter:
     """Request-rate and token-budget buckets per client key (see the module docstring).
 
     `overrides` maps raw API keys to their limits; they are hashed with
-    `client_key` here, so the raw keys are not kept. Every other client gets `default`.
+    `client_key` here, so the raw keys are not kept. `buckets` maps bucket keys
+    (`client:<name>` for an `[auth]` key) to their limits as they are. Every other
+    client gets `default`.
     """
 
     def __init__(
@@ -214,6 +216,7 @@ class RateLimiter:
         *,
         idle_seconds: float,
         max_clients: int,
+        buckets: Mapping[str, ClientLimits] | None = None,
     ) -> None:
         if not (math.isfinite(idle_seconds) and idle_seconds > 0):
             raise ValueError(f"idle_seconds must be a finite number > 0, got {idle_seconds!r}")
@@ -223,6 +226,7 @@ class RateLimiter:
             raise ValueError("override keys must be non-empty API keys")
         self._default = default
         self._overrides = {client_key(raw, None): limits for raw, limits in overrides.items()}
+        self._overrides.update(buckets or {})  # already bucket keys (an [auth] key's name), not raw keys
         self._clock = clock
         self._idle_seconds = idle_seconds
         self._max_clients = max_clients

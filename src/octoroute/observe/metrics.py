@@ -53,6 +53,18 @@ class QueueOutcome(enum.StrEnum):
     GONE = "gone"  # its client went away while it waited
 
 
+class AuthOutcome(enum.StrEnum):
+    """How `[auth]` answered a request: the `outcome` label of octoroute_client_requests."""
+
+    ACCEPTED = "accepted"
+    UNAUTHENTICATED = "unauthenticated"  # no key or an unknown one: key label "-"
+    FORBIDDEN = "forbidden"  # a model the key may not use
+    BUDGET = "budget"  # the key's day or month token budget is spent
+
+
+NO_KEY = "-"
+
+
 class _Children(dict[tuple[str, ...], Any]):
     """The labelled children of one metric, by label values: `children[("a", "b")]`.
     Each is made by prometheus_client's `labels()` (which validates and locks) once,
@@ -164,6 +176,9 @@ class Recorder:
     def fail_open(self, group: str) -> None:
         """Every endpoint was unusable; one was tried anyway (fail-open)."""
 
+    def client_request(self, key: str | None, outcome: AuthOutcome) -> None:
+        """`[auth]` answered a request from the key named `key` (None: no known key)."""
+
     def exposition(self) -> bytes:
         return b""
 
@@ -188,6 +203,7 @@ class PrometheusRecorder(Recorder):
         *,
         routing_unit: Literal["ms", "seconds"] = "ms",
         multiprocess_dir: str | None = None,
+        client_keys: Iterable[str] = (),
     ) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
         self.multiprocess_dir = multiprocess_dir
@@ -414,6 +430,18 @@ class PrometheusRecorder(Recorder):
             ["group"],
             registry=registry,
         )
+        self._clients = Counter(
+            "octoroute_client_requests",
+            "Requests seen by [auth], by client key name (never the key; '-' when none was "
+            "recognised) and outcome: accepted, unauthenticated, forbidden, budget.",
+            ["key", "outcome"],
+            registry=registry,
+        )
+        self._c_clients = _Children(self._clients)
+        self._c_clients.ensure(NO_KEY, AuthOutcome.UNAUTHENTICATED.value)
+        for name in client_keys:
+            for auth_outcome in (AuthOutcome.ACCEPTED, AuthOutcome.FORBIDDEN, AuthOutcome.BUDGET):
+                self._c_clients.ensure(name, auth_outcome.value)
         self._c_cooldowns = _Children(self._cooldowns)
         self._c_cooldown_until = _Children(self._cooldown_until)
         self._c_loading_waits = _Children(self._loading_waits)
@@ -565,6 +593,9 @@ class PrometheusRecorder(Recorder):
 
     def credentials_refused(self, endpoint: str, refused: bool) -> None:
         self._c_refused[endpoint,].set(1 if refused else 0)
+
+    def client_request(self, key: str | None, outcome: AuthOutcome) -> None:
+        self._c_clients[key or NO_KEY, outcome.value].inc()
 
     def fail_open(self, group: str) -> None:
         self._c_fail_open[group,].inc()

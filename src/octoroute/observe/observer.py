@@ -62,6 +62,7 @@ class RequestTrace:
     shadow_score: float | None = None
     shadow_reason: str | None = None
     fallback_from: str | None = None
+    client: str | None = None  # the [auth] key's name, never the key
     attempts: int = 0
     status: int = 0
     latency_ms: float = 0.0
@@ -115,6 +116,7 @@ class RequestTrace:
             "attempts": self.attempts,
             "retries": max(self.attempts - 1, 0),
             "fallback_from": self.fallback_from,
+            "client": self.client,
             "degraded": ",".join(self.degraded) or None,
             "fail_open": True if self.fail_open else None,
             "prompt": self.prompt,

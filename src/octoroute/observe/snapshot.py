@@ -195,6 +195,12 @@ def build_snapshot(inputs: SnapshotInputs) -> dict[str, object]:
         ],
         "degradations": {k.value: degradations.get((k.value,), 0) for k in DegradationKind},
         "rate_limiter": {"enabled": inputs.rate_limit_enabled, "buckets": round(buckets)},
+        # [auth]: requests per key name (never a key) and outcome; empty with auth off.
+        "clients": [
+            {"key": k, "outcome": o, "count": round(n)}
+            for (k, o), n in sorted(_sum_by(samples["octoroute_client_requests_total"], "key", "outcome").items())
+            if n
+        ],
         "queue": _queue(samples, inputs.groups),
         "affinity": {r: affinity.get((r,), 0) for r in AFFINITY_RESULTS},
         "shadow": shadow_summary(inputs.shadow, inputs.live_strategy, samples, inputs.groups),

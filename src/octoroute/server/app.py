@@ -22,6 +22,7 @@ from octoroute.observe.observer import Observer
 from octoroute.observe.tracing import Tracing
 from octoroute.routing.scoring import ScoreModel
 from octoroute.server import anthropic_api, handlers
+from octoroute.server.auth import auth_middleware, build_keyring
 from octoroute.server.middleware import RequestIds, body_middleware, errors_middleware, observe_middleware
 from octoroute.server.ratelimit import build_limiter, rate_limit_middleware
 from octoroute.server.state import DASHBOARD, GATEWAY
@@ -44,6 +45,7 @@ def create_app(
     workers: int = 1,
     started_at: float | None = None,
     span_exporter: SpanExporter | None = None,
+    wall_clock: Callable[[], float] = time.time,
     score_model: ScoreModel | None = None,
 ) -> web.Application:
     """A complete gateway app; run it with `server.GatewayRunner(app, handler_cancellation=True)`
@@ -53,16 +55,23 @@ def create_app(
     `multiprocess_dir` / `workers`: set by `octoroute serve --workers N`, so that
     metrics and the decisions window are shared by the workers; `started_at`: when
     the server (not this worker) started. `span_exporter`:
-    where trace spans go instead of OTLP (tests). `score_model`: the learned scorer's
-    model instead of the bundled one (tests)."""
-    observer = build_observer(config, topology, multiprocess_dir, workers, span_exporter)
-    middlewares = [
-        observe_middleware(RequestIds(), observer),
-        errors_middleware(),
-        body_middleware(config.limits.client_body_timeout_seconds),
-    ]
+    where trace spans go instead of OTLP (tests). `wall_clock`: epoch
+    seconds, for the UTC days and months of `[auth]` token budgets. `score_model`:
+    the learned scorer's model instead of the bundled one (tests)."""
+    ring = build_keyring(config, topology) if config.auth.enabled else None
+    client_keys = sorted({k.name for k in ring.keys}) if ring is not None else []
+    observer = build_observer(config, topology, multiprocess_dir, workers, span_exporter, client_keys)
+    middlewares = [observe_middleware(RequestIds(), observer), errors_middleware()]
+    if ring is not None:  # off by default: the demo and loopback setups stay open
+        metrics_token_set = bool(topology.metrics_token)
+        middlewares.append(
+            auth_middleware(ring, observer.metrics, metrics_token_set=metrics_token_set, wall_clock=wall_clock)
+        )
+    # the body is read (within its timeout) only once the key has been checked
+    middlewares.append(body_middleware(config.limits.client_body_timeout_seconds))
+    key_limits = [(k.rate_limit_key, k.limits) for k in ring.keys if k.limits is not None] if ring else []
     if config.rate_limit.enabled:  # not registered at all otherwise: no cost per request
-        limiter = build_limiter(config.rate_limit, topology.rate_limit_keys, clock)
+        limiter = build_limiter(config.rate_limit, topology.rate_limit_keys, clock, key_limits)
         middlewares.append(rate_limit_middleware(limiter, observer.metrics))
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=middlewares)
     gateway = Gateway(
@@ -98,6 +107,7 @@ def build_observer(
     multiprocess_dir: str | None,
     workers: int,
     span_exporter: SpanExporter | None,
+    client_keys: list[str] | None = None,
 ) -> Observer:
     obs = config.observability
     metrics = (
@@ -106,6 +116,7 @@ def build_observer(
             topology.groups,
             routing_unit=obs.routing_duration_unit,
             multiprocess_dir=multiprocess_dir,
+            client_keys=client_keys or (),
         )
         if obs.metrics
         else Recorder()

@@ -42,7 +42,7 @@ from octoroute.protocols.translate_stream import AnthropicToOpenAIStream
 from octoroute.protocols.usage import StreamWatch, drop_usage_chunks, usage_of, wants_usage
 from octoroute.routing.features import last_user_text
 from octoroute.server.middleware import CLIENT_CLOSED, render_error
-from octoroute.server.state import DASHBOARD, GATEWAY, REQUEST_ID, TRACE
+from octoroute.server.state import CLIENT, DASHBOARD, GATEWAY, REQUEST_ID, TRACE
 from octoroute.service import ChatCall, Gateway, Outcome, asks_usage_for, decode_chat, openai_payload
 
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -333,12 +333,15 @@ async def list_models(request: web.Request) -> web.Response:
     """OpenAI's list shape, or Anthropic's when the client sends `anthropic-version`
     (Claude Code lists models that way before its first message)."""
     gw = request.app[GATEWAY]
+    client = request.get(CLIENT)  # with [auth], only the models this key may use
+    ids = [m for m in gw.model_ids if client is None or client.allows(m)]
     if "anthropic-version" in request.headers:
         created = datetime.fromtimestamp(gw.started_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        data = [{"type": "model", "id": m, "display_name": m, "created_at": created} for m in gw.model_ids]
-        body = {"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]}
+        data = [{"type": "model", "id": m, "display_name": m, "created_at": created} for m in ids]
+        first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+        body = {"data": data, "has_more": False, "first_id": first, "last_id": last}
         return web.json_response(body, dumps=_dumps)
-    return web.json_response(model_list(gw.model_ids, int(gw.started_at)), dumps=_dumps)
+    return web.json_response(model_list(ids, int(gw.started_at)), dumps=_dumps)
 
 
 async def native_chat(request: web.Request) -> web.Response:

@@ -61,7 +61,7 @@ class ErrorInfo:
 def describe_error(exc: BaseException) -> ErrorInfo:
     """Status, message and code for anything a handler raised; never a traceback."""
     if isinstance(exc, ClientError):
-        return ErrorInfo(exc.status, exc.message, exc.code, exc.param)
+        return ErrorInfo(exc.status, exc.message, exc.code, exc.param, retry_after=exc.retry_after)
     if isinstance(exc, UpstreamStatusError):
         # The upstream's own words (already redacted by the upstream client), saying who said them;
         # its type, code and param are kept so SDKs and agents can still act on them.

@@ -25,7 +25,7 @@ from octoroute.fleet.ratelimit import ClientLimits, LimitReason, RateLimiter, Ve
 from octoroute.observe.metrics import Recorder
 from octoroute.protocols import anthropic, openai
 from octoroute.server.middleware import api_of
-from octoroute.server.state import TRACE
+from octoroute.server.state import CLIENT, TRACE
 
 log = logging.getLogger("octoroute.ratelimit")
 
@@ -36,12 +36,23 @@ BYTES_PER_TOKEN = 4  # the same rough estimate as count_tokens (characters / 4)
 
 
 def build_limiter(
-    config: RateLimitConfig, keys: Iterable[tuple[str, RateLimitOverride]], clock: Callable[[], float]
+    config: RateLimitConfig,
+    keys: Iterable[tuple[str, RateLimitOverride]],
+    clock: Callable[[], float],
+    client_keys: Iterable[tuple[str, ClientLimits]] = (),
 ) -> RateLimiter:
-    """The limiter for `[rate_limit]`, with each override's raw key (from `Topology.rate_limit_keys`)."""
+    """The limiter for `[rate_limit]`, with each override's raw key (from `Topology.rate_limit_keys`)
+    and each `[auth]` key's own limits under its bucket name (`ClientKey.rate_limit_key`)."""
     default = ClientLimits(config.requests_per_second, config.burst, config.tokens_per_minute)
     overrides = {key: _merge(default, override) for key, override in keys}
-    return RateLimiter(default, overrides, clock, idle_seconds=config.idle_seconds, max_clients=config.max_clients)
+    return RateLimiter(
+        default,
+        overrides,
+        clock,
+        idle_seconds=config.idle_seconds,
+        max_clients=config.max_clients,
+        buckets=dict(client_keys),
+    )
 
 
 def _merge(default: ClientLimits, override: RateLimitOverride) -> ClientLimits:
@@ -84,7 +95,13 @@ def rate_limit_middleware(limiter: RateLimiter, metrics: Recorder) -> Middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method != "POST" or request.path not in LIMITED_PATHS:
             return await handler(request)
-        key = client_key(api_key_of(request.headers), request.remote)
+        authenticated = request.get(CLIENT)
+        # With [auth], the bucket is the key's name: a client cannot mint a new allowance per request.
+        key = (
+            authenticated.rate_limit_key
+            if authenticated is not None
+            else client_key(api_key_of(request.headers), request.remote)
+        )
         limits = limiter.limits_for(key)
         # The body is read (and cached for the handler) only when a token budget needs its size.
         estimate = estimate_tokens(await request.read()) if limits.tokens_per_minute is not None else None

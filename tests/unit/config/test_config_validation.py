@@ -235,3 +235,18 @@ def test_config_warnings_name_what_is_risky():
         {"models": {"fast": [ep(base_url="http://127.0.0.1:8000/v1", api_key_env="KEY")]}}, {"KEY": "k"}
     )
     assert config_warnings(local, build_topology(local, {"KEY": "k"})) == []
+
+
+@pytest.mark.parametrize("url", ["http://admin:hunter22@10.0.0.5:8080/v1", "https://token@api.example/v1"])
+def test_base_url_credentials_are_refused_pointing_at_api_key_env_and_never_echoed(url):
+    found = problems({"models": {"fast": [ep(base_url=url)]}})
+    assert len(found) == 1
+    assert found[0].startswith("models.fast[0].base_url: must not carry credentials")
+    assert "api_key_env" in found[0]
+    assert "hunter22" not in found[0]
+    assert "token@" not in found[0]
+
+
+def test_an_at_sign_in_the_path_is_not_a_credential():
+    config = parse_config({"models": {"fast": [ep(base_url="http://127.0.0.1:8080/v1/@x")]}}, {})
+    assert config.models["fast"][0].base_url == "http://127.0.0.1:8080/v1/@x"

@@ -1,0 +1,143 @@
+"""Client API keys, pure: hashing, verification, model permissions, token budgets.
+
+Keys are kept only as SHA-256 digests (`hash_key`). A key made by
+`octoroute keys create` carries 256 random bits, so a salted slow hash (PBKDF2,
+scrypt) would add nothing against guessing and would cost every request a slow
+hash per configured key; a digest never turns back into the key when the keys
+file or a memory dump leaks. The presented key's digest is compared with every
+stored digest by `hmac.compare_digest`, so the time taken does not say how much
+of a digest matched.
+
+    ring = KeyRing([ClientKey("ci", hash_key("ork-..."), ("fast", "balanced"))])
+    ring.verify("ork-...")  # ClientKey(name='ci', ...) or None
+"""
+
+from __future__ import annotations
+
+import calendar
+import enum
+import hashlib
+import hmac
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from octoroute.fleet.ratelimit import ClientLimits
+
+HASH_PREFIX = "sha256:"
+KEY_PREFIX = "ork-"  # octoroute key: recognisable in a leaked file or a redaction test
+ANY_MODEL = ("*",)
+
+
+def hash_key(key: str) -> str:
+    """`'sha256:' + hex digest` of a key, the only form in which a key is stored."""
+    return HASH_PREFIX + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def format_key(random_bytes: bytes) -> str:
+    """A new key from 32 random bytes (the caller's `secrets.token_bytes(32)`)."""
+    return KEY_PREFIX + random_bytes.hex()
+
+
+@dataclass(frozen=True, slots=True)
+class ClientKey:
+    """One client key: its name (the only part ever shown), digest and permissions."""
+
+    name: str
+    digest: str  # hash_key(key)
+    models: tuple[str, ...] = ANY_MODEL  # fnmatch patterns over the model the client asks for
+    limits: ClientLimits | None = None  # None: [rate_limit]'s defaults
+    tokens_per_day: int | None = None
+    tokens_per_month: int | None = None
+
+    def allows(self, model: str) -> bool:
+        return any(fnmatchcase(model, pattern) for pattern in self.models)
+
+    @property
+    def rate_limit_key(self) -> str:
+        """The rate limiter's bucket for this key: its name, whatever the client sends."""
+        return f"client:{self.name}"
+
+
+class KeyRing:
+    """The configured keys; `verify` finds the one a client presented."""
+
+    def __init__(self, keys: Iterable[ClientKey]) -> None:
+        self._keys = tuple(keys)
+        self._digests = tuple(k.digest.encode("ascii") for k in self._keys)
+
+    @property
+    def keys(self) -> tuple[ClientKey, ...]:
+        return self._keys
+
+    def verify(self, presented: str | None) -> ClientKey | None:
+        """The key whose digest matches `presented`, else None; every digest is compared."""
+        if not presented:
+            return None
+        digest = hash_key(presented).encode("ascii")
+        found: ClientKey | None = None
+        for key, stored in zip(self._keys, self._digests, strict=True):
+            if hmac.compare_digest(stored, digest):
+                found = key
+        return found
+
+
+class Period(enum.StrEnum):
+    DAY = "day"
+    MONTH = "month"
+
+
+def period_start(period: Period, now: float) -> float:
+    """The UTC midnight (DAY) or first of the month (MONTH) at or before `now` (epoch seconds)."""
+    t = time.gmtime(now)
+    if period is Period.DAY:
+        return float(calendar.timegm((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0, 0, 0, 0)))
+    return float(calendar.timegm((t.tm_year, t.tm_mon, 1, 0, 0, 0, 0, 0, 0)))
+
+
+def period_end(period: Period, now: float) -> float:
+    """When the period holding `now` ends (the next one starts)."""
+    t = time.gmtime(now)
+    if period is Period.DAY:
+        return period_start(period, now) + 86_400
+    year, month = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
+    return float(calendar.timegm((year, month, 1, 0, 0, 0, 0, 0, 0)))
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetRefusal:
+    period: Period
+    budget: int
+    used: int
+    resets_in: float  # seconds until the period ends
+
+
+class Budgets:
+    """Tokens each key used this UTC day and month, checked against its budgets.
+
+    Memory is bounded by the number of configured keys. `now` is wall-clock epoch
+    seconds, passed in by the caller."""
+
+    def __init__(self) -> None:
+        self._used: dict[tuple[str, Period], tuple[float, int]] = {}  # (name, period) -> (period start, tokens)
+
+    def used(self, name: str, period: Period, now: float) -> int:
+        start, tokens = self._used.get((name, period), (0.0, 0))
+        return tokens if start == period_start(period, now) else 0
+
+    def check(self, key: ClientKey, now: float) -> BudgetRefusal | None:
+        """The first exhausted budget of `key` (day before month), else None."""
+        for period, budget in ((Period.DAY, key.tokens_per_day), (Period.MONTH, key.tokens_per_month)):
+            if budget is None:
+                continue
+            used = self.used(key.name, period, now)
+            if used >= budget:
+                return BudgetRefusal(period, budget, used, max(0.0, period_end(period, now) - now))
+        return None
+
+    def record(self, key: ClientKey, tokens: int, now: float) -> None:
+        """Charge `tokens` (input + output) to every budgeted period of `key`."""
+        for period, budget in ((Period.DAY, key.tokens_per_day), (Period.MONTH, key.tokens_per_month)):
+            if budget is not None and tokens > 0:
+                self._used[(key.name, period)] = (period_start(period, now), self.used(key.name, period, now) + tokens)
