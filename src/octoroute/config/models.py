@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from octoroute.config.problems import show_value
 from octoroute.core.types import Api, Importance, Strategy, Tier
 
 GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
@@ -27,7 +28,7 @@ JUDGE_STRATEGIES = frozenset({Strategy.LLM, Strategy.HYBRID, Strategy.TOOL})  # 
 
 def _routing_strategy(value: object) -> object:
     if value not in ROUTING_STRATEGIES:
-        raise ValueError(f"must be one of {', '.join(ROUTING_STRATEGIES)}; got {value!r}")
+        raise ValueError(f"must be one of {', '.join(ROUTING_STRATEGIES)}; got {show_value(value)}")
     return value
 
 
@@ -156,7 +157,7 @@ class TierTimeouts(_Frozen):
             return raw
         if isinstance(raw, int | float):
             return Timeouts(total=float(raw))
-        return Timeouts.model_validate(raw)
+        return Timeouts.model_validate(raw, strict=True)
 
 
 class HealthConfig(_Frozen):

@@ -199,7 +199,7 @@ def check_semantics(config: Config, env: Mapping[str, str]) -> list[ConfigProble
         try:
             config.timeouts.for_group(key)
         except ValidationError as exc:
-            problems.extend(problems_from(exc, ("timeouts", key)))
+            problems.extend(problems_from(exc, ("timeouts", key), model=Timeouts))
     return problems
 
 
