@@ -312,10 +312,18 @@ class LimitsConfig(_Frozen):
     max_json_depth: int = Field(default=64, ge=8, le=200)  # nesting of a client's JSON body (orjson re-encodes < 255)
 
 
+def _one_or_many(value: object) -> object:
+    """octoroute 1.0's README writes one endpoint per tier as a single table
+    (`[models.fast]`); its example config writes arrays of tables (`[[models.fast]]`)."""
+    if isinstance(value, dict):
+        return {group: [eps] if isinstance(eps, dict) else eps for group, eps in value.items()}
+    return value
+
+
 class Config(_Frozen):
     server: ServerConfig = ServerConfig()
     limits: LimitsConfig = LimitsConfig()
-    models: dict[str, list[EndpointConfig]] = Field(min_length=1)
+    models: Annotated[dict[str, list[EndpointConfig]], BeforeValidator(_one_or_many)] = Field(min_length=1)
     routing: RoutingConfig = RoutingConfig()
     timeouts: TierTimeouts = TierTimeouts()
     health: HealthConfig = HealthConfig()
