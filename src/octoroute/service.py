@@ -37,6 +37,7 @@ from octoroute.core.facts import ContextEvent, ServerFacts
 from octoroute.core.types import (
     Api,
     DegradationKind,
+    Features,
     Importance,
     JudgeFailure,
     RouteReason,
@@ -83,11 +84,13 @@ from octoroute.protocols.translate_response import anthropic_to_openai_response
 from octoroute.protocols.usage import wants_usage
 from octoroute.routing.features import extract_features, last_user_text
 from octoroute.routing.router import JudgeUnavailable, Router
-from octoroute.routing.scoring import nearest_tier
+from octoroute.routing.scoring import ScoreModel, nearest_tier
+from octoroute.routing.shadow import ShadowRouter, ShadowTasks
 from octoroute.upstream.client import UpstreamPool, UpstreamReply, UpstreamStream
 from octoroute.upstream.discovery import discover
 
 log = logging.getLogger("octoroute.health")
+shadow_log = logging.getLogger("octoroute.shadow")
 upstream_log = logging.getLogger("octoroute.upstream")
 CAPABLE_FIRST = 100_000  # added to the priority of capable endpoints: above any configured priority (±1000)
 LACKS = {
@@ -231,6 +234,16 @@ def describe_upstream_error(error: UpstreamError) -> str:
     return error.message
 
 
+def features_of(call: ChatCall) -> Features:
+    """What routing looks at in a request (computed over bounded text)."""
+    return extract_features(
+        call.body["messages"],
+        tools_present=bool(call.body.get("tools")),
+        importance=call.importance,
+        task_type=call.task_type,
+    )
+
+
 def router_failure(error: UpstreamError) -> JudgeFailure:
     """Why one router-model attempt failed: a timeout; a refusal with a status the
     attempt loop does not retry (a 4xx but 429; for `tool` typically a server that does
@@ -307,7 +320,9 @@ class Gateway:
         rng: random.Random | None = None,
         observer: Observer | None = None,
         started_at: float | None = None,
+        score_model: ScoreModel | None = None,
     ) -> None:
+        """`score_model`: the learned scorer's model (the bundled one when None; tests pass a fake)."""
         self.config = config
         self.topology = topology
         self.pool = pool
@@ -317,7 +332,9 @@ class Gateway:
         self.rotation = Rotation()  # cooldowns (429) and refused credentials (401/403)
         self.selectors = build_selectors(topology)
         self.default_tier = default_tier(config)
-        self.router = Router.from_config(config.routing, self._ask_router, default_tier=self.default_tier)
+        self.router = Router.from_config(
+            config.routing, self._ask_router, default_tier=self.default_tier, model=score_model
+        )
         self.started_at = time.time() if started_at is None else started_at
         self.capabilities = build_capabilities(config)
         self.context = ContextBook(topology.endpoints.values(), self.capabilities.known_window)
@@ -326,6 +343,13 @@ class Gateway:
         ] = {}
         self.observer = observer or Observer(Recorder())
         self.metrics = self.observer.metrics
+        self.shadow: ShadowRouter | None = None
+        self.shadow_tasks = ShadowTasks(config.routing.shadow.max_pending if config.routing.shadow else 1)
+        if config.routing.shadow is not None:
+            self.shadow = ShadowRouter(
+                config.routing.shadow, config.routing, self.default_tier, self._ask_router, model=score_model
+            )
+            self.metrics.shadow_configured(self.shadow.strategy)
         self._capable_selectors: dict[tuple[bool, bool], dict[str, GroupSelector]] = {}
         self.filters = {
             name: OutputFilter(g.options.strip_think, g.options.drop_reasoning, g.options.stop_markers)
@@ -381,12 +405,77 @@ class Gateway:
         if model in self.topology.endpoints:
             ep = self.topology.endpoints[model]
             return RoutingDecision(ep.group, Strategy.DIRECT, RouteReason.EXPLICIT_ENDPOINT, model, endpoint_id=model)
-        messages = call.body["messages"]
-        features = extract_features(
-            messages, tools_present=bool(call.body.get("tools")), importance=call.importance, task_type=call.task_type
-        )
-        decision = await self.router.decide(features, last_user_text(messages))
+        decision = await self.router.decide(features_of(call), last_user_text(call.body["messages"]))
         return settle_decision(decision, self.topology.groups, self.default_tier)
+
+    # -- shadow mode -------------------------------------------------------
+
+    def shadow_decide(self, call: ChatCall, live: RoutingDecision, trace: RequestTrace | None) -> None:
+        """Show an auto-routed request to shadow mode's candidate, after the live decision
+        (so routing time and the live decision are the same as without it). An offline
+        candidate decides now and is recorded on `trace`; one that asks the router model
+        runs in the background (or is dropped and counted when too many are pending)."""
+        shadow = self.shadow
+        if shadow is None or live.strategy is Strategy.DIRECT or not shadow.sampled(self.rng):
+            return
+        features, text, request_id = features_of(call), last_user_text(call.body["messages"]), call.request_id
+        try:
+            found = shadow.inline(features, text)
+        except Exception:  # the candidate's own failure must never fail the live request
+            shadow_log.exception("shadow decision for request %s failed", request_id)
+            return
+        if found is not None:
+            self._shadow_decided(shadow, request_id, live, found, trace)
+            return
+        if trace is not None:
+            trace.shadow_strategy = shadow.strategy.value
+        if not self.shadow_tasks.start(lambda: self._shadow_judged(shadow, request_id, features, text, live)):
+            self.metrics.shadow_dropped(shadow.strategy)
+
+    async def _shadow_judged(
+        self, shadow: ShadowRouter, request_id: str, features: Features, text: str, live: RoutingDecision
+    ) -> None:
+        self.metrics.shadow_pending(shadow.strategy, 1)
+        try:
+            found = await shadow.judged(features, text)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a background task's outermost handler: log it, never lose it silently
+            shadow_log.exception("shadow decision for request %s failed", request_id)
+            return
+        finally:
+            self.metrics.shadow_pending(shadow.strategy, -1)
+        self._shadow_decided(shadow, request_id, live, found, None)
+
+    def _shadow_decided(
+        self,
+        shadow: ShadowRouter,
+        request_id: str,
+        live: RoutingDecision,
+        found: RoutingDecision,
+        trace: RequestTrace | None,
+    ) -> None:
+        """Count the pair and record it: on the request's trace, or as a `shadow` event
+        when the request's record may already be written."""
+        settled = settle_decision(found, self.topology.groups, self.default_tier)
+        self.metrics.shadow_decided(shadow.strategy, live.group, settled.group)
+        score = settled.score
+        if trace is not None:
+            trace.shadow_strategy, trace.shadow_tier = shadow.strategy.value, settled.group
+            trace.shadow_score, trace.shadow_reason = score, settled.reason.value
+            return
+        self.observer.shadow_judged(
+            {
+                "request_id": request_id,
+                "tier": live.group,
+                "strategy": live.strategy.value,
+                "score": None if live.score is None else round(live.score, 4),
+                "shadow_strategy": shadow.strategy.value,
+                "shadow_tier": settled.group,
+                "shadow_score": None if score is None else round(score, 4),
+                "shadow_reason": settled.reason.value,
+            }
+        )
 
     # -- the attempt loop --------------------------------------------------
 
@@ -792,6 +881,8 @@ class Gateway:
                 families=self.metrics.collect(),
                 decisions=decisions,
                 errors=errors,
+                shadow=self.config.routing.shadow,
+                live_strategy=self.config.routing.strategy,
             )
         )
 

@@ -296,8 +296,9 @@ def test_the_snapshot_tells_what_happened(loop_thread, fleet, sdk_clients):
     assert (fell_back["fallback_from"], fell_back["attempts"], fell_back["reason"]) == ("deep", 2, "explicit_group")
     assert set(decisions[0]) == {
         "time", "request_id", "route", "model", "tier", "group", "endpoint", "strategy", "reason", "status",
-        "latency_ms", "ttft_ms", "attempts", "fallback_from", "input_tokens", "output_tokens",
+        "latency_ms", "ttft_ms", "attempts", "fallback_from", "input_tokens", "output_tokens", "shadow_tier",
     }  # fmt: skip
+    assert snap["shadow"] is None  # shadow mode is off
     assert "hi there" not in orjson.dumps(snap).decode()  # never prompt text
 
 

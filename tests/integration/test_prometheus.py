@@ -633,3 +633,35 @@ def test_workers_that_cannot_start_stop_the_server(upstreams, tmp_path):
     # the port is checked before any worker starts: one line, no crash loop of workers
     busy = "is already in use; stop what is listening there or pick another port with --port"
     assert result.stderr.strip().splitlines() == [f"cannot start: 127.0.0.1:{port} {busy}"]
+
+
+def test_two_workers_shadow_counts_are_merged_and_pass_promtool(upstreams, serve, tmp_path):
+    a, b = upstreams("fast-a"), upstreams("fast-b")
+    config = tmp_path / "octoroute.toml"
+    write_config(
+        config, {"fast": [("fast-a", a.base_url), ("fast-b", b.base_url)]}, {"routing_duration_unit": "seconds"}
+    )
+    # hybrid decides "hi there" by its rule step (casual chat -> fast): no judge call, no model weights
+    config.write_text(config.read_text() + '\n[routing.shadow]\nstrategy = "hybrid"\nallow_judge = true\n')
+    served = serve(config, 2)
+    served.wait_for_workers(2)
+    n = 40
+    ids = []
+    for _ in range(n):
+        reply = chat(served.port, "auto")
+        assert reply.status == 200, (reply.body, served.output())
+        ids.append(reply.headers["x-request-id"])
+    assert len(Tally(i[:ID_PREFIX] for i in ids)) == 2  # both workers served some
+
+    text = fetch(served.port, "GET", "/metrics").body.decode()
+    series = parse(text)
+    assert (
+        total(series, "octoroute_shadow_decisions_total", strategy="hybrid", live_tier="fast", shadow_tier="fast") == n
+    )
+    assert total(series, "octoroute_shadow_dropped_total", strategy="hybrid") == 0
+    assert total(series, "octoroute_shadow_pending", strategy="hybrid") == 0
+    assert promtool_complaints(text) == (0, "")
+    snap = orjson.loads(fetch(served.port, "GET", "/metrics.json").body)
+    assert (snap["shadow"]["decisions"], snap["shadow"]["agreement"]) == (n, 1.0)
+    assert {d["shadow_tier"] for d in snap["decisions"]} == {"fast"}
+    assert served.stop() == 0, served.output()

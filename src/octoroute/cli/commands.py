@@ -12,6 +12,7 @@ from rich.table import Table
 
 from octoroute.cli.score import load_routing_config, offline_scorer
 from octoroute.config import Config, load_config
+from octoroute.config.models import JUDGE_STRATEGIES
 from octoroute.config.topology import build_topology, config_warnings, default_tier
 from octoroute.core.errors import ConfigError
 from octoroute.core.types import Features, Importance, JudgeFailure, Strategy, TaskType, Tier
@@ -31,9 +32,14 @@ def run_check(path: Path, env: Mapping[str, str]) -> int:
         print_problems(err, path, exc)
         return 1
     endpoints = sum(len(eps) for eps in config.models.values())
+    shadow = config.routing.shadow
+    shadowed = ""
+    if shadow is not None:
+        asks = " (asks the router model)" if shadow.allow_judge and shadow.strategy in JUDGE_STRATEGIES else ""
+        shadowed = f", shadow {shadow.strategy}{asks}"
     out.print(
         f"[green]ok[/] {path}: {len(config.models)} groups ({', '.join(config.models)}), "
-        f"{endpoints} endpoints, strategy {config.routing.strategy}"
+        f"{endpoints} endpoints, strategy {config.routing.strategy}{shadowed}"
     )
     topology = build_topology(config, env)
     capabilities = capability_warnings(config, topology, build_capabilities(config))

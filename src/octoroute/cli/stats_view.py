@@ -91,6 +91,20 @@ class Decision(TypedDict):
     fallback_from: NotRequired[str | None]
 
 
+class ShadowStats(TypedDict):
+    strategy: str
+    decisions: int
+    agreed: int
+    agreement: float | None
+    live_by_tier: dict[str, int]
+    shadow_by_tier: dict[str, int]
+    live_strategy: NotRequired[str | None]
+    allow_judge: NotRequired[bool]
+    sample: NotRequired[float]
+    pending: NotRequired[int]
+    dropped: NotRequired[int]
+
+
 class Snapshot(TypedDict):
     time: float
     uptime_seconds: float
@@ -107,6 +121,7 @@ class Snapshot(TypedDict):
     mid_stream_failures: NotRequired[int]
     degradations: NotRequired[dict[str, int]]
     rate_limiter: NotRequired[RateLimiter]
+    shadow: NotRequired[ShadowStats | None]
 
 
 # --- rendering (pure: a snapshot in, renderables out) -------------------------
@@ -133,17 +148,16 @@ def render_overview(
     if problem:
         parts.append(Text(problem, style="bold red"))
     parts.append(render_endpoints(snapshot["endpoints"], snapshot["time"]))
-    parts.append(
-        Columns(
-            [
-                render_tiers(snapshot),
-                render_strategies(snapshot["requests"]),
-                render_latency(snapshot),
-                render_problems(snapshot),
-            ],
-            padding=(0, 1),
-        )
-    )
+    panels = [
+        render_tiers(snapshot),
+        render_strategies(snapshot["requests"]),
+        render_latency(snapshot),
+        render_problems(snapshot),
+    ]
+    shadow = snapshot.get("shadow")
+    if shadow:
+        panels.append(render_shadow(shadow))
+    parts.append(Columns(panels, padding=(0, 1)))
     return Group(*parts)
 
 
@@ -329,6 +343,35 @@ def render_problems(snapshot: Snapshot) -> Table:
     if limiter and limiter["enabled"]:
         table.add_row("rate-limit buckets", str(limiter["buckets"]))
     return table
+
+
+def render_shadow(shadow: ShadowStats) -> Table:
+    """Shadow mode: agreement with the live strategy and both tier mixes, side by side."""
+    live = shadow.get("live_strategy") or "live"
+    title = f"shadow: {shadow['strategy']} vs {live}"
+    table = Table(title=title, title_justify="left", box=None, padding=(0, 1))
+    table.add_column("tier", style="bold")
+    table.add_column(shorten(live, 8), justify="right")
+    table.add_column(shorten(shadow["strategy"], 8), justify="right")
+    agreement = shadow["agreement"]
+    share = "–" if agreement is None else f"{agreement:.0%}"
+    table.add_row(
+        Text("agree", style="cyan"), Text(share, style="bold cyan"), f"{shadow['agreed']}/{shadow['decisions']}"
+    )
+    by_live, by_shadow = shadow["live_by_tier"], shadow["shadow_by_tier"]
+    total = shadow["decisions"]
+    for tier in [*by_live, *(t for t in by_shadow if t not in by_live)]:
+        table.add_row(tier, _share(by_live.get(tier, 0), total), _share(by_shadow.get(tier, 0), total))
+    pending, dropped = shadow.get("pending", 0), shadow.get("dropped", 0)
+    if shadow.get("allow_judge") or pending or dropped:
+        table.add_row("pending", "", str(pending))
+        table.add_row("dropped", "", Text(str(dropped), style="yellow" if dropped else ""))
+    return table
+
+
+def _share(count: int, total: int) -> str:
+    """'3 38%': a count and its share of `total`."""
+    return f"{count} {count / total:.0%}" if total else str(count)
 
 
 def render_decisions(decisions: Sequence[Decision], limit: int) -> RenderableType:

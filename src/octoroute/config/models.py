@@ -111,6 +111,18 @@ class TierShares(_Frozen):
         return self
 
 
+class ShadowConfig(_Frozen):
+    """`[routing.shadow]`: a candidate strategy decided beside the live one on real
+    traffic and recorded, never acted on."""
+
+    strategy: RoutingStrategy
+    # A candidate that asks the router model (llm, hybrid, tool) really asks it only when
+    # this is true; otherwise it is scored offline, as `octoroute score` does.
+    allow_judge: bool = False
+    sample: float = Field(default=1.0, gt=0, le=1, allow_inf_nan=False)  # share of auto-routed requests shadowed
+    max_pending: int = Field(default=32, ge=1, le=10_000)  # judge candidates in flight; more are dropped and counted
+
+
 class RoutingConfig(_Frozen):
     strategy: RoutingStrategy = Strategy.LEARNED
     # Cut points for continuous scores (the `learned` strategy): explicit thresholds
@@ -123,6 +135,7 @@ class RoutingConfig(_Frozen):
     llm_timeout_seconds: Seconds = 5.0
     llm_retries: int = Field(default=2, ge=0, le=5)
     llm_max_prompt_chars: int = Field(default=2000, ge=100, le=100_000)
+    shadow: ShadowConfig | None = None  # `[routing.shadow]`; absent: shadow mode is off
 
     @model_validator(mode="after")
     def _one_kind_of_cut(self) -> RoutingConfig:

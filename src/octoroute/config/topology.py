@@ -132,6 +132,31 @@ def _fallbacks(config: Config) -> dict[str, str | None]:
     return result
 
 
+def _shadow_problems(config: Config) -> list[ConfigProblem]:
+    """`[routing.shadow]`: a candidate different from the live strategy, and a router
+    tier to ask when it may call the judge."""
+    routing, shadow = config.routing, config.routing.shadow
+    if shadow is None:
+        return []
+    if shadow.strategy is routing.strategy:
+        return [
+            ConfigProblem(
+                "routing.shadow.strategy",
+                f"'{shadow.strategy.value}' is already the live strategy; shadow a different one",
+            )
+        ]
+    asks = shadow.allow_judge and shadow.strategy in JUDGE_STRATEGIES
+    if asks and routing.strategy not in JUDGE_STRATEGIES and routing.router_tier not in config.models:
+        return [  # (a live judge strategy already reports a missing router tier)
+            ConfigProblem(
+                "routing.router_tier",
+                f"'{routing.router_tier}' has no endpoints under [models], and the shadow "
+                f"strategy '{shadow.strategy.value}' asks it (allow_judge = true)",
+            )
+        ]
+    return []
+
+
 def check_semantics(config: Config, env: Mapping[str, str]) -> list[ConfigProblem]:
     """Every cross-field problem, each with its key path."""
     problems: list[ConfigProblem] = []
@@ -142,6 +167,7 @@ def check_semantics(config: Config, env: Mapping[str, str]) -> list[ConfigProble
         problems.append(
             ConfigProblem("routing.router_tier", f"'{config.routing.router_tier}' has no endpoints under [models]")
         )
+    problems.extend(_shadow_problems(config))
     explicit_default = "default_tier" in config.routing.model_fields_set
     if tiers_present and explicit_default and config.routing.default_tier not in config.models:
         problems.append(

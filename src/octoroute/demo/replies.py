@@ -7,6 +7,7 @@ Bodies follow the OpenAI spec (`CreateChatCompletionResponse`,
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import random
 from collections.abc import Mapping, Sequence
@@ -60,6 +61,7 @@ class Behaviour:
     retry_after_seconds: int = 1  # Mode.ERROR_429
     ignore_stream: bool = False  # answer `stream: true` with one JSON body, as some servers do
     fail_next: int = 0  # the next N valid chat requests get a 500, whatever the mode; counts down
+    gate: asyncio.Event | None = None  # when set to an Event, chat requests wait for it before answering
     rng: random.Random = field(default_factory=lambda: random.Random(0), repr=False, compare=False)
 
 

@@ -261,6 +261,8 @@ class SimulatedUpstream:
         except BadRequest as exc:
             return _json_response(400, error_body(exc.message, "invalid_request_error", param=exc.param))
         b = self.behaviour
+        if b.gate is not None:  # held until the test releases it
+            await b.gate.wait()
         failing = b.fail_next > 0
         if failing:
             b.fail_next -= 1

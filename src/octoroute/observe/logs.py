@@ -9,6 +9,7 @@ import sys
 import orjson
 
 ACCESS = logging.getLogger("octoroute.access")
+SHADOW = logging.getLogger("octoroute.shadow")
 _NEEDS_QUOTES = re.compile(r'[\s"=]')
 _LEVELS = {
     "trace": logging.DEBUG,
@@ -59,6 +60,14 @@ def log_request(fields: dict[str, object]) -> None:
     as JSON strings), the same fields as JSON with `log_format = "json"`."""
     text = " ".join(f"{k}={_human(v)}" for k, v in fields.items())
     ACCESS.info(text, extra={"fields": fields})
+
+
+def log_shadow(fields: dict[str, object]) -> None:
+    """One line for a shadow decision that ended after its request was logged."""
+    if not SHADOW.isEnabledFor(logging.INFO):
+        return
+    text = " ".join(f"{k}={_human(v)}" for k, v in fields.items())
+    SHADOW.info(text, extra={"fields": fields})
 
 
 def _human(value: object) -> str:

@@ -120,6 +120,18 @@ class Recorder:
     def degradations(self, kinds: Iterable[str]) -> None:
         """Request fields or capabilities that could not be honoured (DegradationKind values)."""
 
+    def shadow_configured(self, strategy: Strategy) -> None:
+        """Shadow mode is on with this candidate (its series start at 0)."""
+
+    def shadow_decided(self, strategy: Strategy, live_tier: str, shadow_tier: str) -> None:
+        """The shadow candidate decided `shadow_tier` for a request routed live to `live_tier`."""
+
+    def shadow_pending(self, strategy: Strategy, delta: int) -> None:
+        """A background (judge) shadow decision started (+1) or ended (-1)."""
+
+    def shadow_dropped(self, strategy: Strategy) -> None:
+        """A judge shadow decision was not started: too many were already pending."""
+
     def in_flight(self, endpoint: str, count: int) -> None:
         """Requests `endpoint` is serving now (its slots in use)."""
 
@@ -297,6 +309,29 @@ class PrometheusRecorder(Recorder):
             ["kind"],
             registry=registry,
         )
+        self._shadow_decisions = Counter(
+            "octoroute_shadow_decisions",
+            "Shadow mode: requests the candidate strategy decided, by candidate, the live tier "
+            "and the candidate's tier (equal tiers: agreement).",
+            ["strategy", "live_tier", "shadow_tier"],
+            registry=registry,
+        )
+        self._shadow_pending = Gauge(
+            "octoroute_shadow_pending",
+            "Shadow mode: candidate decisions waiting for the router model (summed over workers).",
+            ["strategy"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self._shadow_dropped = Counter(
+            "octoroute_shadow_dropped",
+            "Shadow mode: judge candidate decisions not made because max_pending were in flight.",
+            ["strategy"],
+            registry=registry,
+        )
+        self._c_shadow = _Children(self._shadow_decisions)
+        self._c_shadow_dropped = _Children(self._shadow_dropped)
+        self._c_shadow_pending = _Children(self._shadow_pending)
         self._in_flight = Gauge(
             "octoroute_endpoint_in_flight",
             "Requests each endpoint is serving now (slots in use; summed over workers).",
@@ -482,6 +517,19 @@ class PrometheusRecorder(Recorder):
     def degradations(self, kinds: Iterable[str]) -> None:
         for kind in kinds:
             self._c_degradations[DegradationKind(kind).value,].inc()
+
+    def shadow_configured(self, strategy: Strategy) -> None:
+        self._c_shadow_dropped.ensure(strategy.value)
+        self._c_shadow_pending.ensure(strategy.value)
+
+    def shadow_decided(self, strategy: Strategy, live_tier: str, shadow_tier: str) -> None:
+        self._c_shadow[strategy.value, live_tier, shadow_tier].inc()
+
+    def shadow_pending(self, strategy: Strategy, delta: int) -> None:
+        self._c_shadow_pending[strategy.value,].inc(delta)
+
+    def shadow_dropped(self, strategy: Strategy) -> None:
+        self._c_shadow_dropped[strategy.value,].inc()
 
     def in_flight(self, endpoint: str, count: int) -> None:
         self._c_in_flight[endpoint,].set(count)

@@ -28,7 +28,7 @@ import orjson
 
 from octoroute.core.errors import ErrorType
 from octoroute.observe.decisions import DECISION_SLOT, ERROR_SLOT, SlotRing, read_ring_files
-from octoroute.observe.logs import access_log_enabled, log_request
+from octoroute.observe.logs import access_log_enabled, log_request, log_shadow
 from octoroute.observe.metrics import Recorder
 
 if TYPE_CHECKING:
@@ -57,6 +57,10 @@ class RequestTrace:
     strategy: str | None = None
     reason: str | None = None
     score: float | None = None  # the routing score of an auto-routed request
+    shadow_strategy: str | None = None  # shadow mode's candidate, when it looked at this request
+    shadow_tier: str | None = None  # its decision, when made inline (a judge candidate reports later)
+    shadow_score: float | None = None
+    shadow_reason: str | None = None
     fallback_from: str | None = None
     attempts: int = 0
     status: int = 0
@@ -96,6 +100,12 @@ class RequestTrace:
             "strategy": self.strategy,
             "reason": self.reason,
             "score": None if self.score is None else round(self.score, 4),
+            "shadow_strategy": self.shadow_strategy,
+            "shadow_tier": self.shadow_tier,
+            "shadow_score": None if self.shadow_score is None else round(self.shadow_score, 4),
+            "shadow_reason": self.shadow_reason,
+            # the verdict comes in a later `shadow` event (a judge candidate in the background)
+            "shadow_pending": True if self.shadow_strategy is not None and self.shadow_tier is None else None,
             "status": self.status,
             "latency_ms": round(self.latency_ms, 2),
             "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 2),
@@ -129,18 +139,20 @@ class RequestTrace:
             self.fallback_from,
             self.input_tokens,
             self.output_tokens,
+            self.shadow_tier,
         )
 
 
 DecisionRow = tuple[
     float, str, str, str | None, str | None, str | None, str | None, str | None, str | None,
-    int, float, float | None, int, str | None, int | None, int | None,
+    int, float, float | None, int, str | None, int | None, int | None, str | None,
 ]  # fmt: skip
 ROW_FIELDS = (
     "time", "request_id", "route", "model", "tier", "group", "endpoint", "strategy", "reason",
     "status", "latency_ms", "ttft_ms", "attempts", "fallback_from", "input_tokens", "output_tokens",
+    "shadow_tier",
 )  # fmt: skip
-_CUTTABLE = frozenset({"request_id", "tier", "group", "endpoint", "reason", "fallback_from"})
+_CUTTABLE = frozenset({"request_id", "tier", "group", "endpoint", "reason", "fallback_from", "shadow_tier"})
 _ROUNDED = {"time": 3, "latency_ms": 2, "ttft_ms": 2}
 
 
@@ -325,6 +337,13 @@ class Observer:
         self.metrics.health(endpoint, healthy)
         if self.events is not None:
             self.events.write("health", {"endpoint": endpoint, "healthy": healthy, "detail": detail})
+
+    def shadow_judged(self, fields: dict[str, object]) -> None:
+        """A background shadow decision ended (after or before its request's record):
+        one `shadow` event and one log line, joined to the request by `request_id`."""
+        log_shadow(fields)
+        if self.events is not None:
+            self.events.write("shadow", fields)
 
     def fallback(self, request_id: str, from_group: str, to_group: str) -> None:
         self.metrics.fallback(from_group, to_group)

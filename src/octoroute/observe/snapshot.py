@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import orjson
 from prometheus_client.metrics_core import Metric
 
+from octoroute.config.models import ShadowConfig
 from octoroute.core.errors import ErrorType
-from octoroute.core.types import DegradationKind, Strategy
+from octoroute.core.types import DegradationKind, Strategy, Tier
 from octoroute.observe.decisions import percentiles
 from octoroute.observe.metrics import AFFINITY_RESULTS, OK, QueueOutcome
 
@@ -48,6 +49,8 @@ class SnapshotInputs:
     families: Iterable[Metric]
     decisions: Sequence[bytes]  # JSON records from the decisions window(s)
     errors: Sequence[bytes]  # JSON records from the error window(s)
+    shadow: ShadowConfig | None = None  # `[routing.shadow]`, when shadow mode is on
+    live_strategy: Strategy | None = None  # `[routing] strategy`, what shadow mode compares with
 
 
 def _samples(families: Iterable[Metric]) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -194,5 +197,41 @@ def build_snapshot(inputs: SnapshotInputs) -> dict[str, object]:
         "rate_limiter": {"enabled": inputs.rate_limit_enabled, "buckets": round(buckets)},
         "queue": _queue(samples, inputs.groups),
         "affinity": {r: affinity.get((r,), 0) for r in AFFINITY_RESULTS},
+        "shadow": shadow_summary(inputs.shadow, inputs.live_strategy, samples, inputs.groups),
         "decisions": decisions[:DECISIONS_SHOWN],
+    }
+
+
+def shadow_summary(
+    shadow: ShadowConfig | None,
+    live_strategy: Strategy | None,
+    samples: dict[str, list[tuple[dict[str, str], float]]],
+    groups: Sequence[str],
+) -> dict[str, object] | None:
+    """Shadow mode's candidate against the live strategy: how often they agree, both
+    tier mixes over the same requests, and the live x candidate counts; None when off."""
+    if shadow is None:
+        return None
+    strategy = shadow.strategy.value
+    decided = _sum_by(samples["octoroute_shadow_decisions_total"], "strategy", "live_tier", "shadow_tier")
+    cells = {(live, cand): n for (s, live, cand), n in decided.items() if s == strategy and n}
+    tiers = [g for g in groups if g in Tier.__members__.values()]
+    tiers += sorted({t for pair in cells for t in pair} - set(tiers))
+    confusion = {live: {cand: cells.get((live, cand), 0) for cand in tiers} for live in tiers}
+    total = sum(cells.values())
+    agreed = sum(confusion[t][t] for t in tiers)
+    dropped = _sum_by(samples["octoroute_shadow_dropped_total"], "strategy")
+    return {
+        "strategy": strategy,
+        "live_strategy": None if live_strategy is None else live_strategy.value,
+        "allow_judge": shadow.allow_judge,
+        "sample": shadow.sample,
+        "decisions": total,
+        "agreed": agreed,
+        "agreement": round(agreed / total, 4) if total else None,
+        "live_by_tier": {t: sum(confusion[t].values()) for t in tiers},
+        "shadow_by_tier": {t: sum(confusion[live][t] for live in tiers) for t in tiers},
+        "confusion": confusion,
+        "pending": round(sum(v for labels, v in samples["octoroute_shadow_pending"] if labels["strategy"] == strategy)),
+        "dropped": dropped.get((strategy,), 0),
     }

@@ -106,14 +106,24 @@ class Router:
         self._tool = JudgeScorer(Strategy.TOOL, self.ask_tool, default_tier)
 
     @classmethod
-    def from_config(cls, routing: RoutingConfig, judge: JudgeFn | None, *, default_tier: Tier | None = None) -> Router:
+    def from_config(
+        cls,
+        routing: RoutingConfig,
+        judge: JudgeFn | None,
+        *,
+        default_tier: Tier | None = None,
+        strategy: Strategy | None = None,
+        model: ScoreModel | None = None,
+    ) -> Router:
         """A router for `[routing]`; `default_tier` overrides `routing.default_tier` (the service
-        passes the nearest configured tier when that one has no endpoints)."""
+        passes the nearest configured tier when that one has no endpoints), `strategy` the
+        configured strategy (shadow mode's candidate), `model` the bundled learned model."""
         return cls(
-            routing.strategy,
+            strategy or routing.strategy,
             default_tier or routing.default_tier,
             judge,
             max_prompt_chars=routing.llm_max_prompt_chars,
+            model=model,
             cuts=TierCuts.from_config(routing),
         )
 

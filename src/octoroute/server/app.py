@@ -20,6 +20,7 @@ from octoroute.config.topology import Topology, config_warnings
 from octoroute.observe.metrics import PrometheusRecorder, Recorder
 from octoroute.observe.observer import Observer
 from octoroute.observe.tracing import Tracing
+from octoroute.routing.scoring import ScoreModel
 from octoroute.server import anthropic_api, handlers
 from octoroute.server.middleware import RequestIds, errors_middleware, observe_middleware
 from octoroute.server.ratelimit import build_limiter, rate_limit_middleware
@@ -43,6 +44,7 @@ def create_app(
     workers: int = 1,
     started_at: float | None = None,
     span_exporter: SpanExporter | None = None,
+    score_model: ScoreModel | None = None,
 ) -> web.Application:
     """A complete gateway app; run it with `aiohttp.web.AppRunner(app, handler_cancellation=True)`
     so that a client disconnect cancels its upstream request.
@@ -50,7 +52,8 @@ def create_app(
     `multiprocess_dir` / `workers`: set by `octoroute serve --workers N`, so that
     metrics and the decisions window are shared by the workers; `started_at`: when
     the server (not this worker) started. `span_exporter`:
-    where trace spans go instead of OTLP (tests)."""
+    where trace spans go instead of OTLP (tests). `score_model`: the learned scorer's
+    model instead of the bundled one (tests)."""
     observer = build_observer(config, topology, multiprocess_dir, workers, span_exporter)
     middlewares = [observe_middleware(RequestIds(), observer), errors_middleware()]
     if config.rate_limit.enabled:  # not registered at all otherwise: no cost per request
@@ -65,6 +68,7 @@ def create_app(
         rng=rng,
         observer=observer,
         started_at=started_at,
+        score_model=score_model,
     )
     app[GATEWAY] = gateway
     app[DASHBOARD] = DASHBOARD_PAGE.read_bytes()
@@ -132,5 +136,6 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await gateway.shadow_tasks.close()  # shadow judge calls still waiting need the pool
         await gateway.pool.close()
         await asyncio.to_thread(observer.close)  # flushing spans may block on the exporter

@@ -162,6 +162,7 @@ async def serve_call(
         span.set("octoroute.strategy", decision.strategy.value)
         span.set("octoroute.reason", decision.reason.value)
         span.end()
+    gw.shadow_decide(call, decision, trace)
     try:
         outcome = await gw.serve(call, decision, {"X-Request-Id": call.request_id, **(forward or {})}, trace)
     except (RoutingExhausted, UpstreamStatusError, ContextTooLarge) as exc:

@@ -41,7 +41,26 @@ def test_a_row_encodes_to_the_decision_record():
         "fallback_from": "fast",
         "input_tokens": None,
         "output_tokens": None,
+        "shadow_tier": None,
     }
+
+
+def test_the_record_carries_the_shadow_decision_and_says_when_it_comes_later():
+    decided = trace(shadow_strategy="llm", shadow_tier="deep", shadow_score=0.123456, shadow_reason="llm_classified")
+    fields = decided.fields()
+    assert {k: v for k, v in fields.items() if k.startswith("shadow")} == {
+        "shadow_strategy": "llm",
+        "shadow_tier": "deep",
+        "shadow_score": 0.1235,
+        "shadow_reason": "llm_classified",
+    }
+    assert orjson.loads(encode_row(decided.row()))["shadow_tier"] == "deep"
+    waiting = trace(shadow_strategy="llm").fields()
+    assert {k: v for k, v in waiting.items() if k.startswith("shadow")} == {
+        "shadow_strategy": "llm",
+        "shadow_pending": True,
+    }
+    assert not any(k.startswith("shadow") for k in trace().fields())
 
 
 def test_the_record_never_holds_text_and_cuts_the_model_asked():
