@@ -23,10 +23,12 @@ from octoroute.admission import Admission
 from octoroute.config.models import Config, GroupOptions
 from octoroute.config.topology import EndpointSpec, GroupSpec, Topology, default_tier
 from octoroute.core.errors import (
+    COOLDOWN_PRESSURES,
     ErrorType,
     InvalidRequest,
     ModelNotFound,
     OctorouteError,
+    Pressure,
     TimeoutPhase,
     UpstreamContextOverflow,
     UpstreamError,
@@ -59,7 +61,6 @@ from octoroute.fleet.context import ContextBook, ContextGate, estimate_prompt_to
 from octoroute.fleet.health import HealthBoard, Transition
 from octoroute.fleet.policy import Attempt, AttemptPlan, most_likely_recovered
 from octoroute.fleet.rotation import (
-    Pressure,
     Rotation,
     cooldown_seconds,
     loading_backoff,
@@ -640,15 +641,15 @@ class Gateway:
                     error.message,
                     where,
                 )
-                self.metrics.credentials_refused(ep.id, True)
+                self.observer.credentials_changed(ep.id, True, error.message)
             return True
         pressure = pressure_of_error(error)
-        if pressure is Pressure.RATE_LIMITED or pressure is Pressure.BUSY:
+        if pressure in COOLDOWN_PRESSURES:
             wall = time.time()
             seconds = cooldown_seconds(error.retry_after, wall, self.config.health.rate_limit_cooldown_seconds)
             until = self.rotation.cool_down(ep.id, now, seconds)
             log.info("endpoint %s asked to back off (%s); out of rotation for %.1fs", ep.id, error.message, seconds)
-            self.metrics.cooldown(ep.id, pressure.value, wall + (until - now))
+            self.observer.cooled_down(ep.id, pressure.value, seconds, wall + (until - now))
             return True
         return pressure is Pressure.LOADING
 
@@ -665,7 +666,7 @@ class Gateway:
                 return
         elif not probe and self.rotation.restore(ep.id):
             log.info("endpoint %s accepted octoroute's credentials again; back in rotation", ep.id)
-            self.metrics.credentials_refused(ep.id, False)
+            self.observer.credentials_changed(ep.id, False, "answered")
         if error is None or (
             isinstance(error, UpstreamStatusError)
             and (not error.retryable or isinstance(error, UpstreamContextOverflow))
@@ -801,7 +802,7 @@ class Gateway:
             ep.id,
             ago,
         )
-        self.metrics.fail_open(attempt.group)
+        self.observer.failed_open(call.request_id, attempt.group, ep.id)
 
     # -- slots -------------------------------------------------------------
 

@@ -635,6 +635,26 @@ def test_workers_that_cannot_start_stop_the_server(upstreams, tmp_path):
     assert result.stderr.strip().splitlines() == [f"cannot start: 127.0.0.1:{port} {busy}"]
 
 
+def test_prometheus_counts_endpoints_cooling_down_and_refusing_credentials(upstreams, gateway, sdk_clients, prometheus):
+    limited, spare = upstreams("limited"), upstreams("spare")
+    limited.behaviour.mode = Mode.ERROR_429
+    limited.behaviour.retry_after_seconds = 600  # still cooling down whenever Prometheus is asked
+    gw = gateway(fleet_config({"fast": [endpoint(limited, "m", id="limited", priority=2), endpoint(spare, "m")]}))
+    assert sdk_clients.openai(gw).chat.completions.create(model="fast", messages=HI).choices[0].message.content
+    assert (limited.count, spare.count) == (1, 1)
+    prom = prometheus([scrape_job("octoroute", gw.port, None)])
+    poll(lambda: prom.query("octoroute_upstream_cooldowns_total") or None, "ingested samples")
+    # The README's example queries.
+    assert prom.scalar("count(octoroute_endpoint_cooldown_until_seconds > time())") == 1
+    rate_limited = 'sum by (endpoint) (octoroute_upstream_cooldowns_total{reason="rate_limited"})'
+    assert {dict(k)["endpoint"]: v for k, v in prom.query(rate_limited).items()} == {
+        "limited": 1,
+        "fast/m": 0,
+    }  # 0 from the start
+    assert prom.query("octoroute_endpoint_credentials_refused == 1") == {}
+    assert prom.scalar('octoroute_endpoint_healthy{endpoint="limited"}') == 1
+
+
 def test_two_workers_shadow_counts_are_merged_and_pass_promtool(upstreams, serve, tmp_path):
     a, b = upstreams("fast-a"), upstreams("fast-b")
     config = tmp_path / "octoroute.toml"

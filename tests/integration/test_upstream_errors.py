@@ -195,6 +195,33 @@ def test_a_pinned_endpoint_that_rate_limits_is_a_429(scripted, gateway, sdk_clie
     assert b.sent == []
 
 
+def read_events(path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def test_cooldowns_and_refusals_are_events(scripted, gateway, sdk_clients, tmp_path):
+    a, c, b = scripted("a"), scripted("c"), scripted("b")
+    a.script([openai_rate_limited("30")])
+    c.script([llama_invalid_key()])
+    events_file = tmp_path / "events.jsonl"
+    config = fleet_config(
+        {
+            "fast": [
+                endpoint(a, "m", id="a", priority=3),
+                endpoint(c, "m", id="c", priority=2),
+                endpoint(b, "m", id="b"),
+            ]
+        },
+        observability={"events_file": str(events_file)},
+    )
+    gw = gateway(config)
+    assert ask_openai(sdk_clients, gw, stream=False)[0] == "b"
+    events = [e for e in read_events(events_file) if e["event"] in ("cooldown", "credentials")]
+    assert [(e["event"], e["endpoint"]) for e in events] == [("cooldown", "a"), ("credentials", "c")]
+    assert (events[0]["reason"], events[0]["seconds"]) == ("rate_limited", 30.0)
+    assert (events[1]["refused"], events[1]["detail"]) == (True, "HTTP 401: Invalid API Key")
+
+
 # -- 2. servers loading their model -----------------------------------------
 
 
@@ -380,14 +407,16 @@ def test_every_endpoint_refusing_credentials_says_so(scripted, gateway, sdk_clie
 
 
 def test_when_every_endpoint_is_unhealthy_the_longest_failed_one_is_tried(
-    scripted, upstreams, gateway, sdk_clients, caplog
+    scripted, upstreams, gateway, sdk_clients, caplog, tmp_path
 ):
     a, b = upstreams("a"), upstreams("b")
+    events_file = tmp_path / "events.jsonl"
     gw = gateway(
         fleet_config(
             {"fast": [endpoint(a, "m", id="a", priority=2), endpoint(b, "m", id="b")]},
             health={"failure_threshold": 1, "check_interval_seconds": 600},
             retry={"max_attempts": 1},
+            observability={"events_file": str(events_file)},
         )
     )
     a.behaviour.fail_next = 1
@@ -397,13 +426,18 @@ def test_when_every_endpoint_is_unhealthy_the_longest_failed_one_is_tried(
         with pytest.raises(openai.InternalServerError):
             client.chat.completions.create(model="fast", messages=HI)
     assert [e["healthy"] for e in models(gw).values()] == [False, False]
-    with caplog.at_level(logging.WARNING, logger="octoroute.health"):
+    with caplog.at_level(logging.INFO, logger="octoroute"):
         raw = client.chat.completions.with_raw_response.create(model="fast", messages=HI)
     assert raw.headers["X-Octoroute-Endpoint"] == "a"
     assert raw.headers["X-Octoroute-Fail-Open"] == "true"
     assert any("fail-open" in r.getMessage() and "tries a" in r.getMessage() for r in caplog.records)
+    (access,) = [r.getMessage() for r in caplog.records if r.name == "octoroute.access"]
+    assert "endpoint=a" in access
+    assert "fail_open=true" in access.lower()
     assert models(gw)["a"]["healthy"] is True  # it answered: back in service
     assert metric(gw, "octoroute_fail_open_attempts_total", group="fast") == 1
+    (event,) = [e for e in read_events(events_file) if e["event"] == "fail_open"]
+    assert (event["group"], event["endpoint"], event["request_id"]) == ("fast", "a", raw.headers["X-Request-Id"])
     normal = client.chat.completions.with_raw_response.create(model="fast", messages=HI)
     assert "X-Octoroute-Fail-Open" not in normal.headers
 

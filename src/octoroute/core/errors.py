@@ -53,6 +53,18 @@ class ErrorType(enum.StrEnum):
     CONTEXT_OVERFLOW = "context_overflow"
 
 
+class Pressure(enum.StrEnum):
+    """Upstream answers that ask us to wait rather than fail (a log field and metric label;
+    `fleet.rotation.pressure_of` classifies them)."""
+
+    RATE_LIMITED = "rate_limited"  # 429
+    BUSY = "busy"  # 503 from a server whose queue is full (Ollama: "server busy"); Anthropic's 529
+    LOADING = "loading"  # 503 while the server loads its model
+
+
+COOLDOWN_PRESSURES = (Pressure.RATE_LIMITED, Pressure.BUSY)  # the ones that cool an endpoint down
+
+
 class TimeoutPhase(enum.StrEnum):
     CONNECT = "connect"
     FIRST_BYTE = "first_byte"

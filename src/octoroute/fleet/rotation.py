@@ -27,15 +27,16 @@ Pure: every method takes `now` (monotonic seconds) or a wall-clock time.
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Iterable, Sequence
 from email.utils import parsedate_to_datetime
 
 from octoroute.core.errors import (
+    COOLDOWN_PRESSURES,
     EndpointsCoolingDown,
     NoHealthyEndpoint,
     OctorouteError,
+    Pressure,
     UpstreamError,
     UpstreamStatusError,
 )
@@ -43,14 +44,6 @@ from octoroute.fleet.policy import AttemptPlan
 
 MAX_COOLDOWN_SECONDS = 3600.0  # a Retry-After of a day is a misconfigured upstream, not a plan
 LOADING_BACKOFF_CAP = 8  # waits while a model loads grow to at most this many times the first
-
-
-class Pressure(enum.StrEnum):
-    """Why an upstream asked us to wait (a log field and metric label)."""
-
-    RATE_LIMITED = "rate_limited"  # 429
-    BUSY = "busy"  # 503 from a server whose queue is full (Ollama: "server busy"); Anthropic's 529
-    LOADING = "loading"  # 503 while the server loads its model
 
 
 def pressure_of(status: int, message: str) -> Pressure | None:
@@ -225,7 +218,7 @@ def unserved_error(
     group = plan.requested_group
     waiting = rotation.shortest_cooldown(endpoint_ids, now)
     errors = plan.errors
-    if errors and all(pressure_of_error(e) in (Pressure.RATE_LIMITED, Pressure.BUSY) for e in errors):
+    if errors and all(pressure_of_error(e) in COOLDOWN_PRESSURES for e in errors):
         return EndpointsCoolingDown(group, retry_after_header(waiting or 0.0), errors)
     if plan.nothing_tried and waiting is not None:
         return EndpointsCoolingDown(group, retry_after_header(waiting))

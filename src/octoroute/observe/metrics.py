@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from octoroute.core.errors import ErrorType
+from octoroute.core.errors import COOLDOWN_PRESSURES, ErrorType
 from octoroute.core.facts import ContextEvent
 from octoroute.core.types import DegradationKind, Strategy
 
@@ -453,6 +453,8 @@ class PrometheusRecorder(Recorder):
             self._c_fail_open.ensure(group)
         for ep in endpoints:
             self._c_cooldown_until.ensure(ep)
+            for pressure in COOLDOWN_PRESSURES:
+                self._c_cooldowns.ensure(ep, pressure.value)
             self._c_refused.ensure(ep)
             self._c_loading_waits.ensure(ep)
             self._c_healthy.ensure(ep).set(1)

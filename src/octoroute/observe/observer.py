@@ -69,6 +69,7 @@ class RequestTrace:
     input_tokens: int | None = None
     output_tokens: int | None = None
     degraded: tuple[str, ...] = ()
+    fail_open: bool = False  # served by an endpoint tried although none was healthy
     prompt: str | None = None
     completion: str | None = None
     span: SpanHandle | None = field(default=None, repr=False)
@@ -115,6 +116,7 @@ class RequestTrace:
             "retries": max(self.attempts - 1, 0),
             "fallback_from": self.fallback_from,
             "degraded": ",".join(self.degraded) or None,
+            "fail_open": True if self.fail_open else None,
             "prompt": self.prompt,
             "completion": self.completion,
         }
@@ -337,6 +339,25 @@ class Observer:
         self.metrics.health(endpoint, healthy)
         if self.events is not None:
             self.events.write("health", {"endpoint": endpoint, "healthy": healthy, "detail": detail})
+
+    def cooled_down(self, endpoint: str, reason: str, seconds: float, until: float) -> None:
+        """An upstream asked to back off (`reason`: a `Pressure` value); out of rotation until
+        `until` (unix seconds)."""
+        self.metrics.cooldown(endpoint, reason, until)
+        if self.events is not None:
+            self.events.write("cooldown", {"endpoint": endpoint, "reason": reason, "seconds": round(seconds, 3)})
+
+    def credentials_changed(self, endpoint: str, refused: bool, detail: str) -> None:
+        """The endpoint refused our credentials (401/403) and left rotation, or took them again."""
+        self.metrics.credentials_refused(endpoint, refused)
+        if self.events is not None:
+            self.events.write("credentials", {"endpoint": endpoint, "refused": refused, "detail": detail})
+
+    def failed_open(self, request_id: str, group: str, endpoint: str) -> None:
+        """No endpoint was healthy; `endpoint` is tried anyway."""
+        self.metrics.fail_open(group)
+        if self.events is not None:
+            self.events.write("fail_open", {"request_id": request_id, "group": group, "endpoint": endpoint})
 
     def shadow_judged(self, fields: dict[str, object]) -> None:
         """A background shadow decision ended (after or before its request's record):

@@ -118,6 +118,7 @@ def note_outcome(trace: RequestTrace, outcome: Outcome) -> None:
     trace.fallback_from = outcome.fallback_from
     trace.attempts = outcome.attempts
     trace.degraded = outcome.degraded
+    trace.fail_open = outcome.fail_open
     if outcome.stream is not None:
         trace.ttft_ms = outcome.stream.first_byte_ms
 

@@ -55,6 +55,13 @@ KEY = "local-key-9f8e7d6c"
             id="token-counts-kept",
         ),
         pytest.param("line one\n  line\ttwo", (), "line one line two", id="one-line"),
+        pytest.param("'max_tokens': 128000 is too large", (), "'max_tokens': 128000 is too large", id="numbers-kept"),
+        pytest.param("too many tokens: reduce the prompt", (), "too many tokens: reduce the prompt", id="words-kept"),
+        pytest.param("Basic authentication required", (), "Basic authentication required", id="auth-scheme-word-kept"),
+        pytest.param(
+            "Authorization: Basic dXNlcjpwYXNz", (), f"Authorization: Basic {REDACTED}", id="basic-credentials"
+        ),
+        pytest.param("secret=QWxhZGRpbjpvcGVuc2VzYW1l", (), f"secret={REDACTED}", id="long-base64-without-digits"),
     ],
 )
 def test_redact(text: str, secrets: tuple[str | None, ...], expected: str) -> None:

@@ -207,3 +207,15 @@ def test_snapshot_age_never_negative(board: HealthBoard) -> None:
     board.record_success("big", 50.0, latency_ms=1.0)
     (status,) = [s for s in board.snapshot(49.0) if s.id == "big"]
     assert status.last_check_age_seconds == 0.0
+
+
+def test_a_noted_error_is_shown_without_counting_and_cleared_by_success() -> None:
+    health = EndpointHealth(failure_threshold=1)
+    health.note_error("HTTP 429:   Rate limit\nreached " + "x" * 500)
+    assert health.healthy
+    assert (health.consecutive_failures, health.total_failures, health.last_check_at) == (0, 0, None)
+    assert health.last_error is not None
+    assert health.last_error.startswith("HTTP 429: Rate limit reached x")
+    assert len(health.last_error) == 200
+    health.record_success(1.0, 3.0)
+    assert health.last_error is None

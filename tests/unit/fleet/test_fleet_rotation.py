@@ -15,13 +15,13 @@ from octoroute.core.errors import (
     AllEndpointsFailed,
     EndpointsCoolingDown,
     NoHealthyEndpoint,
+    Pressure,
     UpstreamError,
     UpstreamStatusError,
 )
 from octoroute.fleet.policy import AttemptPlan
 from octoroute.fleet.rotation import (
     MAX_COOLDOWN_SECONDS,
-    Pressure,
     Rotation,
     cooldown_seconds,
     loading_backoff,
