@@ -21,8 +21,9 @@ system-deps:
 claude-code: system-deps
 	bash scripts/claude-code.sh
 
+# `make run PORT=8080` for another port than 3000.
 run: setup
-	$(BIN)/octoroute serve --demo
+	@$(BIN)/octoroute serve --demo $(if $(PORT),--port $(PORT))
 
 lint: setup
 	$(BIN)/ruff format --check src tests bench training

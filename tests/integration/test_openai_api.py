@@ -425,7 +425,8 @@ def test_native_chat_api(three_tiers):
     )
     assert response.status == 200
     body = orjson.loads(response.data)
-    assert body["model_used"] == "deep-model"
+    assert body["model_used"] == "deep_120b"  # octoroute 1.0's name of the deep tier
+    assert body["upstream_model"] == "deep-model"
     assert body["routing_strategy"] == "rule"
     direct = sdk(deep.base_url).chat.completions.create(
         model="deep-model", messages=[{"role": "user", "content": "hello"}]
@@ -440,7 +441,9 @@ def test_native_chat_api(three_tiers):
 
 def test_health_ready_and_models_status(three_tiers):
     gw, _, _, _ = three_tiers
-    assert orjson.loads(HTTP.request("GET", f"{gw.url}/health").data) == {"status": "ok"}
+    assert HTTP.request("GET", f"{gw.url}/health").data == b"OK"
+    health = HTTP.request("GET", f"{gw.url}/health", headers={"Accept": "application/json"})
+    assert orjson.loads(health.data) == {"status": "ok"}
     ready = HTTP.request("GET", f"{gw.url}/ready")
     assert ready.status == 200
     sdk(gw.base_url).chat.completions.create(model="fast", messages=HELLO)

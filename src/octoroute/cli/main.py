@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from octoroute import __version__
 from octoroute.core.types import Importance, Strategy, TaskType
@@ -15,18 +16,25 @@ DEFAULT_CONFIG = Path("octoroute.toml")
 OFFLINE_STRATEGIES = [s.value for s in Strategy if s is not Strategy.DIRECT]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (not the usage block) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="octoroute", description="A fast gateway in front of self-hosted LLM servers."
-    )
+    parser = _Parser(prog="octoroute", description="A fast gateway in front of self-hosted LLM servers.")
     parser.add_argument("--version", action="version", version=f"octoroute {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("--config", type=Path, help=f"TOML config (default: ./{DEFAULT_CONFIG} if present)")
-    serve.add_argument("--host", help="bind address (overrides server.host)")
-    serve.add_argument("--port", type=int, help="port (overrides server.port)")
-    serve.add_argument("--workers", type=int, default=1, help="worker processes sharing the port (default 1)")
+    serve.add_argument("--host", type=_host, help="bind address (overrides server.host)")
+    serve.add_argument("--port", type=_port, help="port, 1-65535 or 0 for any free one (overrides server.port)")
+    serve.add_argument(
+        "--workers", type=_positive, default=1, metavar="N", help="worker processes sharing the port (default 1)"
+    )
     serve.add_argument("--demo", action="store_true", help="run against a built-in simulated fleet (no LLM needed)")
 
     check = sub.add_parser("check", help="validate a config file and list every problem")
@@ -49,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
 
     stats = sub.add_parser("stats", help="live view of a running gateway (from its /metrics.json)")
     stats.add_argument("--url", help="gateway base URL or its /metrics.json URL (default: http://127.0.0.1:3000)")
-    stats.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes (default 2)")
+    stats.add_argument("--interval", type=_seconds, default=2.0, help="seconds between refreshes (default 2)")
     stats.add_argument("--once", action="store_true", help="print one snapshot and exit")
     stats.add_argument("--token", help="metrics token (default: $OCTOROUTE_METRICS_TOKEN)")
 
@@ -82,7 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--draws", type=_positive, default=1000, metavar="N", help="random-baseline draws (default 1000)"
     )
-    evaluate.add_argument("--seed", type=int, default=0, help="seed of the random baseline and bootstrap (default 0)")
+    evaluate.add_argument(
+        "--seed", type=_count, default=0, help="seed of the random baseline and bootstrap (default 0)"
+    )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     return parser
 
@@ -154,6 +164,32 @@ def _positive(text: str) -> int:
     if value == 0:
         raise argparse.ArgumentTypeError("must be 1 or more")
     return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a port is a whole number from 1 to 65535, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a whole number from 1 to 65535 (0: any free port), got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= 86_400:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 86400 seconds, got {text}")
+    return value
+
+
+def _host(text: str) -> str:
+    if not text.strip() or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(f"not a host name or address: {text!r}")
+    return text
 
 
 def _default_config() -> Path | None:

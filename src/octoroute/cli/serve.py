@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import multiprocessing
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -51,7 +53,12 @@ def run_serve(
     if demo:
         if workers != 1:
             err.print("[yellow]--demo runs one worker (the simulated fleet lives in that process)[/]")
-        _run(_serve_demo(host, port, dict(env)))
+        try:
+            probe_port(host or "127.0.0.1", 3000 if port is None else port)
+            _run(_serve_demo(host, port, dict(env)))
+        except OSError as exc:
+            err.print(start_problem(exc, host or "127.0.0.1", 3000 if port is None else port), **_LINE)
+            return 1
         return 0
     if config_path is None:
         err.print("[red]no config: pass --config PATH (or put octoroute.toml here), or try `octoroute serve --demo`[/]")
@@ -67,15 +74,49 @@ def run_serve(
     bind_port = config.server.port if port is None else port
     if workers == 1:
         try:
+            probe_port(bind_host, bind_port)  # before the app starts discovery and probes
             _run(_serve_one(config, bind_host, bind_port, dict(env), reuse_port=False))
         except OSError as exc:  # the port is taken, the event file cannot be opened, ...
-            err.print(f"[red]cannot start: {exc}[/]", highlight=False, soft_wrap=True)
+            err.print(start_problem(exc, bind_host, bind_port), **_LINE)
             return 1
         return 0
     if bind_port == 0:
         err.print("[red]--workers needs a fixed port (not 0) so the workers can share it[/]")
         return 2
+    try:
+        probe_port(bind_host, bind_port)
+    except OSError as exc:  # before any worker starts: one line, not a crash loop of workers
+        err.print(start_problem(exc, bind_host, bind_port), **_LINE)
+        return 1
     return _serve_many(config, bind_host, bind_port, dict(env), workers)
+
+
+_LINE: dict[str, Any] = {"style": "red", "highlight": False, "soft_wrap": True, "markup": False}
+
+
+def start_problem(exc: OSError, host: str, port: int) -> str:
+    """One line saying why the server could not start listening, and what to do."""
+    where = f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return f"cannot start: {where} is already in use; stop what is listening there or pick another port with --port"
+    if exc.errno == errno.EACCES:
+        return f"cannot start: no permission to listen on {where} (ports below 1024 need privileges); use --port"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot start: {host} is not an address of this machine; use --host"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot start: cannot resolve host {host!r}; use --host"
+    return f"cannot start: {exc}"
+
+
+def probe_port(host: str, port: int) -> None:
+    """Raise the OSError listening on host:port would raise (bound with SO_REUSEADDR,
+    as asyncio binds, so only a live listener makes it fail); never listens."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
+        0
+    ]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(address)
 
 
 @dataclass(frozen=True)
@@ -167,7 +208,7 @@ def _worker(
     try:
         _run(_serve_one(config, host, port, env, reuse_port=True, shared=shared, on_ready=ready.set))
     except OSError as exc:
-        Console(stderr=True).print(f"[red]worker {os.getpid()} cannot start: {exc}[/]", highlight=False, soft_wrap=True)
+        Console(stderr=True).print(f"worker {os.getpid()} {start_problem(exc, host, port)}", **_LINE)
         raise SystemExit(1) from None
 
 

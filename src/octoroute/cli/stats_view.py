@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from typing import NotRequired
 
 from rich.columns import Columns
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 from typing_extensions import TypedDict  # pydantic needs this one, not typing's, before Python 3.12
@@ -188,7 +189,57 @@ def render_header(snapshot: Snapshot, url: str, previous: Snapshot | None = None
     return header
 
 
-def render_endpoints(endpoints: Sequence[EndpointStats], now: float) -> Table:
+class ByWidth:
+    """`wide` where it fits whole in the width it is given, else `narrow`: rich
+    shrinks a table that does not fit by squeezing columns, down to zero width,
+    which leaves headers and values unreadable (an 80-column terminal)."""
+
+    def __init__(self, wide: RenderableType, narrow: RenderableType) -> None:
+        self.wide = wide
+        self.narrow = narrow
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        natural = Measurement.get(console, options.update(max_width=100_000), self.wide).maximum
+        fits = natural <= options.max_width
+        yield self.wide if fits else self.narrow
+
+
+def render_endpoints(endpoints: Sequence[EndpointStats], now: float) -> RenderableType:
+    return ByWidth(_endpoints_wide(endpoints, now), _endpoints_narrow(endpoints, now))
+
+
+def _endpoints_narrow(endpoints: Sequence[EndpointStats], now: float) -> RenderableType:
+    """About 75 columns: group and model under the endpoint id, last errors in their own table."""
+    table = Table(title="endpoints", title_justify="left", box=None, padding=(0, 1), show_edge=False)
+    table.add_column("endpoint", no_wrap=True, overflow="ellipsis", max_width=26)
+    table.add_column("health", no_wrap=True)
+    table.add_column("attempts", justify="right", no_wrap=True)
+    table.add_column("errors", justify="right", no_wrap=True)
+    table.add_column("p50", justify="right", no_wrap=True)
+    table.add_column("p90", justify="right", no_wrap=True)
+    errors = Table(title="last errors", title_justify="left", box=None, padding=(0, 1), show_edge=False)
+    errors.add_column("endpoint", no_wrap=True, overflow="ellipsis", max_width=26)
+    errors.add_column("last error", overflow="fold", ratio=1)
+    for ep in endpoints:
+        latency = ep.get("latency_ms")
+        who = Text(ep["id"], style="bold")
+        who.append(f"\n{ep['group']} · {ep['model']}", style="dim")
+        table.add_row(
+            who,
+            Text("healthy", style="green") if ep["healthy"] else Text("unhealthy", style="bold red"),
+            str(ep["attempts"]),
+            Text(str(ep["errors"]), style="red" if ep["errors"] else ""),
+            format_ms(latency["p50"] if latency else None),
+            format_ms(latency["p90"] if latency else None),
+        )
+        if ep["last_error"] is not None:
+            errors.add_row(ep["id"], _last_error(ep["last_error"], now))
+    if not endpoints:
+        table.add_row("no endpoints", *[""] * 5)
+    return Group(table, errors) if errors.row_count else table
+
+
+def _endpoints_wide(endpoints: Sequence[EndpointStats], now: float) -> Table:
     table = Table(title="endpoints", title_justify="left", expand=False)
     table.add_column("endpoint", no_wrap=True, style="bold")
     table.add_column("group", no_wrap=True)
@@ -323,8 +374,46 @@ def _share(count: int, total: int) -> str:
     return f"{count} {count / total:.0%}" if total else str(count)
 
 
-def render_decisions(decisions: Sequence[Decision], limit: int) -> Table:
+def render_decisions(decisions: Sequence[Decision], limit: int) -> RenderableType:
     """The newest `limit` decisions, newest first."""
+    return ByWidth(_decisions_wide(decisions, limit), _decisions_narrow(decisions, limit))
+
+
+def _decisions_narrow(decisions: Sequence[Decision], limit: int) -> Table:
+    """About 75 columns: request id and model dropped, strategy and reason in one wrapping column."""
+    newest = sorted(decisions, key=lambda d: d["time"], reverse=True)[: max(limit, 0)]
+    table = Table(
+        title=f"recent decisions ({len(newest)} of {len(decisions)})",
+        title_justify="left",
+        box=None,
+        padding=(0, 1),
+        show_edge=False,
+    )
+    table.add_column("time", no_wrap=True, style="dim")
+    table.add_column("tier", no_wrap=True, style="bold")
+    table.add_column("endpoint", no_wrap=True, overflow="ellipsis", max_width=22)
+    table.add_column("status", justify="right", no_wrap=True)
+    table.add_column("latency", justify="right", no_wrap=True)
+    table.add_column("strategy: reason", overflow="fold", ratio=1, min_width=16)
+    for d in newest:
+        reason = d["reason"] or "–"
+        if d.get("fallback_from"):
+            reason += f", fell back from {d.get('fallback_from')}"
+        status = d["status"]
+        table.add_row(
+            time.strftime("%H:%M:%S", time.localtime(d["time"])),
+            d.get("group") or d["tier"] or "–",
+            d["endpoint"] or Text("none", style="red"),
+            Text("–" if status is None else str(status), style=_status_style(status)),
+            format_ms(d["latency_ms"]),
+            f"{d['strategy'] or '–'}: {reason}",
+        )
+    if not decisions:
+        table.add_row("", "", "", "", "", "no requests yet")
+    return table
+
+
+def _decisions_wide(decisions: Sequence[Decision], limit: int) -> Table:
     newest = sorted(decisions, key=lambda d: d["time"], reverse=True)[: max(limit, 0)]
     table = Table(title=f"recent decisions ({len(newest)} of {len(decisions)})", title_justify="left")
     table.add_column("time", no_wrap=True, style="dim")

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from octoroute.config.problems import show_value
 from octoroute.core.types import Api, Importance, Strategy, Tier
 
 GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
@@ -27,7 +28,7 @@ JUDGE_STRATEGIES = frozenset({Strategy.LLM, Strategy.HYBRID, Strategy.TOOL})  # 
 
 def _routing_strategy(value: object) -> object:
     if value not in ROUTING_STRATEGIES:
-        raise ValueError(f"must be one of {', '.join(ROUTING_STRATEGIES)}; got {value!r}")
+        raise ValueError(f"must be one of {', '.join(ROUTING_STRATEGIES)}; got {show_value(value)}")
     return value
 
 
@@ -176,7 +177,7 @@ class TierTimeouts(_Frozen):
             return raw
         if isinstance(raw, int | float):
             return Timeouts(total=float(raw))
-        return Timeouts.model_validate(raw)
+        return Timeouts.model_validate(raw, strict=True)
 
 
 class HealthConfig(_Frozen):
@@ -361,10 +362,18 @@ class LimitsConfig(_Frozen):
     client_keepalive_timeout_seconds: float = Field(default=75.0, gt=0, le=3600)
 
 
+def _one_or_many(value: object) -> object:
+    """octoroute 1.0's README writes one endpoint per tier as a single table
+    (`[models.fast]`); its example config writes arrays of tables (`[[models.fast]]`)."""
+    if isinstance(value, dict):
+        return {group: [eps] if isinstance(eps, dict) else eps for group, eps in value.items()}
+    return value
+
+
 class Config(_Frozen):
     server: ServerConfig = ServerConfig()
     limits: LimitsConfig = LimitsConfig()
-    models: dict[str, list[EndpointConfig]] = Field(min_length=1)
+    models: Annotated[dict[str, list[EndpointConfig]], BeforeValidator(_one_or_many)] = Field(min_length=1)
     routing: RoutingConfig = RoutingConfig()
     timeouts: TierTimeouts = TierTimeouts()
     health: HealthConfig = HealthConfig()

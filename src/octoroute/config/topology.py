@@ -26,6 +26,16 @@ DEFAULT_TIER_FALLBACK: dict[str, str] = {Tier.FAST: Tier.BALANCED, Tier.BALANCED
 NO_FALLBACK = ("", "none")
 
 
+# octoroute 1.0's model names (its /chat `model`, `model_used` and /models `name`) for the tiers.
+ONE_O_NAMES: dict[str, str] = {Tier.FAST: "fast_8b", Tier.BALANCED: "balanced_30b", Tier.DEEP: "deep_120b"}
+ONE_O_TIERS: dict[str, str] = {name: tier for tier, name in ONE_O_NAMES.items()}
+
+
+def one_o_name(group: str) -> str:
+    """The name octoroute 1.0 gives a tier (`fast` -> `fast_8b`); other groups keep theirs."""
+    return ONE_O_NAMES.get(group, group)
+
+
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 OTEL_MODULES = ("opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http.trace_exporter")
 
@@ -81,7 +91,8 @@ class Topology:
         for pattern, target in self.aliases:
             if pattern == model or fnmatch.fnmatchcase(model, pattern):
                 return target
-        return None
+        tier = ONE_O_TIERS.get(model.lower())  # 1.0's names; its router brain answers FAST_8B etc.
+        return tier if tier in self.groups else None
 
     def fallback_chain(self, group: str) -> tuple[str, ...]:
         """`group` followed by its fallbacks, in order (acyclic by validation)."""
@@ -229,7 +240,7 @@ def check_semantics(config: Config, env: Mapping[str, str]) -> list[ConfigProble
         try:
             config.timeouts.for_group(key)
         except ValidationError as exc:
-            problems.extend(problems_from(exc, ("timeouts", key)))
+            problems.extend(problems_from(exc, ("timeouts", key), model=Timeouts))
     return problems
 
 

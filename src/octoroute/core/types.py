@@ -121,6 +121,14 @@ class RoutingDecision:
     endpoint_id: str | None = None  # set when the client pinned one endpoint
     score: float | None = None  # how much the request needs a stronger model, in [0, 1]; None when not auto-routed
 
+    @property
+    def path(self) -> Strategy:
+        """The strategy that decided, as octoroute 1.0 counts it: under `hybrid`, the
+        path taken (`rule` when a rule matched, else `llm`); any other strategy as is."""
+        if self.strategy is not Strategy.HYBRID:
+            return self.strategy
+        return Strategy.RULE if self.reason.value.startswith("rule_") else Strategy.LLM
+
 
 class DegradationKind(enum.StrEnum):
     """What a translation had to drop or change; stable names, usable as metric labels."""

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 
+from octoroute.config.topology import one_o_name
 from octoroute.core.errors import (
     AllEndpointsFailed,
     ContextTooLarge,
@@ -153,7 +154,8 @@ async def serve_call(
         if span is not None:
             span.end(type(exc).__name__)
         raise
-    gw.metrics.routed(decision.group, decision.strategy, (time.perf_counter() - began) * 1000)
+    # labelled as 1.0 labels it: under hybrid, the path taken (rule or llm)
+    gw.metrics.routed(decision.group, decision.path, (time.perf_counter() - began) * 1000)
     trace.tier, trace.strategy, trace.reason = decision.group, decision.strategy.value, decision.reason.value
     trace.score = decision.score
     if span is not None:
@@ -373,10 +375,11 @@ async def native_chat(request: web.Request) -> web.Response:
     usage = read_usage(payload)
     result = {
         "response": read_message_text(payload) or "",
-        "model_used": outcome.endpoint.name,
+        "model_used": one_o_name(outcome.group),  # 1.0's tier name (fast_8b, ...); other groups by name
+        "upstream_model": outcome.endpoint.name,
         "tier": outcome.group,
         "endpoint": outcome.endpoint.id,
-        "routing_strategy": decision.strategy.value,
+        "routing_strategy": decision.path.value,  # under hybrid, the path taken, as 1.0 reports it
         "token_count": usage["total_tokens"] if usage else 0,
         "processing_time_ms": round((time.perf_counter() - started) * 1000, 3),
     }
@@ -427,7 +430,11 @@ async def dashboard(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    """`OK` as plain text (octoroute 1.0's answer), or {"status": "ok"} to a client
+    that asks for JSON (`Accept: application/json`)."""
+    if "application/json" in request.headers.get("Accept", ""):
+        return web.json_response({"status": "ok"})
+    return web.Response(text="OK")
 
 
 async def ready(request: web.Request) -> web.Response:
@@ -462,4 +469,9 @@ async def endpoints(request: web.Request) -> web.Response:
         }
         for s in gw.board.snapshot(now)
     ]
-    return web.json_response({"endpoints": rows}, dumps=_dumps)
+    # octoroute 1.0's list: its tier names, each endpoint's server address without /v1, health.
+    models = [
+        {"name": one_o_name(s.group), "endpoint": s.base_url.removesuffix("/v1"), "healthy": s.healthy}
+        for s in gw.board.snapshot(now)
+    ]
+    return web.json_response({"models": models, "endpoints": rows}, dumps=_dumps)
