@@ -313,6 +313,30 @@ def test_log_with_labels_evaluates_the_live_and_the_shadow_score(tmp_path):
     assert "shadow (rule)" in table.stdout
 
 
+def test_log_joins_background_shadow_verdicts_recorded_as_their_own_events(tmp_path):
+    """A judge candidate with allow_judge decides after the request's record was written:
+    its verdict is a separate `shadow` event, before or after, joined by request id."""
+
+    def verdict(request_id: str, score: float) -> dict[str, Any]:
+        return {"ts": 2.0, "event": "shadow", "request_id": request_id, "tier": "deep", "strategy": "learned",
+                "score": 0.5, "shadow_strategy": "llm", "shadow_tier": "fast", "shadow_score": score}  # fmt: skip
+
+    events = [
+        verdict("r1", 0.1),  # before its request's record
+        request("r1", 0.9, shadow_strategy="llm", shadow_pending=True),
+        request("r2", 0.7, shadow_strategy="llm", shadow_pending=True),
+        request("r3", 0.5, shadow_strategy="llm", shadow_pending=True),
+        request("r4", 0.1, shadow_strategy="llm", shadow_pending=True),
+        verdict("r2", 0.2),
+        verdict("r3", 0.3),
+        verdict("r4", 0.4),
+    ]
+    labels = [label("r1", 0, 1), label("r2", 0, 1), label("r3", 0, 0), label("r4", 0, 0)]
+    rows = rows_by_name(run_json(*log_files(tmp_path, events, labels), *QUICK))
+    assert rows["live (learned)"]["apgr_every"] == pytest.approx(0.75)
+    assert rows["shadow (llm)"]["apgr_every"] == pytest.approx(0.25)
+
+
 def test_log_without_prompt_text_uses_input_tokens_for_length(tmp_path):
     events = [
         request(f"r{i}", s, input_tokens=t, prompt=None) for i, (s, t) in enumerate([(1, 5), (2, 6), (3, 7), (4, 8)])

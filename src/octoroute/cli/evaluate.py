@@ -275,14 +275,30 @@ class _Joined:
     record: Mapping[str, object]
 
 
+SHADOW_FIELDS = ("shadow_strategy", "shadow_tier", "shadow_score", "shadow_reason")
+
+
 def join_log(log_path: Path, labelled: Mapping[str, _Label]) -> tuple[list[_Joined], tuple[tuple[str, int], ...]]:
-    """The labelled request events with a score, and how many lines went where."""
+    """The labelled request events with a score, and how many lines went where.
+
+    A shadow candidate that asked the judge in the background records its verdict
+    as a separate `shadow` event with the request's id (before or after the
+    request's own record); it is joined into that request's record here."""
     requests = unlabelled = no_score = 0
     seen: set[str] = set()
     joined: list[_Joined] = []
-    for _, record in read_jsonl(log_path):
+    records = [record for _, record in read_jsonl(log_path)]
+    verdicts = {
+        str(r.get("request_id")): {k: r[k] for k in SHADOW_FIELDS if k in r}
+        for r in records
+        if r.get("event") == "shadow"
+    }
+    for record in records:
         if record.get("event") != "request":
             continue
+        verdict = verdicts.get(str(record.get("request_id")))
+        if verdict is not None and "shadow_score" not in record:
+            record = {**record, **verdict}
         requests += 1
         request_id = record.get("request_id")
         label = labelled.get(request_id) if isinstance(request_id, str) else None
