@@ -127,11 +127,14 @@ def _chunk(data: bytes) -> bytes:
     return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
 
-class FaultServer:
-    """One raw-socket upstream that answers every request with `fault`; `served` counts requests."""
+class RawServer:
+    """A raw-socket HTTP/1.1 server on loopback for faults a framework won't produce.
 
-    def __init__(self, fault: Fault) -> None:
-        self.fault = fault
+    Each request's body is read (by Content-Length) and handed to `answer`, which
+    writes whatever bytes it likes and says whether the connection stays open;
+    `served` counts requests. Subclasses implement `answer`."""
+
+    def __init__(self) -> None:
         self.served = 0
         self.port = 0
         self._server: asyncio.Server | None = None
@@ -142,11 +145,6 @@ class FaultServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     async def start(self) -> None:
-        if self.fault is Fault.REFUSED:  # a port that was free a moment ago: connections are refused
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", 0))
-                self.port = int(sock.getsockname()[1])
-            return
         self._server = await asyncio.start_server(self._on_client, "127.0.0.1", 0)
         self.port = int(self._server.sockets[0].getsockname()[1])
 
@@ -159,6 +157,10 @@ class FaultServer:
         if self._server is not None:
             await self._server.wait_closed()
 
+    async def answer(self, writer: asyncio.StreamWriter, body: bytes) -> bool:
+        """Write the answer to one request whose body is `body`; False ends the connection."""
+        raise NotImplementedError
+
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
@@ -166,7 +168,7 @@ class FaultServer:
         try:
             while (body := await _read_request(reader)) is not None:
                 self.served += 1
-                if not await self._answer(writer, b'"stream":true' in body.replace(b" ", b"")):
+                if not await self.answer(writer, body):
                     break
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -177,6 +179,25 @@ class FaultServer:
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
             self._tasks.discard(task)
+
+
+class FaultServer(RawServer):
+    """One raw-socket upstream that answers every request with `fault`; `served` counts requests."""
+
+    def __init__(self, fault: Fault) -> None:
+        super().__init__()
+        self.fault = fault
+
+    async def start(self) -> None:
+        if self.fault is Fault.REFUSED:  # a port that was free a moment ago: connections are refused
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                self.port = int(sock.getsockname()[1])
+            return
+        await super().start()
+
+    async def answer(self, writer: asyncio.StreamWriter, body: bytes) -> bool:
+        return await self._answer(writer, b'"stream":true' in body.replace(b" ", b""))
 
     async def _answer(self, writer: asyncio.StreamWriter, stream: bool) -> bool:
         """Write the fault's answer; False when the connection must end."""
