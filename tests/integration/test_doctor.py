@@ -316,3 +316,15 @@ def test_the_command_exits_0_when_all_is_well_and_1_otherwise(local_server, tmp_
     assert "cannot connect" in failed.stdout
     assert "Traceback" not in failed.stdout + failed.stderr
     assert good.exists()
+
+
+def test_an_anthropic_kind_endpoint_is_probed_through_the_messages_api(upstreams, tmp_path):
+    native = upstreams("native")
+    path = write_config(
+        tmp_path / "c.toml", {"deep": [{"name": "claude-local", "base_url": native.base_url, "kind": "anthropic"}]}
+    )
+    code, text = doctor(path)
+    assert code == 0, text
+    assert "Anthropic answered" in text
+    assert [r.path for r in native.requests].count("/v1/messages") == 3
+    assert "tool_use" not in text  # the forced call came back as a tool_use block: no complaint

@@ -69,6 +69,16 @@ def endpoint_findings(c: Checkup, where: str) -> list[Finding]:
     out += _model_findings(c, where)
     out += _chat_findings(c, where)
     out.append(_context_finding(c, where))
+    timings = [
+        f"{label} {ms:.0f} ms"
+        for label, ms in (
+            ("chat", c.chat.latency_ms if c.chat and c.chat.ok else None),
+            ("first event", c.stream.latency_ms if c.stream and c.stream.ok else None),
+        )
+        if ms is not None
+    ]
+    if timings:
+        out.append(Finding(sid, "latency", Verdict.OK, ", ".join(timings)))
     return out
 
 
@@ -85,7 +95,7 @@ def _base_url_findings(c: Checkup, where: str) -> list[Finding]:
         return [Finding(ep.id, "base_url", Verdict.FAIL, detail, fix)]
     if c.refused or c.endpoint.kind.value == "anthropic":
         return []
-    fix = f"# in {where}: the server's OpenAI-compatible base URL, usually ending in /v1\nbase_url = {_q(ep.base_url)}"
+    fix = f"# in {where}: the server's OpenAI base URL, often ending in /v1\nbase_url = {_q(ep.base_url)}"
     return [Finding(ep.id, "base_url", Verdict.FAIL, c.error or "no model listing at this base_url", fix)]
 
 
@@ -132,10 +142,10 @@ def _chat_findings(c: Checkup, where: str) -> list[Finding]:
     chat_fix = (
         f"# in {where}: give a slow server more time (seconds)\ntimeouts = {{ first_byte = 120, total = 600 }}"
         if slow
-        else "# the server's own log says why; the model may still be loading or too large for memory"
+        else "# the server's log says why (still loading? too large for memory?)"
     )
     tools_fix = (
-        f"# tell octoroute this model cannot call tools, so requests with tools go elsewhere\n"
+        "# this model cannot call tools: send requests with tools elsewhere\n"
         f"[capabilities.{_q(ep.name)}]\ntools = false"
     )
     if c.server == "llama.cpp":
@@ -154,7 +164,7 @@ def _context_finding(c: Checkup, where: str) -> Finding:
     if facts is None or facts.context_window is None:
         if ep.context_window is not None:
             return Finding(ep.id, "context", Verdict.OK, f"{ep.context_window:,} tokens (from the config)")
-        fix = f"# in {where}: the tokens one request may use, as the server is started with\ncontext_window = 8192"
+        fix = f"# in {where}: tokens per request, as the server runs\ncontext_window = 8192"
         return Finding(ep.id, "context", Verdict.WARN, "the server does not say its context window", fix)
     slots = f", {facts.total_slots} slot(s)" if facts.total_slots else ""
     detail = f"{facts.context_window:,} tokens{slots} ({facts.source.value})"
@@ -184,7 +194,7 @@ def bind_findings(config: Config) -> list[Finding]:
         return [Finding("environment", "bind", Verdict.OK, f"{host} reaches beyond loopback; [auth] is on")]
     fix = (
         '# either stay on loopback\n[server]\nhost = "127.0.0.1"\n'
-        "# or require client keys (then: octoroute keys create NAME --config ...)\n"
+        "# or require client keys (then: octoroute keys create NAME)\n"
         '[auth]\nenabled = true\nkeys_file = "keys.jsonl"'
     )
     return [Finding("environment", "bind", Verdict.FAIL, f"{host} reaches beyond loopback without [auth]", fix)]

@@ -292,7 +292,7 @@ async def _chat(pool: UpstreamPool, ep: EndpointSpec, body: bytes, judge: Any) -
     problem = judge(reply.payload)
     if problem is not None:
         return Tried(False, problem, reply.latency_ms)
-    return Tried(True, f"{reply.latency_ms:.0f} ms", reply.latency_ms)
+    return Tried(True, f"answered in {reply.latency_ms:.0f} ms", reply.latency_ms)
 
 
 async def _stream(pool: UpstreamPool, ep: EndpointSpec, body: bytes) -> Tried:

@@ -32,7 +32,7 @@ DEFAULT_PORTS: Final = (11434, 1234, 8080, 8000)
 LOOPBACK: Final = "127.0.0.1"
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMBT])\s*$", re.IGNORECASE)
-_SIZE_IN_NAME = re.compile(r"(?<![A-Za-z0-9.])(\d+(?:\.\d+)?)[bB](?![A-Za-z0-9])")
+_SIZE_IN_NAME = re.compile(r"(?<![A-Za-z0-9.])(?:(\d+)x)?(\d+(?:\.\d+)?)[bB](?![A-Za-z0-9])")
 _UNITS: Final = {"K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
 
 
@@ -63,8 +63,9 @@ def parse_parameter_size(text: object) -> float | None:
 
 
 def parameters_in_name(name: str) -> float | None:
-    """A count written in a model's name ("Qwen2.5-7B-Instruct", "llama3.1:70b"), the largest if several."""
-    counts = [float(m.group(1)) * 1e9 for m in _SIZE_IN_NAME.finditer(name)]
+    """A count written in a model's name ("Qwen2.5-7B-Instruct", "llama3.1:70b"; experts times
+    their size for "8x7b"), the largest if several."""
+    counts = [int(m.group(1) or 1) * float(m.group(2)) * 1e9 for m in _SIZE_IN_NAME.finditer(name)]
     return max(counts) if counts else None
 
 
