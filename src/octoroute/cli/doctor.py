@@ -30,6 +30,7 @@ from octoroute.config import Config
 from octoroute.config.loader import validate_config
 from octoroute.config.topology import EndpointSpec, build_topology, check_semantics
 from octoroute.core.errors import ConfigError
+from octoroute.core.types import Api
 from octoroute.upstream.checkup import Checkup, Tried, examine_all
 
 
@@ -93,8 +94,10 @@ def _base_url_findings(c: Checkup, where: str) -> list[Finding]:
         )
         fix = f"# in {where}\nbase_url = {_q(c.working_base_url)}"
         return [Finding(ep.id, "base_url", Verdict.FAIL, detail, fix)]
-    if c.refused or c.endpoint.kind.value == "anthropic":
+    if c.refused or ep.kind is Api.ANTHROPIC:
         return []
+    if c.chat is not None and c.chat.ok:  # a server without a listing, but the URL is right
+        return [Finding(ep.id, "base_url", Verdict.WARN, f"{c.error or 'no model listing'}; chat works")]
     fix = f"# in {where}: the server's OpenAI base URL, often ending in /v1\nbase_url = {_q(ep.base_url)}"
     return [Finding(ep.id, "base_url", Verdict.FAIL, c.error or "no model listing at this base_url", fix)]
 
@@ -114,7 +117,7 @@ def _refused(c: Checkup, where: str) -> Finding:
 def _model_findings(c: Checkup, where: str) -> list[Finding]:
     ep = c.endpoint
     if not c.models:
-        if c.endpoint.kind.value == "anthropic":
+        if ep.kind is Api.ANTHROPIC:
             return []
         return [Finding(ep.id, "model", Verdict.WARN, "the server lists no models; not checked")]
     if ep.name in c.models:
@@ -150,12 +153,13 @@ def _chat_findings(c: Checkup, where: str) -> list[Finding]:
     )
     if c.server == "llama.cpp":
         tools_fix += "\n# or start llama-server with --jinja (its tool-call templates)"
-    out = [
+    chat_failed = c.chat is not None and not c.chat.ok
+    return [
         _tried_finding(ep, "chat", c.chat, chat_fix),
-        _tried_finding(ep, "stream", c.stream, "# the server must answer stream: true with server-sent events"),
-        _tried_finding(ep, "tools", c.tools, tools_fix),
+        # when the plain chat fails too, the cause is the chat's (its fix), not tool calling
+        _tried_finding(ep, "stream", c.stream, None if chat_failed else "# the server must stream server-sent events"),
+        _tried_finding(ep, "tools", c.tools, None if chat_failed else tools_fix),
     ]
-    return out
 
 
 def _context_finding(c: Checkup, where: str) -> Finding:

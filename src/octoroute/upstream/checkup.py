@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -24,7 +25,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from octoroute.config.topology import EndpointSpec, ResolvedTimeouts
-from octoroute.core.errors import UpstreamConnectError, UpstreamError, UpstreamStatusError, UpstreamTimeout
+from octoroute.core.errors import UpstreamError, UpstreamStatusError
 from octoroute.core.facts import ServerFacts
 from octoroute.core.types import Api
 from octoroute.upstream.client import UpstreamPool
@@ -284,7 +285,9 @@ def _failed(error: UpstreamError) -> Tried:
     return Tried(False, error.message, status=status)
 
 
-async def _chat(pool: UpstreamPool, ep: EndpointSpec, body: bytes, judge: Any) -> Tried:
+async def _chat(
+    pool: UpstreamPool, ep: EndpointSpec, body: bytes, judge: Callable[[dict[str, Any]], str | None]
+) -> Tried:
     try:
         reply = await pool.complete(ep, body, {})
     except UpstreamError as error:
@@ -308,11 +311,6 @@ async def _stream(pool: UpstreamPool, ep: EndpointSpec, body: bytes) -> Tried:
         return Tried(False, "answered a stream request with one JSON body, not server-sent events")
     total = (time.perf_counter() - started) * 1000
     return Tried(True, f"first event {first_ms:.0f} ms, whole stream {total:.0f} ms", first_ms)
-
-
-def is_unreachable(error: UpstreamError) -> bool:
-    """A connect failure or a timeout: the server is not there (as opposed to answering badly)."""
-    return isinstance(error, UpstreamConnectError | UpstreamTimeout)
 
 
 async def examine_all(endpoints: list[EndpointSpec], limit_seconds: float) -> list[Checkup]:

@@ -93,8 +93,8 @@ def models_from_listing(payload: object) -> tuple[FoundModel, ...]:
     for e in data if isinstance(data, list) else []:
         if not isinstance(e, dict) or not isinstance(e.get("id"), str):
             continue
-        meta = e.get("meta") if isinstance(e.get("meta"), dict) else {}
-        assert isinstance(meta, dict)
+        raw_meta = e.get("meta")
+        meta: dict[str, object] = raw_meta if isinstance(raw_meta, dict) else {}
         params = _positive_int(meta.get("n_params"))
         context = _positive_int(e.get("max_model_len")) or _positive_int(meta.get("n_ctx"))
         out.append(FoundModel(e["id"], float(params) if params else None, _positive_int(meta.get("size")), context))

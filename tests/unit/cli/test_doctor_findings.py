@@ -88,3 +88,19 @@ def test_bind_and_keys():
     assert [f.verdict for f in key_findings(open_config, {})] == [Verdict.FAIL]
     assert "is empty" in key_findings(open_config, {"K": ""})[0].detail
     assert [f.verdict for f in key_findings(open_config, {"K": "x"})] == [Verdict.OK]
+
+
+def test_when_the_chat_fails_the_tool_check_does_not_blame_tool_calling():
+    broken = Tried(False, "HTTP 500: out of memory", status=500)
+    findings = {f.check: f for f in endpoint_findings(checkup(chat=broken, stream=broken, tools=broken), "m")}
+    assert findings["chat"].verdict is Verdict.FAIL
+    assert findings["chat"].fix is not None
+    assert findings["tools"].verdict is Verdict.FAIL
+    assert findings["tools"].fix is None
+
+
+def test_a_server_without_a_listing_whose_chat_works_is_only_a_warning():
+    quiet = checkup(working_base_url=None, models=(), listing_status=404, error="GET .../models answered HTTP 404")
+    assert verdicts(quiet)["base_url"] is Verdict.WARN
+    broken = checkup(working_base_url=None, models=(), listing_status=404, chat=Tried(False, "HTTP 404: nothing"))
+    assert verdicts(broken)["base_url"] is Verdict.FAIL
