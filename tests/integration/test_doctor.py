@@ -328,3 +328,20 @@ def test_an_anthropic_kind_endpoint_is_probed_through_the_messages_api(upstreams
     assert "Anthropic answered" in text
     assert [r.path for r in native.requests].count("/v1/messages") == 3
     assert "tool_use" not in text  # the forced call came back as a tool_use block: no complaint
+
+
+def test_each_fix_names_the_key_path_of_its_endpoint(local_server, tmp_path):
+    ollama = local_server(Kind.OLLAMA, [QWEN])
+    path = write_config(
+        tmp_path / "c.toml",
+        {
+            "fast": [
+                {"name": QWEN.name, "base_url": ollama.base_url},
+                {"name": QWEN.name, "base_url": ollama.url, "id": "second"},
+            ]
+        },
+    )
+    code, text = doctor(path)
+    assert code == 1
+    assert f'# in models.fast[1]\n    base_url = "{ollama.base_url}"' in text
+    assert "models.fast[0]" not in text

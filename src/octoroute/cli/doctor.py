@@ -28,7 +28,7 @@ from rich.table import Table
 from octoroute.cli.commands import print_problems
 from octoroute.config import Config
 from octoroute.config.loader import validate_config
-from octoroute.config.topology import EndpointSpec, build_topology, check_semantics
+from octoroute.config.topology import EndpointSpec, Topology, build_topology, check_semantics
 from octoroute.core.errors import ConfigError
 from octoroute.core.types import Api
 from octoroute.upstream.checkup import Checkup, Tried, examine_all
@@ -261,10 +261,9 @@ def _git_tracks(path: Path) -> bool:
 # -- the command ----------------------------------------------------------------------------
 
 
-def _endpoint_paths(config: Config, ids: Iterable[str]) -> dict[str, str]:
-    """Each endpoint id's key path, in config order (`build_topology` keeps that order)."""
-    paths = [f"models.{group}[{i}]" for group, eps in config.models.items() for i in range(len(eps))]
-    return dict(zip(ids, paths, strict=True))
+def _endpoint_paths(topology: Topology) -> dict[str, str]:
+    """Each endpoint id's key path (a group's endpoints keep their config order)."""
+    return {ep.id: f"models.{g}[{i}]" for g, spec in topology.groups.items() for i, ep in enumerate(spec.endpoints)}
 
 
 def render(console: Console, findings: list[Finding]) -> None:
@@ -313,10 +312,10 @@ def run_doctor(path: Path | None, env: Mapping[str, str], timeout: float, consol
     topology = build_topology(config, probe_env)
     endpoints = list(topology.endpoints.values())
     checkups = asyncio.run(examine_all(endpoints, timeout))
-    where = _endpoint_paths(config, topology.endpoints)
+    where = _endpoint_paths(topology)
     findings = [f for c in checkups for f in endpoint_findings(c, where[c.endpoint.id])]
     findings += key_findings(config, env) + bind_findings(config)
-    findings += dotenv_findings([Path.cwd(), path.parent if path.parent != Path() else Path.cwd()])
+    findings += dotenv_findings([Path.cwd(), path.parent])  # resolved and deduplicated there
     render(out, findings)
     failed = sum(1 for f in findings if f.verdict is Verdict.FAIL)
     warned = sum(1 for f in findings if f.verdict is Verdict.WARN)
