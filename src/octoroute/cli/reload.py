@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ from octoroute.core.errors import ConfigError
 from octoroute.server.live import Live, ReloadReport
 
 DEFAULT_WATCH_INTERVAL = 1.0
+log = logging.getLogger("octoroute.config")
 
 
 def bound_to(config: Config, host: str | None) -> Config:
@@ -111,7 +113,10 @@ async def serve_reloads(live: Live, source: ConfigSource, requested: asyncio.Eve
         while True:
             await requested.wait()
             requested.clear()
-            await reload_config(live, source)
+            try:
+                await reload_config(live, source)
+            except Exception:  # a background task's outermost handler: the server must keep serving
+                log.exception("config reload of %s failed; the running config stays", source.path)
     finally:
         if watcher is not None:
             watcher.cancel()
