@@ -20,6 +20,7 @@ from tests.support import eventually
 
 from octoroute.config import parse_config
 from octoroute.demo.simulated import Mode, SimulatedUpstream
+from octoroute.demo.slotted import SlottedUpstream
 from octoroute.server.live import ReloadReport
 from octoroute.server.state import LIVE
 
@@ -225,3 +226,54 @@ def test_slots_in_flight_are_counted_across_a_reload(
     loop_thread.run(_set(up.resume))
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "two"
     eventually(lambda: slots.in_flight("a") == 0, what="the slot freed once the stream ended")
+
+
+def test_removed_endpoints_stop_being_probed_and_new_ones_are_probed(
+    gateway: Callable[..., RunningGateway],
+    upstreams: Callable[[str], SimulatedUpstream],
+    loop_thread: LoopThread,
+) -> None:
+    kept, removed, added = upstreams("kept"), upstreams("removed"), upstreams("added")
+    probing = {"active": True, "discover": False, "check_interval_seconds": 0.05}
+    gw = gateway(one_group(endpoint("kept", kept.base_url), endpoint("removed", removed.base_url), health=probing))
+    loop_thread.run(removed.wait_requests("/v1/models", 1), timeout=10)  # probed while configured
+
+    def probes(up: SimulatedUpstream) -> int:
+        return sum(r.path == "/v1/models" for r in up.requests)
+
+    reload(
+        loop_thread,
+        gw,
+        one_group(endpoint("kept", kept.base_url), endpoint("added", added.base_url), health=probing),
+    )
+    loop_thread.run(kept.wait_requests("/v1/models", probes(kept) + 1), timeout=10)  # the new loop runs
+    before = probes(removed)
+    loop_thread.run(kept.wait_requests("/v1/models", probes(kept) + 3), timeout=10)
+    loop_thread.run(added.wait_requests("/v1/models", 3), timeout=10)
+    assert probes(removed) == before
+
+
+def test_discovered_windows_and_slots_carry_over_and_new_endpoints_are_asked_before_serving(
+    gateway: Callable[..., RunningGateway],
+    slotted: Callable[..., SlottedUpstream],
+    loop_thread: LoopThread,
+) -> None:
+    first, second = slotted("first", slots=2, n_ctx=8192), slotted("second", slots=3, n_ctx=4096)
+    discovering = {"active": False, "discover": True}
+    gw = gateway(one_group(endpoint("a", first.base_url), health=discovering))
+    assert gw.gateway.context_info("a")["window"] == 8192
+    assert gw.gateway.slots.board.capacity("a") == 2
+
+    first.n_ctx = 1024  # what the server would say now: a carried endpoint is not asked again
+    report = reload(
+        loop_thread,
+        gw,
+        one_group(endpoint("a", first.base_url, weight=2), endpoint("b", second.base_url), health=discovering),
+    )
+    assert (report.kept, report.added) == (("a",), ("b",))
+    rows = {row["id"]: row["context"] for row in get_json(f"{gw.url}/models")["endpoints"]}
+    assert rows["a"] == {"window": 8192, "source": "discovered", "told_by": "llama_props", "total_slots": 2}
+    assert rows["b"] == {"window": 4096, "source": "discovered", "told_by": "llama_props", "total_slots": 3}
+    board = gw.gateway.slots.board
+    assert (board.capacity("a"), board.capacity("b")) == (2, 3)
+    assert metric(gw, 'octoroute_endpoint_slots{endpoint="a"}') == 2
