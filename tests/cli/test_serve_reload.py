@@ -3,6 +3,7 @@ with problems refused while the old one serves, --workers, --demo."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -14,6 +15,8 @@ import openai
 import orjson
 import urllib3
 from tests.cli.test_cli import LISTENING, Server, free_port, octoroute, serve  # noqa: F401  (fixture)
+from tests.conftest import LoopThread
+from tests.scripted import PAUSE, ScriptedUpstream, scripted  # noqa: F401  (fixture)
 
 from octoroute.demo.simulated import SimulatedUpstream
 
@@ -82,6 +85,43 @@ def test_sighup_reloads_the_file_and_a_config_with_problems_is_refused_while_the
     assert (old.count, new.count) == (2, 1)
     assert health(port)["config"]["generation"] == 2
     assert 'octoroute_config_reloads_total{result="ok"} 1.0' in metrics(port)
+    assert server.stop() == 0
+
+
+async def _set(event: asyncio.Event) -> None:
+    event.set()
+
+
+def test_a_stream_in_flight_across_sighup_finishes_on_the_old_upstream(
+    serve: type[Server],  # noqa: F811
+    tmp_path: Path,
+    scripted: Callable[..., ScriptedUpstream],  # noqa: F811
+    loop_thread: LoopThread,
+) -> None:
+    old = scripted(lambda body: [{"content": "begun before, "}, PAUSE, {"content": "ended after"}])
+    new = scripted(lambda body: [{"content": "new config"}])
+    port = free_port()
+    path = tmp_path / "octoroute.toml"
+    path.write_text(config_text(port, old.base_url))
+    server = serve("--config", str(path))
+    server.wait_for(LISTENING)
+    with openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0) as client:
+        chunks = iter(client.chat.completions.create(model="fast", messages=HELLO, stream=True))
+        text = ""
+        while not text:
+            text = next(chunks).choices[0].delta.content or ""
+        loop_thread.run(old.paused.wait(), timeout=10)
+        path.write_text(config_text(port, new.base_url))
+        os.kill(server.proc.pid, signal.SIGHUP)
+        server.wait_for(RELOADED)
+        answer = client.chat.completions.create(model="fast", messages=HELLO)
+        assert answer.choices[0].message.content == "new config"
+        loop_thread.run(_set(old.resume))
+        rest = list(chunks)
+    text += "".join(c.choices[0].delta.content or "" for c in rest if c.choices)
+    assert text == "begun before, ended after"
+    assert rest[-1].choices[0].finish_reason == "stop"
+    assert (len(old.requests), len(new.requests)) == (1, 1)
     assert server.stop() == 0
 
 
