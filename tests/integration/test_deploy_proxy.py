@@ -1,6 +1,7 @@
-"""deploy/nginx.conf in a real nginx (Debian's, scripts/system-deps.sh) run by the
-test on a loopback port, in front of a real gateway: a stream reaches the client
-event by event, while the upstream still holds the rest of it."""
+"""deploy/nginx.conf and deploy/Caddyfile in a real nginx and Caddy (Debian's,
+scripts/system-deps.sh) run by the test on a loopback port, in front of a real
+gateway: a stream reaches the client event by event, while the upstream still
+holds the rest of it."""
 
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ from octoroute.config.models import LimitsConfig, ServerConfig
 SHIPPED = DEPLOY / "nginx.conf"
 LISTEN = "listen 80;"
 UPSTREAM = "server 127.0.0.1:3000;"
+CADDYFILE = DEPLOY / "Caddyfile"
+CADDY_SITE = "llm.example.internal {"
+CADDY_UPSTREAM = "reverse_proxy 127.0.0.1:3000 {"
 HI = [{"role": "user", "content": "hi"}]
 
 DEFAULTS_ONLY = """\
@@ -58,37 +62,66 @@ def shipped_site(port: int, gateway_port: int) -> str:
     return text.replace(LISTEN, f"listen 127.0.0.1:{port};").replace(UPSTREAM, f"server 127.0.0.1:{gateway_port};")
 
 
-class Nginx:
-    """nginx in the foreground with everything (pid, logs, temp files) under `root`."""
+class Proxy:
+    """A proxy server process in its own process group, with its files under `root`."""
+
+    STOP = signal.SIGTERM
+
+    def __init__(self, root: Path, port: int, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.root, self.port = root, port
+        self._stderr = root.joinpath("stderr.log").open("w")
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=self._stderr, env=env, start_new_session=True
+        )
+        try:
+            self._wait_listening()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_listening(self, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"{self.proc.args[0]} exited: {self.log()}"
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return
+            time.sleep(0.02)  # polling a condition with a deadline, not synchronisation by sleep
+        raise AssertionError(f"{self.proc.args[0]} never listened on {self.port}: {self.log()}")
+
+    def log(self) -> str:
+        return "".join(path.read_text() for path in sorted(self.root.glob("*.log")))
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, self.STOP)
+        self.proc.wait(timeout=30)
+        self._stderr.close()
+
+
+class Nginx(Proxy):
+    """nginx in the foreground; the site is included in the http block, as from conf.d/."""
+
+    STOP = signal.SIGQUIT  # graceful: workers finish, master exits
 
     def __init__(self, root: Path, site: str, port: int) -> None:
-        self.root, self.port = root, port
         (root / "site.conf").write_text(site)
         (root / "nginx.conf").write_text(main_config(root))
         argv = [shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(root), "-e", str(root / "error.log")]
         argv += ["-c", str(root / "nginx.conf")]
         checked = subprocess.run([*argv, "-t"], capture_output=True, text=True, check=False)
         assert checked.returncode == 0, checked.stderr
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        self._wait_listening()
+        super().__init__(root, port, argv)
 
-    def _wait_listening(self, timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"nginx exited: {self.log()}"
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                return
-            time.sleep(0.02)  # polling a condition with a deadline, not synchronisation by sleep
-        raise AssertionError(f"nginx never listened on {self.port}: {self.log()}")
 
-    def log(self) -> str:
-        path = self.root / "error.log"
-        return path.read_text() if path.exists() else ""
+class Caddy(Proxy):
+    """`caddy run` on a Caddyfile; no admin endpoint, no certificates, its state under `root`."""
 
-    def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGQUIT)  # graceful: workers finish, master exits
-        self.proc.wait(timeout=30)
+    def __init__(self, root: Path, caddyfile: str, port: int) -> None:
+        (root / "Caddyfile").write_text("{\n\tadmin off\n\tauto_https off\n}\n\n" + caddyfile)
+        argv = [shutil.which("caddy") or "/usr/bin/caddy", "run", "--adapter", "caddyfile"]
+        argv += ["--config", str(root / "Caddyfile")]
+        env = {**os.environ, "HOME": str(root), "XDG_DATA_HOME": str(root), "XDG_CONFIG_HOME": str(root)}
+        super().__init__(root, port, argv, env)
 
 
 def main_config(root: Path) -> str:
@@ -107,13 +140,14 @@ def main_config(root: Path) -> str:
 
 
 @pytest.fixture
-def nginx(tmp_path: Path) -> Iterator[Callable[[str, int], Nginx]]:
-    started: list[Nginx] = []
+def proxies(tmp_path: Path) -> Iterator[Callable[[type[Proxy], str, int], Proxy]]:
+    """Factory: `proxies(Nginx, site, port)` starts one; all stop after the test."""
+    started: list[Proxy] = []
 
-    def start(site: str, port: int) -> Nginx:
-        root = tmp_path / f"nginx{len(started)}"
+    def start(kind: type[Proxy], config: str, port: int) -> Proxy:
+        root = tmp_path / f"proxy{len(started)}"
         root.mkdir()
-        proxy = Nginx(root, site, port)
+        proxy = kind(root, config, port)  # type: ignore[call-arg]
         started.append(proxy)
         return proxy
 
@@ -135,7 +169,7 @@ def held_stream(loop_thread) -> Iterator[tuple[RawUpstream, asyncio.Event]]:
     loop_thread.run(upstream.stop())
 
 
-def stream_through(proxy: Nginx, upstream_release: asyncio.Event, loop_thread) -> tuple[str, str, dict[str, str]]:
+def stream_through(proxy: Proxy, upstream_release: asyncio.Event, loop_thread) -> tuple[str, str, dict[str, str]]:
     """The first event (read while the upstream holds the rest), then the rest, and the headers."""
     with openai.OpenAI(base_url=f"http://127.0.0.1:{proxy.port}/v1", api_key="k", max_retries=0, timeout=15) as client:
         raw = client.chat.completions.with_raw_response.create(model="fast", messages=HI, stream=True)
@@ -147,22 +181,22 @@ def stream_through(proxy: Nginx, upstream_release: asyncio.Event, loop_thread) -
         return first, rest, dict(raw.headers)
 
 
-def test_the_shipped_nginx_site_streams_event_by_event(nginx, gateway, held_stream, loop_thread):
+def test_the_shipped_nginx_site_streams_event_by_event(proxies, gateway, held_stream, loop_thread):
     upstream, release = held_stream
     gw = gateway(fleet_config({"fast": [{"name": "m", "base_url": upstream.base_url}]}))
     port = free_port()
-    proxy = nginx(shipped_site(port, gw.port), port)
+    proxy = proxies(Nginx, shipped_site(port, gw.port), port)
     first, rest, headers = stream_through(proxy, release, loop_thread)
     assert (first, rest) == ("Hel", "lo")
     assert headers["x-octoroute-endpoint"] == "fast/m"
 
 
-def test_octoroute_asks_even_a_default_nginx_not_to_buffer_its_streams(nginx, gateway, held_stream, loop_thread):
+def test_octoroute_asks_even_a_default_nginx_not_to_buffer_its_streams(proxies, gateway, held_stream, loop_thread):
     """proxy_buffering is on by default; X-Accel-Buffering: no on octoroute's streams turns it off."""
     upstream, release = held_stream
     gw = gateway(fleet_config({"fast": [{"name": "m", "base_url": upstream.base_url}]}))
     port = free_port()
-    proxy = nginx(DEFAULTS_ONLY.format(port=port, upstream=gw.port), port)
+    proxy = proxies(Nginx, DEFAULTS_ONLY.format(port=port, upstream=gw.port), port)
     first, rest, _ = stream_through(proxy, release, loop_thread)
     assert (first, rest) == ("Hel", "lo")
 
@@ -179,3 +213,28 @@ def test_the_shipped_nginx_site_outwaits_octoroute_and_lets_it_answer_oversized_
     assert int(keepalive.group(1)) < LimitsConfig().client_keepalive_timeout_seconds
     assert "proxy_buffering off;" in text
     assert "proxy_http_version 1.1;" in text
+
+
+def shipped_caddyfile(port: int, gateway_port: int) -> str:
+    text = CADDYFILE.read_text()
+    for line in (CADDY_SITE, CADDY_UPSTREAM):
+        assert text.count(line) == 1, f"{CADDYFILE} should have '{line}' once"
+    return text.replace(CADDY_SITE, f"http://127.0.0.1:{port} {{").replace(
+        CADDY_UPSTREAM, f"reverse_proxy 127.0.0.1:{gateway_port} {{"
+    )
+
+
+def test_the_shipped_caddyfile_streams_event_by_event(proxies, gateway, held_stream, loop_thread):
+    upstream, release = held_stream
+    gw = gateway(fleet_config({"fast": [{"name": "m", "base_url": upstream.base_url}]}))
+    port = free_port()
+    proxy = proxies(Caddy, shipped_caddyfile(port, gw.port), port)
+    first, rest, headers = stream_through(proxy, release, loop_thread)
+    assert (first, rest) == ("Hel", "lo")
+    assert headers["x-octoroute-endpoint"] == "fast/m"
+
+
+def test_the_shipped_caddyfile_outwaits_octoroute():
+    timeout = re.search(r"response_header_timeout (\d+)s", CADDYFILE.read_text())
+    assert timeout
+    assert float(timeout.group(1)) > ServerConfig().request_timeout_seconds
