@@ -124,6 +124,9 @@ class Caddy(Proxy):
         super().__init__(root, port, argv, env)
 
 
+ProxyKind = Callable[[Path, str, int], Proxy]  # Nginx or Caddy: (root, config text, port)
+
+
 def main_config(root: Path) -> str:
     """The main nginx.conf a package would provide, with every file under `root`;
     the site under test is included in its http block, as from conf.d/."""
@@ -140,14 +143,14 @@ def main_config(root: Path) -> str:
 
 
 @pytest.fixture
-def proxies(tmp_path: Path) -> Iterator[Callable[[type[Proxy], str, int], Proxy]]:
+def proxies(tmp_path: Path) -> Iterator[Callable[[ProxyKind, str, int], Proxy]]:
     """Factory: `proxies(Nginx, site, port)` starts one; all stop after the test."""
     started: list[Proxy] = []
 
-    def start(kind: type[Proxy], config: str, port: int) -> Proxy:
+    def start(kind: ProxyKind, config: str, port: int) -> Proxy:
         root = tmp_path / f"proxy{len(started)}"
         root.mkdir()
-        proxy = kind(root, config, port)  # type: ignore[call-arg]
+        proxy = kind(root, config, port)
         started.append(proxy)
         return proxy
 
