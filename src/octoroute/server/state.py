@@ -6,6 +6,7 @@ from aiohttp import web
 
 from octoroute.fleet.clientkeys import ClientKey
 from octoroute.observe.observer import RequestTrace
+from octoroute.server.responses_store import ResponseStore
 from octoroute.service import Gateway
 
 GATEWAY = web.AppKey("gateway", Gateway)
@@ -13,3 +14,4 @@ REQUEST_ID = web.RequestKey("request_id", str)
 TRACE = web.RequestKey("trace", RequestTrace)
 DASHBOARD = web.AppKey("dashboard", bytes)
 CLIENT = web.RequestKey("client", ClientKey)  # the [auth] key a request came with
+RESPONSES = web.AppKey("responses", ResponseStore)  # recent Responses API answers (previous_response_id)
