@@ -266,3 +266,45 @@ def test_failed_upstream_is_502_in_openai_shape(gateway) -> None:
     assert raw.status in (502, 503)
     assert set(orjson.loads(raw.data)["error"]) == {"message", "type", "param", "code"}
     assert raw.headers["X-Octoroute-Tier"] == "fast"
+
+
+def test_previous_response_id_continues_a_stored_conversation(scripted, gateway, sdk_clients) -> None:  # noqa: F811
+    up = scripted(lambda body: [{"content": f"answer {len(body['messages'])}"}])
+    gw = gateway(_config(up))
+    client = sdk_clients.openai(gw)
+    first = client.responses.create(model="auto", instructions="Be brief.", input="Hi, I am Ann.")
+    assert first.output_text == "answer 2"
+    second = client.responses.create(model="auto", previous_response_id=first.id, input="What is my name?")
+    assert second.previous_response_id == first.id
+    assert up.requests[-1].body["messages"] == [  # instructions are not carried over, as in OpenAI's API
+        {"role": "user", "content": "Hi, I am Ann."},
+        {"role": "assistant", "content": "answer 2"},
+        {"role": "user", "content": "What is my name?"},
+    ]
+    with client.responses.stream(model="auto", previous_response_id=second.id, input="And again?") as stream:
+        third = stream.get_final_response()
+    assert len(up.requests[-1].body["messages"]) == 5
+    assert client.responses.retrieve(third.id).output_text == third.output_text  # a streamed one is stored too
+    assert client.responses.retrieve(first.id).id == first.id
+    client.responses.delete(first.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(first.id)
+    with pytest.raises(openai.BadRequestError) as gone:
+        client.responses.create(model="auto", previous_response_id=first.id, input="hello?")
+    assert gone.value.status_code == 400
+    assert "unknown or expired" in gone.value.message
+    assert gone.value.body["param"] == "previous_response_id"
+    unstored = client.responses.create(model="auto", input="private", store=False)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(unstored.id)
+
+
+def test_store_size_is_configured(scripted, gateway, sdk_clients) -> None:  # noqa: F811
+    up = scripted(_answer_text)
+    gw = gateway(_config(up, responses={"store_max_entries": 1}))
+    client = sdk_clients.openai(gw)
+    first = client.responses.create(model="auto", input="one")
+    client.responses.create(model="auto", input="two")  # evicts the first
+    raw = _post(gw, {"model": "auto", "previous_response_id": first.id, "input": "three"})
+    assert raw.status == 400
+    assert "store_max_entries" in orjson.loads(raw.data)["error"]["message"]

@@ -182,3 +182,45 @@ def output_text_of(output: list[Any]) -> str:
                 if isinstance(part, Mapping) and part.get("type") == "output_text":
                     parts.append(str(part.get("text") or ""))
     return "".join(parts)
+
+
+_REQUIRED_DEFAULTS: tuple[tuple[str, object], ...] = (
+    ("error", None),
+    ("incomplete_details", None),
+    ("instructions", None),
+    ("metadata", {}),
+    ("parallel_tool_calls", True),
+    ("temperature", None),
+    ("tool_choice", "auto"),
+    ("tools", []),
+    ("top_p", None),
+)
+
+
+def fill_response_fields(response: dict[str, Any]) -> bool:
+    """Add what the Response schema requires and a server left out (older servers omit
+    `usage.input_tokens_details.cache_write_tokens`, some `temperature`/`top_p`) and drop
+    a `usage: null`, so strict clients parse a passed-through answer; True when changed."""
+    changed = False
+    for key, default in _REQUIRED_DEFAULTS:
+        if key not in response:
+            response[key] = default
+            changed = True
+    if "usage" in response and response["usage"] is None:  # not nullable in the spec: absent until known
+        del response["usage"]
+        changed = True
+    usage = response.get("usage")
+    if isinstance(usage, dict):
+        for key, required in (
+            ("input_tokens_details", ("cached_tokens", "cache_write_tokens")),
+            ("output_tokens_details", ("reasoning_tokens",)),
+        ):
+            details = usage.get(key)
+            if not isinstance(details, dict):
+                details = usage[key] = {}
+                changed = True
+            for name in required:
+                if name not in details:
+                    details[name] = 0
+                    changed = True
+    return changed

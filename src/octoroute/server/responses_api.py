@@ -26,7 +26,7 @@ from octoroute.core.errors import InvalidRequest, NotFound
 from octoroute.core.types import Api, Degradation
 from octoroute.observe.metrics import Recorder
 from octoroute.protocols.postprocess import PostProcess
-from octoroute.protocols.responses import check_responses_body, encode_event, response_frame
+from octoroute.protocols.responses import check_responses_body, encode_event, fill_response_fields, response_frame
 from octoroute.protocols.sse import iter_data
 from octoroute.protocols.translate_responses_request import ChatTranslation, input_items, responses_to_chat_request
 from octoroute.protocols.translate_responses_response import ItemIds, chat_to_response
@@ -111,9 +111,11 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     if outcome.endpoint.responses and outcome.endpoint.kind is Api.OPENAI:  # it speaks Responses itself
         if outcome.reply is not None:
             note_reply(gw, trace, outcome, outcome.reply.payload, Api.OPENAI)
-            if isinstance(outcome.reply.payload.get("id"), str):
-                _store(request, decoded, outcome.reply.payload)
-            return web.Response(body=outcome.reply.body, headers=headers, content_type="application/json")
+            payload = outcome.reply.payload
+            raw = orjson.dumps(payload) if fill_response_fields(payload) else outcome.reply.body
+            if isinstance(payload.get("id"), str):
+                _store(request, decoded, payload)
+            return web.Response(body=raw, headers=headers, content_type="application/json")
         return await relay(request, gw, call, outcome, headers, NativeStream())
     lost = decoded.chat.lost
     gw.metrics.degradations(d.kind.value for d in lost)  # only now: a native endpoint loses nothing
@@ -147,13 +149,33 @@ async def create_response(request: web.Request) -> web.StreamResponse:
 
 
 class NativeStream:
-    """A Responses-speaking endpoint's events, relayed as they are."""
+    """A Responses-speaking endpoint's events, relayed as they are but for the
+    spec-required fields a response object lacks (`fill_response_fields`)."""
 
     route = ROUTE
     content_type: str | None = "text/event-stream"
 
     def convert(self, events: bytes) -> bytes:
-        return events
+        if b'"response"' not in events:
+            return events
+        out: list[bytes] = []
+        for block in events.replace(b"\r\n", b"\n").split(b"\n\n"):
+            if not block.strip():
+                continue
+            out.append(self._amended(block) + b"\n\n")
+        return b"".join(out)
+
+    @staticmethod
+    def _amended(block: bytes) -> bytes:
+        data = b"".join(line[5:].strip() for line in block.split(b"\n") if line.startswith(b"data:"))
+        try:
+            event = orjson.loads(data) if data else None
+        except orjson.JSONDecodeError:
+            return block
+        response = event.get("response") if isinstance(event, dict) else None
+        if not isinstance(event, dict) or not isinstance(response, dict) or not fill_response_fields(response):
+            return block
+        return encode_event(event)
 
     def finish(self) -> bytes:
         return b""
