@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from tests.integration.llama import LlamaFleet
 from tests.scripted import Delta, scripted  # noqa: F401  (fixture)
 from tests.support import fleet_config
 
@@ -59,11 +60,25 @@ remote_plugin = false
 """
 
 
-def run_codex(base_url: str, cwd: Path, home: Path, prompt: str, sandbox: str) -> subprocess.CompletedProcess[str]:
+# For a small local model: Codex's own ~19 KB system prompt replaced by a short one, and the
+# optional tool families off, so prompt and tools take ~6,000 tokens instead of ~30,000.
+SMALL_PROMPT = "You are a coding agent in a terminal. Answer briefly.\n"
+SMALL_FEATURES = ("multi_agent", "goals", "apps", "memories", "collaboration_modes")
+
+
+def run_codex(
+    base_url: str, cwd: Path, home: Path, prompt: str, sandbox: str, *, small: bool = False
+) -> subprocess.CompletedProcess[str]:
     assert CODEX.exists(), f"{CODEX} is missing: run `make codex` (make test does)"
     codex_home = home / ".codex"
     codex_home.mkdir(parents=True, exist_ok=True)
-    (codex_home / "config.toml").write_text(codex_config(base_url, sandbox))
+    config = codex_config(base_url, sandbox)
+    if small:
+        instructions = codex_home / "instructions.md"
+        instructions.write_text(SMALL_PROMPT)
+        top = f'model_instructions_file = "{instructions}"\n'
+        config = top + config + "".join(f"{name} = false\n" for name in SMALL_FEATURES)
+    (codex_home / "config.toml").write_text(config)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
@@ -128,3 +143,26 @@ def test_codex_runs_a_tool_turn_through_the_gateway(scripted, gateway, tmp_path)
     tool = second["messages"][-1]
     assert tool["role"] == "tool"
     assert tool["tool_call_id"] == "call_codex_1"
+
+
+def test_codex_gets_an_answer_from_a_real_llama_server(llama_fleet: LlamaFleet, gateway, tmp_path):
+    """The real llama.cpp server with the toolcaller model (random weights, real protocol
+    and chat template) behind the gateway, its context widened to hold an agent's prompt.
+    With `tool_choice: "auto"` the model ends its answer at once (an empty message, by its
+    design); Codex reads the completed response with llama-server's usage and exits 0.
+    (The tiny model never ends by itself within a few tokens, and Codex exits 1 on the
+    `incomplete` response that a length stop correctly becomes.)"""
+    model = "toolcaller"
+    server = llama_fleet.wide(model, 16384)
+    work, home = tmp_path / "work", tmp_path / "home"
+    work.mkdir()
+    home.mkdir()
+    endpoint = {"name": model, "base_url": server.base_url, "id": "llama", "max_tokens": 24}
+    gw = gateway(fleet_config({"fast": [endpoint]}))
+
+    result = run_codex(gw.base_url, work, home, "Say hello", "read-only", small=True)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "tokens used" in result.stderr  # Codex read response.completed and its usage
+    used = int(result.stderr.split("tokens used")[-1].split()[0].replace(",", ""))
+    assert used > 1000  # llama-server's own count of Codex's prompt, carried into the response's usage
