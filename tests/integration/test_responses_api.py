@@ -308,3 +308,55 @@ def test_store_size_is_configured(scripted, gateway, sdk_clients) -> None:  # no
     raw = _post(gw, {"model": "auto", "previous_response_id": first.id, "input": "three"})
     assert raw.status == 400
     assert "store_max_entries" in orjson.loads(raw.data)["error"]["message"]
+
+
+def test_client_keys_and_model_patterns_apply(upstreams, gateway) -> None:
+    """[auth] on /v1/responses: no key is a 401, a key limited to `fast` gets a 403 for `deep`,
+    both in OpenAI's error shape."""
+    fast = upstreams("fast")
+    key = "ork-" + "4c" * 32
+    config = fleet_config(
+        {
+            "fast": [{"name": "fast-model", "base_url": fast.base_url}],
+            "deep": [{"name": "d", "base_url": fast.base_url}],
+        },
+        auth={"enabled": True, "keys": [{"name": "bot", "key_env": "BOT_KEY", "models": ["fast"]}]},
+    )
+    gw = gateway(config, env={"BOT_KEY": key})
+    assert _post(gw, {"model": "fast", "input": "hi"}).status == 401
+    refused = _post(gw, {"model": "deep", "input": "hi"}, Authorization=f"Bearer {key}")
+    assert refused.status == 403
+    assert set(orjson.loads(refused.data)["error"]) == {"message", "type", "param", "code"}
+    with openai.OpenAI(base_url=gw.base_url, api_key=key, max_retries=0, _strict_response_validation=True) as oa:
+        assert oa.responses.create(model="fast", input="hi there").output_text
+
+
+TEXT_CALL = '<tool_call>\n{"name": "exec_command", "arguments": {"cmd": "ls"}}\n</tool_call>'
+
+
+def test_tool_call_repair_and_output_filters_apply(scripted, gateway, sdk_clients) -> None:  # noqa: F811
+    """A model that writes its call as text, after a <think> block: repair turns the text
+    into a function_call item, the group's strip_think filter takes the block out."""
+    up = scripted(lambda body: [{"content": "<think>plan</think>"}, {"content": TEXT_CALL}])
+    gw = gateway(_config(up, groups={"fast": {"strip_think": True}}))
+    client = sdk_clients.openai(gw)
+    whole = client.responses.create(model="auto", input="list files", tools=[EXEC])
+    with client.responses.stream(model="auto", input="list files", tools=[EXEC]) as stream:
+        streamed = stream.get_final_response()
+    for response in (whole, streamed):
+        assert [item.type for item in response.output] == ["function_call"], response.output
+        call = response.output[0]
+        assert call.type == "function_call"
+        assert call.name == "exec_command"
+        assert orjson.loads(call.arguments) == {"cmd": "ls"}
+        assert "think" not in response.output_text
+
+
+def test_rate_limits_apply(scripted, gateway) -> None:  # noqa: F811
+    up = scripted(_answer_text)
+    gw = gateway(_config(up, rate_limit={"enabled": True, "requests_per_second": 0.001, "burst": 1}))
+    assert _post(gw, {"model": "auto", "input": "one"}).status == 200
+    refused = _post(gw, {"model": "auto", "input": "two"})
+    assert refused.status == 429
+    assert "Retry-After" in refused.headers
+    assert set(orjson.loads(refused.data)["error"]) == {"message", "type", "param", "code"}
