@@ -10,6 +10,7 @@ import openai
 import orjson
 import pytest
 import urllib3
+from tests.integration.raw_upstream import CHUNK, SSE_HEAD_UNDELIMITED, RawUpstream, Script, sse_event
 from tests.scripted import (
     ScriptedUpstream,
     scripted,  # noqa: F401  (fixture)
@@ -360,3 +361,26 @@ def test_rate_limits_apply(scripted, gateway) -> None:  # noqa: F811
     assert refused.status == 429
     assert "Retry-After" in refused.headers
     assert set(orjson.loads(refused.data)["error"]) == {"message", "type", "param", "code"}
+
+
+def test_a_stream_cut_after_the_commit_point_ends_with_response_failed(loop_thread, gateway) -> None:
+    """The upstream sends one chunk and closes: the client has had response.created and the
+    text so far, and gets one response.failed (never a response.completed, never a hang)."""
+    upstream = RawUpstream([Script(head=SSE_HEAD_UNDELIMITED, parts=[sse_event(CHUNK)], close=True)])
+    loop_thread.run(upstream.start())
+    try:
+        gw = gateway(fleet_config({"fast": [{"name": "m", "base_url": upstream.base_url}]}))
+        raw = _post(gw, {"model": "fast", "input": "hi", "stream": True})
+        events = parse_sse(raw.data)
+    finally:
+        loop_thread.run(upstream.stop())
+    kinds = [name for name, _ in events]
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert "response.output_text.delta" in kinds
+    assert kinds[-1] == "response.failed"
+    assert "response.completed" not in kinds
+    failed = events[-1][1]
+    assert failed["response"]["status"] == "failed"
+    assert failed["response"]["error"]["code"] == "server_error"
+    for _, data in events:
+        validate("ResponseStreamEvent", data)
