@@ -131,3 +131,24 @@ def test_history_is_spelled_out_for_the_native_endpoint(native, gateway, sdk_cli
     sent = up.requests[-1]
     assert "previous_response_id" not in sent
     assert [item.get("role") or item["type"] for item in sent["input"]] == ["user", "assistant", "user"]
+
+
+def test_passed_through_usage_is_counted(native, gateway, sdk_clients) -> None:
+    """The Responses usage of a passed-through answer, whole and streamed, reaches the token metrics."""
+    up = native()
+    gw = gateway(
+        fleet_config(
+            {"deep": [{"name": "gpt-oss-20b", "base_url": up.base_url, "responses": True, "id": "deep-1"}]},
+            observability={"metrics": True},
+        )
+    )
+    client = sdk_clients.openai(gw)
+    client.responses.create(model="deep", input="hi")
+    with client.responses.stream(model="deep", input="hi") as stream:
+        stream.get_final_response()
+    exposition = HTTP.request("GET", f"{gw.url}/metrics").data.decode()
+    counted = [
+        line for line in exposition.splitlines() if line.startswith("octoroute_tokens_total") and "deep-1" in line
+    ]
+    assert any('direction="input"' in line and line.endswith(" 200.0") for line in counted), counted
+    assert any('direction="output"' in line and line.endswith(" 20.0") for line in counted), counted
