@@ -28,3 +28,9 @@ def llama_tiny(llama_fleet: LlamaFleet) -> LlamaServer:
 def llama_toolcaller(llama_fleet: LlamaFleet) -> LlamaServer:
     """llama-server whose model answers `tool_choice: "required"` with one well-formed tool call."""
     return llama_fleet.get("toolcaller")
+
+
+@pytest.fixture(scope="session")
+def llama_embedder(llama_fleet: LlamaFleet) -> LlamaServer:
+    """llama-server on the tiny model with `--embeddings --pooling mean`."""
+    return llama_fleet.get_embedder()

@@ -24,7 +24,7 @@ def vector_of(item: str | Sequence[int], label: str, dimensions: int = DIMENSION
     """The embedding a simulated server labelled `label` gives `item` (text or token ids):
     values in [-1, 1) from a hash, exact in float32."""
     text = item if isinstance(item, str) else " ".join(str(t) for t in item)
-    digest = hashlib.blake2b(f"{label}\x00{text}".encode(), digest_size=2 * dimensions).digest()
+    digest = hashlib.shake_256(f"{label}\x00{text}".encode()).digest(2 * dimensions)
     return [(int.from_bytes(digest[2 * i : 2 * i + 2], "big") - 32768) / 32768 for i in range(dimensions)]
 
 
