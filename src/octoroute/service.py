@@ -665,7 +665,13 @@ class Gateway:
         if cached is None:
             groups = self.topology.groups
             chain = self.topology.fallback_chain(group)
-            rest = [g for g in groups if g not in chain and groups[g].options.context_escalation]
+            rest = [
+                g
+                for g in groups
+                if g not in chain
+                and groups[g].options.context_escalation
+                and Operation.CHAT in groups[g].options.serves
+            ]
             names = (*chain, *sorted(rest, key=self._largest_window))
             cached = (names, tuple(ep for g in names for ep in groups[g].endpoints), names[len(chain) :])
             if len(self._context_chains) >= len(groups):

@@ -23,8 +23,10 @@ class Ask:
     """What one request asks: the operation, and what narrows the endpoints that can do it."""
 
     op: Operation = Operation.CHAT
-    fim: bool = False  # a completions request with a `suffix`
-    token_ids: bool = False  # input or prompt given as token ids instead of text
+    fim: bool = False  # a completions request with a non-empty `suffix`
+    # Input a translating endpoint cannot take: embeddings `input` as token ids (Ollama's
+    # /api/embed takes text), a completions `prompt` other than one string (/infill takes one).
+    token_ids: bool = False
 
 
 CHAT = Ask()
@@ -68,7 +70,3 @@ def unable_reason(ask: Ask) -> str:
     if ask.op is Operation.COMPLETIONS and ask.fim:
         return 'does fill-in-the-middle (a completions request with \'suffix\'; set fim = "suffix" or "infill")'
     return f"serves {ask.op.value}"
-
-
-def endpoint_list(eps: Iterable[EndpointSpec]) -> str:
-    return ", ".join(ep.id for ep in eps)
