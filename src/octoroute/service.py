@@ -244,6 +244,11 @@ DEFAULT_GROUP_OPTIONS = GroupOptions()
 NO_NEEDS = Needs()
 
 
+def _only(able: frozenset[str], allows: Callable[[str], bool]) -> Callable[[str], bool]:
+    """`allows`, limited to the endpoints in `able`."""
+    return lambda endpoint_id: endpoint_id in able and allows(endpoint_id)
+
+
 def body_for(
     call: ChatCall, ep: EndpointSpec, ask_usage: bool = False, options: GroupOptions = DEFAULT_GROUP_OPTIONS
 ) -> tuple[bytes, tuple[str, ...]]:
@@ -629,11 +634,7 @@ class Gateway:
         able: frozenset[str] | None = None,
     ) -> AttemptPlan:
         """`able`: when given, only these endpoints are tried (the request's operation)."""
-        if able is not None:
-            allows = gate.allows
-            gate_allows: Callable[[str], bool] = lambda i: i in able and allows(i)  # noqa: E731
-        else:
-            gate_allows = gate.allows
+        gate_allows = gate.allows if able is None else _only(able, gate.allows)
         if decision.endpoint_id is not None:
             ep = self.topology.endpoints[decision.endpoint_id]
             pinned = GroupSpec(name=ep.group, endpoints=(ep,), fallback=None)
