@@ -19,7 +19,7 @@ from octoroute.protocols.completions import InfillStream, check_completions_body
 from octoroute.protocols.openai import fill_required_fields, stream_error_event
 from octoroute.protocols.usage import wants_usage
 from octoroute.server.handlers import PassThrough, decision_headers, note_reply, read_json, relay, serve_call
-from octoroute.server.state import GATEWAY, REQUEST_ID, TRACE
+from octoroute.server.state import LIVE, REQUEST_ID, TRACE
 from octoroute.service import AUTO, INFILL_PATH, ChatCall, asks_usage_for, upstream_path
 
 
@@ -53,7 +53,7 @@ class FromInfill:
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
-    gw = request.app[GATEWAY]
+    gw = request.app[LIVE].gateway
     trace = request[TRACE]
     call = decode_completions(await read_json(request), request[REQUEST_ID])
     decision, outcome = await serve_call(gw, call, trace)

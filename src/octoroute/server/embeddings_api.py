@@ -25,7 +25,7 @@ from octoroute.protocols.embeddings import (
     usage_tokens,
 )
 from octoroute.server.handlers import decision_headers, note_reply, read_json, serve_call
-from octoroute.server.state import GATEWAY, REQUEST_ID, TRACE
+from octoroute.server.state import LIVE, REQUEST_ID, TRACE
 from octoroute.service import AUTO, ChatCall, Gateway
 
 OLLAMA_TAG = ":latest"  # Ollama clients name models `name:tag`; `name:latest` is `name`
@@ -44,7 +44,7 @@ def decode_embeddings(body: dict[str, Any], request_id: str) -> ChatCall:
 async def embeddings(request: web.Request) -> web.StreamResponse:
     """`POST /v1/embeddings`: the upstream's list as it is (or translated from Ollama's
     /api/embed), with the decision headers."""
-    gw = request.app[GATEWAY]
+    gw = request.app[LIVE].gateway
     trace = request[TRACE]
     call = decode_embeddings(await read_json(request), request[REQUEST_ID])
     decision, outcome = await serve_call(gw, call, trace)
@@ -71,7 +71,7 @@ def ollama_model(gw: Gateway, name: str) -> str:
 
 async def _ollama_embed(request: web.Request, legacy: bool) -> web.StreamResponse:
     started = time.perf_counter_ns()
-    gw = request.app[GATEWAY]
+    gw = request.app[LIVE].gateway
     trace = request[TRACE]
     try:
         body = ollama_embed_request(await read_json(request), legacy)
