@@ -63,6 +63,8 @@ class Target:
     model: str
     headers: Mapping[str, str] = field(default_factory=dict)
     messages: Messages = PROMPT
+    body: bytes | None = None  # sent instead of a chat request (another API: embeddings)
+    expect: bytes = b'"choices"'  # what a non-streamed answer must hold to count as one
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -133,8 +135,8 @@ class LoadGenerator:
         if stream:
             if not data.rstrip().endswith(_DONE):
                 return f"stream did not end with [DONE]: ...{data[-120:]!r}", data
-        elif b'"choices"' not in data:
-            return f"no choices in the answer: {data[:200]!r}", data
+        elif target.expect not in data:
+            return f"no {target.expect.decode()} in the answer: {data[:200]!r}", data
         return None, data
 
     async def run(
@@ -142,7 +144,7 @@ class LoadGenerator:
     ) -> RunResult:
         """`requests` requests from `concurrency` workers; stops early at `time_limit` seconds
         (requests in flight then finish) or when too many fail."""
-        body = chat_body(target.model, stream=stream, messages=target.messages)
+        body = target.body or chat_body(target.model, stream=stream, messages=target.messages)
         result = RunResult()
         remaining = requests
         max_errors = max(10, int(requests * _MAX_ERROR_FRACTION))

@@ -198,6 +198,8 @@ def gateway_config(upstream_port: int, paced_port: int | None, port: int, *, met
     groups = ""
     for group in ("fast", "balanced", "deep"):
         groups += f'[[models.{group}]]\nname = "{UPSTREAM_MODEL}"\nbase_url = "http://127.0.0.1:{upstream_port}/v1"\n\n'
+    groups += f'[[models.embed]]\nname = "{UPSTREAM_MODEL}"\nbase_url = "http://127.0.0.1:{upstream_port}/v1"\n\n'
+    groups += '[groups.embed]\nserves = ["embeddings"]\n\n'
     if paced_port is not None:
         groups += f'[[models.paced]]\nname = "{UPSTREAM_MODEL}"\nbase_url = "http://127.0.0.1:{paced_port}/v1"\n\n'
     return (
@@ -276,8 +278,35 @@ async def octoroute_phases(
         for stream in (False, True):
             for concurrency in plan.concurrency:
                 await runner.alternate("throughput", meters, targets, plan.requests, concurrency, stream=stream)
+        await embeddings_phase(runner, services, ports, log)
         if "paced" in ports:
             await paced_phase(runner, services, ports, log)
+
+
+EMBEDDINGS = "embeddings"  # the mode of /v1/embeddings rows
+EMBED_INPUT = ["a passage of a document to index", "another passage", "and a third one"]
+
+
+async def embeddings_phase(
+    runner: Runner, services: Services, ports: dict[str, int], log: Callable[[str], None]
+) -> None:
+    """`POST /v1/embeddings` (a batch of three inputs) straight to the upstream and through
+    octoroute's `embed` group, one at a time and at the highest concurrency level."""
+    log("embeddings")
+    upstream = services.get("upstream")
+
+    def target(label: str, port: int, model: str) -> Target:
+        body = orjson.dumps({"model": model, "input": EMBED_INPUT, "encoding_format": "float"})
+        return Target(label, f"http://127.0.0.1:{port}/v1/embeddings", model, body=body, expect=b'"embedding"')
+
+    targets = [target(DIRECT, ports["upstream"], UPSTREAM_MODEL), target(OCTOROUTE, ports["octoroute"], "embed")]
+    meters = {DIRECT: Meter(services, upstream, None), OCTOROUTE: Meter(services, upstream, services.get("octoroute"))}
+    plan = runner.report.plan
+    for t in targets:
+        await runner.lg.run(t, requests=plan.warmup, concurrency=8, stream=False, time_limit=plan.run_seconds)
+    await runner.alternate("latency", meters, targets, plan.latency_requests, 1, stream=False, mode=EMBEDDINGS)
+    level = max(plan.concurrency)
+    await runner.alternate("throughput", meters, targets, plan.requests, level, stream=False, mode=EMBEDDINGS)
 
 
 async def paced_phase(runner: Runner, services: Services, ports: dict[str, int], log: Callable[[str], None]) -> None:

@@ -293,7 +293,7 @@ def _throughput_table(report: Report) -> Table:
         "errors",
     ):
         table.add_column(col, justify="left" if col in ("mode", "target", "errors") else "right", overflow="fold")
-    for mode in (NON_STREAM, STREAM):
+    for mode in dict.fromkeys([NON_STREAM, STREAM, *(r.mode for r in report.rows if r.phase == "throughput")]):
         for level in report.plan.concurrency:
             rows = [r for r in report.rows if r.phase == "throughput" and r.mode == mode and r.concurrency == level]
             for row in rows:

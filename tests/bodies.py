@@ -190,3 +190,37 @@ native_bodies = body_with(
     {"prompt": maybe(odd_strings)},
     {"temperature": numbers, "max_tokens": numbers, "tier": anything, "model": anything},
 )
+
+texts = maybe(odd_strings | st.lists(maybe(odd_strings), max_size=4))
+token_ids = maybe(st.lists(st.integers(min_value=-5, max_value=70_000), max_size=6))
+embeddings_bodies = body_with(
+    {
+        "model": maybe(st.sampled_from(["embed", "olla", "auto", "fast", "nope", "embed:latest"])),
+        "input": maybe(texts | token_ids | st.lists(token_ids, max_size=3)),
+    },
+    {
+        "encoding_format": maybe(st.sampled_from(["float", "base64"])),
+        "dimensions": numbers,
+        "user": maybe(odd_strings),
+        "stream": maybe(st.booleans()),
+    },
+)
+ollama_embed_bodies = body_with(
+    {"model": maybe(st.sampled_from(["embed", "olla:latest", "fast", "nope"])), "input": texts},
+    {"prompt": maybe(odd_strings), "truncate": anything, "options": anything, "keep_alive": anything},
+)
+completions_bodies = body_with(
+    {
+        "model": maybe(st.sampled_from(["fast", "coder", "auto", "embed", "nope"])),
+        "prompt": maybe(texts | token_ids | st.lists(token_ids, max_size=3)),
+    },
+    {
+        "suffix": maybe(odd_strings),
+        "stream": maybe(st.booleans()),
+        "max_tokens": numbers,
+        "temperature": numbers,
+        "stop": maybe(odd_strings | st.lists(odd_strings, max_size=3)),
+        "stream_options": maybe(st.fixed_dictionaries({"include_usage": maybe(st.booleans())})),
+        "echo": anything,
+    },
+)

@@ -77,13 +77,16 @@ class Admission:
         body: Mapping[str, Any],
         anthropic_body: Mapping[str, Any] | None = None,
         session: str | None = None,
+        *,
+        affine: bool = True,
     ) -> Seat:
         """One request's slots and conversation (see the module docstring). A conversation
         is remembered per routed `group`: an agent session whose background requests go to
-        a small model and whose turns go to a large one keeps an endpoint in each."""
+        a small model and whose turns go to a large one keeps an endpoint in each.
+        `affine=False`: a request that is no conversation (embeddings, completions)."""
         table = self.affinity
         conversation = target = None
-        if table is not None:
+        if table is not None and affine:
             found = conversation_of(body, anthropic_body, session)
             conversation = Conversation(f"{group}\x00{found.key}", found.follow_up)
             if conversation.follow_up:

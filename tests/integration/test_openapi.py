@@ -30,11 +30,15 @@ EXAMPLES = int(os.environ.get("OCTOROUTE_HYPOTHESIS_EXAMPLES", "40"))  # per ope
 
 @schemathesis.check
 def error_shape_of_the_route(ctx: Any, response: Any, case: Any) -> bool | None:
-    """Any 4xx or 5xx is Anthropic's error object under /v1/messages, OpenAI's elsewhere."""
+    """Any 4xx or 5xx is Anthropic's error object under /v1/messages, Ollama's under /api/,
+    OpenAI's elsewhere."""
     if response.status_code < 400:
         return None
     body = response.json()
-    if case.path.startswith("/v1/messages"):
+    if case.path.startswith("/api/"):
+        assert set(body) == {"error"}, body
+        assert isinstance(body["error"], str), body
+    elif case.path.startswith("/v1/messages"):
         assert body["type"] == "error", body
         assert set(body["error"]) == {"type", "message"}, body
     else:
@@ -56,7 +60,9 @@ CHECKS = [
 def running(loop_thread):
     sim = SimulatedUpstream(label="fast")
     loop_thread.run(sim.start())
-    gateway = loop_thread.run(start_gateway(fleet_config({"fast": [endpoint(sim, "m")]})))
+    config = fleet_config({"fast": [endpoint(sim, "m")], "embed": [endpoint(sim, "e")]})
+    config["groups"] = {"embed": {"serves": ["embeddings"]}}
+    gateway = loop_thread.run(start_gateway(config))
     yield gateway
     loop_thread.run(gateway.runner.cleanup())
     loop_thread.run(sim.stop())
@@ -78,6 +84,10 @@ def test_the_description_covers_every_endpoint(running) -> None:
         "/v1/responses",
         "/v1/responses/{response_id}",
         "/v1/models",
+        "/v1/embeddings",
+        "/v1/completions",
+        "/api/embed",
+        "/api/embeddings",
         "/chat",
         "/health",
         "/ready",

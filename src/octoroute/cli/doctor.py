@@ -30,7 +30,7 @@ from octoroute.config import Config
 from octoroute.config.loader import validate_config
 from octoroute.config.topology import EndpointSpec, Topology, build_topology, check_semantics
 from octoroute.core.errors import ConfigError
-from octoroute.core.types import Api
+from octoroute.core.types import Api, Operation
 from octoroute.upstream.checkup import Checkup, Tried, examine_all
 
 
@@ -56,8 +56,10 @@ def _q(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def endpoint_findings(c: Checkup, where: str) -> list[Finding]:
-    """What a `Checkup` means, check by check; `where` is the endpoint's key path (`models.fast[0]`)."""
+def endpoint_findings(c: Checkup, where: str, chats: bool = True) -> list[Finding]:
+    """What a `Checkup` means, check by check; `where` is the endpoint's key path (`models.fast[0]`).
+    `chats=False`: its group serves no chat (`[groups.X] serves`, embeddings models), so the
+    chat, stream and tool checks say nothing about it."""
     ep = c.endpoint
     sid = ep.id
     if not c.reached:
@@ -68,7 +70,10 @@ def endpoint_findings(c: Checkup, where: str) -> list[Finding]:
     if c.refused:
         out.append(_refused(c, where))
     out += _model_findings(c, where)
-    out += _chat_findings(c, where)
+    if chats:
+        out += _chat_findings(c, where)
+    else:
+        out.append(Finding(sid, "chat", Verdict.OK, "not judged: its group serves no chat"))
     out.append(_context_finding(c, where))
     timings = [
         f"{label} {ms:.0f} ms"
@@ -313,7 +318,8 @@ def run_doctor(path: Path | None, env: Mapping[str, str], timeout: float, consol
     endpoints = list(topology.endpoints.values())
     checkups = asyncio.run(examine_all(endpoints, timeout))
     where = _endpoint_paths(topology)
-    findings = [f for c in checkups for f in endpoint_findings(c, where[c.endpoint.id])]
+    chats = {ep.id for g in topology.groups.values() if Operation.CHAT in g.options.serves for ep in g.endpoints}
+    findings = [f for c in checkups for f in endpoint_findings(c, where[c.endpoint.id], c.endpoint.id in chats)]
     findings += key_findings(config, env) + bind_findings(config)
     findings += dotenv_findings([Path.cwd(), path.parent])  # resolved and deduplicated there
     render(out, findings)

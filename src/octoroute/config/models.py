@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from octoroute.config.problems import show_value
-from octoroute.core.types import Api, Importance, Strategy, Tier
+from octoroute.core.types import Api, Fim, Importance, Operation, Strategy, Tier
 
 GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -68,7 +68,12 @@ class EndpointConfig(_Frozen):
     weight: float = Field(default=1.0, gt=0, le=1_000_000, allow_inf_nan=False)
     priority: int = Field(default=1, ge=-1000, le=1000)
     id: str | None = Field(default=None, pattern=GROUP_NAME.pattern)
-    kind: Api = Api.OPENAI  # the API the server speaks at base_url: openai (/chat/completions) or anthropic (/messages)
+    # The API the server speaks at base_url: openai (/chat/completions), anthropic (/messages),
+    # or ollama (OpenAI-compatible at .../v1, native /api/embed for embeddings).
+    kind: Api = Api.OPENAI
+    # Fill-in-the-middle (/v1/completions with `suffix`): none, suffix (passed on), infill
+    # (llama.cpp's /infill). Unset: suffix for kind ollama, none otherwise.
+    fim: Fim | None = None
     # An openai-kind server that also serves the Responses API at base_url/responses: /v1/responses
     # requests are passed to it as they are (but for `model`) instead of translated to chat.
     responses: bool = False
@@ -269,6 +274,9 @@ class GroupOptions(_Frozen):
     thinking_params: tuple[ThinkingParam, ...] = (ThinkingParam.REASONING_EFFORT,)
     # Take requests too large for every group of their own fallback chain (context escalation).
     context_escalation: bool = True
+    # What the group's endpoints are for: requests of another kind never go to it (an
+    # embeddings-only group is never picked by chat `auto`, nor chat groups for embeddings).
+    serves: tuple[Operation, ...] = Field(default=(Operation.CHAT, Operation.COMPLETIONS), min_length=1)
 
 
 class CapabilityOverride(_Frozen):

@@ -20,7 +20,7 @@ from octoroute.config.keysfile import ResolvedKey, auth_problems, keys_file_warn
 from octoroute.config.models import JUDGE_STRATEGIES, Config, EndpointConfig, GroupOptions, RateLimitOverride, Timeouts
 from octoroute.config.problems import problems_from
 from octoroute.core.errors import ConfigError, ConfigProblem
-from octoroute.core.types import Api, Tier
+from octoroute.core.types import Api, Fim, Operation, Tier
 
 DEFAULT_TIER_FALLBACK: dict[str, str] = {Tier.FAST: Tier.BALANCED, Tier.BALANCED: Tier.DEEP}
 NO_FALLBACK = ("", "none")
@@ -65,6 +65,16 @@ class EndpointSpec:
     context_window: int | None = None  # tokens, from config; else discovered or the capability table
     api_key_env: str | None = None  # where `api_key` came from, for messages about refused credentials
     responses: bool = False  # also speaks the Responses API (`/responses`): Responses requests pass through
+    fim: Fim = Fim.NONE  # how it does fill-in-the-middle (`endpoint_fim`)
+
+
+def endpoint_fim(ep: EndpointConfig) -> Fim:
+    """An endpoint's fill-in-the-middle: as configured, else `suffix` for Ollama (its
+    /v1/completions takes `suffix`), else none (a server that ignores `suffix` would
+    answer a FIM request as a plain completion, which an editor cannot tell)."""
+    if ep.fim is not None:
+        return ep.fim
+    return Fim.SUFFIX if ep.kind is Api.OLLAMA else Fim.NONE
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +235,7 @@ def check_semantics(config: Config, env: Mapping[str, str]) -> list[ConfigProble
     for group in config.groups:
         if group not in config.models:
             problems.append(ConfigProblem(f"groups.{group}", f"'{group}' is not a group under [models]"))
+    problems.extend(_serves_problems(config))
     for pattern, target in config.aliases.items():
         if target not in targets:
             problems.append(
@@ -242,6 +253,38 @@ def check_semantics(config: Config, env: Mapping[str, str]) -> list[ConfigProble
             config.timeouts.for_group(key)
         except ValidationError as exc:
             problems.extend(problems_from(exc, ("timeouts", key), model=Timeouts))
+    return problems
+
+
+def _serves_problems(config: Config) -> list[ConfigProblem]:
+    """`[groups.X] serves` and `fim`: the tiers `auto` chooses among serve chat, and a
+    group that serves embeddings or completions has an endpoint that can (not anthropic)."""
+    problems: list[ConfigProblem] = []
+    for group, eps in config.models.items():
+        serves = config.groups.get(group, GroupOptions()).serves
+        if group in {t.value for t in Tier} and Operation.CHAT not in serves:
+            problems.append(
+                ConfigProblem(
+                    f"groups.{group}.serves",
+                    f"'{group}' is a tier that chat 'auto' routing picks, so it must serve chat; "
+                    "put embeddings models in a group of their own name",
+                )
+            )
+        options = config.groups.get(group)
+        explicit = options is not None and "serves" in options.model_fields_set
+        for op in (Operation.EMBEDDINGS, Operation.COMPLETIONS):
+            if explicit and op in serves and all(ep.kind is Api.ANTHROPIC for ep in eps):
+                problems.append(
+                    ConfigProblem(
+                        f"groups.{group}.serves",
+                        f"'{group}' has only kind = \"anthropic\" endpoints, which cannot serve {op.value}",
+                    )
+                )
+        for i, ep in enumerate(eps):
+            if ep.kind is Api.ANTHROPIC and ep.fim not in (None, Fim.NONE):
+                problems.append(
+                    ConfigProblem(f"models.{group}[{i}].fim", 'a kind = "anthropic" endpoint has no completions API')
+                )
     return problems
 
 
@@ -336,6 +379,7 @@ def build_topology(config: Config, env: Mapping[str, str]) -> Topology:
             context_window=ep.context_window,
             api_key_env=ep.api_key_env,
             responses=ep.responses,
+            fim=endpoint_fim(ep),
         )
         endpoints[ep_id] = spec
         by_group[group].append(spec)

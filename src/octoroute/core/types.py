@@ -23,6 +23,26 @@ class Api(enum.StrEnum):
 
     OPENAI = "openai"
     ANTHROPIC = "anthropic"
+    # An Ollama server: OpenAI-compatible at base_url (.../v1) for chat and completions,
+    # its native /api/embed (at the server's root) for embeddings.
+    OLLAMA = "ollama"
+
+
+class Operation(enum.StrEnum):
+    """What a request asks of a group (`[groups.X] serves`): each operation is routed
+    only to groups that serve it, so `auto` chat never lands on an embeddings model."""
+
+    CHAT = "chat"  # /v1/chat/completions, /v1/messages, /chat
+    EMBEDDINGS = "embeddings"  # /v1/embeddings, Ollama's /api/embed and /api/embeddings
+    COMPLETIONS = "completions"  # /v1/completions (legacy text completions, fill-in-the-middle)
+
+
+class Fim(enum.StrEnum):
+    """How an endpoint does fill-in-the-middle (a completions request with `suffix`)."""
+
+    NONE = "none"  # it cannot: requests with a suffix go elsewhere
+    SUFFIX = "suffix"  # /v1/completions takes `suffix` (vLLM, Ollama, OpenAI)
+    INFILL = "infill"  # llama.cpp's /infill with input_prefix / input_suffix
 
 
 class Importance(enum.StrEnum):
@@ -73,6 +93,7 @@ class RouteReason(enum.StrEnum):
     LEARNED_INSTEAD_OF_JUDGE = "learned_instead_of_judge"  # offline scoring (`octoroute score`) of a judge strategy
     EXPLICIT_GROUP = "explicit_group"
     EXPLICIT_ENDPOINT = "explicit_endpoint"
+    SERVES_OPERATION = "serves_operation"  # `auto` for embeddings or completions: the group that serves them
 
 
 class JudgeFailure(enum.StrEnum):

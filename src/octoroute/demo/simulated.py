@@ -24,13 +24,14 @@ import random
 import secrets
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from octoroute.demo import text_replies
 from octoroute.demo.replies import (
     CONTEXT_WINDOW,
     DONE_EVENT,
@@ -53,6 +54,8 @@ from octoroute.protocols import anthropic
 from octoroute.protocols.translate_request import anthropic_to_openai_request
 from octoroute.protocols.translate_response import openai_to_anthropic_response
 from octoroute.protocols.translate_stream import OpenAIToAnthropicStream
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 __all__ = ["Behaviour", "Mode", "RecordedRequest", "SimulatedUpstream", "main"]
 
@@ -120,6 +123,12 @@ class SimulatedUpstream:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_post("/v1/chat/completions", self._chat_completions)
         app.router.add_post("/v1/messages", self._messages)
+        # The other APIs local servers speak (demo/text_replies.py): embeddings and completions as
+        # vLLM / llama.cpp / Ollama's OpenAI layer, Ollama's native embed, llama.cpp's /infill.
+        app.router.add_post("/v1/embeddings", self._text_api(text_replies.openai_embeddings))
+        app.router.add_post("/api/embed", self._text_api(text_replies.ollama_embed))
+        app.router.add_post("/v1/completions", self._text_api(self._completions))
+        app.router.add_post("/infill", self._text_api(text_replies.infill))
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
@@ -244,6 +253,51 @@ class SimulatedUpstream:
         completion = orjson.loads(completion_body(reply, completion_id, int(time.time()), call_id))
         message, _ = openai_to_anthropic_response(completion, model=parsed["model"])
         return _json_response(200, orjson.dumps(message))
+
+    def _completions(self, body: Mapping[str, Any], label: str) -> list[bytes] | None:
+        completion_id, _ = self._next_ids()
+        return text_replies.completions(body, label, completion_id.replace("chatcmpl", "cmpl"), int(time.time()))
+
+    def _text_api(self, answer: Callable[[Mapping[str, Any], str], bytes | list[bytes] | None]) -> Handler:
+        """A handler for one of the non-chat APIs: the same failure modes as chat (but for
+        hangs mid-body), then `answer(body, label)`: one JSON body, a list of SSE events
+        when the request streams, or None for a 400."""
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            raw = await request.read()
+            try:
+                parsed: object = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                parsed = None
+            if self.record:
+                self._record(request, raw, parsed)
+            b = self.behaviour
+            if b.gate is not None:
+                await b.gate.wait()
+            failing = b.fail_next > 0
+            if failing:
+                b.fail_next -= 1
+            elif b.mode is Mode.FLAKY:
+                failing = b.rng.random() < b.failure_rate
+            if b.first_byte_delay > 0:
+                await asyncio.sleep(b.first_byte_delay)
+            if b.mode is Mode.SLOW:
+                await asyncio.sleep(b.slow_seconds)
+            body = parsed if isinstance(parsed, dict) else {}
+            failure = self._failure(b, body, [], failing=failing)
+            if failure is not None:
+                return failure
+            out = answer(body, b.label) if isinstance(parsed, dict) else None
+            if out is None:
+                msg = f"{request.path} cannot read this request (simulated 400)"
+                return _json_response(400, error_body(msg, "invalid_request_error"))
+            if isinstance(out, bytes):
+                return _json_response(200, out)
+            if body.get("stream") is True:
+                return await self._send_stream(request, out, b, timed_events=len(out))
+            return _json_response(200, out[0])
+
+        return handler
 
     async def _answer_chat(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()

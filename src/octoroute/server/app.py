@@ -21,7 +21,7 @@ from octoroute.observe.metrics import PrometheusRecorder, Recorder
 from octoroute.observe.observer import Observer
 from octoroute.observe.tracing import Tracing
 from octoroute.routing.scoring import ScoreModel
-from octoroute.server import anthropic_api, handlers, responses_api
+from octoroute.server import anthropic_api, completions_api, embeddings_api, handlers, responses_api
 from octoroute.server.auth import auth_middleware, build_keyring
 from octoroute.server.live import Live
 from octoroute.server.middleware import RequestIds, body_middleware, errors_middleware, observe_middleware
@@ -100,6 +100,10 @@ def create_app(
     app.router.add_post("/v1/responses", responses_api.create_response)
     app.router.add_get("/v1/responses/{response_id}", responses_api.get_response)
     app.router.add_delete("/v1/responses/{response_id}", responses_api.delete_response)
+    app.router.add_post("/v1/embeddings", embeddings_api.embeddings)
+    app.router.add_post("/v1/completions", completions_api.completions)
+    app.router.add_post("/api/embed", embeddings_api.ollama_embed)
+    app.router.add_post("/api/embeddings", embeddings_api.ollama_embeddings)
     app.router.add_post("/chat", handlers.native_chat)
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/metrics", handlers.metrics)

@@ -25,7 +25,7 @@ from octoroute.core.errors import (
     UpstreamMidStream,
     UpstreamStatusError,
 )
-from octoroute.core.types import Api, RoutingDecision
+from octoroute.core.types import Api, Operation, RoutingDecision
 from octoroute.observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from octoroute.observe.observer import RequestTrace
 from octoroute.protocols import anthropic
@@ -143,7 +143,7 @@ async def serve_call(
     """Decide and run the attempt loop; an upstream/routing failure comes back as a ready response.
     `forward` are client headers to pass on to the upstream."""
     trace.model = call.model
-    if trace.log_content:
+    if trace.log_content and call.ask.op is Operation.CHAT:
         trace.keep_text(prompt=last_user_text(call.body["messages"]))
     tracing = gw.observer.tracing
     span = tracing.routing(trace.span) if tracing is not None and trace.span is not None else None

@@ -43,6 +43,8 @@ class RequestIds:
 
 
 def api_of(path: str) -> Api:
+    if path.startswith("/api/"):
+        return Api.OLLAMA  # Ollama's API: errors are {"error": "..."}
     return Api.ANTHROPIC if path.startswith("/v1/messages") else Api.OPENAI
 
 
@@ -91,6 +93,8 @@ def render_error(exc: BaseException, api: Api = Api.OPENAI) -> web.Response:
     info = describe_error(exc)
     if api is Api.ANTHROPIC:
         body = anthropic.error_body(info.message, info.status)
+    elif api is Api.OLLAMA:
+        body = orjson.dumps({"error": info.message})
     elif info.upstream_body is not None:
         body = info.upstream_body
     else:

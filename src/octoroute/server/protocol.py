@@ -22,6 +22,7 @@ import logging
 import re
 from typing import Any
 
+import orjson
 from aiohttp import http_exceptions, web, web_protocol
 from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_request import BaseRequest
@@ -91,6 +92,8 @@ def path_of_head(head: bytes) -> str:
 def render_reject(status: int, message: str, code: str, path: str) -> web.Response:
     if api_of(path) is Api.ANTHROPIC:
         body = anthropic.error_body(message, status)
+    elif api_of(path) is Api.OLLAMA:
+        body = orjson.dumps({"error": message})
     else:
         body = error_body(message, status, code=code)
     response = web.Response(status=status, body=body, content_type="application/json")

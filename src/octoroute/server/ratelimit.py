@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 
+import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
@@ -32,6 +33,12 @@ log = logging.getLogger("octoroute.ratelimit")
 # The routes that reach an upstream. count_tokens never does; health, readiness,
 # model lists and metrics must keep answering a client that is being limited.
 LIMITED_PATHS = frozenset({"/v1/chat/completions", "/v1/messages", "/chat", "/v1/responses"})
+LIMITED_PATHS |= {
+    "/v1/embeddings",
+    "/v1/completions",
+    "/api/embed",
+    "/api/embeddings",
+}  # embeddings_api, completions_api
 BYTES_PER_TOKEN = 4  # the same rough estimate as count_tokens (characters / 4)
 
 
@@ -154,6 +161,8 @@ def refusal(verdict: Verdict, limits: ClientLimits, api: Api, estimate: int | No
             )
     if api is Api.ANTHROPIC:
         body = anthropic.error_body(message, status)
+    elif api is Api.OLLAMA:
+        body = orjson.dumps({"error": message})
     else:
         body = openai.error_body(message, status, code=code)
     response = web.Response(status=status, body=body, content_type="application/json")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,6 @@ from octoroute.protocols.openai import normalised_error
 from octoroute.protocols.sse import (
     EventFramer,
     EventTooLarge,
-    ends_responses_stream,
     ends_stream,
     first_data_problem,
     has_data,
@@ -66,13 +65,37 @@ class UpstreamReply:
 
 
 @dataclass(frozen=True, slots=True)
+class UpstreamPath:
+    """Where a request goes on the endpoint's server: `path` after `base_url`, or from the
+    server's root (`base_url` without a trailing /v1) when `root`. None in the calls below
+    means the endpoint's chat path (`/chat/completions` or `/messages`)."""
+
+    path: str
+    root: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class _Target:
     """Everything about one endpoint that is the same for every request, built once."""
 
     pool: HostPool
     chat_head: bytes  # request line and fixed headers for POST .../chat/completions
     models_head: bytes  # the same for GET .../models
-    responses_head: bytes  # the same for POST .../responses (endpoints with `responses = true`)
+    fixed: bytes  # Host, User-Agent and credentials
+    heads: dict[UpstreamPath, bytes]  # POST heads for other paths (embeddings, completions), made on first use
+
+    def head_for(self, where: UpstreamPath | None) -> bytes:
+        if where is None:
+            return self.chat_head
+        head = self.heads.get(where)
+        if head is None:
+            prefix = self.pool.origin.path_prefix
+            if where.root:
+                prefix = prefix.removesuffix("/v1")
+            head = f"POST {prefix}{where.path} HTTP/1.1\r\n".encode() + self.fixed
+            head += b"Content-Type: application/json\r\n"
+            self.heads[where] = head
+        return head
 
 
 ANTHROPIC_VERSION = b"2023-06-01"
@@ -96,9 +119,7 @@ def _target(ep: EndpointSpec, pool: HostPool) -> _Target:
     chat = f"POST {origin.path_prefix}{path} HTTP/1.1\r\n".encode() + fixed
     chat += b"Content-Type: application/json\r\n"
     models = f"GET {origin.path_prefix}/models HTTP/1.1\r\n".encode() + fixed + b"Accept: application/json\r\n"
-    responses = f"POST {origin.path_prefix}/responses HTTP/1.1\r\n".encode() + fixed
-    responses += b"Content-Type: application/json\r\n"
-    return _Target(pool, chat, models, responses)
+    return _Target(pool, chat, models, fixed, {})
 
 
 def _headers_bytes(extra: Mapping[str, str]) -> bytes:
@@ -111,12 +132,12 @@ class UpstreamStream:
     __slots__ = (
         "_conn",
         "_endpoint",
+        "_ends",
         "_framer",
         "_pool",
         "content_type",
         "first",
         "first_byte_ms",
-        "responses",
         "status",
         "whole",
     )
@@ -131,10 +152,10 @@ class UpstreamStream:
         first_byte_ms: float,
         *,
         whole: bool = False,
-        responses: bool = False,
+        ends: Callable[[bytes], bool] | None = None,
     ) -> None:
         self._endpoint = endpoint
-        self.responses = responses  # Responses API events (ended by response.completed/failed/incomplete)
+        self._ends = ends  # recognises the event that ends the stream, when not OpenAI's or Anthropic's
         self.whole = whole  # the server ignored `stream: true` and sent one complete body
         self._pool = pool
         self._conn: Connection | None = conn
@@ -153,18 +174,17 @@ class UpstreamStream:
             return
         framer = self._framer
         anthropic = self._endpoint.kind is Api.ANTHROPIC
-        if self.responses:
-            anthropic = False
-        ended = self.whole or self._ends(self.first, anthropic)
+        ends = self._ends or (lambda events: ends_stream(events, anthropic))
+        ended = self.whole or ends(self.first)
         try:
             while chunk := await conn.read_chunk():
                 events = framer.feed(chunk)
                 if events:
-                    ended = ended or self._ends(events, anthropic)
+                    ended = ended or ends(events)
                     yield events
             tail = framer.pending
             if tail.strip():
-                ended = ended or self._ends(tail, anthropic)
+                ended = ended or ends(tail)
                 yield tail + b"\n\n"
         except DeadlineError as exc:
             raise UpstreamMidStream(self._endpoint.id, f"no data for {self._endpoint.timeouts.idle:g}s") from exc
@@ -177,9 +197,6 @@ class UpstreamStream:
             self.close()
         if not ended:
             raise UpstreamMidStream(self._endpoint.id, "the stream ended without its final event")
-
-    def _ends(self, events: bytes, anthropic: bool) -> bool:
-        return ends_responses_stream(events) if self.responses else ends_stream(events, anthropic)
 
     def close(self) -> None:
         """Return the connection to its pool if the stream ended cleanly, else drop it."""
@@ -277,19 +294,14 @@ class UpstreamPool:
         )
 
     async def complete(
-        self, ep: EndpointSpec, body: bytes, extra_headers: Mapping[str, str], *, responses: bool = False
+        self, ep: EndpointSpec, body: bytes, extra_headers: Mapping[str, str], where: UpstreamPath | None = None
     ) -> UpstreamReply:
-        """One non-streaming call (to `/responses` with `responses`, else the chat or
-        messages path); the body must be a JSON object or the attempt failed."""
+        """One non-streaming call; the body must be a JSON object or the attempt failed."""
         target = self._targets[ep.id]
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + ep.timeouts.total
-        head = (
-            (target.responses_head if responses else target.chat_head)
-            + b"Accept: application/json\r\n"
-            + _headers_bytes(extra_headers)
-        )
+        head = target.head_for(where) + b"Accept: application/json\r\n" + _headers_bytes(extra_headers)
         conn = await self._exchange(ep, head, body, min(deadline, started + ep.timeouts.first_byte))
         try:
             conn.set_deadline(deadline, "total")
@@ -324,17 +336,19 @@ class UpstreamPool:
         return raw
 
     async def open_stream(
-        self, ep: EndpointSpec, body: bytes, extra_headers: Mapping[str, str], *, responses: bool = False
+        self,
+        ep: EndpointSpec,
+        body: bytes,
+        extra_headers: Mapping[str, str],
+        where: UpstreamPath | None = None,
+        ends: Callable[[bytes], bool] | None = None,
     ) -> UpstreamStream:
-        """Start a streaming call and wait for its first complete event (the commit point)."""
+        """Start a streaming call and wait for its first complete event (the commit point).
+        `ends`: recognises a stream's last event where it is neither OpenAI's nor Anthropic's."""
         target = self._targets[ep.id]
         loop = asyncio.get_running_loop()
         started = loop.time()
-        head = (
-            (target.responses_head if responses else target.chat_head)
-            + b"Accept: text/event-stream\r\n"
-            + _headers_bytes(extra_headers)
-        )
+        head = target.head_for(where) + b"Accept: text/event-stream\r\n" + _headers_bytes(extra_headers)
         conn = await self._exchange(ep, head, body, started + min(ep.timeouts.first_byte, ep.timeouts.total))
         framer = EventFramer(self.limits.max_event_bytes)
         whole = "text/event-stream" not in conn.headers.get("content-type", "")
@@ -357,8 +371,8 @@ class UpstreamPool:
             target.pool.release(conn)
             raise
         conn.set_idle_limit(ep.timeouts.idle)
-        elapsed = (loop.time() - started) * 1000
-        return UpstreamStream(ep, target.pool, conn, framer, first, elapsed, whole=whole, responses=responses)
+        latency = (loop.time() - started) * 1000
+        return UpstreamStream(ep, target.pool, conn, framer, first, latency, whole=whole, ends=ends)
 
     async def probe(self, ep: EndpointSpec, limit_seconds: float) -> float:
         """GET {base_url}/models; returns latency in ms or raises an `UpstreamError`."""

@@ -104,3 +104,13 @@ def test_a_server_without_a_listing_whose_chat_works_is_only_a_warning():
     assert verdicts(quiet)["base_url"] is Verdict.WARN
     broken = checkup(working_base_url=None, models=(), listing_status=404, chat=Tried(False, "HTTP 404: nothing"))
     assert verdicts(broken)["base_url"] is Verdict.FAIL
+
+
+def test_an_endpoint_of_a_group_without_chat_is_not_judged_on_chat():
+    failing = checkup(chat=Tried(False, "HTTP 400"), stream=Tried(False, "HTTP 400"), tools=Tried(False, "HTTP 400"))
+    findings = {f.check: f for f in endpoint_findings(failing, "models.embed[0]", chats=False)}
+    assert findings["chat"].verdict is Verdict.OK
+    assert "serves no chat" in findings["chat"].detail
+    assert "stream" not in findings
+    assert "tools" not in findings
+    assert Verdict.FAIL not in {f.verdict for f in findings.values()}
