@@ -79,7 +79,7 @@ from octoroute.protocols.openai import check_chat_body
 from octoroute.protocols.overflow import read_overflow
 from octoroute.protocols.postprocess import PostProcess, declared_tools
 from octoroute.protocols.repair import call_id_factory
-from octoroute.protocols.thinking import read_thinking
+from octoroute.protocols.thinking import ThinkingRequest, read_thinking
 from octoroute.protocols.translate_request_reverse import openai_to_anthropic_request
 from octoroute.protocols.translate_response import anthropic_to_openai_response
 from octoroute.protocols.usage import wants_usage
@@ -115,6 +115,7 @@ class ChatCall:
     request_id: str
     anthropic_body: dict[str, Any] | None = None  # the client's own request when it spoke the Messages API
     session: str | None = None  # an explicit conversation key from a header (fleet.affinity.session_of)
+    thinking: ThinkingRequest | None = None  # thinking asked for in another API's terms (Ollama's `think`)
 
 
 def _nothing() -> None:
@@ -200,9 +201,10 @@ def body_for(
     `options` first); for Anthropic-native endpoints the client's own Messages request
     untouched but for `model` (pass-through), or the OpenAI body translated."""
     if ep.kind is not Api.ANTHROPIC:
-        if call.anthropic_body is None:
+        if call.anthropic_body is None and call.thinking is None:
             return upstream_body(call.body, ep, ask_usage), ()
-        shaped, degraded = translated_body(call.body, read_thinking(call.anthropic_body), options)
+        wanted = read_thinking(call.anthropic_body) if call.anthropic_body is not None else call.thinking
+        shaped, degraded = translated_body(call.body, wanted, options)
         return upstream_body(shaped, ep, ask_usage), degraded
     if call.anthropic_body is not None:
         return orjson.dumps({**call.anthropic_body, "model": ep.name}), ()

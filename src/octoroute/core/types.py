@@ -19,10 +19,13 @@ class Tier(enum.StrEnum):
 
 
 class Api(enum.StrEnum):
-    """An API dialect: what a client speaks, and what an endpoint speaks (its `kind`)."""
+    """An API dialect: what a client speaks, and what an endpoint speaks (its `kind`).
+    `OLLAMA` is a client dialect only: Ollama servers are reached through their
+    OpenAI-compatible `/v1` (`kind = "openai"`), so config refuses it as a kind."""
 
     OPENAI = "openai"
     ANTHROPIC = "anthropic"
+    OLLAMA = "ollama"
 
 
 class Importance(enum.StrEnum):

@@ -23,8 +23,7 @@ from octoroute.core.errors import ClientError, RoutingExhausted, UpstreamStatusE
 from octoroute.core.types import Api
 from octoroute.fleet.ratelimit import ClientLimits, LimitReason, RateLimiter, Verdict, client_key
 from octoroute.observe.metrics import Recorder
-from octoroute.protocols import anthropic, openai
-from octoroute.server.middleware import api_of
+from octoroute.server.middleware import api_of, error_body_for
 from octoroute.server.state import CLIENT, TRACE
 
 log = logging.getLogger("octoroute.ratelimit")
@@ -152,10 +151,7 @@ def refusal(verdict: Verdict, limits: ClientLimits, api: Api, estimate: int | No
                 f"rate limit exceeded: this client may send {limits.requests_per_second:g} requests per second "
                 f"in bursts of up to {limits.burst}; retry after {retry_after} s"
             )
-    if api is Api.ANTHROPIC:
-        body = anthropic.error_body(message, status)
-    else:
-        body = openai.error_body(message, status, code=code)
+    body = error_body_for(api, message, status, code)
     response = web.Response(status=status, body=body, content_type="application/json")
     if retry_after is not None:
         response.headers["Retry-After"] = retry_after
