@@ -47,8 +47,9 @@ _SAMPLING: Final = {
 }
 # Not in OpenAI's spec, but llama.cpp, vLLM and Ollama's own /v1 read them under these names.
 _EXTENSIONS: Final = ("top_k", "min_p")
-# Model-loading and server settings: the upstream's own configuration decides them.
-_SERVER_SIDE: Final = frozenset(
+# Ollama's other options: model-loading and server settings (the upstream's own configuration
+# decides them) and samplers with no common OpenAI-side name. Named as dropped.
+_DROPPED: Final = frozenset(
     {
         "num_ctx",
         "num_batch",
@@ -64,8 +65,17 @@ _SERVER_SIDE: Final = frozenset(
         "num_thread",
         "numa",
         "num_keep",
+        "tfs_z",
+        "typical_p",
+        "repeat_last_n",
+        "repeat_penalty",
+        "mirostat",
+        "mirostat_tau",
+        "mirostat_eta",
+        "penalize_newline",
     }
 )
+_DROPPED_FIELDS: Final = frozenset({"logprobs", "top_logprobs"})  # Ollama's logprob shape is its own
 # Top-level fields read elsewhere or deliberately ignored (keep_alive: the upstream keeps its own models loaded).
 _CHAT_FIELDS: Final = frozenset(
     {"model", "messages", "tools", "format", "options", "stream", "think", "keep_alive", "importance", "task_type"}
@@ -261,7 +271,7 @@ def _options(options: object, out: dict[str, Any], lost: list[Degradation]) -> N
         elif key in _EXTENSIONS:
             out[key] = value
         else:
-            kind = DegradationKind.UNSUPPORTED_FIELD if key in _SERVER_SIDE else DegradationKind.UNKNOWN_FIELD
+            kind = DegradationKind.UNSUPPORTED_FIELD if key in _DROPPED else DegradationKind.UNKNOWN_FIELD
             lost.append(Degradation(kind, f"options.{key}"))
 
 
@@ -287,7 +297,11 @@ def _common(body: Mapping[str, Any], out: dict[str, Any], known: frozenset[str],
     if fmt is not None:
         out["response_format"] = fmt
     _options(body.get("options"), out, lost)
-    lost.extend(Degradation(DegradationKind.UNKNOWN_FIELD, key) for key in body if key not in known)
+    for key in body:
+        if key in _DROPPED_FIELDS and body[key]:
+            lost.append(Degradation(DegradationKind.UNSUPPORTED_FIELD, key))
+        elif key not in known and key not in _DROPPED_FIELDS:
+            lost.append(Degradation(DegradationKind.UNKNOWN_FIELD, key))
 
 
 def chat_request(body: Mapping[str, Any]) -> tuple[dict[str, Any], ThinkingRequest | None, list[Degradation]]:
