@@ -212,7 +212,10 @@ def body_for(
         call.body, default_max_tokens=ep.max_tokens or 4096, late_system=options.late_system
     )
     body["model"] = ep.name
-    return orjson.dumps(body), tuple(sorted({d.kind.value for d in lost}))
+    kinds = {d.kind.value for d in lost}
+    if call.thinking is not None and call.thinking.enabled:  # no budget to ask an Anthropic server for
+        kinds.add(DegradationKind.THINKING.value)
+    return orjson.dumps(body), tuple(sorted(kinds))
 
 
 def headers_for(ep: EndpointSpec, headers: Mapping[str, str]) -> Mapping[str, str]:

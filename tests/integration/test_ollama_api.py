@@ -79,6 +79,7 @@ def test_lists_shows_and_reports_models(client, fleet):
     assert shown.modelinfo is not None
     family = shown.modelinfo["general.architecture"]
     assert shown.modelinfo[f"{family}.context_length"] > 0
+    assert shown.parameters == f"num_ctx {shown.modelinfo[f'{family}.context_length']}"
     assert client(gw).show("llama3:8b").details == shown.details  # an alias is its target
     loaded = client(gw).ps()
     assert {m.model for m in loaded.models} == set(names)
@@ -302,3 +303,25 @@ def test_empty_prompt_loads_the_model(client, fleet):
     assert loaded.done
     assert loaded.done_reason == "load"
     assert len(sim.chat_requests) == before
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_think_reaches_the_server_and_reasoning_comes_back(client, scripted, gateway, stream):  # noqa: F811
+    upstream = scripted(lambda body: [{"reasoning_content": "2 and 2"}, {"content": "4"}])
+    gw = gateway(fleet_config({"fast": [{"name": "qwen3-8b", "base_url": upstream.base_url}]}))
+    ask = [{"role": "user", "content": "2+2?"}]
+
+    def answer(think):
+        if not stream:
+            reply = client(gw).chat(model="fast", messages=ask, think=think, stream=False)
+            return reply.message.thinking, reply.message.content
+        parts = list(client(gw).chat(model="fast", messages=ask, think=think, stream=True))
+        thought = "".join(p.message.thinking or "" for p in parts) or None
+        return thought, "".join(p.message.content or "" for p in parts)
+
+    assert answer(True) == ("2 and 2", "4")
+    assert upstream.requests[-1].body["reasoning_effort"] == "medium"
+    assert answer("high") == ("2 and 2", "4")
+    assert upstream.requests[-1].body["reasoning_effort"] == "high"
+    assert answer(False) == (None, "4")  # asked not to think: the reasoning is not shown
+    assert "reasoning_effort" not in upstream.requests[-1].body

@@ -30,13 +30,16 @@ EXAMPLES = int(os.environ.get("OCTOROUTE_HYPOTHESIS_EXAMPLES", "40"))  # per ope
 
 @schemathesis.check
 def error_shape_of_the_route(ctx: Any, response: Any, case: Any) -> bool | None:
-    """Any 4xx or 5xx is Anthropic's error object under /v1/messages, OpenAI's elsewhere."""
+    """Any 4xx or 5xx is Anthropic's error object under /v1/messages, Ollama's under /api/, OpenAI's elsewhere."""
     if response.status_code < 400:
         return None
     body = response.json()
     if case.path.startswith("/v1/messages"):
         assert body["type"] == "error", body
         assert set(body["error"]) == {"type", "message"}, body
+    elif case.path.startswith("/api/"):
+        assert set(body) == {"error"}, body
+        assert isinstance(body["error"], str), body
     else:
         assert set(body) == {"error"}, body
         assert set(body["error"]) == {"message", "type", "param", "code"}, body
@@ -81,6 +84,13 @@ def test_the_description_covers_every_endpoint(running) -> None:
         "/ready",
         "/models",
         "/metrics.json",
+        "/",
+        "/api/chat",
+        "/api/generate",
+        "/api/tags",
+        "/api/show",
+        "/api/ps",
+        "/api/version",
     }
 
 

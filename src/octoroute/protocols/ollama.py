@@ -279,8 +279,8 @@ def _thinking(think: object) -> ThinkingRequest | None:
     """`think`: true/false, or an effort level ("low", "medium", "high")."""
     if think is None:
         return None
-    if isinstance(think, bool):
-        return ThinkingRequest(enabled=think, show=think)
+    if isinstance(think, bool):  # plain "on" asks for the middle effort level
+        return ThinkingRequest(enabled=think, show=think, effort="medium" if think else None)
     if isinstance(think, str) and think in ("low", "medium", "high"):
         return ThinkingRequest(enabled=True, effort=think)
     raise TranslationError('\'think\' must be true, false, "low", "medium" or "high"', "think")

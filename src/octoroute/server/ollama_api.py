@@ -332,7 +332,7 @@ async def show(request: web.Request) -> web.Response:
     }
     body_out = {
         "modelfile": "",
-        "parameters": "",
+        "parameters": f"num_ctx {context}",  # Continue reads the window here
         "template": "",
         "details": details,
         "model_info": info,
