@@ -11,10 +11,12 @@ import ollama
 import orjson
 import pytest
 import urllib3
+from aiohttp import web
 from tests.scripted import scripted  # noqa: F401  (fixture)
 from tests.support import endpoint, fleet_config
 
 from octoroute.demo.simulated import Mode
+from octoroute.protocols.translate_stream import OpenAIToAnthropicStream
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 32).decode()
 WEATHER = {
@@ -325,3 +327,108 @@ def test_think_reaches_the_server_and_reasoning_comes_back(client, scripted, gat
     assert upstream.requests[-1].body["reasoning_effort"] == "high"
     assert answer(False) == (None, "4")  # asked not to think: the reasoning is not shown
     assert "reasoning_effort" not in upstream.requests[-1].body
+
+
+class NativeToolCaller:
+    """An Anthropic-native server that answers every request with one `tool_use` block
+    (whole, or streamed as the Messages API streams it) and records what it was sent."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/messages", self.messages)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        self.port = self.runner.addresses[0][1]
+
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(body)
+        usage = {"input_tokens": 30, "output_tokens": 12}
+        if not body.get("stream"):
+            block = {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}
+            message = {"id": "msg_1", "type": "message", "role": "assistant", "model": body["model"]}
+            message |= {"content": [block], "stop_reason": "tool_use", "stop_sequence": None, "usage": usage}
+            return web.json_response(message)
+        events = OpenAIToAnthropicStream(body["model"], "msg_1")
+        chunks = [{"choices": [{"index": 0, "delta": delta, "finish_reason": None}]} for delta in CALL]
+        chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+        chunks.append({"choices": [], "usage": {"prompt_tokens": 30, "completion_tokens": 12}})
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for chunk in chunks:
+            for event in events.feed(chunk):
+                await response.write(event)
+        for event in events.finish():
+            await response.write(event)
+        await response.write_eof()
+        return response
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_tool_calls_from_an_anthropic_native_upstream(client, gateway, loop_thread, stream):
+    native = NativeToolCaller()
+    loop_thread.run(native.start())
+    try:
+        base_url = f"http://127.0.0.1:{native.port}/v1"
+        gw = gateway(fleet_config({"deep": [{"name": "claude-x", "base_url": base_url, "kind": "anthropic"}]}))
+        ask = [{"role": "user", "content": "weather in Paris?"}]
+        if stream:
+            parts = list(client(gw).chat(model="deep", messages=ask, tools=[WEATHER], stream=True))
+            calls = [c for p in parts for c in p.message.tool_calls or ()]
+            last = parts[-1]
+        else:
+            last = client(gw).chat(model="deep", messages=ask, tools=[WEATHER], stream=False)
+            calls = list(last.message.tool_calls or ())
+        assert [(c.function.name, c.function.arguments) for c in calls] == [("get_weather", {"city": "Paris"})]
+        assert last.done_reason == "stop"
+        assert (last.prompt_eval_count, last.eval_count) == (30, 12)
+        sent = native.requests[-1]
+        assert sent["tools"][0]["name"] == "get_weather"
+        assert sent["tools"][0]["input_schema"] == WEATHER["function"]["parameters"]
+        # the result goes back as a tool_result for the same tool_use id
+        history = [
+            *ask,
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
+            },
+            {"role": "tool", "content": "18", "tool_name": "get_weather"},
+        ]
+        client(gw).chat(model="deep", messages=history, tools=[WEATHER], stream=False)
+        turns = native.requests[-1]["messages"]
+        use = next(b for b in turns[1]["content"] if b["type"] == "tool_use")
+        result = next(b for b in turns[2]["content"] if b["type"] == "tool_result")
+        assert use["input"] == {"city": "Paris"}
+        assert result["tool_use_id"] == use["id"]
+    finally:
+        loop_thread.run(native.runner.cleanup())
+
+
+def test_client_keys_apply_to_ollama_names(upstreams, gateway):
+    sim = upstreams("fast")
+    key = "ork-" + "4c" * 32
+    auth = {"enabled": True, "keys": [{"name": "webui", "key_env": "WEBUI_KEY", "models": ["fast"]}]}
+    gw = gateway(
+        fleet_config({"fast": [endpoint(sim, "m")], "deep": [endpoint(sim, "n")]}, auth=auth), env={"WEBUI_KEY": key}
+    )
+    assert urllib3.request("GET", gw.url + "/").status == 200  # the probe stays open
+    anonymous = post(gw, "/api/chat", {"model": "fast", "messages": [{"role": "user", "content": "hi"}]})
+    assert anonymous.status == 401
+    assert set(orjson.loads(anonymous.data)) == {"error"}
+    keyed = ollama.Client(host=gw.url, headers={"Authorization": f"Bearer {key}"})
+    try:
+        assert [m.model for m in keyed.list().models] == ["fast:latest"]  # only what the key may use
+        answer = keyed.chat(model="fast:latest", messages=[{"role": "user", "content": "hi"}], stream=False)
+        assert answer.done
+        with pytest.raises(ollama.ResponseError) as refused:
+            keyed.chat(model="deep:latest", messages=[{"role": "user", "content": "hi"}], stream=False)
+        assert refused.value.status_code == 403
+    finally:
+        keyed.close()
