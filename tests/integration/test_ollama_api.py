@@ -432,3 +432,16 @@ def test_client_keys_apply_to_ollama_names(upstreams, gateway):
         assert refused.value.status_code == 403
     finally:
         keyed.close()
+
+
+def test_rate_limits_apply_in_ollama_shape(upstreams, gateway):
+    sim = upstreams("fast")
+    limits = {"enabled": True, "requests_per_second": 0.001, "burst": 1}
+    gw = gateway(fleet_config({"fast": [endpoint(sim, "m")]}, rate_limit=limits))
+    body = {"model": "fast", "prompt": "hi", "stream": False}
+    assert post(gw, "/api/generate", body).status == 200
+    refused = post(gw, "/api/chat", {"model": "fast", "messages": [{"role": "user", "content": "hi"}]})
+    assert refused.status == 429
+    assert refused.headers["Retry-After"]
+    assert "rate limit exceeded" in orjson.loads(refused.data)["error"]
+    assert len(sim.chat_requests) == 1  # nothing forwarded

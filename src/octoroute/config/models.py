@@ -90,16 +90,6 @@ class EndpointConfig(_Frozen):
             )
         return value.rstrip("/")
 
-    @field_validator("kind")
-    @classmethod
-    def _server_kind(cls, value: Api) -> Api:
-        if value is Api.OLLAMA:
-            raise ValueError(
-                "must be 'openai' or 'anthropic'; for an Ollama server use kind 'openai' "
-                "with base_url ending in /v1 (Ollama's OpenAI-compatible API)"
-            )
-        return value
-
     @field_validator("weight")
     @classmethod
     def _finite(cls, value: float) -> float:

@@ -19,12 +19,12 @@ class Tier(enum.StrEnum):
 
 
 class Api(enum.StrEnum):
-    """An API dialect: what a client speaks, and what an endpoint speaks (its `kind`).
-    `OLLAMA` is a client dialect only: Ollama servers are reached through their
-    OpenAI-compatible `/v1` (`kind = "openai"`), so config refuses it as a kind."""
+    """An API dialect: what a client speaks, and what an endpoint speaks (its `kind`)."""
 
     OPENAI = "openai"
     ANTHROPIC = "anthropic"
+    # Ollama's API: clients of /api/*; as an endpoint kind, an Ollama server, which
+    # serves chat OpenAI-compatible at base_url (.../v1).
     OLLAMA = "ollama"
 
 

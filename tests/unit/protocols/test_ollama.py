@@ -1,11 +1,10 @@
-"""The Ollama translators' edges: model names, refusals, and the config kind they are not."""
+"""The Ollama translators' edges: model names and refusals."""
 
 from __future__ import annotations
 
 import pytest
 
-from octoroute.config import parse_config
-from octoroute.core.errors import ConfigError, TranslationError
+from octoroute.core.errors import TranslationError
 from octoroute.protocols.ollama import chat_request, done_reason, generate_request, tagged, untagged
 
 
@@ -70,10 +69,3 @@ def test_streaming_is_the_default_and_asks_for_usage():
 )
 def test_done_reasons(finish, reason):
     assert done_reason(finish) == reason
-
-
-def test_ollama_is_not_an_endpoint_kind():
-    data = {"models": {"fast": [{"name": "m", "base_url": "http://127.0.0.1:11434/v1", "kind": "ollama"}]}}
-    with pytest.raises(ConfigError) as info:
-        parse_config(data, {})
-    assert "kind 'openai'" in str(info.value)
