@@ -132,6 +132,16 @@ def test_chat_without_streaming(client, fleet):
     assert sent["stream"] is False
     assert "num_ctx" not in sent
     assert "keep_alive" not in sent
+    raw = post(gw, "/api/chat", {"model": "fast", "messages": [{"role": "user", "content": "x"}], "stream": False})
+    assert "X-Octoroute-Degraded" not in raw.headers  # nothing dropped, nothing named
+    assert raw.headers["X-Octoroute-Tier"] == "fast"
+    assert raw.headers["X-Octoroute-Endpoint"] == "fast-1"
+    dropped = post(
+        gw, "/api/chat", {"model": "fast", "messages": [{"role": "user", "content": "x"}], "options": {"num_ctx": 8192}}
+    )
+    assert dropped.headers["X-Octoroute-Degraded"] == "unsupported_field"
+    metrics = urllib3.request("GET", f"{gw.url}/metrics").data.decode()
+    assert 'octoroute_degradations_total{kind="unsupported_field"} 2.0' in metrics
 
 
 def test_chat_streams_ndjson_by_default(client, fleet):
