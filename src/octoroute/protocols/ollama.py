@@ -287,7 +287,8 @@ def _thinking(think: object) -> ThinkingRequest | None:
 
 
 def _common(body: Mapping[str, Any], out: dict[str, Any], known: frozenset[str], lost: list[Degradation]) -> None:
-    stream = body.get("stream", True)  # Ollama streams unless told not to
+    stream = body.get("stream")
+    stream = True if stream is None else stream  # Ollama streams unless told not to (null too)
     if not isinstance(stream, bool):
         raise TranslationError("'stream' must be true or false", "stream")
     out["stream"] = stream

@@ -57,6 +57,8 @@ def test_streaming_is_the_default_and_asks_for_usage():
     body, _, _ = chat_request({"messages": [{"role": "user", "content": "x"}]})
     assert body["stream"] is True
     assert body["stream_options"] == {"include_usage": True}
+    body, _, _ = chat_request({"messages": [{"role": "user", "content": "x"}], "stream": None})
+    assert body["stream"] is True
     body, _, _ = generate_request({"prompt": "x", "stream": False, "options": {"num_predict": -2}})
     assert body["stream"] is False
     assert "stream_options" not in body
