@@ -33,7 +33,7 @@ from octoroute.protocols.sse import iter_data
 from octoroute.protocols.translate_stream import AnthropicToOpenAIStream
 from octoroute.server.anthropic_api import completion_as_chunk
 from octoroute.server.handlers import decision_headers, degraded_of, note_reply, read_json, relay, serve_call
-from octoroute.server.state import CLIENT, GATEWAY, REQUEST_ID, TRACE
+from octoroute.server.state import CLIENT, LIVE, REQUEST_ID, TRACE
 from octoroute.service import AUTO, Gateway, Outcome, decode_chat, openai_payload
 
 # The Ollama API level these routes follow (think, streamed tool calls, capabilities in
@@ -190,7 +190,7 @@ def _loaded(model: str, endpoint: Endpoint) -> web.Response:
 
 async def _serve(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
     started = time.perf_counter_ns()
-    gw = request.app[GATEWAY]
+    gw = request.app[LIVE].gateway
     trace = request[TRACE]
     body = await read_json(request)
     model = _name_of(body)
@@ -301,7 +301,7 @@ def _details(gw: Gateway, name: str) -> dict[str, Any]:
 
 
 async def tags(request: web.Request) -> web.Response:
-    gw = request.app[GATEWAY]
+    gw = request.app[LIVE].gateway
     modified = _iso(gw.started_at)
     models = [
         {
@@ -318,7 +318,7 @@ async def tags(request: web.Request) -> web.Response:
 
 
 async def show(request: web.Request) -> web.Response:
-    gw = request.app[GATEWAY]
+    gw = request.app[LIVE].gateway
     body = await read_json(request)
     name = routable_name(gw, _name_of(body))
     merged, capabilities, window = _capabilities(gw, name)
@@ -344,7 +344,7 @@ async def show(request: web.Request) -> web.Response:
 
 async def ps(request: web.Request) -> web.Response:
     """Every name with a healthy endpoint behind it counts as loaded."""
-    gw = request.app[GATEWAY]
+    gw = request.app[LIVE].gateway
     models = []
     for name in _listed(gw, request):
         eps = _endpoints_of(gw, name)

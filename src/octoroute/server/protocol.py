@@ -27,7 +27,7 @@ from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_request import BaseRequest
 
 from octoroute.server.middleware import api_of, error_body_for
-from octoroute.server.state import GATEWAY
+from octoroute.server.state import LIVE
 
 log = logging.getLogger("octoroute.server")
 _REQUEST_LINE = re.compile(rb"^\s*[!-~]{1,32} (?:[A-Za-z][A-Za-z0-9+.-]{0,16}://[^/\s]{0,255})?(/[^\s?#]{0,2048})")
@@ -176,7 +176,7 @@ class GatewayRunner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         made = await super()._make_server()
-        limits = self.app[GATEWAY].config.limits
+        limits = self.app[LIVE].gateway.config.limits
         kwargs = dict(made._kwargs)  # what AppRunner was given for each connection
         kwargs["keepalive_timeout"] = limits.client_keepalive_timeout_seconds
         # After a rejected body, aiohttp drains what is left before closing (so the client reads the
