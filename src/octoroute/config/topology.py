@@ -64,6 +64,7 @@ class EndpointSpec:
     max_concurrency: int | None = None  # slots; None: unbounded (or discovered at startup)
     context_window: int | None = None  # tokens, from config; else discovered or the capability table
     api_key_env: str | None = None  # where `api_key` came from, for messages about refused credentials
+    responses: bool = False  # also speaks the Responses API (`/responses`): Responses requests pass through
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,6 +335,7 @@ def build_topology(config: Config, env: Mapping[str, str]) -> Topology:
             max_concurrency=ep.max_concurrency,
             context_window=ep.context_window,
             api_key_env=ep.api_key_env,
+            responses=ep.responses,
         )
         endpoints[ep_id] = spec
         by_group[group].append(spec)

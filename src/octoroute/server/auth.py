@@ -34,7 +34,8 @@ log = logging.getLogger("octoroute.auth")
 OPEN_PATHS = frozenset({"/health", "/ready", "/"})  # "/": Ollama clients' "is a server there?" probe
 METRICS_PATHS = frozenset({"/metrics", "/metrics.json", "/dashboard"})  # the metrics token guards these when set
 MODEL_PATHS = frozenset(
-    {"/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens", "/chat", "/api/chat", "/api/generate"}
+    {"/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens", "/chat", "/v1/responses"}
+    | {"/api/chat", "/api/generate"}
 )
 
 
