@@ -30,7 +30,9 @@ log = logging.getLogger("octoroute.ratelimit")
 
 # The routes that reach an upstream. count_tokens never does; health, readiness,
 # model lists and metrics must keep answering a client that is being limited.
-LIMITED_PATHS = frozenset({"/v1/chat/completions", "/v1/messages", "/chat", "/v1/responses", "/api/chat", "/api/generate"})
+LIMITED_PATHS = frozenset(
+    {"/v1/chat/completions", "/v1/messages", "/chat", "/v1/responses", "/api/chat", "/api/generate"}
+)
 BYTES_PER_TOKEN = 4  # the same rough estimate as count_tokens (characters / 4)
 
 
