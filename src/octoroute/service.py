@@ -125,7 +125,9 @@ class ChatCall:
     # The client's own request when it spoke the Responses API (history included), passed as it is
     # to endpoints that speak Responses natively (`responses = true`); `body` is its chat translation.
     responses_body: dict[str, Any] | None = None
-    thinking: ThinkingRequest | None = None  # a Responses client's `reasoning.effort`, for `protocols.egress`
+    # thinking asked for in another API's terms (a Responses client's `reasoning.effort`, Ollama's
+    # `think`), shaped per group by `protocols.egress`
+    thinking: ThinkingRequest | None = None
     session: str | None = None  # an explicit conversation key from a header (fleet.affinity.session_of)
     ask: Ask = CHAT  # the operation (chat, embeddings, completions) and what narrows its endpoints
 
@@ -280,9 +282,10 @@ def body_for(
                 return orjson.dumps({**call.responses_body, "model": ep.name}), ()
             shaped, degraded = translated_body(call.body, call.thinking, options)
             return upstream_body(shaped, ep, ask_usage), degraded
-        if call.anthropic_body is None:
+        if call.anthropic_body is None and call.thinking is None:
             return upstream_body(call.body, ep, ask_usage), ()
-        shaped, degraded = translated_body(call.body, read_thinking(call.anthropic_body), options)
+        wanted = read_thinking(call.anthropic_body) if call.anthropic_body is not None else call.thinking
+        shaped, degraded = translated_body(call.body, wanted, options)
         return upstream_body(shaped, ep, ask_usage), degraded
     if call.anthropic_body is not None:
         return orjson.dumps({**call.anthropic_body, "model": ep.name}), ()
@@ -290,7 +293,10 @@ def body_for(
         call.body, default_max_tokens=ep.max_tokens or 4096, late_system=options.late_system
     )
     body["model"] = ep.name
-    return orjson.dumps(body), tuple(sorted({d.kind.value for d in lost}))
+    kinds = {d.kind.value for d in lost}
+    if call.thinking is not None and call.thinking.enabled:  # no budget to ask an Anthropic server for
+        kinds.add(DegradationKind.THINKING.value)
+    return orjson.dumps(body), tuple(sorted(kinds))
 
 
 def headers_for(ep: EndpointSpec, headers: Mapping[str, str]) -> Mapping[str, str]:

@@ -30,8 +30,7 @@ EXAMPLES = int(os.environ.get("OCTOROUTE_HYPOTHESIS_EXAMPLES", "40"))  # per ope
 
 @schemathesis.check
 def error_shape_of_the_route(ctx: Any, response: Any, case: Any) -> bool | None:
-    """Any 4xx or 5xx is Anthropic's error object under /v1/messages, Ollama's under /api/,
-    OpenAI's elsewhere."""
+    """Any 4xx or 5xx is Anthropic's error object under /v1/messages, Ollama's under /api/, OpenAI's elsewhere."""
     if response.status_code < 400:
         return None
     body = response.json()
@@ -93,6 +92,13 @@ def test_the_description_covers_every_endpoint(running) -> None:
         "/ready",
         "/models",
         "/metrics.json",
+        "/",
+        "/api/chat",
+        "/api/generate",
+        "/api/tags",
+        "/api/show",
+        "/api/ps",
+        "/api/version",
     }
 
 

@@ -23,8 +23,8 @@ class Api(enum.StrEnum):
 
     OPENAI = "openai"
     ANTHROPIC = "anthropic"
-    # An Ollama server: OpenAI-compatible at base_url (.../v1) for chat and completions,
-    # its native /api/embed (at the server's root) for embeddings.
+    # Ollama's API: clients of /api/*; as an endpoint kind, an Ollama server, which
+    # serves chat OpenAI-compatible at base_url (.../v1).
     OLLAMA = "ollama"
 
 

@@ -22,7 +22,7 @@ from octoroute.observe.decisions import percentiles
 from octoroute.observe.metrics import AFFINITY_RESULTS, OK, QueueOutcome
 
 DECISIONS_SHOWN = 100
-API_ROUTES = ("/v1/chat/completions", "/v1/messages", "/chat")
+API_ROUTES = ("/v1/chat/completions", "/v1/messages", "/chat", "/api/chat", "/api/generate")
 
 Labels = tuple[tuple[str, str], ...]
 

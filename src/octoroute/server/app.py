@@ -21,7 +21,7 @@ from octoroute.observe.metrics import PrometheusRecorder, Recorder
 from octoroute.observe.observer import Observer
 from octoroute.observe.tracing import Tracing
 from octoroute.routing.scoring import ScoreModel
-from octoroute.server import anthropic_api, completions_api, embeddings_api, handlers, responses_api
+from octoroute.server import anthropic_api, completions_api, embeddings_api, handlers, ollama_api, responses_api
 from octoroute.server.auth import auth_middleware, build_keyring
 from octoroute.server.live import Live
 from octoroute.server.middleware import RequestIds, body_middleware, errors_middleware, observe_middleware
@@ -111,7 +111,19 @@ def create_app(
     app.router.add_get("/dashboard", handlers.dashboard)
     app.router.add_get("/ready", handlers.ready)
     app.router.add_get("/models", handlers.endpoints)
+    add_ollama_routes(app)
     return app
+
+
+def add_ollama_routes(app: web.Application) -> None:
+    """Ollama's API (docs/api-ollama.md); `/api/embed` and `/api/embeddings` are the embeddings' own."""
+    app.router.add_get("/", ollama_api.root)
+    app.router.add_post("/api/chat", ollama_api.chat)
+    app.router.add_post("/api/generate", ollama_api.generate)
+    app.router.add_get("/api/tags", ollama_api.tags)
+    app.router.add_post("/api/show", ollama_api.show)
+    app.router.add_get("/api/ps", ollama_api.ps)
+    app.router.add_get("/api/version", ollama_api.version)
 
 
 def build_observer(

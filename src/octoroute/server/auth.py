@@ -26,13 +26,17 @@ from octoroute.core.errors import ClientError, Unauthorised
 from octoroute.fleet.clientkeys import Budgets, ClientKey, KeyRing
 from octoroute.fleet.ratelimit import ClientLimits
 from octoroute.observe.metrics import AuthOutcome, Recorder
+from octoroute.protocols.ollama import untagged
 from octoroute.server.state import CLIENT, TRACE
 
 log = logging.getLogger("octoroute.auth")
 
-OPEN_PATHS = frozenset({"/health", "/ready"})
+OPEN_PATHS = frozenset({"/health", "/ready", "/"})  # "/": Ollama clients' "is a server there?" probe
 METRICS_PATHS = frozenset({"/metrics", "/metrics.json", "/dashboard"})  # the metrics token guards these when set
-MODEL_PATHS = frozenset({"/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens", "/chat", "/v1/responses"})
+MODEL_PATHS = frozenset(
+    {"/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens", "/chat", "/v1/responses"}
+    | {"/api/chat", "/api/generate"}
+)
 MODEL_PATHS |= {"/v1/embeddings", "/v1/completions", "/api/embed", "/api/embeddings"}  # embeddings_api, completions_api
 
 
@@ -110,7 +114,7 @@ def auth_middleware(
             trace.client = key.name
         if request.method == "POST" and path in MODEL_PATHS:
             model = _model_of(await request.read()) or ("auto" if path == "/chat" else None)
-            if model is not None and not key.allows(model):
+            if model is not None and not _allows(key, model, path):
                 metrics.client_request(key.name, AuthOutcome.FORBIDDEN)
                 raise Forbidden(f"API key '{key.name}' may not use model '{model[:200]}'", param="model")
             refusal = budgets.check(key, wall_clock())
@@ -129,6 +133,14 @@ def auth_middleware(
         return response
 
     return middleware
+
+
+def _allows(key: ClientKey, model: str, path: str) -> bool:
+    """Ollama clients add `:latest` to names; a key allowed the bare name may use it so."""
+    if key.allows(model):
+        return True
+    bare = untagged(model) if path.startswith("/api/") else None
+    return bare is not None and key.allows(bare)
 
 
 def _model_of(body: bytes) -> str | None:

@@ -17,7 +17,7 @@ from aiohttp.typedefs import Handler, Middleware
 from octoroute.core.errors import ClientError, InvalidRequest, RequestTimeout, RoutingExhausted, UpstreamStatusError
 from octoroute.core.types import Api
 from octoroute.observe.observer import Observer
-from octoroute.protocols import anthropic
+from octoroute.protocols import anthropic, ollama
 from octoroute.protocols.openai import error_body, normalised_error
 from octoroute.server.state import REQUEST_ID, TRACE
 
@@ -43,9 +43,18 @@ class RequestIds:
 
 
 def api_of(path: str) -> Api:
-    if path.startswith("/api/"):
-        return Api.OLLAMA  # Ollama's API: errors are {"error": "..."}
-    return Api.ANTHROPIC if path.startswith("/v1/messages") else Api.OPENAI
+    if path.startswith("/v1/messages"):
+        return Api.ANTHROPIC
+    return Api.OLLAMA if path.startswith("/api/") else Api.OPENAI
+
+
+def error_body_for(api: Api, message: str, status: int, code: str | None = None, param: str | None = None) -> bytes:
+    """An error object in `api`'s shape."""
+    if api is Api.ANTHROPIC:
+        return anthropic.error_body(message, status)
+    if api is Api.OLLAMA:
+        return ollama.error_body(message)
+    return error_body(message, status, code=code, param=param)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,14 +100,10 @@ def describe_error(exc: BaseException) -> ErrorInfo:
 def render_error(exc: BaseException, api: Api = Api.OPENAI) -> web.Response:
     """Any error in the error shape of the API the client called, with the right status."""
     info = describe_error(exc)
-    if api is Api.ANTHROPIC:
-        body = anthropic.error_body(info.message, info.status)
-    elif api is Api.OLLAMA:
-        body = orjson.dumps({"error": info.message})
-    elif info.upstream_body is not None:
+    if api is Api.OPENAI and info.upstream_body is not None:
         body = info.upstream_body
     else:
-        body = error_body(info.message, info.status, code=info.code, param=info.param)
+        body = error_body_for(api, info.message, info.status, info.code, info.param)
     response = web.Response(status=info.status, body=body, content_type="application/json")
     if info.retry_after:
         response.headers["Retry-After"] = info.retry_after

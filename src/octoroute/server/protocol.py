@@ -22,15 +22,11 @@ import logging
 import re
 from typing import Any
 
-import orjson
 from aiohttp import http_exceptions, web, web_protocol
 from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_request import BaseRequest
 
-from octoroute.core.types import Api
-from octoroute.protocols import anthropic
-from octoroute.protocols.openai import error_body
-from octoroute.server.middleware import api_of
+from octoroute.server.middleware import api_of, error_body_for
 from octoroute.server.state import LIVE
 
 log = logging.getLogger("octoroute.server")
@@ -90,12 +86,7 @@ def path_of_head(head: bytes) -> str:
 
 
 def render_reject(status: int, message: str, code: str, path: str) -> web.Response:
-    if api_of(path) is Api.ANTHROPIC:
-        body = anthropic.error_body(message, status)
-    elif api_of(path) is Api.OLLAMA:
-        body = orjson.dumps({"error": message})
-    else:
-        body = error_body(message, status, code=code)
+    body = error_body_for(api_of(path), message, status, code)
     response = web.Response(status=status, body=body, content_type="application/json")
     response.force_close()
     return response

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 
-import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
@@ -24,15 +23,16 @@ from octoroute.core.errors import ClientError, RoutingExhausted, UpstreamStatusE
 from octoroute.core.types import Api
 from octoroute.fleet.ratelimit import ClientLimits, LimitReason, RateLimiter, Verdict, client_key
 from octoroute.observe.metrics import Recorder
-from octoroute.protocols import anthropic, openai
-from octoroute.server.middleware import api_of
+from octoroute.server.middleware import api_of, error_body_for
 from octoroute.server.state import CLIENT, TRACE
 
 log = logging.getLogger("octoroute.ratelimit")
 
 # The routes that reach an upstream. count_tokens never does; health, readiness,
 # model lists and metrics must keep answering a client that is being limited.
-LIMITED_PATHS = frozenset({"/v1/chat/completions", "/v1/messages", "/chat", "/v1/responses"})
+LIMITED_PATHS = frozenset(
+    {"/v1/chat/completions", "/v1/messages", "/chat", "/v1/responses", "/api/chat", "/api/generate"}
+)
 LIMITED_PATHS |= {
     "/v1/embeddings",
     "/v1/completions",
@@ -159,12 +159,7 @@ def refusal(verdict: Verdict, limits: ClientLimits, api: Api, estimate: int | No
                 f"rate limit exceeded: this client may send {limits.requests_per_second:g} requests per second "
                 f"in bursts of up to {limits.burst}; retry after {retry_after} s"
             )
-    if api is Api.ANTHROPIC:
-        body = anthropic.error_body(message, status)
-    elif api is Api.OLLAMA:
-        body = orjson.dumps({"error": message})
-    else:
-        body = openai.error_body(message, status, code=code)
+    body = error_body_for(api, message, status, code)
     response = web.Response(status=status, body=body, content_type="application/json")
     if retry_after is not None:
         response.headers["Retry-After"] = retry_after
