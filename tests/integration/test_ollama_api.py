@@ -285,7 +285,7 @@ def test_errors_in_ollama_shape(client, fleet):
     assert "messages[0]" in orjson.loads(role.data)["error"]
     fim = post(gw, "/api/generate", {"model": "fast", "prompt": "def f(", "suffix": "return x"})
     assert fim.status == 400
-    assert "/v1/completions" in orjson.loads(fim.data)["error"]
+    assert "fill-in-the-middle" in orjson.loads(fim.data)["error"]  # no endpoint of `fast` does it
     sim.behaviour.mode = Mode.ERROR_500
     for stream in (False, True):
         with pytest.raises(ollama.ResponseError) as failed:
@@ -455,3 +455,57 @@ def test_rate_limits_apply_in_ollama_shape(upstreams, gateway):
     assert refused.headers["Retry-After"]
     assert "rate limit exceeded" in orjson.loads(refused.data)["error"]
     assert len(sim.chat_requests) == 1  # nothing forwarded
+
+
+def test_embedding_groups_are_listed_and_described_as_such(client, upstreams, gateway):
+    chat, emb = upstreams("chat"), upstreams("emb")
+    data = fleet_config({"fast": [endpoint(chat, "qwen2.5-7b-instruct")], "embed": [endpoint(emb, "nomic-embed-text")]})
+    data["groups"] = {"embed": {"serves": ["embeddings"]}}
+    gw = gateway(data)
+    assert "embed:latest" in [m.model for m in client(gw).list().models]
+    assert client(gw).show("embed:latest").capabilities == ["embedding"]
+    fast = client(gw).show("fast").capabilities
+    assert fast is not None
+    assert "completion" in fast
+    assert "embedding" not in fast
+    auto = client(gw).show("auto").capabilities
+    assert auto is not None
+    assert {"completion", "embedding"} <= set(auto)
+    vectors = client(gw).embed(model="embed:latest", input=["one", "two"])
+    assert len(vectors.embeddings) == 2
+    with pytest.raises(ollama.ResponseError) as refused:
+        client(gw).chat(model="embed:latest", messages=[{"role": "user", "content": "hi"}], stream=False)
+    assert refused.value.status_code == 400
+    assert "chat" in refused.value.error
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_generate_with_a_suffix_fills_in_the_middle(client, upstreams, gateway, stream):
+    plain, olla, llama = upstreams("plain"), upstreams("olla"), upstreams("llama")
+    data = fleet_config(
+        {
+            "fast": [endpoint(plain, "base-model")],
+            "coder": [endpoint(olla, "qwen2.5-coder:1.5b", kind="ollama")],
+            "infill": [endpoint(llama, "qwen-coder-gguf", fim="infill", max_tokens=64)],
+        }
+    )
+    gw = gateway(data)
+    prefix, suffix = "def add(a, b):\n    return", "\n\nprint(add(1, 2))"
+    for group, label in (("coder", "olla"), ("infill", "llama")):
+        kwargs: dict[str, Any] = {"model": f"{group}:latest", "prompt": prefix, "suffix": suffix, "stream": stream}
+        if stream:
+            parts = list(client(gw).generate(**kwargs))
+            text, last = "".join(p.response or "" for p in parts), parts[-1]
+        else:
+            last = client(gw).generate(**kwargs)
+            text = last.response or ""
+        assert text == f" {label} continues return <fim suffix={len(suffix)}>"
+        assert last.done
+        assert last.done_reason == "stop"
+        assert last.eval_count
+    assert olla.requests[-1].body["suffix"] == suffix  # passed on to Ollama's own completions API
+    assert llama.requests[-1].path == "/infill"
+    with pytest.raises(ollama.ResponseError) as refused:
+        list(client(gw).generate(model="fast", prompt=prefix, suffix=suffix, stream=True))
+    assert refused.value.status_code == 400
+    assert "fill-in-the-middle" in refused.value.error

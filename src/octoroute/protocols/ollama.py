@@ -331,9 +331,7 @@ def generate_request(body: Mapping[str, Any]) -> tuple[dict[str, Any], ThinkingR
     if not prompt:
         raise TranslationError("'prompt' must be a non-empty string", "prompt")
     if body.get("suffix"):
-        raise TranslationError(
-            "'suffix' (fill-in-the-middle) is not served on /api/generate; use POST /v1/completions", "suffix"
-        )
+        raise TranslationError("'suffix' (fill-in-the-middle) goes through fim_request", "suffix")
     lost: list[Degradation] = []
     messages: list[dict[str, Any]] = []
     system = body.get("system")
@@ -348,6 +346,27 @@ def generate_request(body: Mapping[str, Any]) -> tuple[dict[str, Any], ThinkingR
     out: dict[str, Any] = {"messages": messages}
     _common(body, out, _GENERATE_FIELDS, lost)
     return out, _thinking(body.get("think")), lost
+
+
+def fim_request(body: Mapping[str, Any]) -> tuple[dict[str, Any], list[Degradation]]:
+    """An `/api/generate` body with a `suffix` (fill-in-the-middle) as an OpenAI
+    completions body: `prompt` and `suffix` as they are, the options as for chat.
+    `system`, `template`, `raw` and `context` have no completions form and are named."""
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str):
+        raise TranslationError("'prompt' must be a string", "prompt")
+    suffix = body.get("suffix")
+    if not isinstance(suffix, str):
+        raise TranslationError("'suffix' must be a string", "suffix")
+    lost: list[Degradation] = []
+    out: dict[str, Any] = {"prompt": prompt, "suffix": suffix}
+    for field in ("system", "template", "context", "images"):
+        if body.get(field):
+            lost.append(Degradation(DegradationKind.UNSUPPORTED_FIELD, field))
+    _common(body, out, _GENERATE_FIELDS, lost)  # `raw`: a completions prompt is raw already
+    if out.pop("response_format", None) is not None:
+        lost.append(Degradation(DegradationKind.UNSUPPORTED_FIELD, "format"))
+    return out, lost
 
 
 # -- answers ----------------------------------------------------------------
@@ -424,7 +443,7 @@ def completion_response(
         lost.append(Degradation(DegradationKind.EXTRA_CHOICES, "choices"))
     message = choice.get("message") if isinstance(choice.get("message"), Mapping) else {}
     assert isinstance(message, Mapping)
-    text = _text(message.get("content"))
+    text = _text(message.get("content") if "text" not in choice else choice["text"])  # `text`: a completion
     thinking = reasoning_text(message) if show_thinking else None
     out: dict[str, Any] = {"model": model, "created_at": created_at}
     if endpoint is CHAT:
@@ -490,6 +509,11 @@ class OllamaStream:
                 continue
             if choice.get("finish_reason") is not None:
                 self._finish = choice["finish_reason"]
+            if isinstance(choice.get("text"), str):  # a text_completion chunk (fill-in-the-middle)
+                if choice["text"]:
+                    self._pieces += 1
+                    out.append(self._piece(choice["text"], None))
+                continue
             delta = choice.get("delta")
             if not isinstance(delta, Mapping):
                 continue

@@ -23,18 +23,20 @@ from aiohttp import web
 
 from octoroute import __version__
 from octoroute.core.errors import InvalidRequest, ModelNotFound
-from octoroute.core.types import Api, Degradation
+from octoroute.core.types import Api, Degradation, Operation
 from octoroute.fleet.capabilities import Capabilities
 from octoroute.observe.metrics import Recorder
 from octoroute.protocols import ollama
+from octoroute.protocols.completions import InfillStream
 from octoroute.protocols.ollama import CHAT, GENERATE, Endpoint, OllamaStream, Timings
 from octoroute.protocols.postprocess import PostProcess
 from octoroute.protocols.sse import iter_data
 from octoroute.protocols.translate_stream import AnthropicToOpenAIStream
 from octoroute.server.anthropic_api import completion_as_chunk
+from octoroute.server.completions_api import decode_completions
 from octoroute.server.handlers import decision_headers, degraded_of, note_reply, read_json, relay, serve_call
 from octoroute.server.state import CLIENT, LIVE, REQUEST_ID, TRACE
-from octoroute.service import AUTO, Gateway, Outcome, decode_chat, openai_payload
+from octoroute.service import AUTO, INFILL_PATH, Gateway, Outcome, decode_chat, openai_payload, upstream_path
 
 # The Ollama API level these routes follow (think, streamed tool calls, capabilities in
 # /api/show); clients that gate features on the server's version read this one.
@@ -96,6 +98,7 @@ class OllamaConverter:
         native: AnthropicToOpenAIStream | None,
         timings: Callable[[], Timings],
         metrics: Recorder,
+        before: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self.route = f"/api/{translator.endpoint.value}"
         self._translator = translator
@@ -103,6 +106,7 @@ class OllamaConverter:
         self._native = native
         self._timings = timings
         self._metrics = metrics
+        self._before = before  # the upstream's events into OpenAI SSE first (llama.cpp's /infill)
         self._failed = False
 
     def _chunks(self, events: bytes) -> list[dict[str, Any]] | str:
@@ -142,7 +146,7 @@ class OllamaConverter:
     def convert(self, events: bytes) -> bytes:
         if self._failed:
             return b""
-        chunks = self._chunks(events)
+        chunks = self._chunks(events if self._before is None else self._before(events))
         if isinstance(chunks, str):
             return self.fail(chunks)
         return self._lines(chunks)
@@ -198,6 +202,8 @@ async def _serve(request: web.Request, endpoint: Endpoint) -> web.StreamResponse
     empty = not body.get("messages") if endpoint is CHAT else not body.get("prompt")
     if empty and not body.get("suffix"):
         return _loaded(model, endpoint)
+    if endpoint is GENERATE and body.get("suffix"):
+        return await _fill_in_the_middle(request, body, model, routable, started)
     translate = ollama.chat_request if endpoint is CHAT else ollama.generate_request
     openai_body, thinking, lost = translate(body)
     openai_body["model"] = routable
@@ -236,6 +242,39 @@ async def _serve(request: web.Request, endpoint: Endpoint) -> web.StreamResponse
     return await relay(request, gw, call, outcome, headers, converter)
 
 
+async def _fill_in_the_middle(
+    request: web.Request, body: dict[str, Any], model: str, routable: str, started: int
+) -> web.StreamResponse:
+    """`/api/generate` with a `suffix`: a completions request (as `POST /v1/completions`
+    makes it) to the endpoints that do fill-in-the-middle, the answer in Ollama's shape."""
+    gw = request.app[LIVE].gateway
+    trace = request[TRACE]
+    completions_body, lost = ollama.fim_request(body)
+    completions_body["model"] = routable
+    call = decode_completions(completions_body, request[REQUEST_ID])
+    decision, outcome = await serve_call(gw, call, trace, Api.OLLAMA)
+    if isinstance(outcome, web.Response):
+        return outcome
+    gw.metrics.degradations(d.kind.value for d in lost)
+    headers = {**decision_headers(decision, outcome), **_degraded_header(lost, outcome)}
+    if outcome.reply is not None:
+        note_reply(gw, trace, outcome, outcome.reply.payload, Api.OPENAI)
+        timings = Timings(
+            total=time.perf_counter_ns() - started, prompt_eval=0, eval=int(outcome.reply.latency_ms * 1_000_000)
+        )
+        answer, _ = ollama.completion_response(
+            outcome.reply.payload, GENERATE, model=model, created_at=_now(), timings=timings
+        )
+        return web.Response(body=orjson.dumps(answer), headers=headers, content_type="application/json")
+    before = None
+    if upstream_path(call, outcome.endpoint) is INFILL_PATH:
+        infill = InfillStream(outcome.endpoint.name, f"cmpl-{call.request_id}", int(time.time()), include_usage=True)
+        before = infill.convert
+    translator = OllamaStream(model, GENERATE)
+    converter = OllamaConverter(translator, None, None, _stream_timings(started, outcome), gw.metrics, before=before)
+    return await relay(request, gw, call, outcome, headers, converter)
+
+
 async def chat(request: web.Request) -> web.StreamResponse:
     return await _serve(request, CHAT)
 
@@ -268,21 +307,34 @@ def _endpoints_of(gw: Gateway, name: str) -> list[Any]:
     return [gw.topology.endpoints[target]]
 
 
+def _serving(gw: Gateway, eps: list[Any]) -> tuple[list[Any], bool]:
+    """The endpoints behind a name whose group serves chat, and whether any serves embeddings."""
+    groups = gw.topology.groups
+    chat = [ep for ep in eps if Operation.CHAT in groups[ep.group].options.serves]
+    embeds = any(Operation.EMBEDDINGS in groups[ep.group].options.serves for ep in eps)
+    return chat, embeds
+
+
 def _capabilities(gw: Gateway, name: str) -> tuple[Capabilities, list[str], int | None]:
-    """What a name can do: a capability when any endpoint behind it has it (requests that
-    need tools or images go to capable endpoints first), and the largest context window."""
+    """What a name can do: `completion` when a group behind it serves chat, `embedding`
+    when one serves embeddings (`[groups.X] serves`); tools, vision and thinking when any
+    chat endpoint has them (requests that need tools or images go to capable endpoints
+    first); and the largest context window."""
     eps = _endpoints_of(gw, name)
-    caps = [gw.capabilities.lookup(ep.name) for ep in eps]
+    chat, embeds = _serving(gw, eps)
+    caps = [gw.capabilities.lookup(ep.name) for ep in chat]
     merged = Capabilities(
         tools=any(c.tools for c in caps),
         vision=any(c.vision for c in caps),
         thinking=any(c.thinking for c in caps),
-        context_window=max((c.context_window for c in caps), default=0),
+        context_window=max((gw.capabilities.lookup(ep.name).context_window for ep in eps), default=0),
     )
-    listed = ["completion"]
+    listed = ["completion"] if chat else []
     listed += [label for label, on in (("tools", merged.tools), ("vision", merged.vision)) if on]
     if merged.thinking:
         listed.append("thinking")
+    if embeds:
+        listed.append("embedding")
     windows = [w for ep in eps if isinstance(w := gw.context_info(ep.id).get("window"), int)]
     return merged, listed, max(windows, default=None)
 
