@@ -4,6 +4,7 @@ servers on loopback) and a gateway started from a config dict."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
@@ -14,6 +15,7 @@ import anthropic
 import openai
 import pytest
 from aiohttp import web
+from hypothesis import settings
 from tests.local_servers import Kind, LocalServer, Model
 
 from octoroute.config import build_topology, parse_config
@@ -22,6 +24,12 @@ from octoroute.demo.slotted import SlottedUpstream
 from octoroute.server import GatewayRunner, create_app
 from octoroute.server.state import LIVE
 from octoroute.service import Gateway
+
+# CI (CI=true) runs the property tests on a fixed seed, so a run is reproducible from its
+# commit alone; local runs draw fresh examples and keep failures in .hypothesis/.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+    settings.load_profile("ci")
 
 T = TypeVar("T")
 

@@ -139,6 +139,22 @@ def test_unparseable_request_line_gets_the_openai_shape(port, caplog) -> None:
     no_tracebacks(caplog)
 
 
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"CONNECT  \r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",  # no target: once a hang
+        b"CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\n\r\n",
+        b"CONNECT x:1 HTTP/1.1\r\nHost: x\r\n\r\nanything after",
+    ],
+)
+def test_connect_is_refused_with_a_405_and_a_close(port, caplog, head: bytes) -> None:
+    with caplog.at_level(logging.INFO):
+        error = openai_error(exchange(port, head), 405)  # exchange reads until the server closes
+    assert error["code"] == "method_not_allowed"
+    assert "not a proxy" in str(error["message"])
+    no_tracebacks(caplog)
+
+
 def test_bad_chunked_framing_is_a_400_in_the_route_shape(port, caplog) -> None:
     head = (
         b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"

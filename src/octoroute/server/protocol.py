@@ -33,12 +33,21 @@ log = logging.getLogger("octoroute.server")
 _REQUEST_LINE = re.compile(rb"^\s*[!-~]{1,32} (?:[A-Za-z][A-Za-z0-9+.-]{0,16}://[^/\s]{0,255})?(/[^\s?#]{0,2048})")
 _LINGER_SECONDS = 10.0  # aiohttp's default
 _HEAD_KEEP = 8192  # bytes of a request head kept to find its path (aiohttp's own line limit is 8190)
+_CONNECT = re.compile(rb"^\s*CONNECT[ \t\r\n]")
 
 
 class ClientTimeout(http_exceptions.HttpProcessingError):
     """A client did not send its request head within the header timeout."""
 
     code = 408
+
+
+class TunnelRefused(http_exceptions.HttpProcessingError):
+    """A CONNECT request: octoroute is not a forward proxy. Refused from its method
+    alone, before aiohttp's parser, which treats what follows CONNECT as a tunnel and
+    can leave a malformed one (no target) waiting for ever."""
+
+    code = 405
 
 
 def describe_reject(status: int, exc: BaseException | None, head: bytes) -> tuple[int, str, str]:
@@ -49,6 +58,8 @@ def describe_reject(status: int, exc: BaseException | None, head: bytes) -> tupl
     """
     if isinstance(exc, ClientTimeout):
         return 408, "request head not received within limits.client_header_timeout_seconds", "request_timeout"
+    if isinstance(exc, TunnelRefused):
+        return 405, "CONNECT is not supported: octoroute is an HTTP gateway, not a proxy", "method_not_allowed"
     if isinstance(exc, http_exceptions.LineTooLong):
         if b"\n" not in head:  # the request line itself never ended
             return 414, "request line is too long", "uri_too_long"
@@ -100,14 +111,17 @@ class GatewayRequestHandler(web_protocol.RequestHandler):
         self._header_timeout = header_timeout
         self._head = b""  # bytes of the request head now arriving (bounded), to name its route
         self._head_timer: asyncio.TimerHandle | None = None
-        self._timed_out = False
+        self._rejected = False
 
     def data_received(self, data: bytes) -> None:
-        if self._timed_out:
+        if self._rejected:
             return
         idle = not self._request_in_progress and not self._messages
         if idle and len(self._head) < _HEAD_KEEP:
             self._head = (self._head + data)[:_HEAD_KEEP]
+        if idle and _CONNECT.match(self._head):
+            self._reject_head(TunnelRefused(message="CONNECT"), 405)
+            return
         if idle and self._head_timer is None:
             self._head_timer = self._loop.call_later(self._header_timeout, self._head_expired)
             if self._keepalive_handle is not None:  # no longer idle: the head timeout governs until it is parsed
@@ -133,10 +147,14 @@ class GatewayRequestHandler(web_protocol.RequestHandler):
         self._head_timer = None
         if self._request_in_progress or self._messages or self.transport is None:
             return
-        # Answer through aiohttp's own error path, as it does for a parse error.
-        self._timed_out = True
-        reject = ClientTimeout(message="request head timed out")
-        self._messages.append((web_protocol._ErrInfo(status=408, exc=reject, message=""), EMPTY_PAYLOAD))
+        self._reject_head(ClientTimeout(message="request head timed out"), 408)
+
+    def _reject_head(self, reject: http_exceptions.HttpProcessingError, status: int) -> None:
+        """Answer the request head now arriving with `reject` and close the connection;
+        later bytes are ignored. Goes through aiohttp's own error path, as a parse error does."""
+        self._stop_head_timer()
+        self._rejected = True
+        self._messages.append((web_protocol._ErrInfo(status=status, exc=reject, message=""), EMPTY_PAYLOAD))
         self._request_count += 1
         waiter = self._waiter
         if waiter is not None and not waiter.done():
