@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Debian packages the test suite drives for real: Chromium + ChromeDriver (the
 # dashboard test), Prometheus + promtool (the scrape test and the lint of
-# /metrics) and npm (installs the pinned Claude Code CLI: scripts/claude-code.sh). Installs only what is missing; needs root (or sudo) when it must.
+# /metrics), redis-server (the shared-state tests start their own) and npm (installs the pinned Claude Code CLI: scripts/claude-code.sh). Installs only what is missing; needs root (or sudo) when it must.
 set -euo pipefail
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
 { command -v promtool >/dev/null && command -v prometheus >/dev/null; } || missing+=(prometheus)
+command -v redis-server >/dev/null || missing+=(redis-server)
 command -v npm >/dev/null || missing+=(npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 sudo=""

@@ -36,6 +36,7 @@ from octoroute.core.errors import (
     UpstreamTimeout,
 )
 from octoroute.core.facts import ContextEvent, ServerFacts
+from octoroute.core.state import StateStore
 from octoroute.core.types import (
     Api,
     DegradationKind,
@@ -58,7 +59,14 @@ from octoroute.fleet.capabilities import (
     selection_needs,
 )
 from octoroute.fleet.context import ContextBook, ContextGate, estimate_prompt_tokens, requested_output
-from octoroute.fleet.health import HealthBoard, Transition
+from octoroute.fleet.health import (
+    PROBE_LEASE_SHARE,
+    VERDICT_SEQUENCE,
+    VERDICTS,
+    HealthBoard,
+    SharedVerdicts,
+    Transition,
+)
 from octoroute.fleet.policy import Attempt, AttemptPlan, most_likely_recovered
 from octoroute.fleet.rotation import (
     Rotation,
@@ -322,8 +330,11 @@ class Gateway:
         observer: Observer | None = None,
         started_at: float | None = None,
         score_model: ScoreModel | None = None,
+        state: StateStore | None = None,
     ) -> None:
-        """`score_model`: the learned scorer's model (the bundled one when None; tests pass a fake)."""
+        """`score_model`: the learned scorer's model (the bundled one when None; tests pass a fake).
+        `state`: the `[state]` store shared with other workers and replicas (health verdicts,
+        probe leases); None keeps health in this process alone."""
         self.config = config
         self.topology = topology
         self.pool = pool
@@ -331,6 +342,10 @@ class Gateway:
         self.rng = rng or random.Random()
         self.board = HealthBoard(topology, config.health.failure_threshold)
         self.rotation = Rotation()  # cooldowns (429) and refused credentials (401/403)
+        self.state = state
+        self._verdicts = SharedVerdicts(topology.endpoints) if state is not None else None
+        self._publishing = asyncio.Lock()  # verdicts go out in the order they were reached
+        self._published: set[asyncio.Task[None]] = set()
         self.selectors = build_selectors(topology)
         self.default_tier = default_tier(config)
         self.router = Router.from_config(
@@ -682,6 +697,43 @@ class Gateway:
                 logging.INFO if healthy else logging.WARNING, "endpoint %s %s (%s)", ep.id, transition.value, detail
             )
             self.observer.health_changed(ep.id, healthy, detail)
+            if self._verdicts is not None:
+                task = asyncio.create_task(self._publish_verdict(ep.id, healthy), name="octoroute-verdict")
+                self._published.add(task)
+                task.add_done_callback(self._published.discard)
+
+    async def _publish_verdict(self, endpoint_id: str, healthy: bool) -> None:
+        """Tell the other workers and replicas (`fleet.state_health`); they adopt it within a sync interval."""
+        assert self.state is not None
+        assert self._verdicts is not None
+        async with self._publishing:
+            version = (await self.state.incr_many(VERDICT_SEQUENCE, {"v": 1.0}))["v"]
+            value = self._verdicts.publishing(endpoint_id, healthy, version)
+            await self.state.put_many(VERDICTS, {endpoint_id: value})
+
+    async def sync_health(self) -> None:
+        """Adopt every verdict another process published since the last sync."""
+        assert self.state is not None
+        assert self._verdicts is not None
+        ids = self._verdicts.endpoint_ids
+        values = await self.state.read_many(VERDICTS, ids)
+        now = self.clock()
+        for endpoint_id, healthy in self._verdicts.news(ids, values):
+            transition = self.board.get(endpoint_id).adopt(healthy, now, "marked down by another gateway process")
+            if transition is not None:
+                log.log(
+                    logging.INFO if healthy else logging.WARNING,
+                    "endpoint %s %s (verdict shared by another gateway process)",
+                    endpoint_id,
+                    transition.value,
+                )
+                self.observer.health_changed(endpoint_id, healthy, "shared verdict")
+
+    async def run_state_sync(self) -> None:
+        """Read shared verdicts forever, every `[state] sync_interval_seconds` (cancelled at shutdown)."""
+        while True:
+            await asyncio.sleep(self.config.state.sync_interval_seconds)
+            await self.sync_health()
 
     def record_mid_stream(self, ep: EndpointSpec, error: UpstreamError) -> None:
         self.metrics.mid_stream(ep.id)
@@ -944,7 +996,13 @@ class Gateway:
         """One active health check of every endpoint, concurrently."""
         timeout = self.config.health.check_timeout_seconds
 
+        lease = self.config.health.check_interval_seconds * PROBE_LEASE_SHARE
+
         async def one(ep: EndpointSpec) -> None:
+            # One probe per endpoint per interval across every process sharing the state;
+            # the others learn the verdict from `sync_health`.
+            if self.state is not None and not await self.state.lease(f"probe:{ep.id}", lease):
+                return
             try:
                 latency = await self.pool.probe(ep, timeout)
             except UpstreamError as error:

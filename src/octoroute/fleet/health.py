@@ -17,6 +17,7 @@ Nothing here reads the clock: every method takes `now` (monotonic seconds).
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from octoroute.config.topology import Topology
@@ -87,6 +88,17 @@ class EndpointHealth:
             self.healthy = False
             return Transition.BECAME_UNHEALTHY
         return None
+
+    def adopt(self, healthy: bool, now: float, note: str) -> Transition | None:
+        """Take a verdict another gateway process reached (shared state): the state it
+        implies, as if this process had seen the threshold of failures or a success."""
+        if healthy == self.healthy:
+            return None
+        self.last_check_at = now
+        self.healthy = healthy
+        self.consecutive_failures = 0 if healthy else self.failure_threshold
+        self.last_error = None if healthy else _short(note)
+        return Transition.BECAME_HEALTHY if healthy else Transition.BECAME_UNHEALTHY
 
     def note_error(self, error: str) -> None:
         """An answer that says something went wrong without counting as a failure (a 429,
@@ -161,4 +173,43 @@ class HealthBoard:
                     failures=h.total_failures,
                 )
             )
+        return out
+
+
+# Shared verdicts (`[state]`): hash VERDICTS maps each endpoint id to version * 2 + healthy,
+# versions drawn from counter VERDICT_SEQUENCE, so a newer verdict always wins.
+VERDICTS = "health"
+VERDICT_SEQUENCE = "health:seq"
+PROBE_LEASE_SHARE = 0.9  # a probe lease lasts this share of the check interval: the next round may probe
+
+
+class SharedVerdicts:
+    """Which shared health verdicts this process has seen; pure bookkeeping for the
+    service's publish and sync (the store does the I/O).
+
+    A transition reached here is published with a fresh version (`publishing`); a
+    sync adopts every verdict newer than the last one seen per endpoint (`news`).
+    Two processes publishing about one endpoint within the same instant: the last
+    write stays, the other process keeps its own verdict until the next transition.
+    """
+
+    def __init__(self, endpoint_ids: Iterable[str]) -> None:
+        self.endpoint_ids = tuple(endpoint_ids)
+        self._seen: dict[str, int] = dict.fromkeys(self.endpoint_ids, 0)
+
+    def publishing(self, endpoint_id: str, healthy: bool, version: float) -> float:
+        """The value to store for this process's own verdict (seen, so not adopted back)."""
+        self._seen[endpoint_id] = max(self._seen[endpoint_id], int(version))
+        return int(version) * 2 + (1 if healthy else 0)
+
+    def news(self, endpoint_ids: Sequence[str], values: Sequence[float | None]) -> list[tuple[str, bool]]:
+        """The (endpoint, healthy) verdicts among `values` newer than those seen, now marked seen."""
+        out = []
+        for endpoint_id, value in zip(endpoint_ids, values, strict=True):
+            if value is None:
+                continue
+            version, healthy = divmod(int(value), 2)
+            if version > self._seen[endpoint_id]:
+                self._seen[endpoint_id] = version
+                out.append((endpoint_id, healthy == 1))
         return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from octoroute.core.state import StateStore
 from octoroute.fleet.clientkeys import ClientKey
 from octoroute.observe.observer import RequestTrace
 from octoroute.service import Gateway
@@ -13,3 +14,4 @@ REQUEST_ID = web.RequestKey("request_id", str)
 TRACE = web.RequestKey("trace", RequestTrace)
 DASHBOARD = web.AppKey("dashboard", bytes)
 CLIENT = web.RequestKey("client", ClientKey)  # the [auth] key a request came with
+STATE: web.AppKey[StateStore] = web.AppKey("state")  # the [state] store (closed with the app)
