@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
 
 SHARED_MEMORY_FILE = "state.shm"  # in the workers' metrics directory
+STATE_CONNECT_SECONDS = 2.0  # for the first connection to Redis, at startup
 DASHBOARD_PAGE = files("octoroute.observe").joinpath("dashboard.html")
 
 
@@ -182,6 +183,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     for warning in (*config_warnings(gateway.config, gateway.topology), *capabilities):
         observer.config_warning(warning)
     await gateway.pool.start()
+    store = app[STATE]
+    if isinstance(store, GuardedState):
+        await store.start(STATE_CONNECT_SECONDS)
     await gateway.discover_all()  # context windows and slots, before the first request
     tasks: list[asyncio.Task[None]] = []
     if gateway.config.health.active:

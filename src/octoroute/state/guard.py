@@ -36,6 +36,8 @@ class Remote(StateStore, Protocol):
 
     async def ping(self) -> None: ...
 
+    async def prepare(self) -> None: ...
+
 
 def _describe(error: BaseException) -> str:
     text = str(error) or type(error).__name__
@@ -73,6 +75,15 @@ class GuardedState:
     @property
     def name(self) -> str:
         return self._remote.name if self._up else self._fallback.name
+
+    async def start(self, timeout_seconds: float) -> None:
+        """Connect before serving (within `timeout_seconds`, longer than a request's bound);
+        a remote store that does not answer opens the circuit at once."""
+        try:
+            async with asyncio.timeout(max(timeout_seconds, self._timeout)):
+                await self._remote.prepare()
+        except self._errors as error:
+            self._trip(error)
 
     def _trip(self, error: BaseException) -> None:
         self._on_error()

@@ -110,6 +110,11 @@ class RedisState:
         """Raise unless Redis answers."""
         await self._redis.ping()
 
+    async def prepare(self) -> None:
+        """Connect and load the scripts now, so the first request does not pay for it."""
+        for script in (self._admit, self._incr):
+            await self._redis.script_load(script.script)
+
     async def admit(self, takes: Sequence[Take]) -> Admission:
         keys = [f"{self._prefix}b:{t.key}" for t in takes]
         args: list[float] = [GCRA_SLACK_SECONDS]

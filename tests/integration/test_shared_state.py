@@ -1,0 +1,214 @@
+"""Issue 14's bar: two `octoroute serve` processes on one real redis-server limit a
+client together, avoid an endpoint the other marked down, survive Redis being
+killed and come back to it; `--workers 2` without Redis limits together too.
+
+Rate limits are asserted by counts over a burst at a rate so small (one request
+per 1000 s) that the test's own duration never refills a bucket."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import openai
+import orjson
+import pytest
+
+from octoroute.demo.faults import config_toml
+from octoroute.demo.simulated import Mode, SimulatedUpstream
+from tests.redis_server import RedisServer, free_port
+from tests.support import endpoint, eventually, fleet_config
+
+BURST = 5
+SLOW_LIMIT = {"enabled": True, "requests_per_second": 0.001, "burst": BURST}
+ID_PREFIX = 12  # hex chars of a worker's request-id prefix (RequestIds in server/middleware.py)
+HI = [{"role": "user", "content": "hi"}]
+
+
+@dataclass
+class Served:
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def request(
+    port: int, method: str, path: str, body: Any = None, key: str = "client-a"
+) -> tuple[int, dict[str, str], bytes]:
+    """One request on a fresh connection (so `--workers` spreads them), no retries."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        conn.request(method, path, body=None if body is None else orjson.dumps(body), headers=headers)
+        reply = conn.getresponse()
+        return reply.status, {k.lower(): v for k, v in reply.getheaders()}, reply.read()
+    finally:
+        conn.close()
+
+
+def chat(port: int, key: str = "client-a") -> tuple[int, dict[str, str], bytes]:
+    return request(port, "POST", "/v1/chat/completions", {"model": "fast", "messages": HI}, key)
+
+
+def backend_up(port: int) -> float | None:
+    status, _, body = request(port, "GET", "/metrics")
+    assert status == 200
+    found = re.search(rb"^octoroute_state_backend_up (\S+)$", body, re.M)
+    return None if found is None else float(found.group(1))
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
+    """Factory: `serve(config_dict, workers=1)` runs `octoroute serve` as a subprocess."""
+    started: list[Served] = []
+
+    def start(data: dict[str, Any], workers: int = 1) -> Served:
+        port = free_port()
+        config = tmp_path / f"gateway-{port}.toml"
+        config.write_text(config_toml(data, port=port))
+        log = tmp_path / f"gateway-{port}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "octoroute", "serve", "--config", str(config), "--workers", str(workers)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        served = Served(port, proc, log)
+        started.append(served)
+
+        def ready() -> bool:
+            assert proc.poll() is None, served.output()
+            try:
+                return request(port, "GET", "/health")[0] == 200
+            except OSError:
+                return False
+
+        eventually(ready, timeout=30, what=f"octoroute serve on port {port}")
+        return served
+
+    yield start
+    for served in started:
+        os.killpg(served.proc.pid, signal.SIGTERM)
+        served.proc.wait(timeout=30)
+
+
+def shared(redis: RedisServer, **extra: Any) -> dict[str, Any]:
+    """`[state]` on `redis`. The timeout is generous: a loaded test machine must not turn a
+    slow answer into a fallback (Redis being gone is what the fault test is about)."""
+    return {
+        "backend": "redis",
+        "url": redis.url,
+        "key_prefix": "t14:",
+        "sync_interval_seconds": 0.2,
+        "timeout_ms": 2000,
+        **extra,
+    }
+
+
+def assert_429_shape(status: int, headers: dict[str, str], body: bytes) -> None:
+    assert status == 429
+    assert int(headers["retry-after"]) >= 1
+    error = orjson.loads(body)["error"]
+    assert error["code"] == "rate_limit_exceeded"
+    assert "rate limit exceeded" in error["message"]
+
+
+def test_a_client_gets_its_burst_once_across_two_gateways_on_redis(upstreams, redis_server, serve, sdk_clients):
+    sim = upstreams("fast")
+    data = fleet_config({"fast": [endpoint(sim, "m")]}, rate_limit=SLOW_LIMIT, state=shared(redis_server))
+    a, b = serve(data), serve(data)
+    answers = [chat(gw.port) for _ in range(6) for gw in (a, b)]  # alternating: 12 requests, 6 to each
+    statuses = Counter(status for status, _, _ in answers)
+    assert statuses == {200: BURST, 429: 12 - BURST}, [a.output(), b.output()]
+    assert sim.count == BURST
+    for answer in answers:
+        if answer[0] == 429:
+            assert_429_shape(*answer)
+    # another client has its own burst; the refusal parses as the SDK's RateLimitError
+    client = openai.OpenAI(base_url=b.base_url, api_key="client-b", max_retries=0, _strict_response_validation=True)
+    try:
+        for _ in range(BURST):
+            assert client.chat.completions.create(model="fast", messages=HI).choices[0].message.content
+        with pytest.raises(openai.RateLimitError):
+            openai.OpenAI(base_url=a.base_url, api_key="client-b", max_retries=0).chat.completions.create(
+                model="fast", messages=HI
+            )
+    finally:
+        client.close()
+
+
+def test_two_workers_without_redis_share_one_burst(upstreams, serve):
+    sim = upstreams("fast")
+    served = serve(fleet_config({"fast": [endpoint(sim, "m")]}, rate_limit=SLOW_LIMIT), workers=2)
+    answers = [chat(served.port) for _ in range(30)]
+    workers = Counter(headers["x-request-id"][:ID_PREFIX] for _, headers, _ in answers)
+    assert len(workers) == 2, workers  # the kernel spread the connections over both workers
+    assert Counter(status for status, _, _ in answers) == {200: BURST, 429: 30 - BURST}, served.output()
+    assert sim.count == BURST
+
+
+def test_an_endpoint_marked_down_by_one_gateway_is_avoided_by_the_other(upstreams, redis_server, serve):
+    bad, good = upstreams("bad"), upstreams("good")
+    bad.behaviour.mode = Mode.ERROR_500
+    data = fleet_config(
+        {"fast": [endpoint(bad, "m", id="bad", priority=2), endpoint(good, "m", id="good")]},
+        health={"failure_threshold": 1, "check_interval_seconds": 3600},
+        state=shared(redis_server),
+    )
+    a, b = serve(data), serve(data)
+    status, _, _ = chat(a.port)
+    assert status == 200  # bad failed once (now down on a), good answered
+    assert (bad.count, good.count) == (1, 1)
+
+    def b_sees_bad_down() -> bool:
+        rows = orjson.loads(request(b.port, "GET", "/models")[2])["endpoints"]
+        return next(r["healthy"] for r in rows if r["id"] == "bad") is False
+
+    eventually(b_sees_bad_down, timeout=10, what="gateway b to adopt a's verdict")
+    for _ in range(3):
+        assert chat(b.port)[0] == 200
+    assert (bad.count, good.count) == (1, 4)  # b never tried the endpoint it had never seen fail
+
+
+def test_killing_redis_loses_no_request_and_both_gateways_recover(upstreams, redis_server, serve, sdk_clients):
+    sim = upstreams("fast")
+    generous = {"enabled": True, "requests_per_second": 1000, "burst": 1000}
+    data = fleet_config(
+        {"fast": [endpoint(sim, "m")]}, rate_limit=generous, state=shared(redis_server, retry_seconds=0.1)
+    )
+    a, b = serve(data), serve(data)
+    clients = [sdk_clients.openai(gw.base_url) for gw in (a, b)]
+
+    def round_of_requests() -> None:
+        for client in clients * 3:  # every one answered in full, none hangs, none is a 5xx
+            assert client.chat.completions.create(model="fast", messages=HI).choices[0].message.content
+
+    round_of_requests()
+    assert [backend_up(gw.port) for gw in (a, b)] == [1.0, 1.0]
+    redis_server.kill()
+    round_of_requests()
+    assert [backend_up(gw.port) for gw in (a, b)] == [0.0, 0.0]  # each noticed, and kept serving
+    redis_server.start()
+    eventually(lambda: [backend_up(gw.port) for gw in (a, b)] == [1.0, 1.0], timeout=20, what="both to reconnect")
+    round_of_requests()
+    for gw in (a, b):
+        log = gw.output()
+        assert log.count("using local state until it answers again") == 1, log  # once per transition, not per call
+        assert "Traceback" not in log, log
