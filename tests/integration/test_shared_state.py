@@ -22,11 +22,11 @@ from typing import Any
 import openai
 import orjson
 import pytest
-
-from octoroute.demo.faults import config_toml
-from octoroute.demo.simulated import Mode, SimulatedUpstream
 from tests.redis_server import RedisServer, free_port
 from tests.support import endpoint, eventually, fleet_config
+
+from octoroute.demo.faults import config_toml
+from octoroute.demo.simulated import Mode
 
 BURST = 5
 SLOW_LIMIT = {"enabled": True, "requests_per_second": 0.001, "burst": BURST}
