@@ -711,6 +711,12 @@ class Gateway:
             value = self._verdicts.publishing(endpoint_id, healthy, version)
             await self.state.put_many(VERDICTS, {endpoint_id: value})
 
+    async def stop_publishing(self) -> None:
+        """Cancel verdicts still being published (at shutdown, before the store closes)."""
+        for task in list(self._published):
+            task.cancel()
+        await asyncio.gather(*self._published, return_exceptions=True)
+
     async def sync_health(self) -> None:
         """Adopt every verdict another process published since the last sync."""
         assert self.state is not None

@@ -201,5 +201,6 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
                 await task
         await gateway.shadow_tasks.close()  # shadow judge calls still waiting need the pool
         await gateway.pool.close()
+        await gateway.stop_publishing()
         await app[STATE].close()
         await asyncio.to_thread(observer.close)  # flushing spans may block on the exporter
