@@ -212,3 +212,22 @@ def test_killing_redis_loses_no_request_and_both_gateways_recover(upstreams, red
         log = gw.output()
         assert log.count("using local state until it answers again") == 1, log  # once per transition, not per call
         assert "Traceback" not in log, log
+
+
+def test_active_probes_are_not_multiplied_by_the_number_of_gateways(upstreams, redis_server, serve):
+    sim = upstreams("fast")
+    data = fleet_config(
+        {"fast": [endpoint(sim, "m")]},
+        health={"active": True, "check_interval_seconds": 3600},  # one probe round each, at startup
+        state=shared(redis_server),
+    )
+    a, b = serve(data), serve(data)
+    eventually(lambda: probes(sim) >= 1, timeout=10, what="the first probe")
+    for _ in range(5):  # b's startup round (a lease check, then maybe a probe) is long done after these
+        assert chat(b.port)[0] == 200
+        assert chat(a.port)[0] == 200
+    assert probes(sim) == 1  # the other gateway found the lease taken
+
+
+def probes(sim: Any) -> int:
+    return sum(r.method == "GET" and r.path == "/v1/models" for r in sim.requests)
