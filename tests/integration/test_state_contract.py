@@ -81,7 +81,7 @@ def test_a_burst_is_admitted_then_refused_with_the_wait_until_one_fits(stores: F
 def test_admission_is_all_or_nothing_and_names_the_short_bucket(stores: Factory) -> None:
     async def body() -> None:
         store = stores()
-        tokens = Gcra(interval=60.0 / 100, capacity=100)  # 100 tokens per minute
+        tokens = Gcra(interval=600.0, capacity=100)  # 100 tokens, one more every 10 minutes
         assert (await store.admit((Take("r", SLOW, 1), Take("t", tokens, 90)))).allowed
         refused = await store.admit((Take("r", SLOW, 1), Take("t", tokens, 20)))
         assert not refused.allowed

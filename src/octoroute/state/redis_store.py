@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -92,17 +92,21 @@ class RedisState:
     name = "redis"
     errors: tuple[type[Exception], ...] = (RedisError, OSError)
 
-    def __init__(self, url: str, *, prefix: str, timeout_seconds: float, max_connections: int = 64) -> None:
+    def __init__(self, url: str, *, prefix: str, timeout_seconds: float, max_connections: int = 128) -> None:
         self._prefix = prefix
-        self._redis: Redis = Redis.from_url(
+        # A blocking pool: past `max_connections` concurrent calls a call waits (within its
+        # timeout) for a free connection instead of failing at once as "too many connections",
+        # which would read as Redis being down.
+        pool = BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=timeout_seconds,
             socket_timeout=timeout_seconds,
             socket_connect_timeout=timeout_seconds,
             retry=Retry(NoBackoff(), 0),
-            retry_on_timeout=False,
-            max_connections=max_connections,
             client_name="octoroute",
         )
+        self._redis: Redis = Redis.from_pool(pool)  # owns the pool: closed with it
         self._admit = self._redis.register_script(_ADMIT)
         self._incr = self._redis.register_script(_INCR)
 
