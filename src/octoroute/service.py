@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -60,6 +60,7 @@ from octoroute.fleet.capabilities import (
 )
 from octoroute.fleet.context import ContextBook, ContextGate, estimate_prompt_tokens, requested_output
 from octoroute.fleet.health import (
+    COOLDOWNS,
     PROBE_LEASE_SHARE,
     VERDICT_SEQUENCE,
     VERDICTS,
@@ -99,6 +100,7 @@ from octoroute.upstream.client import UpstreamPool, UpstreamReply, UpstreamStrea
 from octoroute.upstream.discovery import discover
 
 log = logging.getLogger("octoroute.health")
+COOLDOWN_SLACK_SECONDS = 0.5  # a shared cooldown this close to the local one is the same one
 shadow_log = logging.getLogger("octoroute.shadow")
 upstream_log = logging.getLogger("octoroute.upstream")
 CAPABLE_FIRST = 100_000  # added to the priority of capable endpoints: above any configured priority (±1000)
@@ -665,6 +667,8 @@ class Gateway:
             until = self.rotation.cool_down(ep.id, now, seconds)
             log.info("endpoint %s asked to back off (%s); out of rotation for %.1fs", ep.id, error.message, seconds)
             self.observer.cooled_down(ep.id, pressure.value, seconds, wall + (until - now))
+            if self._verdicts is not None:  # the other processes keep off it too
+                self._publish(self._publish_cooldown(ep.id, wall + (until - now)))
             return True
         return pressure is Pressure.LOADING
 
@@ -698,9 +702,17 @@ class Gateway:
             )
             self.observer.health_changed(ep.id, healthy, detail)
             if self._verdicts is not None:
-                task = asyncio.create_task(self._publish_verdict(ep.id, healthy), name="octoroute-verdict")
-                self._published.add(task)
-                task.add_done_callback(self._published.discard)
+                self._publish(self._publish_verdict(ep.id, healthy))
+
+    def _publish(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro, name="octoroute-publish")
+        self._published.add(task)
+        task.add_done_callback(self._published.discard)
+
+    async def _publish_cooldown(self, endpoint_id: str, until_wall: float) -> None:
+        assert self.state is not None
+        async with self._publishing:
+            await self.state.put_many(COOLDOWNS, {endpoint_id: until_wall})
 
     async def _publish_verdict(self, endpoint_id: str, healthy: bool) -> None:
         """Tell the other workers and replicas (`fleet.state_health`); they adopt it within a sync interval."""
@@ -724,6 +736,7 @@ class Gateway:
         ids = self._verdicts.endpoint_ids
         values = await self.state.read_many(VERDICTS, ids)
         now = self.clock()
+        self._adopt_cooldowns(ids, await self.state.read_many(COOLDOWNS, ids), now)
         for endpoint_id, healthy in self._verdicts.news(ids, values):
             transition = self.board.get(endpoint_id).adopt(healthy, now, "marked down by another gateway process")
             if transition is not None:
@@ -734,6 +747,22 @@ class Gateway:
                     transition.value,
                 )
                 self.observer.health_changed(endpoint_id, healthy, "shared verdict")
+
+    def _adopt_cooldowns(self, ids: Sequence[str], untils: Sequence[float | None], now: float) -> None:
+        """Cool down every endpoint another process was asked to back off from, for the time
+        it has left (wall clock: replicas on other machines share no monotonic clock)."""
+        wall = time.time()
+        for endpoint_id, until in zip(ids, untils, strict=True):
+            if until is None or until <= wall:
+                continue
+            left = until - wall
+            if left > self.rotation.cooldown_left(endpoint_id, now) + COOLDOWN_SLACK_SECONDS:
+                self.rotation.cool_down(endpoint_id, now, left)
+                log.info(
+                    "endpoint %s: another gateway process was asked to back off; out of rotation for %.1fs",
+                    endpoint_id,
+                    left,
+                )
 
     async def run_state_sync(self) -> None:
         """Read shared verdicts forever, every `[state] sync_interval_seconds` (cancelled at shutdown)."""

@@ -157,6 +157,13 @@ def test_a_client_gets_its_burst_once_across_two_gateways_on_redis(upstreams, re
 def test_two_workers_without_redis_share_one_burst(upstreams, serve):
     sim = upstreams("fast")
     served = serve(fleet_config({"fast": [endpoint(sim, "m")]}, rate_limit=SLOW_LIMIT), workers=2)
+    answered: set[str] = set()  # both workers listening before the burst (GET /health is never limited)
+
+    def both_listen() -> bool:
+        answered.add(request(served.port, "GET", "/health")[1]["x-request-id"][:ID_PREFIX])
+        return len(answered) == 2
+
+    eventually(both_listen, timeout=30, what="both workers to answer /health")
     answers = [chat(served.port) for _ in range(30)]
     workers = Counter(headers["x-request-id"][:ID_PREFIX] for _, headers, _ in answers)
     assert len(workers) == 2, workers  # the kernel spread the connections over both workers
@@ -185,6 +192,28 @@ def test_an_endpoint_marked_down_by_one_gateway_is_avoided_by_the_other(upstream
     for _ in range(3):
         assert chat(b.port)[0] == 200
     assert (bad.count, good.count) == (1, 4)  # b never tried the endpoint it had never seen fail
+
+
+def test_an_upstream_cooldown_reached_by_one_gateway_is_kept_by_the_other(upstreams, redis_server, serve):
+    limited, spare = upstreams("limited"), upstreams("spare")
+    limited.behaviour.mode = Mode.ERROR_429
+    limited.behaviour.retry_after_seconds = 600
+    data = fleet_config(
+        {"fast": [endpoint(limited, "m", id="limited", priority=2), endpoint(spare, "m", id="spare")]},
+        state=shared(redis_server),
+    )
+    a, b = serve(data), serve(data)
+    assert chat(a.port)[0] == 200  # limited said 429 with Retry-After: 600; spare answered
+    assert (limited.count, spare.count) == (1, 1)
+
+    def b_cools_limited_down() -> bool:
+        rows = orjson.loads(request(b.port, "GET", "/models")[2])["endpoints"]
+        return next(r["cooldown_seconds"] for r in rows if r["id"] == "limited") > 500
+
+    eventually(b_cools_limited_down, timeout=10, what="gateway b to adopt a's cooldown")
+    for _ in range(3):
+        assert chat(b.port)[0] == 200
+    assert (limited.count, spare.count) == (1, 4)
 
 
 def test_killing_redis_loses_no_request_and_both_gateways_recover(upstreams, redis_server, serve, sdk_clients):

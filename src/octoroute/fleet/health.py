@@ -180,6 +180,7 @@ class HealthBoard:
 # versions drawn from counter VERDICT_SEQUENCE, so a newer verdict always wins.
 VERDICTS = "health"
 VERDICT_SEQUENCE = "health:seq"
+COOLDOWNS = "cooldowns"  # endpoint id -> wall-clock second its cooldown (an upstream's 429) ends
 PROBE_LEASE_SHARE = 0.9  # a probe lease lasts this share of the check interval: the next round may probe
 
 
