@@ -154,9 +154,10 @@ def test_a_client_gets_its_burst_once_across_two_gateways_on_redis(upstreams, re
         client.close()
 
 
-def test_two_workers_without_redis_share_one_burst(upstreams, serve):
+def test_two_workers_without_redis_share_one_burst_and_one_probe(upstreams, serve):
     sim = upstreams("fast")
-    served = serve(fleet_config({"fast": [endpoint(sim, "m")]}, rate_limit=SLOW_LIMIT), workers=2)
+    probing = {"active": True, "check_interval_seconds": 3600}  # one probe round per worker, at its start
+    served = serve(fleet_config({"fast": [endpoint(sim, "m")]}, rate_limit=SLOW_LIMIT, health=probing), workers=2)
     answered: set[str] = set()  # both workers listening before the burst (GET /health is never limited)
 
     def both_listen() -> bool:
@@ -169,6 +170,7 @@ def test_two_workers_without_redis_share_one_burst(upstreams, serve):
     assert len(workers) == 2, workers  # the kernel spread the connections over both workers
     assert Counter(status for status, _, _ in answers) == {200: BURST, 429: 30 - BURST}, served.output()
     assert sim.count == BURST
+    assert probes(sim) == 1  # the shared-memory lease: the second worker skipped its round
 
 
 def test_an_endpoint_marked_down_by_one_gateway_is_avoided_by_the_other(upstreams, redis_server, serve):
