@@ -7,6 +7,7 @@ per 1000 s) that the test's own duration never refills a bucket."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import re
@@ -75,13 +76,13 @@ def backend_up(port: int) -> float | None:
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
-    """Factory: `serve(config_dict, workers=1)` runs `octoroute serve` as a subprocess."""
+    """Factory: `serve(config_dict, workers=1, extra_toml="")` runs `octoroute serve` as a subprocess."""
     started: list[Served] = []
 
-    def start(data: dict[str, Any], workers: int = 1) -> Served:
+    def start(data: dict[str, Any], workers: int = 1, extra_toml: str = "") -> Served:
         port = free_port()
         config = tmp_path / f"gateway-{port}.toml"
-        config.write_text(config_toml(data, port=port))
+        config.write_text(config_toml(data, port=port) + extra_toml)
         log = tmp_path / f"gateway-{port}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
@@ -105,7 +106,8 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
 
     yield start
     for served in started:
-        os.killpg(served.proc.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # one that failed to start is gone already
+            os.killpg(served.proc.pid, signal.SIGTERM)
         served.proc.wait(timeout=30)
 
 
@@ -171,6 +173,20 @@ def test_two_workers_without_redis_share_one_burst_and_one_probe(upstreams, serv
     assert Counter(status for status, _, _ in answers) == {200: BURST, 429: 30 - BURST}, served.output()
     assert sim.count == BURST
     assert probes(sim) == 1  # the shared-memory lease: the second worker skipped its round
+
+
+def test_a_token_budget_spent_on_one_gateway_is_spent_on_the_other(upstreams, redis_server, serve, monkeypatch):
+    sim = upstreams("fast")
+    monkeypatch.setenv("T14_CI_KEY", "ork-shared-budget-key")  # the gateway subprocesses inherit it
+    data = fleet_config({"fast": [endpoint(sim, "m")]}, auth={"enabled": True}, state=shared(redis_server))
+    key = '\n[[auth.keys]]\nname = "ci"\nkey_env = "T14_CI_KEY"\ntokens_per_day = 1\n'
+    a, b = serve(data, extra_toml=key), serve(data, extra_toml=key)
+    assert chat(a.port, "ork-shared-budget-key")[0] == 200  # admitted while budget remained, then charged
+    status, headers, body = chat(b.port, "ork-shared-budget-key")
+    assert status == 429
+    assert orjson.loads(body)["error"]["code"] == "token_budget_exceeded"
+    assert int(headers["retry-after"]) > 0
+    assert sim.count == 1
 
 
 def test_an_endpoint_marked_down_by_one_gateway_is_avoided_by_the_other(upstreams, redis_server, serve):
