@@ -7,6 +7,7 @@ per 1000 s) that the test's own duration never refills a bucket."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import os
@@ -278,3 +279,34 @@ def test_active_probes_are_not_multiplied_by_the_number_of_gateways(upstreams, r
 
 def probes(sim: Any) -> int:
     return sum(r.method == "GET" and r.path == "/v1/models" for r in sim.requests)
+
+
+def test_a_redis_that_never_answers_costs_the_gateway_nothing_but_a_warning(upstreams, serve, loop_thread):
+    sim = upstreams("fast")
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # reads nothing, answers nothing: a hung Redis
+
+    async def listen() -> asyncio.Server:
+        return await asyncio.start_server(silent, "127.0.0.1", 0)
+
+    server = loop_thread.run(listen())
+    port = server.sockets[0].getsockname()[1]
+    state = {"backend": "redis", "url": f"redis://127.0.0.1:{port}/0", "timeout_ms": 50, "retry_seconds": 0.2}
+    generous = {"enabled": True, "requests_per_second": 1000, "burst": 1000}
+    try:
+        gw = serve(fleet_config({"fast": [endpoint(sim, "m")]}, rate_limit=generous, state=state))
+        assert accepted  # it did try Redis
+        for _ in range(10):
+            assert chat(gw.port)[0] == 200
+        assert backend_up(gw.port) == 0.0
+        assert gw.output().count("using local state until it answers again") == 1
+    finally:
+
+        async def close() -> None:
+            server.close()
+            for writer in accepted:
+                writer.close()
+
+        loop_thread.run(close())
