@@ -62,7 +62,6 @@ from octoroute.fleet.context import ContextBook, ContextGate, estimate_prompt_to
 from octoroute.fleet.health import (
     COOLDOWNS,
     PROBE_LEASE_SHARE,
-    VERDICT_SEQUENCE,
     VERDICTS,
     HealthBoard,
     SharedVerdicts,
@@ -701,8 +700,8 @@ class Gateway:
                 logging.INFO if healthy else logging.WARNING, "endpoint %s %s (%s)", ep.id, transition.value, detail
             )
             self.observer.health_changed(ep.id, healthy, detail)
-            if self._verdicts is not None:
-                self._publish(self._publish_verdict(ep.id, healthy))
+            if self._verdicts is not None:  # versioned now: verdicts keep the order they were reached in
+                self._publish(self._publish_verdict(ep.id, self._verdicts.publishing(ep.id, healthy, time.time())))
 
     def _publish(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro, name="octoroute-publish")
@@ -714,13 +713,11 @@ class Gateway:
         async with self._publishing:
             await self.state.put_many(COOLDOWNS, {endpoint_id: until_wall})
 
-    async def _publish_verdict(self, endpoint_id: str, healthy: bool) -> None:
-        """Tell the other workers and replicas (`fleet.state_health`); they adopt it within a sync interval."""
+    async def _publish_verdict(self, endpoint_id: str, value: float) -> None:
+        """Tell the other workers and replicas (`fleet.health.SharedVerdicts`); they adopt it
+        within a sync interval."""
         assert self.state is not None
-        assert self._verdicts is not None
         async with self._publishing:
-            version = (await self.state.incr_many(VERDICT_SEQUENCE, {"v": 1.0}))["v"]
-            value = self._verdicts.publishing(endpoint_id, healthy, version)
             await self.state.put_many(VERDICTS, {endpoint_id: value})
 
     async def stop_publishing(self) -> None:

@@ -262,6 +262,36 @@ def test_killing_redis_loses_no_request_and_both_gateways_recover(upstreams, red
         assert "Traceback" not in log, log
 
 
+def test_verdicts_still_reach_the_other_gateway_after_redis_restarts_empty(upstreams, redis_server, serve):
+    bad, good = upstreams("bad"), upstreams("good")
+    bad.behaviour.mode = Mode.ERROR_500
+    data = fleet_config(
+        {"fast": [endpoint(bad, "m", id="bad", priority=2), endpoint(good, "m", id="good")]},
+        # no probes: a request re-tests an unhealthy endpoint once it was last seen a second ago
+        health={"failure_threshold": 1, "check_interval_seconds": 1},
+        state=shared(redis_server, retry_seconds=0.1),
+    )
+    a, b = serve(data), serve(data)
+    assert chat(a.port)[0] == 200
+    eventually(lambda: bad_is_healthy(b) is False, timeout=10, what="b to adopt 'bad is down'")
+    redis_server.kill()
+    redis_server.start()  # empty: no persistence
+    eventually(lambda: backend_up(a.port) == backend_up(b.port) == 1.0, timeout=20, what="both to reconnect")
+    bad.behaviour.mode = Mode.NORMAL
+
+    def a_finds_bad_healthy() -> bool:
+        assert chat(a.port)[0] == 200
+        return bad_is_healthy(a) is True
+
+    eventually(a_finds_bad_healthy, timeout=20, what="a to re-test bad and find it healthy")
+    eventually(lambda: bad_is_healthy(b) is True, timeout=10, what="b to adopt 'bad is back'")
+
+
+def bad_is_healthy(gw: Served) -> bool:
+    rows = orjson.loads(request(gw.port, "GET", "/models")[2])["endpoints"]
+    return bool(next(r["healthy"] for r in rows if r["id"] == "bad"))
+
+
 def test_active_probes_are_not_multiplied_by_the_number_of_gateways(upstreams, redis_server, serve):
     sim = upstreams("fast")
     data = fleet_config(

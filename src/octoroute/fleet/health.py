@@ -176,10 +176,10 @@ class HealthBoard:
         return out
 
 
-# Shared verdicts (`[state]`): hash VERDICTS maps each endpoint id to version * 2 + healthy,
-# versions drawn from counter VERDICT_SEQUENCE, so a newer verdict always wins.
+# Shared verdicts (`[state]`): hash VERDICTS maps each endpoint id to version * 2 + healthy.
+# A version is the wall-clock millisecond the verdict was reached (strictly increasing per
+# process), so a newer verdict wins, and a Redis that restarted empty changes nothing.
 VERDICTS = "health"
-VERDICT_SEQUENCE = "health:seq"
 COOLDOWNS = "cooldowns"  # endpoint id -> wall-clock second its cooldown (an upstream's 429) ends
 PROBE_LEASE_SHARE = 0.9  # a probe lease lasts this share of the check interval: the next round may probe
 
@@ -190,18 +190,23 @@ class SharedVerdicts:
 
     A transition reached here is published with a fresh version (`publishing`); a
     sync adopts every verdict newer than the last one seen per endpoint (`news`).
-    Two processes publishing about one endpoint within the same instant: the last
-    write stays, the other process keeps its own verdict until the next transition.
+    Versions are wall-clock milliseconds, so replicas order verdicts as well as
+    their clocks agree: two processes reaching opposite verdicts on one endpoint
+    within their clock skew may each keep their own until the next transition.
     """
 
     def __init__(self, endpoint_ids: Iterable[str]) -> None:
         self.endpoint_ids = tuple(endpoint_ids)
         self._seen: dict[str, int] = dict.fromkeys(self.endpoint_ids, 0)
+        self._last = 0
 
-    def publishing(self, endpoint_id: str, healthy: bool, version: float) -> float:
-        """The value to store for this process's own verdict (seen, so not adopted back)."""
-        self._seen[endpoint_id] = max(self._seen[endpoint_id], int(version))
-        return int(version) * 2 + (1 if healthy else 0)
+    def publishing(self, endpoint_id: str, healthy: bool, wall: float) -> float:
+        """The value to store for this process's own verdict reached at `wall` (epoch
+        seconds); marked seen, so it is not adopted back."""
+        version = max(int(wall * 1000), self._last + 1)
+        self._last = version
+        self._seen[endpoint_id] = max(self._seen[endpoint_id], version)
+        return version * 2 + (1 if healthy else 0)
 
     def news(self, endpoint_ids: Sequence[str], values: Sequence[float | None]) -> list[tuple[str, bool]]:
         """The (endpoint, healthy) verdicts among `values` newer than those seen, now marked seen."""

@@ -78,12 +78,13 @@ def test_adopting_a_verdict_changes_state_once() -> None:
 
 def test_shared_verdicts_adopt_only_newer_versions_and_never_their_own() -> None:
     verdicts = SharedVerdicts(["a", "b"])
-    own = verdicts.publishing("a", False, 4.0)
+    own = verdicts.publishing("a", False, 0.004)  # reached at the 4th millisecond: version 4
     assert own == 8.0
-    assert verdicts.news(["a", "b"], [own, None]) == []  # our own verdict is not news
-    assert verdicts.news(["a", "b"], [11.0, 6.0]) == [("a", True), ("b", False)]  # v5 up, v3 down
-    assert verdicts.news(["a", "b"], [11.0, 6.0]) == []
-    assert verdicts.news(["a", "b"], [8.0, 6.0]) == []  # older than seen: ignored
+    assert verdicts.publishing("a", True, 0.001) == 11.0  # a later verdict of ours: version 5, never older
+    assert verdicts.news(["a", "b"], [own, None]) == []  # our own verdicts are not news
+    assert verdicts.news(["a", "b"], [13.0, 6.0]) == [("a", True), ("b", False)]  # v6 up, v3 down
+    assert verdicts.news(["a", "b"], [13.0, 6.0]) == []
+    assert verdicts.news(["a", "b"], [10.0, 6.0]) == []  # older than seen: ignored
 
 
 def test_shared_limiter_gives_the_verdicts_of_the_in_process_limiter() -> None:
