@@ -15,13 +15,14 @@ import anthropic
 import openai
 import pytest
 from aiohttp import web
+from tests.local_servers import Kind, LocalServer, Model
 from tests.redis_server import RedisServer
 
 from octoroute.config import build_topology, parse_config
 from octoroute.demo.simulated import SimulatedUpstream
 from octoroute.demo.slotted import SlottedUpstream
 from octoroute.server import GatewayRunner, create_app
-from octoroute.server.state import GATEWAY
+from octoroute.server.state import LIVE
 from octoroute.service import Gateway
 
 T = TypeVar("T")
@@ -66,7 +67,7 @@ class RunningGateway:
 
     @property
     def gateway(self) -> Gateway:
-        return self.app[GATEWAY]
+        return self.app[LIVE].gateway
 
 
 async def start_gateway(
@@ -177,3 +178,22 @@ def sdk_clients() -> Iterator[SdkClients]:
     clients = SdkClients()
     yield clients
     clients.close()
+
+
+@pytest.fixture
+def local_server(loop_thread: LoopThread) -> Iterator[Callable[..., LocalServer]]:
+    """Factory: `local_server(Kind.OLLAMA, [Model("qwen2.5:3b", 3.1e9)], tools=False)` starts a
+    server answering like Ollama, llama.cpp or vLLM (tests/local_servers.py); all stop after the test."""
+    started: list[LocalServer] = []
+
+    def make(kind: Kind, models: list[Model], **options: Any) -> LocalServer:
+        server = LocalServer(kind, models, **options)
+        loop_thread.run(server.start())
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        if server.hold_listing is not None:
+            loop_thread.loop.call_soon_threadsafe(server.hold_listing.set)
+        loop_thread.run(server.stop())

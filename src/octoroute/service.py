@@ -58,6 +58,7 @@ from octoroute.fleet.capabilities import (
     missing,
     selection_needs,
 )
+from octoroute.fleet.carry import carried_endpoints
 from octoroute.fleet.context import ContextBook, ContextGate, estimate_prompt_tokens, requested_output
 from octoroute.fleet.health import (
     COOLDOWNS,
@@ -153,6 +154,16 @@ class Outcome:
         if self.fallback_from is not None:
             return f"{reason}; fallback from {self.fallback_from} to {self.group}"
         return reason
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """What `/ready` answers (see `Gateway.readiness`)."""
+
+    ready: bool
+    status: str  # "ready", "starting" (first probe round not finished), "unavailable"
+    healthy_endpoints: int  # healthy and not failing their latest probe
+    unavailable_groups: tuple[str, ...]
 
 
 def _hint(value: object, enum: type[Importance] | type[TaskType], param: str) -> Any:
@@ -342,6 +353,8 @@ class Gateway:
         self.clock = clock
         self.rng = rng or random.Random()
         self.board = HealthBoard(topology, config.health.failure_threshold)
+        self.probe_rounds = 0  # active health-check rounds finished
+        self.probe_failures: dict[str, str] = {}  # endpoint id -> why its latest probe failed
         self.rotation = Rotation()  # cooldowns (429) and refused credentials (401/403)
         self.state = state
         self._verdicts = SharedVerdicts(topology.endpoints) if state is not None else None
@@ -386,6 +399,61 @@ class Gateway:
         )
         for ep in eps:
             self.metrics.slots(ep.id, ep.max_concurrency)
+
+    # -- reloading ---------------------------------------------------------
+
+    def take_over(self, old: Gateway) -> dict[str, str]:
+        """Become the successor of `old` (a reloaded config; nothing serves on self yet):
+        endpoints that are the same server and model (`fleet.carry`) keep their health,
+        cooldowns, refused credentials (while the key is unchanged), context windows and
+        discovered slots; the slot board and its waiting lines are shared, so in-flight
+        counts stay true across the reload; pending shadow decisions are kept. Returns
+        {new id: old id} of the endpoints carried over; the others start fresh."""
+        pairs = carried_endpoints(old.topology.endpoints, self.topology.endpoints)
+        eps, before = self.topology.endpoints, old.topology.endpoints
+        self.board.carry_over(old.board, pairs)
+        if self._verdicts is not None and old._verdicts is not None:  # verdicts seen stay seen
+            self._verdicts.carry_over(old._verdicts, pairs)
+        self.rotation.carry_over(
+            old.rotation, pairs, {n for n, o in pairs.items() if eps[n].api_key == before[o].api_key}
+        )
+        self.context.carry_over(old.context, pairs)
+        capacity: dict[str, int | None] = {}
+        for ep in eps.values():
+            facts = self.context.facts(ep.id)
+            learned = facts.total_slots if facts is not None and facts.total_slots else None
+            capacity[ep.id] = ep.max_concurrency if ep.max_concurrency is not None else learned
+        table = self.slots.affinity
+        if table is not None and old.slots.affinity is not None and self.config.affinity == old.config.affinity:
+            table = old.slots.affinity  # conversations keep their endpoints
+        old.slots.reconfigure(
+            capacity,
+            {ep.id: ep.weight for ep in eps.values()},
+            self.config.queue,
+            affinity=table,
+            least_busy=self.config.selection.least_busy,
+        )
+        self.slots = old.slots
+        for ep_id in eps:  # this gateway's constructor set the configured counts; the board has the real ones
+            self.metrics.slots(ep_id, self.slots.board.capacity(ep_id))
+        self.shadow_tasks = old.shadow_tasks
+        self.shadow_tasks.limit = self.config.routing.shadow.max_pending if self.config.routing.shadow else 1
+        self.started_at = old.started_at
+        self.probe_rounds = old.probe_rounds  # a reload is not a start: /ready keeps its verdict
+        self.probe_failures = {n: old.probe_failures[o] for n, o in pairs.items() if o in old.probe_failures}
+        self.metrics.topology_changed(
+            eps, self.topology.groups, [e for e in before if e not in eps]
+        )  # series are by id
+        for ep_id in eps:
+            self.metrics.health(ep_id, self.board.is_healthy(ep_id))
+        return pairs
+
+    async def discover_new(self, carried: Collection[str]) -> None:
+        """Discovery for the endpoints a reload added (those not in `carried`)."""
+        if not self.config.health.discover:
+            return
+        fresh = [ep for ep in self.topology.endpoints.values() if ep.id not in carried]
+        await asyncio.gather(*(self.discover(ep) for ep in fresh))
 
     # -- model names -------------------------------------------------------
 
@@ -1024,9 +1092,11 @@ class Gateway:
 
     # -- health ------------------------------------------------------------
 
-    async def probe_all(self) -> None:
-        """One active health check of every endpoint, concurrently."""
+    async def probe_all(self) -> dict[str, str]:
+        """One active health check of every endpoint, concurrently; returns (and keeps,
+        for `readiness`) the endpoints whose probe failed, with why."""
         timeout = self.config.health.check_timeout_seconds
+        failures: dict[str, str] = {}
 
         lease = self.config.health.check_interval_seconds * PROBE_LEASE_SHARE
 
@@ -1038,6 +1108,7 @@ class Gateway:
             try:
                 latency = await self.pool.probe(ep, timeout)
             except UpstreamError as error:
+                failures[ep.id] = describe_upstream_error(error)
                 self._record(ep, error, probe=True)
             else:
                 self._record(ep, None, latency, probe=True)
@@ -1048,6 +1119,37 @@ class Gateway:
                     await self.discover(ep)
 
         await asyncio.gather(*(one(ep) for ep in self.topology.endpoints.values()))
+        self.probe_failures = failures
+        self.probe_rounds += 1
+        return failures
+
+    def readiness(self) -> Readiness:
+        """`/ready`'s verdict. Not ready while active probes have not finished their first
+        round. Then ready when every group can answer: it, or a group on its fallback
+        chain, has an endpoint that is healthy and did not fail its latest probe."""
+        up = {
+            ep_id
+            for ep_id in self.topology.endpoints
+            if self.board.is_healthy(ep_id) and ep_id not in self.probe_failures
+        }
+        if self.config.health.active and self.probe_rounds == 0:
+            return Readiness(False, "starting", len(up), ())
+        groups = self.topology.groups
+        down = tuple(
+            name
+            for name in groups
+            if not any(ep.id in up for g in self.topology.fallback_chain(name) for ep in groups[g].endpoints)
+        )
+        return Readiness(not down, "unavailable" if down else "ready", len(up), down)
+
+    def summarise_probes(self, failures: Mapping[str, str]) -> None:
+        """The one startup line about upstreams, after the first probe round."""
+        total = len(self.topology.endpoints)
+        if not failures:
+            log.info("upstreams: all %d answered the first health check", total)
+            return
+        why = "; ".join(f"{ep_id} ({reason})" for ep_id, reason in failures.items())
+        log.warning("upstreams: %d of %d did not answer the first health check: %s", len(failures), total, why)
 
     async def discover(self, ep: EndpointSpec) -> None:
         """Ask the endpoint's server for its context window and slots (upstream.discovery),
@@ -1079,7 +1181,12 @@ class Gateway:
         await asyncio.gather(*(self.discover(ep) for ep in self.topology.endpoints.values()))
 
     async def run_health_checks(self) -> None:
-        """Probe forever on the configured interval (cancelled at shutdown)."""
+        """Probe forever on the configured interval (cancelled at shutdown). The first
+        round of the process (not of a reloaded config) ends with the startup line."""
+        first = self.probe_rounds == 0
+        failures = await self.probe_all()
+        if first:
+            self.summarise_probes(failures)
         while True:
-            await self.probe_all()
             await asyncio.sleep(self.config.health.check_interval_seconds)
+            await self.probe_all()

@@ -17,7 +17,7 @@ Nothing here reads the clock: every method takes `now` (monotonic seconds).
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from octoroute.config.topology import Topology
@@ -143,6 +143,15 @@ class HealthBoard:
     def is_healthy(self, endpoint_id: str) -> bool:
         return self._health[endpoint_id].healthy
 
+    def carry_over(self, old: HealthBoard, pairs: Mapping[str, str]) -> None:
+        """After a reload: each endpoint in `pairs` ({id here: id on `old`}) keeps its health
+        object, so a verdict reached before the reload stands, and outcomes of requests still
+        running on the old config keep counting. It takes this board's failure threshold."""
+        for new_id, old_id in pairs.items():
+            health = old._health[old_id]
+            health.failure_threshold = self._health[new_id].failure_threshold
+            self._health[new_id] = health
+
     def any_healthy(self) -> bool:
         return any(h.healthy for h in self._health.values())
 
@@ -207,6 +216,12 @@ class SharedVerdicts:
         self._last = version
         self._seen[endpoint_id] = max(self._seen[endpoint_id], version)
         return version * 2 + (1 if healthy else 0)
+
+    def carry_over(self, old: SharedVerdicts, pairs: Mapping[str, str]) -> None:
+        """A reload: the endpoints kept ({new id: old id}) keep what was seen of them."""
+        self._last = old._last
+        for new_id, old_id in pairs.items():
+            self._seen[new_id] = old._seen.get(old_id, 0)
 
     def news(self, endpoint_ids: Sequence[str], values: Sequence[float | None]) -> list[tuple[str, bool]]:
         """The (endpoint, healthy) verdicts among `values` newer than those seen, now marked seen."""

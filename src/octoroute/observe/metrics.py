@@ -41,7 +41,8 @@ ATTEMPT_OUTCOMES = (OK, *(e.value for e in ErrorType if e is not ErrorType.MID_S
 
 
 QUEUE_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
-AFFINITY_RESULTS = ("hit", "new", "broken")  # fleet.affinity.AffinityResult values (observe may not import fleet)
+AFFINITY_RESULTS = ("hit", "new", "broken")
+RELOAD_RESULTS = ("ok", "refused")  # fleet.affinity.AffinityResult values (observe may not import fleet)
 
 
 class QueueOutcome(enum.StrEnum):
@@ -184,6 +185,13 @@ class Recorder:
 
     def state_backend_error(self) -> None:
         """A call to the shared state backend failed or timed out."""
+
+    def topology_changed(self, endpoints: Iterable[str], groups: Iterable[str], removed: Iterable[str]) -> None:
+        """A reload: series for new `endpoints` and `groups` start at 0; the gauges of
+        `removed` endpoints go (counters keep their totals)."""
+
+    def config_reloaded(self, result: str, generation: int) -> None:
+        """A reload ended with `result` (`RELOAD_RESULTS`); `generation` runs now."""
 
     def exposition(self) -> bytes:
         return b""
@@ -479,12 +487,32 @@ class PrometheusRecorder(Recorder):
         self._c_fallbacks = _Children(self._fallbacks)
         self._c_mid_stream = _Children(self._mid_stream)
         self._c_degradations = _Children(self._degradations)
+        self._reloads = Counter(
+            "octoroute_config_reloads",
+            "Config reloads (SIGHUP or --watch) by result: ok (applied, or unchanged) or refused "
+            "(the config had problems; the running one was kept).",
+            ["result"],
+            registry=registry,
+        )
+        self._c_reloads = _Children(self._reloads)
+        for result in RELOAD_RESULTS:
+            self._c_reloads.ensure(result)
+        self._generation = Gauge(
+            "octoroute_config_generation",
+            "The running config's generation in each worker: 1 at start, one more per applied reload.",
+            registry=registry,
+            multiprocess_mode="liveall",
+        )
+        self._generation.set(1)
         # Every series a config can name exists from the start, at 0, so rates and
         # absent-series alerts work before the first event.
         for kind in DegradationKind:
             self._c_degradations.ensure(kind.value)
         for strategy in Strategy:
             self._c_routing.ensure(strategy.value)
+        self._ensure_series(endpoints, groups)
+
+    def _ensure_series(self, endpoints: Iterable[str], groups: Iterable[str]) -> None:
         for group in groups:
             self._c_invocations.ensure(group)
             self._c_waiting.ensure(group)
@@ -492,23 +520,42 @@ class PrometheusRecorder(Recorder):
                 self._c_affinity.ensure(group, result)
             for queue_outcome in QueueOutcome:
                 self._c_queue.ensure(group, queue_outcome.value)
-        for ep in endpoints:
-            self._c_in_flight.ensure(ep)
             for event in ContextEvent:
                 self._c_context.ensure(group, event.value)
             self._c_fail_open.ensure(group)
         for ep in endpoints:
+            self._c_in_flight.ensure(ep)
             self._c_cooldown_until.ensure(ep)
             for pressure in COOLDOWN_PRESSURES:
                 self._c_cooldowns.ensure(ep, pressure.value)
             self._c_refused.ensure(ep)
             self._c_loading_waits.ensure(ep)
-            self._c_healthy.ensure(ep).set(1)
+            if (ep,) not in self._c_healthy:
+                self._c_healthy.ensure(ep).set(1)
             self._c_mid_stream.ensure(ep)
             for direction in ("input", "output"):
                 self._c_tokens.ensure(ep, direction)
             for outcome in ATTEMPT_OUTCOMES:
                 self._c_attempts.ensure(ep, outcome)
+
+    def topology_changed(self, endpoints: Iterable[str], groups: Iterable[str], removed: Iterable[str]) -> None:
+        self._ensure_series(endpoints, groups)
+        if self.multiprocess_dir is not None:
+            return  # prometheus_client cannot remove series in multiprocess mode; they stay until restart
+        for ep in removed:  # gauges describe the present; counters keep their totals
+            for children, gauge in (
+                (self._c_healthy, self._healthy),
+                (self._c_in_flight, self._in_flight),
+                (self._c_refused, self._refused),
+                (self._c_cooldown_until, self._cooldown_until),
+                (self._c_slots, self._slots),
+            ):
+                if children.pop((ep,), None) is not None:
+                    gauge.remove(ep)
+
+    def config_reloaded(self, result: str, generation: int) -> None:
+        self._c_reloads[result,].inc()
+        self._generation.set(generation)
 
     def http_started(self) -> None:
         self._active.inc()

@@ -1,10 +1,10 @@
-"""The app factory: one `Gateway` per app, its pools opened on startup and
-closed on cleanup, the health-check task alongside."""
+"""The app factory: one `Live` per app holding the running `Gateway` (swapped by a
+config reload), its pools opened on startup and closed on cleanup, the
+health-check task alongside."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import time
@@ -16,7 +16,7 @@ from aiohttp import web
 
 from octoroute import __version__
 from octoroute.config.models import Config
-from octoroute.config.topology import Topology, config_warnings
+from octoroute.config.topology import Topology
 from octoroute.core.state import StateStore
 from octoroute.fleet.ratelimit import SharedLimiter
 from octoroute.fleet.state import LocalState
@@ -26,10 +26,11 @@ from octoroute.observe.tracing import Tracing
 from octoroute.routing.scoring import ScoreModel
 from octoroute.server import anthropic_api, handlers
 from octoroute.server.auth import auth_middleware, build_keyring
+from octoroute.server.live import Live
 from octoroute.server.middleware import RequestIds, body_middleware, errors_middleware, observe_middleware
 from octoroute.server.ratelimit import build_limiter, rate_limit_middleware
-from octoroute.server.state import DASHBOARD, GATEWAY, STATE
-from octoroute.service import Gateway, capability_warnings
+from octoroute.server.state import DASHBOARD, LIVE, STATE
+from octoroute.service import Gateway
 from octoroute.state.guard import GuardedState
 from octoroute.state.redis_store import RedisState
 from octoroute.state.shm import SharedMemoryState
@@ -87,18 +88,21 @@ def create_app(
         shared_limiter = SharedLimiter(limiter, shared) if shared is not None else None
         middlewares.append(rate_limit_middleware(limiter, observer.metrics, shared_limiter))
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=middlewares)
-    gateway = Gateway(
-        config,
-        topology,
-        UpstreamPool(topology.endpoints.values(), config.limits),
-        clock=clock,
-        rng=rng,
-        observer=observer,
-        started_at=started_at,
-        score_model=score_model,
-        state=shared,
-    )
-    app[GATEWAY] = gateway
+
+    def build(config: Config, topology: Topology) -> Gateway:
+        return Gateway(
+            config,
+            topology,
+            UpstreamPool(topology.endpoints.values(), config.limits),
+            clock=clock,
+            rng=rng,
+            observer=observer,
+            started_at=started_at,
+            score_model=score_model,
+            state=shared,
+        )
+
+    app[LIVE] = Live(build(config, topology), build)
     app[STATE] = store
     app[DASHBOARD] = DASHBOARD_PAGE.read_bytes()
     app.cleanup_ctx.append(_lifecycle)
@@ -176,31 +180,17 @@ def build_observer(
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
-    gateway = app[GATEWAY]
-    observer = gateway.observer
-    observer.started({"pid": os.getpid(), "version": __version__, "endpoints": list(gateway.topology.endpoints)})
-    capabilities = capability_warnings(gateway.config, gateway.topology, gateway.capabilities)
-    for warning in (*config_warnings(gateway.config, gateway.topology), *capabilities):
-        observer.config_warning(warning)
-    await gateway.pool.start()
+    live = app[LIVE]
+    observer = live.gateway.observer
+    observer.started({"pid": os.getpid(), "version": __version__, "endpoints": list(live.gateway.topology.endpoints)})
     store = app[STATE]
     if isinstance(store, GuardedState):
         await store.start(STATE_CONNECT_SECONDS)
-    await gateway.discover_all()  # context windows and slots, before the first request
-    tasks: list[asyncio.Task[None]] = []
-    if gateway.config.health.active:
-        tasks.append(asyncio.create_task(gateway.run_health_checks(), name="octoroute-health"))
-    if gateway.state is not None:
-        tasks.append(asyncio.create_task(gateway.run_state_sync(), name="octoroute-state-sync"))
+    await live.start()
     try:
         yield
     finally:
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await gateway.shadow_tasks.close()  # shadow judge calls still waiting need the pool
-        await gateway.pool.close()
-        await gateway.stop_publishing()
-        await app[STATE].close()
+        await live.stop()
+        await live.gateway.stop_publishing()
+        await store.close()
         await asyncio.to_thread(observer.close)  # flushing spans may block on the exporter
