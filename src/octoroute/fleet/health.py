@@ -212,7 +212,8 @@ class SharedVerdicts:
     def publishing(self, endpoint_id: str, healthy: bool, wall: float) -> float:
         """The value to store for this process's own verdict reached at `wall` (epoch
         seconds); marked seen, so it is not adopted back."""
-        version = max(int(wall * 1000), self._last + 1)
+        # Newer than anything this process published or saw of the endpoint, whatever the clocks say.
+        version = max(int(wall * 1000), self._last + 1, self._seen[endpoint_id] + 1)
         self._last = version
         self._seen[endpoint_id] = max(self._seen[endpoint_id], version)
         return version * 2 + (1 if healthy else 0)

@@ -103,3 +103,12 @@ def test_shared_limiter_gives_the_verdicts_of_the_in_process_limiter() -> None:
     assert run(shared.check_request("d", estimated_tokens=100)).reason is LimitReason.TOKENS
     run(shared.record_tokens("d", 0, reserved_tokens=550))  # the 550-token request failed: refunded
     assert run(shared.check_request("d", estimated_tokens=100)).allowed
+
+
+def test_a_reload_keeps_what_was_seen_of_the_endpoints_it_keeps() -> None:
+    old = SharedVerdicts(["a", "gone"])
+    assert old.news(["a", "gone"], [21.0, 31.0]) == [("a", True), ("gone", True)]  # a at v10
+    new = SharedVerdicts(["a2", "fresh"])
+    new.carry_over(old, {"a2": "a"})  # endpoint "a" is "a2" in the reloaded config
+    assert new.news(["a2", "fresh"], [21.0, 4.0]) == [("fresh", False)]  # a2 had seen v10 already
+    assert new.publishing("a2", True, 0.0) == 2 * 11 + 1  # newer than what was seen, whatever the clock says
