@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the test suite drives for real: Chromium + ChromeDriver (the
 # dashboard test), Prometheus + promtool (the scrape test and the lint of
-# /metrics), npm (installs the pinned Claude Code CLI: scripts/claude-code.sh),
+# /metrics), redis-server (the shared-state tests start their own), npm (installs the pinned Claude Code CLI: scripts/claude-code.sh),
 # nginx and Caddy (deploy/nginx.conf and deploy/Caddyfile in front of the
 # gateway) and systemd's
 # systemd-analyze (verifies deploy/octoroute.service). Installs only what is
@@ -11,6 +11,7 @@ missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
 { command -v promtool >/dev/null && command -v prometheus >/dev/null; } || missing+=(prometheus)
+command -v redis-server >/dev/null || missing+=(redis-server)
 command -v npm >/dev/null || missing+=(npm)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 command -v caddy >/dev/null || missing+=(caddy)

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anthropic
@@ -17,6 +18,7 @@ import pytest
 from aiohttp import web
 from hypothesis import settings
 from tests.local_servers import Kind, LocalServer, Model
+from tests.redis_server import RedisServer
 
 from octoroute.config import build_topology, parse_config
 from octoroute.demo.simulated import SimulatedUpstream
@@ -168,6 +170,15 @@ class SdkClients:
     def close(self) -> None:
         for client in self._made:
             client.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A running `redis-server` of this test's own on a free loopback port; stopped after it."""
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

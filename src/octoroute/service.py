@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -37,6 +37,7 @@ from octoroute.core.errors import (
     UpstreamTimeout,
 )
 from octoroute.core.facts import ContextEvent, ServerFacts
+from octoroute.core.state import StateStore
 from octoroute.core.types import (
     Api,
     DegradationKind,
@@ -62,7 +63,14 @@ from octoroute.fleet.capabilities import (
 )
 from octoroute.fleet.carry import carried_endpoints
 from octoroute.fleet.context import ContextBook, ContextGate, estimate_prompt_tokens, requested_output
-from octoroute.fleet.health import HealthBoard, Transition
+from octoroute.fleet.health import (
+    COOLDOWNS,
+    PROBE_LEASE_SHARE,
+    VERDICTS,
+    HealthBoard,
+    SharedVerdicts,
+    Transition,
+)
 from octoroute.fleet.operations import CHAT, Ask, able_endpoints, group_for_auto, unable_reason
 from octoroute.fleet.policy import Attempt, AttemptPlan, most_likely_recovered
 from octoroute.fleet.rotation import (
@@ -99,6 +107,7 @@ from octoroute.upstream.client import UpstreamPath, UpstreamPool, UpstreamReply,
 from octoroute.upstream.discovery import discover
 
 log = logging.getLogger("octoroute.health")
+COOLDOWN_SLACK_SECONDS = 0.5  # a shared cooldown this close to the local one is the same one
 shadow_log = logging.getLogger("octoroute.shadow")
 upstream_log = logging.getLogger("octoroute.upstream")
 CAPABLE_FIRST = 100_000  # added to the priority of capable endpoints: above any configured priority (±1000)
@@ -408,8 +417,11 @@ class Gateway:
         observer: Observer | None = None,
         started_at: float | None = None,
         score_model: ScoreModel | None = None,
+        state: StateStore | None = None,
     ) -> None:
-        """`score_model`: the learned scorer's model (the bundled one when None; tests pass a fake)."""
+        """`score_model`: the learned scorer's model (the bundled one when None; tests pass a fake).
+        `state`: the `[state]` store shared with other workers and replicas (health verdicts,
+        probe leases); None keeps health in this process alone."""
         self.config = config
         self.topology = topology
         self.pool = pool
@@ -419,6 +431,10 @@ class Gateway:
         self.probe_rounds = 0  # active health-check rounds finished
         self.probe_failures: dict[str, str] = {}  # endpoint id -> why its latest probe failed
         self.rotation = Rotation()  # cooldowns (429) and refused credentials (401/403)
+        self.state = state
+        self._verdicts = SharedVerdicts(topology.endpoints) if state is not None else None
+        self._publishing = asyncio.Lock()  # verdicts go out in the order they were reached
+        self._published: set[asyncio.Task[None]] = set()
         self.selectors = build_selectors(topology)
         self.default_tier = default_tier(config)
         self.router = Router.from_config(
@@ -474,6 +490,8 @@ class Gateway:
         pairs = carried_endpoints(old.topology.endpoints, self.topology.endpoints)
         eps, before = self.topology.endpoints, old.topology.endpoints
         self.board.carry_over(old.board, pairs)
+        if self._verdicts is not None and old._verdicts is not None:  # verdicts seen stay seen
+            self._verdicts.carry_over(old._verdicts, pairs)
         self.rotation.carry_over(
             old.rotation, pairs, {n for n, o in pairs.items() if eps[n].api_key == before[o].api_key}
         )
@@ -861,6 +879,8 @@ class Gateway:
             until = self.rotation.cool_down(ep.id, now, seconds)
             log.info("endpoint %s asked to back off (%s); out of rotation for %.1fs", ep.id, error.message, seconds)
             self.observer.cooled_down(ep.id, pressure.value, seconds, wall + (until - now))
+            if self._verdicts is not None:  # the other processes keep off it too
+                self._publish(self._publish_cooldown(ep.id, wall + (until - now)))
             return True
         return pressure is Pressure.LOADING
 
@@ -893,6 +913,72 @@ class Gateway:
                 logging.INFO if healthy else logging.WARNING, "endpoint %s %s (%s)", ep.id, transition.value, detail
             )
             self.observer.health_changed(ep.id, healthy, detail)
+            if self._verdicts is not None:  # versioned now: verdicts keep the order they were reached in
+                self._publish(self._publish_verdict(ep.id, self._verdicts.publishing(ep.id, healthy, time.time())))
+
+    def _publish(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro, name="octoroute-publish")
+        self._published.add(task)
+        task.add_done_callback(self._published.discard)
+
+    async def _publish_cooldown(self, endpoint_id: str, until_wall: float) -> None:
+        assert self.state is not None
+        async with self._publishing:
+            await self.state.put_many(COOLDOWNS, {endpoint_id: until_wall})
+
+    async def _publish_verdict(self, endpoint_id: str, value: float) -> None:
+        """Tell the other workers and replicas (`fleet.health.SharedVerdicts`); they adopt it
+        within a sync interval."""
+        assert self.state is not None
+        async with self._publishing:
+            await self.state.put_many(VERDICTS, {endpoint_id: value})
+
+    async def stop_publishing(self) -> None:
+        """Cancel verdicts still being published (at shutdown, before the store closes)."""
+        for task in list(self._published):
+            task.cancel()
+        await asyncio.gather(*self._published, return_exceptions=True)
+
+    async def sync_health(self) -> None:
+        """Adopt every verdict another process published since the last sync."""
+        assert self.state is not None
+        assert self._verdicts is not None
+        ids = self._verdicts.endpoint_ids
+        values = await self.state.read_many(VERDICTS, ids)
+        now = self.clock()
+        self._adopt_cooldowns(ids, await self.state.read_many(COOLDOWNS, ids), now)
+        for endpoint_id, healthy in self._verdicts.news(ids, values):
+            transition = self.board.get(endpoint_id).adopt(healthy, now, "marked down by another gateway process")
+            if transition is not None:
+                log.log(
+                    logging.INFO if healthy else logging.WARNING,
+                    "endpoint %s %s (verdict shared by another gateway process)",
+                    endpoint_id,
+                    transition.value,
+                )
+                self.observer.health_changed(endpoint_id, healthy, "shared verdict")
+
+    def _adopt_cooldowns(self, ids: Sequence[str], untils: Sequence[float | None], now: float) -> None:
+        """Cool down every endpoint another process was asked to back off from, for the time
+        it has left (wall clock: replicas on other machines share no monotonic clock)."""
+        wall = time.time()
+        for endpoint_id, until in zip(ids, untils, strict=True):
+            if until is None or until <= wall:
+                continue
+            left = until - wall
+            if left > self.rotation.cooldown_left(endpoint_id, now) + COOLDOWN_SLACK_SECONDS:
+                self.rotation.cool_down(endpoint_id, now, left)
+                log.info(
+                    "endpoint %s: another gateway process was asked to back off; out of rotation for %.1fs",
+                    endpoint_id,
+                    left,
+                )
+
+    async def run_state_sync(self) -> None:
+        """Read shared verdicts forever, every `[state] sync_interval_seconds` (cancelled at shutdown)."""
+        while True:
+            await asyncio.sleep(self.config.state.sync_interval_seconds)
+            await self.sync_health()
 
     def record_mid_stream(self, ep: EndpointSpec, error: UpstreamError) -> None:
         self.metrics.mid_stream(ep.id)
@@ -1175,7 +1261,13 @@ class Gateway:
         timeout = self.config.health.check_timeout_seconds
         failures: dict[str, str] = {}
 
+        lease = self.config.health.check_interval_seconds * PROBE_LEASE_SHARE
+
         async def one(ep: EndpointSpec) -> None:
+            # One probe per endpoint per interval across every process sharing the state;
+            # the others learn the verdict from `sync_health`.
+            if self.state is not None and not await self.state.lease(f"probe:{ep.id}", lease):
+                return
             try:
                 latency = await self.pool.probe(ep, timeout)
             except UpstreamError as error:

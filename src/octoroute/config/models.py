@@ -341,6 +341,19 @@ class AuthConfig(_Frozen):
     keys: tuple[ClientKeyConfig, ...] = Field(default=(), max_length=10_000)
 
 
+class StateConfig(_Frozen):
+    """`[state]`: where the state workers and replicas must agree on lives (rate-limit
+    buckets, token budgets, health verdicts, probe leases, usage counters)."""
+
+    backend: Literal["local", "redis"] = "local"  # local: this process (shared memory between --workers)
+    url: str = Field(default="redis://127.0.0.1:6379/0", pattern=r"^(redis|rediss|unix)://")
+    url_env: str | None = Field(default=None, pattern=ENV_NAME.pattern)  # the URL from this variable instead
+    key_prefix: str = Field(default="octoroute:", max_length=100)
+    timeout_ms: float = Field(default=50.0, gt=0, le=5000, allow_inf_nan=False)  # each Redis call
+    retry_seconds: Seconds = 1.0  # how often a Redis that failed is asked again
+    sync_interval_seconds: Seconds = 1.0  # how often shared health verdicts are read
+
+
 class SelectionConfig(_Frozen):
     """`[selection]`: how an endpoint is chosen within a priority level."""
 
@@ -414,6 +427,7 @@ class Config(_Frozen):
     queue: QueueConfig = QueueConfig()
     affinity: AffinityConfig = AffinityConfig()
     responses: ResponsesConfig = ResponsesConfig()
+    state: StateConfig = StateConfig()
 
     @field_validator("models")
     @classmethod

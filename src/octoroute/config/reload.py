@@ -3,8 +3,9 @@
 Pure: two validated `Config`s in, data out. The listening socket (`server.host`,
 `server.port`), the app's body limit (`server.max_body_bytes`), the client
 timeouts every connection is built with (`limits.client_*`), and the sections
-whose state is built once into the middlewares and the metrics registry
-(`[auth]`, `[rate_limit]`, `[observability]`) keep their running values; a
+whose state is built once into the middlewares, the metrics registry and the
+shared-state store (`[auth]`, `[rate_limit]`, `[observability]`, `[state]`)
+keep their running values; a
 reload that changes them says so ("needs restart") and applies the rest.
 
     applied = runnable(running, loaded)   # loaded, with the restart-only values of running
@@ -18,7 +19,7 @@ from collections.abc import Mapping
 
 from octoroute.config.models import Config
 
-RESTART_SECTIONS = ("auth", "rate_limit", "observability", "responses")
+RESTART_SECTIONS = ("auth", "rate_limit", "observability", "responses", "state")
 RESTART_KEYS = {
     "server": ("host", "port", "max_body_bytes"),
     "limits": ("client_header_timeout_seconds", "client_body_timeout_seconds", "client_keepalive_timeout_seconds"),

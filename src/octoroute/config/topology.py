@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib.util
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +95,7 @@ class Topology:
     # empty when rate limiting is off. Secrets: kept out of repr.
     rate_limit_keys: tuple[tuple[str, RateLimitOverride], ...] = field(default=(), repr=False)
     metrics_token: str | None = field(default=None, repr=False)  # bearer token for /metrics and /metrics.json
+    state_url: str = field(default="", repr=False)  # [state] url, or the value of url_env (may hold a password)
     # Every key [auth] accepts (digests only, never a key), empty when auth is off.
     client_keys: tuple[ResolvedKey, ...] = field(default=(), repr=False)
 
@@ -226,6 +228,14 @@ def check_semantics(config: Config, env: Mapping[str, str]) -> list[ConfigProble
             ConfigProblem(
                 "observability.metrics_token_env",
                 f"environment variable {token_env} is not set or holds fewer than 8 characters",
+            )
+        )
+    state_env = config.state.url_env
+    if state_env is not None and not re.match(r"^(redis|rediss|unix)://", env.get(state_env, "")):
+        problems.append(
+            ConfigProblem(
+                "state.url_env",
+                f"environment variable {state_env} is not set or does not hold a redis://, rediss:// or unix:// URL",
             )
         )
     problems.extend(_cycle_problems(config))
@@ -397,6 +407,7 @@ def build_topology(config: Config, env: Mapping[str, str]) -> Topology:
         aliases=tuple(config.aliases.items()),
         rate_limit_keys=rate_limit_keys,
         metrics_token=env[token_env] if token_env else config.observability.metrics_token,
+        state_url=env[config.state.url_env] if config.state.url_env else config.state.url,
         client_keys=tuple(resolve_keys(config, env)) if config.auth.enabled else (),
     )
 

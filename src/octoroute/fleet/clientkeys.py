@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from octoroute.core.state import StateStore
 from octoroute.fleet.ratelimit import ClientLimits
 
 HASH_PREFIX = "sha256:"
@@ -83,6 +84,9 @@ class KeyRing:
         return found
 
 
+_TOKENS = "tokens"
+
+
 class Period(enum.StrEnum):
     DAY = "day"
     MONTH = "month"
@@ -116,28 +120,37 @@ class BudgetRefusal:
 class Budgets:
     """Tokens each key used this UTC day and month, checked against its budgets.
 
-    Memory is bounded by the number of configured keys. `now` is wall-clock epoch
-    seconds, passed in by the caller."""
+    The counts live in a `core.state.StateStore` (one hash per key, period and
+    period start, expiring an hour after the period ends), so with Redis every
+    replica charges the same budget. `now` is wall-clock epoch seconds, passed in
+    by the caller. Check-then-charge is not one step: requests admitted at the
+    same time may together pass the budget by what they use (a budget is checked
+    before a request and charged after it anyway)."""
 
-    def __init__(self) -> None:
-        self._used: dict[tuple[str, Period], tuple[float, int]] = {}  # (name, period) -> (period start, tokens)
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
 
-    def used(self, name: str, period: Period, now: float) -> int:
-        start, tokens = self._used.get((name, period), (0.0, 0))
-        return tokens if start == period_start(period, now) else 0
+    @staticmethod
+    def _key(name: str, period: Period, now: float) -> str:
+        return f"budget:{name}:{period.value}:{int(period_start(period, now))}"
 
-    def check(self, key: ClientKey, now: float) -> BudgetRefusal | None:
+    async def used(self, name: str, period: Period, now: float) -> int:
+        (tokens,) = await self._store.read_many(self._key(name, period, now), (_TOKENS,))
+        return int(tokens or 0)
+
+    async def check(self, key: ClientKey, now: float) -> BudgetRefusal | None:
         """The first exhausted budget of `key` (day before month), else None."""
         for period, budget in ((Period.DAY, key.tokens_per_day), (Period.MONTH, key.tokens_per_month)):
             if budget is None:
                 continue
-            used = self.used(key.name, period, now)
+            used = await self.used(key.name, period, now)
             if used >= budget:
                 return BudgetRefusal(period, budget, used, max(0.0, period_end(period, now) - now))
         return None
 
-    def record(self, key: ClientKey, tokens: int, now: float) -> None:
+    async def record(self, key: ClientKey, tokens: int, now: float) -> None:
         """Charge `tokens` (input + output) to every budgeted period of `key`."""
         for period, budget in ((Period.DAY, key.tokens_per_day), (Period.MONTH, key.tokens_per_month)):
             if budget is not None and tokens > 0:
-                self._used[(key.name, period)] = (period_start(period, now), self.used(key.name, period, now) + tokens)
+                ttl = period_end(period, now) - now + 3600.0
+                await self._store.incr_many(self._key(key.name, period, now), {_TOKENS: float(tokens)}, ttl)

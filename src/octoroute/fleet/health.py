@@ -17,7 +17,7 @@ Nothing here reads the clock: every method takes `now` (monotonic seconds).
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from octoroute.config.topology import Topology
@@ -88,6 +88,17 @@ class EndpointHealth:
             self.healthy = False
             return Transition.BECAME_UNHEALTHY
         return None
+
+    def adopt(self, healthy: bool, now: float, note: str) -> Transition | None:
+        """Take a verdict another gateway process reached (shared state): the state it
+        implies, as if this process had seen the threshold of failures or a success."""
+        if healthy == self.healthy:
+            return None
+        self.last_check_at = now
+        self.healthy = healthy
+        self.consecutive_failures = 0 if healthy else self.failure_threshold
+        self.last_error = None if healthy else _short(note)
+        return Transition.BECAME_HEALTHY if healthy else Transition.BECAME_UNHEALTHY
 
     def note_error(self, error: str) -> None:
         """An answer that says something went wrong without counting as a failure (a 429,
@@ -171,4 +182,56 @@ class HealthBoard:
                     failures=h.total_failures,
                 )
             )
+        return out
+
+
+# Shared verdicts (`[state]`): hash VERDICTS maps each endpoint id to version * 2 + healthy.
+# A version is the wall-clock millisecond the verdict was reached (strictly increasing per
+# process), so a newer verdict wins, and a Redis that restarted empty changes nothing.
+VERDICTS = "health"
+COOLDOWNS = "cooldowns"  # endpoint id -> wall-clock second its cooldown (an upstream's 429) ends
+PROBE_LEASE_SHARE = 0.9  # a probe lease lasts this share of the check interval: the next round may probe
+
+
+class SharedVerdicts:
+    """Which shared health verdicts this process has seen; pure bookkeeping for the
+    service's publish and sync (the store does the I/O).
+
+    A transition reached here is published with a fresh version (`publishing`); a
+    sync adopts every verdict newer than the last one seen per endpoint (`news`).
+    Versions are wall-clock milliseconds, so replicas order verdicts as well as
+    their clocks agree: two processes reaching opposite verdicts on one endpoint
+    within their clock skew may each keep their own until the next transition.
+    """
+
+    def __init__(self, endpoint_ids: Iterable[str]) -> None:
+        self.endpoint_ids = tuple(endpoint_ids)
+        self._seen: dict[str, int] = dict.fromkeys(self.endpoint_ids, 0)
+        self._last = 0
+
+    def publishing(self, endpoint_id: str, healthy: bool, wall: float) -> float:
+        """The value to store for this process's own verdict reached at `wall` (epoch
+        seconds); marked seen, so it is not adopted back."""
+        # Newer than anything this process published or saw of the endpoint, whatever the clocks say.
+        version = max(int(wall * 1000), self._last + 1, self._seen[endpoint_id] + 1)
+        self._last = version
+        self._seen[endpoint_id] = max(self._seen[endpoint_id], version)
+        return version * 2 + (1 if healthy else 0)
+
+    def carry_over(self, old: SharedVerdicts, pairs: Mapping[str, str]) -> None:
+        """A reload: the endpoints kept ({new id: old id}) keep what was seen of them."""
+        self._last = old._last
+        for new_id, old_id in pairs.items():
+            self._seen[new_id] = old._seen.get(old_id, 0)
+
+    def news(self, endpoint_ids: Sequence[str], values: Sequence[float | None]) -> list[tuple[str, bool]]:
+        """The (endpoint, healthy) verdicts among `values` newer than those seen, now marked seen."""
+        out = []
+        for endpoint_id, value in zip(endpoint_ids, values, strict=True):
+            if value is None:
+                continue
+            version, healthy = divmod(int(value), 2)
+            if version > self._seen[endpoint_id]:
+                self._seen[endpoint_id] = version
+                out.append((endpoint_id, healthy == 1))
         return out

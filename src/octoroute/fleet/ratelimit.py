@@ -44,6 +44,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from octoroute.core.state import Gcra, StateStore, Take
+
 # Float noise in `now ± k/rate` is far below a microsecond for any monotonic
 # clock value a process will see; a client is never refused for less.
 SLACK_SECONDS = 1e-6
@@ -342,3 +344,50 @@ class RateLimiter:
         for key in idle:
             del self._clients[key]
         return len(idle)
+
+
+class SharedLimiter:
+    """The same two buckets per client as `RateLimiter`, kept in a `core.state.StateStore`
+    (Redis, or the workers' shared memory), so every process that shares the store
+    limits a client together: `burst` at once and `requests_per_second` after that
+    across all of them, not per process.
+
+    Each check is one atomic `admit` of both buckets (all or nothing); settling is
+    one `charge`. Limits come from `limiter.limits_for` (overrides and `[auth]`
+    keys); its own buckets are not used. The store's keys: `rl:r:<client>` and
+    `rl:t:<client>`.
+    """
+
+    def __init__(self, limiter: RateLimiter, store: StateStore) -> None:
+        self._limiter = limiter
+        self._store = store
+
+    def limits_for(self, client_key: str) -> ClientLimits:
+        return self._limiter.limits_for(client_key)
+
+    async def check_request(self, client_key: str, *, estimated_tokens: int | None = None) -> Verdict:
+        """As `RateLimiter.check_request`."""
+        limits = self._limiter.limits_for(client_key)
+        takes = [Take(f"rl:r:{client_key}", Gcra(1.0 / limits.requests_per_second, limits.burst), 1.0)]
+        if estimated_tokens is not None and limits.tokens_per_minute is not None:
+            _check_token_count("estimated_tokens", estimated_tokens)
+            if estimated_tokens > limits.tokens_per_minute:
+                return Verdict(allowed=False, reason=LimitReason.TOO_LARGE)
+            takes.append(Take(f"rl:t:{client_key}", _token_bucket(limits.tokens_per_minute), estimated_tokens))
+        answer = await self._store.admit(takes)
+        if answer.allowed:
+            return ALLOWED
+        reason = LimitReason.REQUESTS if answer.short == 0 else LimitReason.TOKENS
+        return Verdict(allowed=False, retry_after_seconds=max(answer.wait_seconds, SLACK_SECONDS * 2), reason=reason)
+
+    async def record_tokens(self, client_key: str, actual_tokens: int, *, reserved_tokens: int) -> None:
+        """As `RateLimiter.record_tokens`."""
+        _check_token_count("actual_tokens", actual_tokens)
+        _check_token_count("reserved_tokens", reserved_tokens)
+        budget = self._limiter.limits_for(client_key).tokens_per_minute
+        if budget is not None and actual_tokens != reserved_tokens:
+            await self._store.charge(f"rl:t:{client_key}", _token_bucket(budget), actual_tokens - reserved_tokens)
+
+
+def _token_bucket(tokens_per_minute: int) -> Gcra:
+    return Gcra(60.0 / tokens_per_minute, tokens_per_minute)

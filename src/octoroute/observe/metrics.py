@@ -180,6 +180,12 @@ class Recorder:
     def client_request(self, key: str | None, outcome: AuthOutcome) -> None:
         """`[auth]` answered a request from the key named `key` (None: no known key)."""
 
+    def state_backend(self, up: bool) -> None:
+        """The shared state backend ([state]) is answering (True) or this process fell back to local state."""
+
+    def state_backend_error(self) -> None:
+        """A call to the shared state backend failed or timed out."""
+
     def topology_changed(self, endpoints: Iterable[str], groups: Iterable[str], removed: Iterable[str]) -> None:
         """A reload: series for new `endpoints` and `groups` start at 0; the gauges of
         `removed` endpoints go (counters keep their totals)."""
@@ -257,6 +263,18 @@ class PrometheusRecorder(Recorder):
             "Client HTTP request duration (to the end of the stream for streams), in seconds.",
             ["route"],
             buckets=HTTP_BUCKETS_S,
+            registry=registry,
+        )
+        self._state_up = Gauge(
+            "octoroute_state_backend_up",
+            "1 while the shared state backend ([state]) answers, 0 while this gateway uses local state instead "
+            "(the lowest of any worker).",
+            registry=registry,
+            multiprocess_mode="livemin",
+        )
+        self._state_errors = Counter(
+            "octoroute_state_backend_errors",
+            "Calls to the shared state backend that failed or timed out (each answered from local state).",
             registry=registry,
         )
         self._active = Gauge(
@@ -590,6 +608,12 @@ class PrometheusRecorder(Recorder):
 
     def buckets(self, live: int) -> None:
         self._buckets.set(live)
+
+    def state_backend(self, up: bool) -> None:
+        self._state_up.set(1 if up else 0)
+
+    def state_backend_error(self) -> None:
+        self._state_errors.inc()
 
     def degradations(self, kinds: Iterable[str]) -> None:
         for kind in kinds:

@@ -17,6 +17,9 @@ from aiohttp import web
 from octoroute import __version__
 from octoroute.config.models import Config
 from octoroute.config.topology import Topology
+from octoroute.core.state import StateStore
+from octoroute.fleet.ratelimit import SharedLimiter
+from octoroute.fleet.state import LocalState
 from octoroute.observe.metrics import PrometheusRecorder, Recorder
 from octoroute.observe.observer import Observer
 from octoroute.observe.tracing import Tracing
@@ -27,13 +30,18 @@ from octoroute.server.live import Live
 from octoroute.server.middleware import RequestIds, body_middleware, errors_middleware, observe_middleware
 from octoroute.server.ratelimit import build_limiter, rate_limit_middleware
 from octoroute.server.responses_store import ResponseStore
-from octoroute.server.state import DASHBOARD, LIVE, RESPONSES
+from octoroute.server.state import DASHBOARD, LIVE, RESPONSES, STATE
 from octoroute.service import Gateway
+from octoroute.state.guard import GuardedState
+from octoroute.state.redis_store import RedisState
+from octoroute.state.shm import SharedMemoryState
 from octoroute.upstream.client import UpstreamPool
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
 
+SHARED_MEMORY_FILE = "state.shm"  # in the workers' metrics directory
+STATE_CONNECT_SECONDS = 2.0  # for the first connection to Redis, at startup
 DASHBOARD_PAGE = files("octoroute.observe").joinpath("dashboard.html")
 
 
@@ -63,18 +71,23 @@ def create_app(
     ring = build_keyring(config, topology) if config.auth.enabled else None
     client_keys = sorted({k.name for k in ring.keys}) if ring is not None else []
     observer = build_observer(config, topology, multiprocess_dir, workers, span_exporter, client_keys)
+    store = build_state(config, topology, clock, multiprocess_dir, workers, observer.metrics)
+    shared = None if isinstance(store, LocalState) else store  # one process alone: nothing to share
     middlewares = [observe_middleware(RequestIds(), observer), errors_middleware()]
     if ring is not None:  # off by default: the demo and loopback setups stay open
         metrics_token_set = bool(topology.metrics_token)
         middlewares.append(
-            auth_middleware(ring, observer.metrics, metrics_token_set=metrics_token_set, wall_clock=wall_clock)
+            auth_middleware(
+                ring, observer.metrics, metrics_token_set=metrics_token_set, wall_clock=wall_clock, store=store
+            )
         )
     # the body is read (within its timeout) only once the key has been checked
     middlewares.append(body_middleware(config.limits.client_body_timeout_seconds))
     key_limits = [(k.rate_limit_key, k.limits) for k in ring.keys if k.limits is not None] if ring else []
     if config.rate_limit.enabled:  # not registered at all otherwise: no cost per request
         limiter = build_limiter(config.rate_limit, topology.rate_limit_keys, clock, key_limits)
-        middlewares.append(rate_limit_middleware(limiter, observer.metrics))
+        shared_limiter = SharedLimiter(limiter, shared) if shared is not None else None
+        middlewares.append(rate_limit_middleware(limiter, observer.metrics, shared_limiter))
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=middlewares)
 
     def build(config: Config, topology: Topology) -> Gateway:
@@ -87,9 +100,11 @@ def create_app(
             observer=observer,
             started_at=started_at,
             score_model=score_model,
+            state=shared,
         )
 
     app[LIVE] = Live(build(config, topology), build)
+    app[STATE] = store
     app[DASHBOARD] = DASHBOARD_PAGE.read_bytes()
     app[RESPONSES] = ResponseStore(config.responses.store_max_entries, config.responses.store_ttl_seconds, clock)
     app.cleanup_ctx.append(_lifecycle)
@@ -124,6 +139,33 @@ def add_ollama_routes(app: web.Application) -> None:
     app.router.add_post("/api/show", ollama_api.show)
     app.router.add_get("/api/ps", ollama_api.ps)
     app.router.add_get("/api/version", ollama_api.version)
+
+
+def build_state(
+    config: Config,
+    topology: Topology,
+    clock: Callable[[], float],
+    multiprocess_dir: str | None,
+    workers: int,
+    metrics: Recorder,
+) -> StateStore:
+    """The `[state]` store: Redis guarded by a local fallback; else the workers' shared
+    memory (in the metrics directory) with `--workers N`; else this process alone."""
+    state = config.state
+    metrics.state_backend(True)
+    if state.backend == "redis":
+        timeout = state.timeout_ms / 1000
+        return GuardedState(
+            RedisState(topology.state_url, prefix=state.key_prefix, timeout_seconds=timeout),
+            LocalState(clock),
+            timeout_seconds=timeout,
+            retry_seconds=state.retry_seconds,
+            on_change=lambda up, error: metrics.state_backend(up),
+            on_error=metrics.state_backend_error,
+        )
+    if workers > 1 and multiprocess_dir is not None:
+        return SharedMemoryState(os.path.join(multiprocess_dir, SHARED_MEMORY_FILE))
+    return LocalState(clock)
 
 
 def build_observer(
@@ -162,9 +204,14 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     live = app[LIVE]
     observer = live.gateway.observer
     observer.started({"pid": os.getpid(), "version": __version__, "endpoints": list(live.gateway.topology.endpoints)})
+    store = app[STATE]
+    if isinstance(store, GuardedState):
+        await store.start(STATE_CONNECT_SECONDS)
     await live.start()
     try:
         yield
     finally:
         await live.stop()
+        await live.gateway.stop_publishing()
+        await store.close()
         await asyncio.to_thread(observer.close)  # flushing spans may block on the exporter

@@ -23,8 +23,10 @@ from aiohttp.typedefs import Handler, Middleware
 from octoroute.config.models import ClientKeyConfig, Config
 from octoroute.config.topology import Topology
 from octoroute.core.errors import ClientError, Unauthorised
+from octoroute.core.state import StateStore
 from octoroute.fleet.clientkeys import Budgets, ClientKey, KeyRing
 from octoroute.fleet.ratelimit import ClientLimits
+from octoroute.fleet.state import LocalState
 from octoroute.observe.metrics import AuthOutcome, Recorder
 from octoroute.protocols.ollama import untagged
 from octoroute.server.state import CLIENT, TRACE
@@ -90,12 +92,13 @@ def auth_middleware(
     *,
     metrics_token_set: bool,
     wall_clock: Callable[[], float] = time.time,
+    store: StateStore | None = None,
 ) -> Middleware:
     """Refuse requests without a known key; stamp the key's name on the request.
 
     Place it inside `errors_middleware` (refusals are rendered in the caller's shape,
     401 with `WWW-Authenticate`) and outside the rate limiter (which buckets by name)."""
-    budgets = Budgets()
+    budgets = Budgets(store if store is not None else LocalState(time.monotonic))  # [state]: shared by replicas
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -117,7 +120,7 @@ def auth_middleware(
             if model is not None and not _allows(key, model, path):
                 metrics.client_request(key.name, AuthOutcome.FORBIDDEN)
                 raise Forbidden(f"API key '{key.name}' may not use model '{model[:200]}'", param="model")
-            refusal = budgets.check(key, wall_clock())
+            refusal = await budgets.check(key, wall_clock())
             if refusal is not None:
                 metrics.client_request(key.name, AuthOutcome.BUDGET)
                 error = BudgetExhausted(
@@ -129,7 +132,7 @@ def auth_middleware(
         metrics.client_request(key.name, AuthOutcome.ACCEPTED)
         response = await handler(request)
         if trace is not None and (trace.input_tokens is not None or trace.output_tokens is not None):
-            budgets.record(key, (trace.input_tokens or 0) + (trace.output_tokens or 0), wall_clock())
+            await budgets.record(key, (trace.input_tokens or 0) + (trace.output_tokens or 0), wall_clock())
         return response
 
     return middleware

@@ -43,7 +43,8 @@ class ReloadReport:
 
 
 class Live:
-    """The app's current `Gateway` and its generation; owns the health-check task."""
+    """The app's current `Gateway` and its generation; owns the health-check and
+    shared-state sync tasks."""
 
     def __init__(self, gateway: Gateway, build: Callable[[Config, Topology], Gateway]) -> None:
         self.gateway = gateway  # read once per request: the only cost a reload adds to the hot path
@@ -52,6 +53,7 @@ class Live:
         self.needs_restart: tuple[str, ...] = ()
         self._build = build
         self._health_task: asyncio.Task[None] | None = None
+        self._sync_task: asyncio.Task[None] | None = None  # shared verdicts ([state]), when shared
         self._lock: asyncio.Lock | None = None
 
     def info(self) -> dict[str, object]:
@@ -135,13 +137,17 @@ class Live:
     def _start_health_checks(self) -> None:
         if self.gateway.config.health.active:
             self._health_task = asyncio.create_task(self.gateway.run_health_checks(), name="octoroute-health")
+        if self.gateway.state is not None:
+            self._sync_task = asyncio.create_task(self.gateway.run_state_sync(), name="octoroute-state-sync")
 
     async def _stop_health_checks(self) -> None:
-        task, self._health_task = self._health_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        tasks = (self._health_task, self._sync_task)
+        self._health_task = self._sync_task = None
+        for task in tasks:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
 
 def _warn(gateway: Gateway) -> None:

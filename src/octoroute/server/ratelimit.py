@@ -21,7 +21,7 @@ from aiohttp.typedefs import Handler, Middleware
 from octoroute.config.models import RateLimitConfig, RateLimitOverride
 from octoroute.core.errors import ClientError, RoutingExhausted, UpstreamStatusError
 from octoroute.core.types import Api
-from octoroute.fleet.ratelimit import ClientLimits, LimitReason, RateLimiter, Verdict, client_key
+from octoroute.fleet.ratelimit import ClientLimits, LimitReason, RateLimiter, SharedLimiter, Verdict, client_key
 from octoroute.observe.metrics import Recorder
 from octoroute.server.middleware import api_of, error_body_for
 from octoroute.server.state import CLIENT, TRACE
@@ -88,8 +88,12 @@ def estimate_tokens(body: bytes) -> int:
     return (len(body) + BYTES_PER_TOKEN - 1) // BYTES_PER_TOKEN
 
 
-def rate_limit_middleware(limiter: RateLimiter, metrics: Recorder) -> Middleware:
+def rate_limit_middleware(limiter: RateLimiter, metrics: Recorder, shared: SharedLimiter | None = None) -> Middleware:
     """Admit or refuse each POST to `LIMITED_PATHS` per client; everything else passes.
+
+    `shared`: the buckets live in the `[state]` store (Redis, or the workers' shared
+    memory) instead of `limiter`'s own, so workers and replicas limit together; the
+    in-process path stays free of awaits.
 
     Place it inside `errors_middleware`, so refusals get a request id and errors
     raised while reading the body are rendered. With a token budget, a request
@@ -112,8 +116,11 @@ def rate_limit_middleware(limiter: RateLimiter, metrics: Recorder) -> Middleware
         limits = limiter.limits_for(key)
         # The body is read (and cached for the handler) only when a token budget needs its size.
         estimate = estimate_tokens(await request.read()) if limits.tokens_per_minute is not None else None
-        verdict = limiter.check_request(key, estimated_tokens=estimate)
-        metrics.buckets(limiter.live_buckets)
+        if shared is None:
+            verdict = limiter.check_request(key, estimated_tokens=estimate)
+            metrics.buckets(limiter.live_buckets)
+        else:
+            verdict = await shared.check_request(key, estimated_tokens=estimate)
         if not verdict.allowed:
             log.debug("refused %s for %s: %s", request.path, key, verdict.reason)
             return refusal(verdict, limits, api_of(request.path), estimate)
@@ -122,17 +129,24 @@ def rate_limit_middleware(limiter: RateLimiter, metrics: Recorder) -> Middleware
         try:
             response = await handler(request)
         except (ClientError, RoutingExhausted, UpstreamStatusError, web.HTTPException):
-            limiter.record_tokens(key, 0, reserved_tokens=estimate)
+            await _settle(limiter, shared, key, 0, estimate)
             raise
         trace = request.get(TRACE)
         if response.status >= 400:  # nothing was generated: give the reservation back
-            limiter.record_tokens(key, 0, reserved_tokens=estimate)
+            await _settle(limiter, shared, key, 0, estimate)
         elif trace is not None and (trace.input_tokens is not None or trace.output_tokens is not None):
             used = (trace.input_tokens or 0) + (trace.output_tokens or 0)
-            limiter.record_tokens(key, used, reserved_tokens=estimate)
+            await _settle(limiter, shared, key, used, estimate)
         return response
 
     return middleware
+
+
+async def _settle(limiter: RateLimiter, shared: SharedLimiter | None, key: str, used: int, reserved: int) -> None:
+    if shared is None:
+        limiter.record_tokens(key, used, reserved_tokens=reserved)
+    else:
+        await shared.record_tokens(key, used, reserved_tokens=reserved)
 
 
 def refusal(verdict: Verdict, limits: ClientLimits, api: Api, estimate: int | None) -> web.Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from octoroute.core.state import StateStore
 from octoroute.fleet.clientkeys import ClientKey
 from octoroute.observe.observer import RequestTrace
 from octoroute.server.live import Live
@@ -15,3 +16,4 @@ TRACE = web.RequestKey("trace", RequestTrace)
 DASHBOARD = web.AppKey("dashboard", bytes)
 CLIENT = web.RequestKey("client", ClientKey)  # the [auth] key a request came with
 RESPONSES = web.AppKey("responses", ResponseStore)  # recent Responses API answers (previous_response_id)
+STATE: web.AppKey[StateStore] = web.AppKey("state")  # the [state] store (closed with the app)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import calendar
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import pytest
 
@@ -16,6 +19,14 @@ from octoroute.fleet.clientkeys import (
     period_end,
     period_start,
 )
+from octoroute.fleet.state import LocalState
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
 
 KEY_A = "ork-" + "a1" * 32
 KEY_B = "ork-" + "b2" * 32
@@ -83,33 +94,33 @@ def test_periods_are_utc_days_and_calendar_months(period, now, start, end):
 
 def test_a_day_budget_refuses_once_spent_and_resets_at_utc_midnight():
     key = ClientKey("ci", hash_key(KEY_A), tokens_per_day=100)
-    budgets = Budgets()
+    budgets = Budgets(LocalState(lambda: 0.0))
     now = at(2026, 12, 7, 23)
-    assert budgets.check(key, now) is None
-    budgets.record(key, 60, now)
-    assert budgets.check(key, now) is None
-    budgets.record(key, 60, now)  # admitted while budget remained; charged when it ended
-    refusal = budgets.check(key, now)
+    assert run(budgets.check(key, now)) is None
+    run(budgets.record(key, 60, now))
+    assert run(budgets.check(key, now)) is None
+    run(budgets.record(key, 60, now))  # admitted while budget remained; charged when it ended
+    refusal = run(budgets.check(key, now))
     assert refusal is not None
     assert (refusal.period, refusal.budget, refusal.used, refusal.resets_in) == (Period.DAY, 100, 120, 3600)
-    assert budgets.check(key, at(2026, 12, 8)) is None
+    assert run(budgets.check(key, at(2026, 12, 8))) is None
 
 
 def test_a_month_budget_outlives_the_day_and_other_keys_are_untouched():
     key = ClientKey("ci", hash_key(KEY_A), tokens_per_day=1000, tokens_per_month=1500)
     other = ClientKey("other", hash_key(KEY_B), tokens_per_month=10)
-    budgets = Budgets()
-    budgets.record(key, 900, at(2026, 12, 1))
-    budgets.record(key, 900, at(2026, 12, 2))
-    refusal = budgets.check(key, at(2026, 12, 3))
+    budgets = Budgets(LocalState(lambda: 0.0))
+    run(budgets.record(key, 900, at(2026, 12, 1)))
+    run(budgets.record(key, 900, at(2026, 12, 2)))
+    refusal = run(budgets.check(key, at(2026, 12, 3)))
     assert refusal is not None
     assert refusal.period is Period.MONTH
-    assert budgets.check(other, at(2026, 12, 3)) is None
-    assert budgets.check(key, at(2027, 1, 1)) is None
+    assert run(budgets.check(other, at(2026, 12, 3))) is None
+    assert run(budgets.check(key, at(2027, 1, 1))) is None
 
 
 def test_a_key_without_budgets_is_never_refused():
     key = ClientKey("free", hash_key(KEY_A))
-    budgets = Budgets()
-    budgets.record(key, 10**9, at(2026, 12, 7))
-    assert budgets.check(key, at(2026, 12, 7)) is None
+    budgets = Budgets(LocalState(lambda: 0.0))
+    run(budgets.record(key, 10**9, at(2026, 12, 7)))
+    assert run(budgets.check(key, at(2026, 12, 7))) is None
