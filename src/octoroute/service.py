@@ -73,6 +73,7 @@ from octoroute.observe.metrics import Recorder
 from octoroute.observe.observer import Observer, RequestTrace
 from octoroute.observe.snapshot import EndpointInfo, SnapshotInputs, build_snapshot
 from octoroute.observe.tracing import SpanHandle
+from octoroute.observe.usage import prices_of
 from octoroute.protocols.egress import translated_body
 from octoroute.protocols.filters import OutputFilter
 from octoroute.protocols.openai import check_chat_body
@@ -884,6 +885,8 @@ class Gateway:
                 errors=errors,
                 shadow=self.config.routing.shadow,
                 live_strategy=self.config.routing.strategy,
+                prices=prices_of(self.topology.endpoints.values()),
+                currency=self.config.usage.currency,
             )
         )
 

@@ -20,6 +20,7 @@ from octoroute.config.topology import Topology, config_warnings
 from octoroute.observe.metrics import PrometheusRecorder, Recorder
 from octoroute.observe.observer import Observer
 from octoroute.observe.tracing import Tracing
+from octoroute.observe.usage import prices_of
 from octoroute.routing.scoring import ScoreModel
 from octoroute.server import anthropic_api, handlers
 from octoroute.server.auth import auth_middleware, build_keyring
@@ -117,6 +118,8 @@ def build_observer(
             routing_unit=obs.routing_duration_unit,
             multiprocess_dir=multiprocess_dir,
             client_keys=client_keys or (),
+            prices=prices_of(topology.endpoints.values()),
+            currency=config.usage.currency,
         )
         if obs.metrics
         else Recorder()
