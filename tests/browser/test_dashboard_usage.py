@@ -1,5 +1,5 @@
 """The dashboard's usage table in a real headless Chromium: two `[auth]` keys' traffic
-(tests/integration/test_usage.py) shown per key, group and endpoint, with the same
+(tests/integration/test_usage_accounting.py) shown per key, group and endpoint, with the same
 numbers and exact costs as /metrics.json."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 import urllib3
 from selenium.webdriver.chrome.webdriver import WebDriver
 from tests.browser.test_dashboard import ARTIFACTS, wait_connected, wait_for
-from tests.integration.test_usage import ENV, send_traffic, usage_config
+from tests.integration.test_usage_accounting import ENV, send_traffic, usage_config
 from tests.scripted import scripted  # noqa: F401  (fixture)
 from tests.support import eventually
 

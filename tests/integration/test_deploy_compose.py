@@ -206,13 +206,16 @@ def test_grafana_provisioning_and_dashboard_are_well_formed():
     assert (dashboards / Path(home).relative_to(provider["options"]["path"])).is_file()
 
     board = dashboard()
-    assert board["uid"] == "octoroute" and board["title"] and isinstance(board["schemaVersion"], int)
+    assert board["uid"] == "octoroute"
+    assert board["title"]
+    assert isinstance(board["schemaVersion"], int)
     panels = board["panels"]
     assert len({p["id"] for p in panels}) == len(panels)
     cells: set[tuple[int, int]] = set()
     for panel in panels:
         pos = panel["gridPos"]
-        assert pos["w"] >= 1 and pos["h"] >= 1 and pos["x"] >= 0 and pos["x"] + pos["w"] <= 24, panel["title"]
+        assert min(pos["w"], pos["h"]) >= 1, panel["title"]
+        assert 0 <= pos["x"] <= pos["x"] + pos["w"] <= 24, panel["title"]
         mine = {(x, y) for x in range(pos["x"], pos["x"] + pos["w"]) for y in range(pos["y"], pos["y"] + pos["h"])}
         assert not mine & cells, f"{panel['title']} overlaps another panel"
         cells |= mine
@@ -220,7 +223,8 @@ def test_grafana_provisioning_and_dashboard_are_well_formed():
             continue
         assert panel["datasource"]["uid"] == datasource["uid"], panel["title"]
         refs = [t["refId"] for t in panel["targets"]]
-        assert panel["targets"] and len(set(refs)) == len(refs), panel["title"]
+        assert panel["targets"], panel["title"]
+        assert len(set(refs)) == len(refs), panel["title"]
         assert all(t["datasource"]["uid"] == datasource["uid"] and t["expr"] for t in panel["targets"])
     titles = " ".join(p["title"].lower() for p in panels)
     for wanted in ("requests per second", "latency", "errors by status", "tier", "health", "client", "cost"):

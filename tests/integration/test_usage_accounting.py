@@ -14,10 +14,21 @@ from typing import Any
 
 import anthropic
 import openai
+import orjson
 import pytest
 import urllib3
 from prometheus_client.parser import text_string_to_metric_families
 from tests.cli.test_stats import octoroute_stats, plain
+from tests.integration.test_prometheus import (
+    ID_PREFIX,
+    chat,
+    fetch,
+    parse,
+    promtool_complaints,
+    serve,  # noqa: F401  (fixture)
+    total,
+    write_config,
+)
 from tests.scripted import scripted  # noqa: F401  (fixture)
 from tests.support import endpoint, eventually, fleet_config
 
@@ -241,3 +252,46 @@ def test_without_auth_usage_is_anonymous_and_an_endpoint_without_a_price_costs_n
     ]
     assert usage["total"]["cost"] is None
     assert b"octoroute_usage_cost" not in HTTP.request("GET", gw.url + "/metrics").data
+
+
+def test_two_workers_count_usage_once_and_price_the_merged_totals(upstreams, serve, tmp_path):  # noqa: F811
+    """`octoroute serve --workers 2`: whichever worker answers, the usage and cost are the
+    totals of both, the cost is the merged tokens times the price (written in TOML as
+    0.1 and 0.2, which no float sum would keep exact), and promtool accepts the family."""
+    a, b = upstreams("fast-a"), upstreams("fast-b")
+    config = tmp_path / "octoroute.toml"
+    write_config(
+        config, {"fast": [("fast-a", a.base_url), ("fast-b", b.base_url)]}, {"routing_duration_unit": "seconds"}
+    )
+    config.write_text(config.read_text() + "\n[groups.fast]\nprice_input_per_mtok = 0.1\nprice_output_per_mtok = 0.2\n")
+    served = serve(config, 2)
+    served.wait_for_workers(2)
+    n = 40
+    ids, tokens_in, tokens_out = set(), 0, 0
+    for _ in range(n):
+        reply = chat(served.port, "fast")
+        assert reply.status == 200, (reply.body, served.output())
+        usage = orjson.loads(reply.body)["usage"]
+        tokens_in += usage["prompt_tokens"]
+        tokens_out += usage["completion_tokens"]
+        ids.add(reply.headers["x-request-id"][:ID_PREFIX])
+    assert len(ids) == 2, ids  # both workers served
+    cost = (tokens_in * Decimal("0.1") + tokens_out * Decimal("0.2")) / MILLION
+
+    snapshot = orjson.loads(fetch(served.port, "GET", "/metrics.json").body)["usage"]
+    assert snapshot["total"] == {
+        "requests": n,
+        "unreported": 0,
+        "input_tokens": tokens_in,
+        "output_tokens": tokens_out,
+        "cost": format_cost(cost),
+    }
+    text = fetch(served.port, "GET", "/metrics").body.decode()
+    series = parse(text)
+    assert total(series, "octoroute_usage_requests_total", client="anonymous", usage="reported") == n
+    assert total(series, "octoroute_usage_tokens_total", direction="input") == tokens_in
+    assert sum(v for (name, _), v in series.items() if name == "octoroute_usage_cost_total") == pytest.approx(
+        float(cost), rel=1e-12
+    )  # one float per endpoint, each rounded once from its exact decimal
+    assert promtool_complaints(text) == (0, "")
+    assert served.stop() == 0, served.output()
