@@ -332,12 +332,23 @@ def _usage_wide(usage: UsageStats) -> Table:
 
 
 def _usage_narrow(usage: UsageStats) -> Table:
-    """About 78 columns: the group under the endpoint, long names cut."""
-    table = Table(title=_usage_title(usage), title_justify="left", box=None, padding=(0, 1), show_edge=False)
-    table.add_column("client", no_wrap=True, overflow="ellipsis", max_width=14, style="bold")
-    table.add_column("endpoint", no_wrap=True, overflow="ellipsis", max_width=20)
-    for name in ("req", "no use", "in", "out", "cost"):
-        table.add_column(name, justify="right", no_wrap=True)
+    """About 78 columns: the group under the endpoint; names give way (cut with an
+    ellipsis) so that numbers and costs are always shown whole."""
+    table = Table(
+        title=_usage_title(usage),
+        title_justify="left",
+        box=None,
+        padding=(0, 1),
+        collapse_padding=True,
+        pad_edge=False,
+        show_edge=False,
+    )
+    table.add_column("client", no_wrap=True, overflow="ellipsis", min_width=6, max_width=14, style="bold")
+    table.add_column("endpoint", no_wrap=True, overflow="ellipsis", min_width=8, max_width=18)
+    lines = [*usage["rows"], usage["total"]]
+    for i, name in enumerate(("req", "no use", "in", "out", "cost")):
+        widest = max(len(str(_usage_numbers(line)[i])) for line in lines)
+        table.add_column(name, justify="right", no_wrap=True, min_width=max(widest, len(name)))
     for row in usage["rows"]:
         where = Text(row["endpoint"])
         where.append(f"\n{row['group']}", style="dim")
