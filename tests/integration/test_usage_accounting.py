@@ -295,3 +295,34 @@ def test_two_workers_count_usage_once_and_price_the_merged_totals(upstreams, ser
     )  # one float per endpoint, each rounded once from its exact decimal
     assert promtool_complaints(text) == (0, "")
     assert served.stop() == 0, served.output()
+
+
+def test_streams_count_the_usage_the_gateway_asked_for_without_showing_it(scripted, gateway):  # noqa: F811
+    """A stream whose client did not ask for usage: the gateway asks the upstream for it
+    (stream_options.include_usage), counts it, and drops the usage chunk on the way; an
+    Anthropic client's stream to the same OpenAI upstream counts it too."""
+    upstream = scripted(lambda body: [{"content": "Hel"}, {"content": "lo"}])  # usage 50 in, 10 out
+    gw = gateway(fleet_config({"fast": [{"name": "s", "id": "fast-s", "base_url": upstream.base_url}]}))
+    with openai.OpenAI(base_url=gw.base_url, api_key="unused", max_retries=0) as client:
+        chunks = list(client.chat.completions.create(model="fast", messages=HI, stream=True))  # type: ignore[arg-type]
+    assert [c.usage for c in chunks] == [None] * len(chunks)
+    claude = anthropic.Anthropic(base_url=gw.url, api_key="unused", max_retries=0)
+    with claude, claude.messages.stream(model="fast", max_tokens=32, messages=HI) as stream:  # type: ignore[arg-type]
+        assert stream.get_final_message().usage.output_tokens == 10
+    assert all(seen.body["stream_options"] == {"include_usage": True} for seen in upstream.requests)
+
+    def row() -> dict[str, Any] | None:
+        rows = HTTP.request("GET", gw.url + "/metrics.json").json()["usage"]["rows"]
+        return rows[0] if rows and rows[0]["requests"] == 2 else None
+
+    eventually(lambda: row() is not None, what="both streams counted")
+    assert row() == {
+        "client": "anonymous",
+        "group": "fast",
+        "endpoint": "fast-s",
+        "requests": 2,
+        "unreported": 0,
+        "input_tokens": 100,
+        "output_tokens": 20,
+        "cost": None,
+    }
