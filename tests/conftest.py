@@ -14,6 +14,7 @@ import anthropic
 import openai
 import pytest
 from aiohttp import web
+from tests.local_servers import Kind, LocalServer, Model
 
 from octoroute.config import build_topology, parse_config
 from octoroute.demo.simulated import SimulatedUpstream
@@ -166,3 +167,22 @@ def sdk_clients() -> Iterator[SdkClients]:
     clients = SdkClients()
     yield clients
     clients.close()
+
+
+@pytest.fixture
+def local_server(loop_thread: LoopThread) -> Iterator[Callable[..., LocalServer]]:
+    """Factory: `local_server(Kind.OLLAMA, [Model("qwen2.5:3b", 3.1e9)], tools=False)` starts a
+    server answering like Ollama, llama.cpp or vLLM (tests/local_servers.py); all stop after the test."""
+    started: list[LocalServer] = []
+
+    def make(kind: Kind, models: list[Model], **options: Any) -> LocalServer:
+        server = LocalServer(kind, models, **options)
+        loop_thread.run(server.start())
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        if server.hold_listing is not None:
+            loop_thread.loop.call_soon_threadsafe(server.hold_listing.set)
+        loop_thread.run(server.stop())

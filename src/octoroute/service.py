@@ -147,6 +147,16 @@ class Outcome:
         return reason
 
 
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """What `/ready` answers (see `Gateway.readiness`)."""
+
+    ready: bool
+    status: str  # "ready", "starting" (first probe round not finished), "unavailable"
+    healthy_endpoints: int  # healthy and not failing their latest probe
+    unavailable_groups: tuple[str, ...]
+
+
 def _hint(value: object, enum: type[Importance] | type[TaskType], param: str) -> Any:
     if value is None:
         return None
@@ -331,6 +341,8 @@ class Gateway:
         self.clock = clock
         self.rng = rng or random.Random()
         self.board = HealthBoard(topology, config.health.failure_threshold)
+        self.probe_rounds = 0  # active health-check rounds finished
+        self.probe_failures: dict[str, str] = {}  # endpoint id -> why its latest probe failed
         self.rotation = Rotation()  # cooldowns (429) and refused credentials (401/403)
         self.selectors = build_selectors(topology)
         self.default_tier = default_tier(config)
@@ -943,14 +955,17 @@ class Gateway:
 
     # -- health ------------------------------------------------------------
 
-    async def probe_all(self) -> None:
-        """One active health check of every endpoint, concurrently."""
+    async def probe_all(self) -> dict[str, str]:
+        """One active health check of every endpoint, concurrently; returns (and keeps,
+        for `readiness`) the endpoints whose probe failed, with why."""
         timeout = self.config.health.check_timeout_seconds
+        failures: dict[str, str] = {}
 
         async def one(ep: EndpointSpec) -> None:
             try:
                 latency = await self.pool.probe(ep, timeout)
             except UpstreamError as error:
+                failures[ep.id] = describe_upstream_error(error)
                 self._record(ep, error, probe=True)
             else:
                 self._record(ep, None, latency, probe=True)
@@ -961,6 +976,37 @@ class Gateway:
                     await self.discover(ep)
 
         await asyncio.gather(*(one(ep) for ep in self.topology.endpoints.values()))
+        self.probe_failures = failures
+        self.probe_rounds += 1
+        return failures
+
+    def readiness(self) -> Readiness:
+        """`/ready`'s verdict. Not ready while active probes have not finished their first
+        round. Then ready when every group can answer: it, or a group on its fallback
+        chain, has an endpoint that is healthy and did not fail its latest probe."""
+        up = {
+            ep_id
+            for ep_id in self.topology.endpoints
+            if self.board.is_healthy(ep_id) and ep_id not in self.probe_failures
+        }
+        if self.config.health.active and self.probe_rounds == 0:
+            return Readiness(False, "starting", len(up), ())
+        groups = self.topology.groups
+        down = tuple(
+            name
+            for name in groups
+            if not any(ep.id in up for g in self.topology.fallback_chain(name) for ep in groups[g].endpoints)
+        )
+        return Readiness(not down, "unavailable" if down else "ready", len(up), down)
+
+    def summarise_probes(self, failures: Mapping[str, str]) -> None:
+        """The one startup line about upstreams, after the first probe round."""
+        total = len(self.topology.endpoints)
+        if not failures:
+            log.info("upstreams: all %d answered the first health check", total)
+            return
+        why = "; ".join(f"{ep_id} ({reason})" for ep_id, reason in failures.items())
+        log.warning("upstreams: %d of %d did not answer the first health check: %s", len(failures), total, why)
 
     async def discover(self, ep: EndpointSpec) -> None:
         """Ask the endpoint's server for its context window and slots (upstream.discovery),
@@ -993,6 +1039,7 @@ class Gateway:
 
     async def run_health_checks(self) -> None:
         """Probe forever on the configured interval (cancelled at shutdown)."""
+        self.summarise_probes(await self.probe_all())
         while True:
-            await self.probe_all()
             await asyncio.sleep(self.config.health.check_interval_seconds)
+            await self.probe_all()

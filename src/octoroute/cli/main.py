@@ -40,6 +40,30 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a config file and list every problem")
     check.add_argument("path", type=Path)
 
+    doctor = sub.add_parser(
+        "doctor",
+        help="probe every endpoint live and check the environment; the fix for each problem",
+        description="Asks each endpoint's server for its models, a tiny chat (plain and streamed), a forced tool "
+        "call, its context window and slots; checks API keys, .env files and the bind address. Exit 0 when "
+        "nothing failed, 1 otherwise.",
+    )
+    doctor.add_argument("--config", type=Path, help=f"TOML config (default: ./{DEFAULT_CONFIG} if present)")
+    doctor.add_argument(
+        "--timeout", type=_seconds, default=30.0, help="seconds each probe request may take (default 30)"
+    )
+
+    init = sub.add_parser(
+        "init",
+        help="find LLM servers on this machine's loopback and write a config for them",
+        description="Asks 127.0.0.1 on the default ports of Ollama (11434), LM Studio (1234), llama.cpp (8080) "
+        "and vLLM (8000), plus every --port, for their models; assigns tiers by model size and writes a "
+        "commented config. Exit 1 when no server with a chat model answers.",
+    )
+    init.add_argument("--port", type=_port, action="append", default=[], help="another port to ask (repeatable)")
+    init.add_argument("--no-default-ports", action="store_true", help="ask only the --port ports")
+    init.add_argument("--output", "-o", type=Path, help="write the config here (default: standard output)")
+    init.add_argument("--force", action="store_true", help="overwrite --output if it exists")
+
     route = sub.add_parser("route", help="show where a prompt would be routed, without calling any model")
     route.add_argument("prompt")
     route.add_argument("--importance", choices=[i.value for i in Importance])
@@ -103,6 +127,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         from octoroute.cli.commands import run_check
 
         return run_check(args.path, os.environ)
+    if args.command == "doctor":
+        from octoroute.cli.doctor import run_doctor
+
+        return run_doctor(args.config or _default_config(), os.environ, args.timeout)
+    if args.command == "init":
+        from octoroute.cli.init import run_init
+
+        if args.no_default_ports and not args.port:
+            print("octoroute init: --no-default-ports needs at least one --port", file=sys.stderr)
+            return 2
+        return run_init(
+            args.port, args.output, args.force, sys.stdout, sys.stderr, default_ports=not args.no_default_ports
+        )
     if args.command == "route":
         from octoroute.cli.commands import run_route
 

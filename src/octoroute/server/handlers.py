@@ -438,15 +438,17 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
+    """200 when every group can answer, else 503 (the rule: `Gateway.readiness`)."""
     gw = request.app[GATEWAY]
-    healthy = sum(1 for ep in gw.topology.endpoints if gw.board.is_healthy(ep))
-    status = 200 if healthy else 503
+    verdict = gw.readiness()
     body = {
-        "status": "ready" if healthy else "unavailable",
-        "healthy_endpoints": healthy,
+        "status": verdict.status,
+        "healthy_endpoints": verdict.healthy_endpoints,
         "total_endpoints": len(gw.topology.endpoints),
+        "probe_rounds": gw.probe_rounds,
+        "unavailable_groups": list(verdict.unavailable_groups),
     }
-    return web.json_response(body, status=status)
+    return web.json_response(body, status=200 if verdict.ready else 503)
 
 
 async def endpoints(request: web.Request) -> web.Response:

@@ -1,0 +1,227 @@
+"""Fixture servers that answer like the LLM servers people run at home: Ollama,
+llama.cpp's llama-server and vLLM, each on an ephemeral loopback port, with
+the listing, discovery and chat endpoints `octoroute doctor` and `octoroute
+init` ask, in each server's own shapes (from ../shared/llm/transcripts for
+llama.cpp and vLLM, Ollama's API documentation for Ollama).
+
+    server = LocalServer(Kind.OLLAMA, [Model("qwen2.5:3b", 3.1e9, 1_929_912_432)])
+    await server.start()     # server.base_url == "http://127.0.0.1:PORT/v1"
+
+Knobs for what goes wrong on real machines: `tools=False` (Ollama: 400 "does not
+support tools"; llama.cpp without --jinja: an answer without a tool call; vLLM:
+400 without --enable-auto-tool-choice), `api_key` (401 without it), `streams=False`
+(a stream request answered with one JSON body), `hold_listing` (GET /v1/models
+waits for the event: a probe round that has not finished).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+class Kind(enum.StrEnum):
+    OLLAMA = "ollama"
+    LLAMA = "llama.cpp"
+    VLLM = "vllm"
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    parameters: float | None = None
+    size_bytes: int | None = None
+
+
+def _json(status: int, body: object) -> web.Response:
+    return web.Response(status=status, text=json.dumps(body), content_type="application/json")
+
+
+def _parameter_size(count: float | None) -> str:
+    if count is None:
+        return ""
+    return f"{count / 1e9:.1f}B" if count >= 1e9 else f"{count / 1e6:.0f}M"
+
+
+@dataclass
+class LocalServer:
+    kind: Kind
+    models: list[Model]
+    tools: bool = True
+    api_key: str | None = None
+    streams: bool = True
+    context: int = 4096
+    slots: int = 2
+    hold_listing: asyncio.Event | None = None
+    requests: list[str] = field(default_factory=list)  # "METHOD path" of every request
+    port: int = 0
+    _runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    async def start(self) -> None:
+        app = web.Application(middlewares=[self._guard])
+        app.router.add_get("/v1/models", self._listing)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        if self.kind is Kind.LLAMA:  # llama-server answers these without /v1 too
+            app.router.add_get("/models", self._listing)
+            app.router.add_post("/chat/completions", self._chat)
+            app.router.add_get("/props", self._props)
+        if self.kind is Kind.OLLAMA:
+            app.router.add_get("/api/tags", self._tags)
+            app.router.add_post("/api/show", self._show)
+        app.router.add_route("*", "/{tail:.*}", self._not_found)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.requests.append(f"{request.method} {request.path}")
+        if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return _json(401, {"error": {"message": "Invalid API Key", "type": "authentication_error", "code": 401}})
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    # -- listings and discovery ---------------------------------------------------------
+
+    async def _listing(self, request: web.Request) -> web.Response:
+        if self.hold_listing is not None:
+            await self.hold_listing.wait()
+        data = []
+        for m in self.models:
+            entry: dict[str, Any] = {"id": m.name, "object": "model", "created": 1700000000}
+            if self.kind is Kind.LLAMA:
+                entry["owned_by"] = "llamacpp"
+                entry["meta"] = {"n_ctx": self.context, "n_ctx_train": self.context, "n_vocab": 32000}
+                if m.parameters is not None:
+                    entry["meta"]["n_params"] = int(m.parameters)
+                if m.size_bytes is not None:
+                    entry["meta"]["size"] = m.size_bytes
+            elif self.kind is Kind.VLLM:
+                entry.update(owned_by="vllm", root=m.name, parent=None, max_model_len=self.context)
+            else:
+                entry["owned_by"] = "library"
+            data.append(entry)
+        body: dict[str, Any] = {"object": "list", "data": data}
+        if self.kind is Kind.LLAMA:  # llama-server's Ollama-like array beside "data"
+            body["models"] = [{"name": m.name, "model": m.name, "size": "", "details": {}} for m in self.models]
+        return _json(200, body)
+
+    async def _tags(self, request: web.Request) -> web.Response:
+        models = [
+            {
+                "name": m.name,
+                "model": m.name,
+                "modified_at": "2026-11-02T10:00:00Z",
+                "size": m.size_bytes or 0,
+                "digest": "0" * 64,
+                "details": {
+                    "format": "gguf",
+                    "family": "qwen2",
+                    "parameter_size": _parameter_size(m.parameters),
+                    "quantization_level": "Q4_K_M",
+                },
+            }
+            for m in self.models
+        ]
+        return _json(200, {"models": models})
+
+    async def _show(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if body.get("model") not in {m.name for m in self.models}:
+            return _json(404, {"error": f"model '{body.get('model')}' not found"})
+        return _json(
+            200,
+            {
+                "parameters": f"num_ctx                        {self.context}",
+                "details": {"format": "gguf", "family": "qwen2"},
+                "model_info": {"general.architecture": "qwen2", "qwen2.context_length": 32768},
+            },
+        )
+
+    async def _props(self, request: web.Request) -> web.Response:
+        settings = {"n_ctx": self.context, "params": {"temperature": 0.8}}
+        alias = self.models[0].name if self.models else ""
+        return _json(200, {"default_generation_settings": settings, "total_slots": self.slots, "model_alias": alias})
+
+    async def _not_found(self, request: web.Request) -> web.Response:
+        if self.kind is Kind.OLLAMA:
+            return web.Response(status=404, text="404 page not found", content_type="text/plain")
+        if self.kind is Kind.VLLM:
+            return _json(404, {"detail": "Not Found"})
+        return _json(404, {"error": {"code": 404, "message": "File Not Found", "type": "not_found_error"}})
+
+    # -- chat ------------------------------------------------------------------------------
+
+    def _unknown_model(self, name: str) -> web.Response | None:
+        if self.kind is Kind.LLAMA or name in {m.name for m in self.models}:
+            return None  # llama-server answers any name with its loaded model
+        if self.kind is Kind.OLLAMA:
+            message = f'model "{name}" not found, try pulling it first'
+            return _json(404, {"error": {"message": message, "type": "api_error", "param": None, "code": None}})
+        message = f"The model `{name}` does not exist."
+        return _json(404, {"object": "error", "message": message, "type": "NotFoundError", "param": None, "code": 404})
+
+    def _no_tools(self, name: str) -> web.Response | None:
+        if self.kind is Kind.OLLAMA:
+            message = f"registry.ollama.ai/library/{name} does not support tools"
+            return _json(400, {"error": {"message": message, "type": "api_error", "param": None, "code": None}})
+        if self.kind is Kind.VLLM:
+            message = '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
+            return _json(400, {"object": "error", "message": message, "type": "BadRequestError", "code": 400})
+        return None  # llama-server without --jinja: answers as if there were no tools
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        name = str(body.get("model"))
+        refused = self._unknown_model(name)
+        if refused is not None:
+            return refused
+        calls_tool = bool(body.get("tools"))
+        if calls_tool and not self.tools:
+            refused = self._no_tools(name)
+            if refused is not None:
+                return refused
+            calls_tool = False
+        message: dict[str, Any] = {"role": "assistant", "content": "OK"}
+        finish = "stop"
+        if calls_tool:
+            function = body["tools"][0]["function"]["name"]
+            call = {"id": "call_1", "type": "function", "function": {"name": function, "arguments": '{"word": "OK"}'}}
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
+            finish = "tool_calls"
+        base = {"id": "chatcmpl-1", "created": 1700000000, "model": name}
+        if not body.get("stream") or not self.streams:
+            choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
+            usage = {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}
+            return _json(200, {**base, "object": "chat.completion", "choices": [choice], "usage": usage})
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for delta, end in (({"role": "assistant", "content": ""}, None), ({"content": "OK"}, None), ({}, finish)):
+            chunk = {
+                **base,
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": end}],
+            }
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
