@@ -33,7 +33,7 @@ from octoroute.config.topology import build_topology
 from octoroute.core.types import Importance
 from octoroute.routing.features import extract_features
 from octoroute.server import create_app
-from octoroute.server.state import GATEWAY
+from octoroute.server.state import LIVE
 
 ROOT = Path(__file__).resolve().parents[1]
 START = ROOT.parent / "shared" / "llm" / "start_llama_server.sh"
@@ -64,7 +64,7 @@ async def time_decisions(url: str, strategy: str, prompt: str, count: int) -> tu
     runner = web.AppRunner(app)
     await runner.setup()  # starts the upstream pool; no port is needed to call the router
     try:
-        router = app[GATEWAY].router
+        router = app[LIVE].gateway.router
         messages = [{"role": "user", "content": prompt}]
         features = extract_features(messages, tools_present=False, importance=Importance.NORMAL, task_type=None)
         times, decided = [], set()

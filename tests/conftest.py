@@ -20,7 +20,7 @@ from octoroute.config import build_topology, parse_config
 from octoroute.demo.simulated import SimulatedUpstream
 from octoroute.demo.slotted import SlottedUpstream
 from octoroute.server import GatewayRunner, create_app
-from octoroute.server.state import GATEWAY
+from octoroute.server.state import LIVE
 from octoroute.service import Gateway
 
 T = TypeVar("T")
@@ -65,7 +65,7 @@ class RunningGateway:
 
     @property
     def gateway(self) -> Gateway:
-        return self.app[GATEWAY]
+        return self.app[LIVE].gateway
 
 
 async def start_gateway(

@@ -24,6 +24,7 @@ from tests.conftest import LoopThread
 
 Delta = dict[str, Any]
 STALL: Delta = {"stall": True}  # in a streamed answer: send nothing more until the upstream stops
+PAUSE: Delta = {"pause": True}  # in a streamed answer: set `paused`, wait for `resume`, then go on
 Answer = Callable[[dict[str, Any]], list[Delta]]
 USAGE = {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60}
 
@@ -77,6 +78,8 @@ class ScriptedUpstream:
         self.n_ctx = n_ctx  # a context window: a longer prompt gets llama.cpp's exceed_context_size_error
         self.requests: list[Seen] = []
         self._release = asyncio.Event()
+        self.paused = asyncio.Event()  # a stream reached a PAUSE (everything before it is sent)
+        self.resume = asyncio.Event()  # lets paused streams go on
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -129,7 +132,11 @@ class ScriptedUpstream:
                 "created": 1700000000,
                 "model": self.model,
                 "choices": [
-                    {"index": 0, "message": _merge([d for d in deltas if d is not STALL]), "finish_reason": finish}
+                    {
+                        "index": 0,
+                        "message": _merge([d for d in deltas if d is not STALL and d is not PAUSE]),
+                        "finish_reason": finish,
+                    }
                 ],
             }
             if usage is not None:
@@ -142,6 +149,10 @@ class ScriptedUpstream:
             if delta is STALL:
                 await self._release.wait()
                 return response
+            if delta is PAUSE:
+                self.paused.set()
+                await self.resume.wait()
+                continue
             await response.write(self._chunk(delta))
         await response.write(self._chunk({}, finish))
         if usage is not None and (body.get("stream_options") or {}).get("include_usage"):

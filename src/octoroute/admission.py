@@ -90,6 +90,26 @@ class Admission:
                 target = table.get(conversation.key)
         return Seat(self, Claim(self.board, least_busy=self.least_busy, prefer=target), conversation)
 
+    def reconfigure(
+        self,
+        capacity: Mapping[str, int | None],
+        weight: Mapping[str, float],
+        queue: QueueConfig,
+        *,
+        affinity: AffinityTable | None,
+        least_busy: bool,
+    ) -> None:
+        """A reloaded config: new slot counts, weights, queue limits and affinity table.
+        Requests in flight and waiting keep their places: in-flight counts are by endpoint
+        id, so an endpoint present before and after a reload is never over-filled, and
+        slots a larger count adds go to waiters at once."""
+        self.board.reweigh(weight)
+        self.queue = queue
+        self.affinity = affinity
+        self.least_busy = least_busy
+        for endpoint, slots in capacity.items():
+            self.set_capacity(endpoint, slots)
+
     def learn_slots(self, endpoint: str, configured: int | None, total_slots: int | None) -> None:
         """A server said how many requests it runs at once (llama.cpp `/props`
         `total_slots`): that is the endpoint's limit unless `configured` (its

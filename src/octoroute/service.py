@@ -57,6 +57,7 @@ from octoroute.fleet.capabilities import (
     missing,
     selection_needs,
 )
+from octoroute.fleet.carry import carried_endpoints
 from octoroute.fleet.context import ContextBook, ContextGate, estimate_prompt_tokens, requested_output
 from octoroute.fleet.health import HealthBoard, Transition
 from octoroute.fleet.policy import Attempt, AttemptPlan, most_likely_recovered
@@ -383,6 +384,60 @@ class Gateway:
         )
         for ep in eps:
             self.metrics.slots(ep.id, ep.max_concurrency)
+
+    # -- reloading ---------------------------------------------------------
+
+    def take_over(self, old: Gateway) -> dict[str, str]:
+        """Become the successor of `old` (a reloaded config; nothing serves on self yet):
+        endpoints that are the same server and model (`fleet.carry`) keep their health,
+        cooldowns, refused credentials (while the key is unchanged), context windows and
+        discovered slots; the slot board and its waiting lines are shared, so in-flight
+        counts stay true across the reload; pending shadow decisions are kept. Returns
+        {new id: old id} of the endpoints carried over; the others start fresh."""
+        pairs = carried_endpoints(old.topology.endpoints, self.topology.endpoints)
+        eps, before = self.topology.endpoints, old.topology.endpoints
+        self.board.carry_over(old.board, pairs)
+        self.rotation.carry_over(
+            old.rotation, pairs, {n for n, o in pairs.items() if eps[n].api_key == before[o].api_key}
+        )
+        self.context.carry_over(old.context, pairs)
+        capacity: dict[str, int | None] = {}
+        for ep in eps.values():
+            facts = self.context.facts(ep.id)
+            learned = facts.total_slots if facts is not None and facts.total_slots else None
+            capacity[ep.id] = ep.max_concurrency if ep.max_concurrency is not None else learned
+        table = self.slots.affinity
+        if table is not None and old.slots.affinity is not None and self.config.affinity == old.config.affinity:
+            table = old.slots.affinity  # conversations keep their endpoints
+        old.slots.reconfigure(
+            capacity,
+            {ep.id: ep.weight for ep in eps.values()},
+            self.config.queue,
+            affinity=table,
+            least_busy=self.config.selection.least_busy,
+        )
+        self.slots = old.slots
+        for ep_id in eps:  # this gateway's constructor set the configured counts; the board has the real ones
+            self.metrics.slots(ep_id, self.slots.board.capacity(ep_id))
+        self.shadow_tasks = old.shadow_tasks
+        self.shadow_tasks.limit = self.config.routing.shadow.max_pending if self.config.routing.shadow else 1
+        self.started_at = old.started_at
+        self.probe_rounds = old.probe_rounds  # a reload is not a start: /ready keeps its verdict
+        self.probe_failures = {n: old.probe_failures[o] for n, o in pairs.items() if o in old.probe_failures}
+        self.metrics.topology_changed(
+            eps, self.topology.groups, [e for e in before if e not in eps]
+        )  # series are by id
+        self.metrics.reprice(prices_of(eps.values()), self.config.usage.currency)
+        for ep_id in eps:
+            self.metrics.health(ep_id, self.board.is_healthy(ep_id))
+        return pairs
+
+    async def discover_new(self, carried: Collection[str]) -> None:
+        """Discovery for the endpoints a reload added (those not in `carried`)."""
+        if not self.config.health.discover:
+            return
+        fresh = [ep for ep in self.topology.endpoints.values() if ep.id not in carried]
+        await asyncio.gather(*(self.discover(ep) for ep in fresh))
 
     # -- model names -------------------------------------------------------
 
@@ -883,6 +938,7 @@ class Gateway:
             EndpointInfo(ep.id, ep.group, ep.name, ep.kind.value, ep.base_url, self.context_info(ep.id))
             for ep in self.topology.endpoints.values()
         ]
+        families = list(self.metrics.collect())
         return build_snapshot(
             SnapshotInputs(
                 version=__version__,
@@ -892,12 +948,12 @@ class Gateway:
                 groups=tuple(self.topology.groups),
                 endpoints=endpoints,
                 rate_limit_enabled=self.config.rate_limit.enabled,
-                families=self.metrics.collect(),
+                families=families,
                 decisions=decisions,
                 errors=errors,
                 shadow=self.config.routing.shadow,
                 live_strategy=self.config.routing.strategy,
-                prices=prices_of(self.topology.endpoints.values()),
+                usage_costs=self.metrics.usage_costs(families),
                 currency=self.config.usage.currency,
             )
         )
@@ -1038,8 +1094,12 @@ class Gateway:
         await asyncio.gather(*(self.discover(ep) for ep in self.topology.endpoints.values()))
 
     async def run_health_checks(self) -> None:
-        """Probe forever on the configured interval (cancelled at shutdown)."""
-        self.summarise_probes(await self.probe_all())
+        """Probe forever on the configured interval (cancelled at shutdown). The first
+        round of the process (not of a reloaded config) ends with the startup line."""
+        first = self.probe_rounds == 0
+        failures = await self.probe_all()
+        if first:
+            self.summarise_probes(failures)
         while True:
             await asyncio.sleep(self.config.health.check_interval_seconds)
             await self.probe_all()

@@ -131,7 +131,7 @@ def test_health_answers_ok_as_shown(one_o_gateway) -> None:
     assert response.status == 200
     assert response.data == b"OK"
     as_json = HTTP.request("GET", f"{gw.url}/health", headers={"Accept": "application/json"})
-    assert orjson.loads(as_json.data) == {"status": "ok"}
+    assert orjson.loads(as_json.data)["status"] == "ok"  # beside octoroute's own "config"
 
 
 def test_models_lists_as_shown(one_o_gateway) -> None:

@@ -14,6 +14,7 @@ from tests.spec_validation import validate
 from tests.support import endpoint, fleet_config
 
 from octoroute.demo.simulated import Mode
+from octoroute.server.state import LIVE
 
 HTTP = urllib3.PoolManager()
 
@@ -443,7 +444,10 @@ def test_health_ready_and_models_status(three_tiers):
     gw, _, _, _ = three_tiers
     assert HTTP.request("GET", f"{gw.url}/health").data == b"OK"
     health = HTTP.request("GET", f"{gw.url}/health", headers={"Accept": "application/json"})
-    assert orjson.loads(health.data) == {"status": "ok"}
+    assert orjson.loads(health.data) == {
+        "status": "ok",
+        "config": {"generation": 1, "hash": gw.app[LIVE].digest, "needs_restart": []},
+    }
     ready = HTTP.request("GET", f"{gw.url}/ready")
     assert ready.status == 200
     sdk(gw.base_url).chat.completions.create(model="fast", messages=HELLO)

@@ -32,7 +32,9 @@ from tests.integration.test_prometheus import (
 from tests.scripted import scripted  # noqa: F401  (fixture)
 from tests.support import endpoint, eventually, fleet_config
 
+from octoroute.config import parse_config
 from octoroute.observe.usage import MILLION, format_cost
+from octoroute.server.state import LIVE
 
 HTTP = urllib3.PoolManager()
 ALICE_KEY = "ork-" + "a1" * 32
@@ -326,3 +328,37 @@ def test_streams_count_the_usage_the_gateway_asked_for_without_showing_it(script
         "output_tokens": 20,
         "cost": None,
     }
+
+
+def test_a_price_change_on_reload_prices_only_what_comes_after(scripted, gateway, loop_thread):  # noqa: F811
+    """Prices changed by a config reload: the tokens counted before keep the old price, in
+    /metrics and /metrics.json alike (each request: 50 tokens in, 10 out)."""
+    upstream = scripted(lambda body: [{"content": "ok"}])
+
+    def config(price_in: str, price_out: str) -> dict[str, Any]:
+        prices = {"price_input_per_mtok": price_in, "price_output_per_mtok": price_out}
+        return fleet_config(
+            {"fast": [{"name": "s", "id": "fast-s", "base_url": upstream.base_url}]}, groups={"fast": prices}
+        )
+
+    def send(n: int) -> None:
+        with openai.OpenAI(base_url=gw.base_url, api_key="unused", max_retries=0) as client:
+            for _ in range(n):
+                client.chat.completions.create(model="fast", messages=HI)  # type: ignore[arg-type]
+
+    def costs() -> tuple[str, float]:
+        row = HTTP.request("GET", gw.url + "/metrics.json").json()["usage"]["rows"][0]
+        metrics = text_string_to_metric_families(HTTP.request("GET", gw.url + "/metrics").data.decode())
+        (value,) = [s.value for f in metrics for s in f.samples if s.name == "octoroute_usage_cost_total"]
+        return row["cost"], value
+
+    gw = gateway(config("1", "2"))
+    send(3)
+    before = (150 * Decimal(1) + 30 * Decimal(2)) / MILLION
+    assert costs() == (format_cost(before), float(before))
+    report = loop_thread.run(gw.app[LIVE].reload(parse_config(config("100", "0.5"), {}), {}))
+    assert (report.result, report.changed, report.needs_restart) == ("ok", True, ()), report
+    assert costs() == (format_cost(before), float(before))  # nothing counted yet at the new price
+    send(2)
+    after = before + (100 * Decimal(100) + 20 * Decimal("0.5")) / MILLION
+    assert costs() == (format_cost(after), float(after))

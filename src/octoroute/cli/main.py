@@ -36,6 +36,14 @@ def _parser() -> argparse.ArgumentParser:
         "--workers", type=_positive, default=1, metavar="N", help="worker processes sharing the port (default 1)"
     )
     serve.add_argument("--demo", action="store_true", help="run against a built-in simulated fleet (no LLM needed)")
+    serve.add_argument("--watch", action="store_true", help="reload the config when its file changes (as SIGHUP does)")
+    serve.add_argument(
+        "--watch-interval",
+        type=_seconds,
+        default=1.0,
+        metavar="SECONDS",
+        help="with --watch: seconds between looks at the file (default 1)",
+    )
 
     check = sub.add_parser("check", help="validate a config file and list every problem")
     check.add_argument("path", type=Path)
@@ -183,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers=args.workers,
         demo=args.demo,
         env=os.environ,
+        watch_interval=args.watch_interval if args.watch else None,
     )
 
 

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import logging
 import multiprocessing
 import os
 import shutil
@@ -25,12 +27,15 @@ from prometheus_client import multiprocess
 from rich.console import Console
 
 from octoroute.cli.commands import print_problems
+from octoroute.cli.reload import ConfigSource, FileWatch, Watching, bound_to, reload_on_sighup, serve_reloads
 from octoroute.config import Config, build_topology, load_config, parse_config
 from octoroute.core.errors import ConfigError
 from octoroute.observe.logs import configure_logging
 from octoroute.server import GatewayRunner, create_app
+from octoroute.server.state import LIVE
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+DEMO_RELOAD = "SIGHUP: --demo generates its config at start and has no file to reload; nothing changed"
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
@@ -44,11 +49,22 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
 
 
 def run_serve(
-    *, config_path: Path | None, host: str | None, port: int | None, workers: int, demo: bool, env: Mapping[str, str]
+    *,
+    config_path: Path | None,
+    host: str | None,
+    port: int | None,
+    workers: int,
+    demo: bool,
+    env: Mapping[str, str],
+    watch_interval: float | None = None,
 ) -> int:
+    """`watch_interval`: `--watch` (seconds between looks at the config file), or None."""
     err = Console(stderr=True)
     if workers < 1:
         err.print("[red]--workers must be at least 1[/]")
+        return 2
+    if demo and watch_interval is not None:
+        err.print("[red]--watch needs a config file; --demo generates its config and has none to watch[/]")
         return 2
     if demo:
         if workers != 1:
@@ -63,19 +79,22 @@ def run_serve(
     if config_path is None:
         err.print("[red]no config: pass --config PATH (or put octoroute.toml here), or try `octoroute serve --demo`[/]")
         return 2
+    watching = None if watch_interval is None else Watching(FileWatch(config_path), watch_interval)
     try:
         config = load_config(config_path, env)
     except ConfigError as exc:
         print_problems(err, config_path, exc, "; not starting")
         return 1
-    bind_host = host or config.server.host
-    if bind_host != config.server.host:  # so the startup warnings (a public bind without [auth]) see --host
-        config = config.model_copy(update={"server": config.server.model_copy(update={"host": bind_host})})
+    source = ConfigSource(config_path, dict(env), host)
+    config = bound_to(config, host)
+    bind_host = config.server.host
     bind_port = config.server.port if port is None else port
     if workers == 1:
         try:
             probe_port(bind_host, bind_port)  # before the app starts discovery and probes
-            _run(_serve_one(config, bind_host, bind_port, dict(env), reuse_port=False))
+            _run(
+                _serve_one(config, bind_host, bind_port, dict(env), reuse_port=False, source=source, watching=watching)
+            )
         except OSError as exc:  # the port is taken, the event file cannot be opened, ...
             err.print(start_problem(exc, bind_host, bind_port), **_LINE)
             return 1
@@ -88,7 +107,7 @@ def run_serve(
     except OSError as exc:  # before any worker starts: one line, not a crash loop of workers
         err.print(start_problem(exc, bind_host, bind_port), **_LINE)
         return 1
-    return _serve_many(config, bind_host, bind_port, dict(env), workers)
+    return _serve_many(config, bind_host, bind_port, source, workers, watching)
 
 
 _LINE: dict[str, Any] = {"style": "red", "highlight": False, "soft_wrap": True, "markup": False}
@@ -187,9 +206,19 @@ async def _serve_one(
     reuse_port: bool,
     shared: Shared | None = None,
     on_ready: Callable[[], None] | None = None,
+    source: ConfigSource | None = None,
+    watching: Watching | None = None,
 ) -> None:
+    """`source`: the config file SIGHUP reloads; `watching`: poll it for changes too
+    (a worker's supervisor watches instead, and sends SIGHUP)."""
     stop = _stop_on_signals(worker=shared is not None)
+    requested = reload_on_sighup()
     runner, bound = await _start(config, host, port, env, reuse_port, shared)
+    reloads = None
+    if source is not None:
+        reloads = asyncio.create_task(
+            serve_reloads(runner.app[LIVE], source, requested, watching), name="octoroute-reload"
+        )
     try:
         if on_ready is not None:
             on_ready()
@@ -198,21 +227,28 @@ async def _serve_one(
         )
         await stop.wait()
     finally:
+        if reloads is not None:
+            reloads.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reloads
         await runner.cleanup()
 
 
 def _worker(
-    config_data: dict[str, Any], host: str, port: int, env: dict[str, str], shared: Shared, ready: EventType
+    config_data: dict[str, Any], host: str, port: int, source: ConfigSource, shared: Shared, ready: EventType
 ) -> None:
     config = Config.model_validate(config_data)
+    env = dict(source.env)
     try:
-        _run(_serve_one(config, host, port, env, reuse_port=True, shared=shared, on_ready=ready.set))
+        _run(_serve_one(config, host, port, env, reuse_port=True, shared=shared, on_ready=ready.set, source=source))
     except OSError as exc:
         Console(stderr=True).print(f"worker {os.getpid()} {start_problem(exc, host, port)}", **_LINE)
         raise SystemExit(1) from None
 
 
-def _serve_many(config: Config, host: str, port: int, env: dict[str, str], workers: int) -> int:
+def _serve_many(
+    config: Config, host: str, port: int, source: ConfigSource, workers: int, watching: Watching | None
+) -> int:
     """Start `workers` processes on one port. They share a fresh directory for
     prometheus_client's multiprocess mode (and the decision windows), named in
     PROMETHEUS_MULTIPROC_DIR before any worker imports prometheus_client, and
@@ -220,7 +256,7 @@ def _serve_many(config: Config, host: str, port: int, env: dict[str, str], worke
     directory = tempfile.mkdtemp(prefix="octoroute-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory  # inherited by the spawned workers
     try:
-        return _run_workers(config, host, port, env, workers, directory)
+        return _run_workers(config, host, port, source, workers, directory, watching)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -233,11 +269,24 @@ class Supervisor:
     slot, stops the server: a crash loop helps nobody. SIGTERM / SIGINT stop every
     worker; the exit code is 0 only if every worker stopped cleanly and none
     crash-looped. `start(slot)` starts a worker and gives the event it sets once it
-    is listening."""
+    is listening.
+
+    Reloads: SIGHUP (and, with `watch`, a change of the config file) calls `refresh`
+    (the config new workers start with) and passes SIGHUP on to every worker, each of
+    which reloads the file itself. A worker still starting gets it once it listens
+    (before that, SIGHUP would kill it)."""
 
     CRASH_LIMIT = 3
 
-    def __init__(self, start: Callable[[int], tuple[BaseProcess, EventType]], workers: int, directory: str) -> None:
+    def __init__(
+        self,
+        start: Callable[[int], tuple[BaseProcess, EventType]],
+        workers: int,
+        directory: str,
+        *,
+        refresh: Callable[[], None] | None = None,
+        watching: Watching | None = None,
+    ) -> None:
         self._start = start
         self._workers = workers
         self._directory = directory
@@ -246,6 +295,11 @@ class Supervisor:
         self._stopping = False
         self._failed = False
         self._console = Console(stderr=True)
+        self._refresh = refresh
+        self._watching = watching
+        self._owed: set[int] = set()  # slots whose worker was starting when a reload came
+        self._wake_r, self._wake_w = os.pipe()  # SIGHUP's handler writes, the loop reads
+        os.set_blocking(self._wake_w, False)
 
     def stop(self, _signum: int = 0, _frame: object = None) -> None:
         self._stopping = True
@@ -253,16 +307,57 @@ class Supervisor:
             if proc.pid is not None and proc.is_alive():
                 os.kill(proc.pid, signal.SIGTERM)
 
+    def hang_up(self, _signum: int = 0, _frame: object = None) -> None:
+        """SIGHUP's handler: only wakes the loop, which reloads."""
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"r")
+
     def run(self) -> int:
-        for slot in range(self._workers):
-            self._spawn(slot)
-        while self._procs:
-            sentinels = {proc.sentinel: slot for slot, (proc, _) in self._procs.items()}
-            for sentinel in mp_connection.wait(list(sentinels)):
-                self._reap(sentinels[cast(int, sentinel)])  # sentinels are file descriptors
+        try:
+            for slot in range(self._workers):
+                self._spawn(slot)
+            while self._procs:
+                sentinels = {proc.sentinel: slot for slot, (proc, _) in self._procs.items()}
+                ready = mp_connection.wait([*sentinels, self._wake_r], timeout=self._tick())
+                for sentinel in ready:
+                    if sentinel == self._wake_r:
+                        os.read(self._wake_r, 4096)
+                        self.reload()
+                    else:
+                        self._reap(sentinels[cast(int, sentinel)])  # sentinels are file descriptors
+                if self._watching is not None and self._watching.watch.changed():
+                    self.reload()
+                self._pay_owed()
+        finally:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
         return 1 if self._failed else 0
 
+    def _tick(self) -> float | None:
+        if self._watching is not None:
+            return self._watching.interval
+        return OWED_POLL_SECONDS if self._owed else None
+
+    def reload(self) -> None:
+        if self._stopping:
+            return
+        if self._refresh is not None:
+            self._refresh()
+        self._owed = set(self._procs)
+        self._pay_owed()
+
+    def _pay_owed(self) -> None:
+        for slot in list(self._owed):
+            entry = self._procs.get(slot)
+            if entry is None:
+                self._owed.discard(slot)
+            elif entry[1].is_set() and entry[0].pid is not None:
+                self._owed.discard(slot)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(entry[0].pid, signal.SIGHUP)
+
     def _spawn(self, slot: int) -> None:
+        self._owed.discard(slot)  # a new worker starts with the refreshed config
         self._procs[slot] = self._start(slot)
 
     def _reap(self, slot: int) -> None:
@@ -290,20 +385,45 @@ class Supervisor:
         self._spawn(slot)
 
 
-def _run_workers(config: Config, host: str, port: int, env: dict[str, str], workers: int, directory: str) -> int:
+OWED_POLL_SECONDS = 0.2  # how often a reload owed to a starting worker is looked at
+
+
+def _run_workers(
+    config: Config,
+    host: str,
+    port: int,
+    source: ConfigSource,
+    workers: int,
+    directory: str,
+    watching: Watching | None,
+) -> int:
     ctx = multiprocessing.get_context("spawn")
-    data = config.model_dump(mode="json", exclude_unset=True)
+    current = {"data": config.model_dump(mode="json", exclude_unset=True)}
     shared = Shared(directory, workers, time.time())
 
     def start(slot: int) -> tuple[BaseProcess, EventType]:
         ready = ctx.Event()
-        proc = ctx.Process(target=_worker, args=(data, host, port, env, shared, ready), name=f"octoroute-worker-{slot}")
+        args = (current["data"], host, port, source, shared, ready)
+        proc = ctx.Process(target=_worker, args=args, name=f"octoroute-worker-{slot}")
         proc.start()
         return proc, ready
 
-    supervisor = Supervisor(start, workers, directory)
+    def refresh() -> None:
+        """The config a replacement worker starts with: the file's, if it loads (each
+        worker logs the reload's result itself)."""
+        with contextlib.suppress(ConfigError):
+            current["data"] = source.load().model_dump(mode="json", exclude_unset=True)
+
+    supervisor = Supervisor(
+        start,
+        workers,
+        directory,
+        refresh=refresh,
+        watching=watching,
+    )
     signal.signal(signal.SIGINT, supervisor.stop)  # before any worker exists: no window without them
     signal.signal(signal.SIGTERM, supervisor.stop)
+    signal.signal(signal.SIGHUP, supervisor.hang_up)
     return supervisor.run()
 
 
@@ -311,6 +431,9 @@ async def _serve_demo(host: str | None, port: int | None, env: dict[str, str]) -
     from octoroute.demo.fleet import DemoFleet
 
     stop = _stop_on_signals(worker=False)
+    asyncio.get_running_loop().add_signal_handler(
+        signal.SIGHUP, lambda: logging.getLogger("octoroute.config").warning(DEMO_RELOAD)
+    )
     fleet = DemoFleet()
     await fleet.start()
     try:

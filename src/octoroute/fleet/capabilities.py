@@ -15,6 +15,7 @@ request.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -164,6 +165,7 @@ def parse_families(data: Mapping[str, object]) -> tuple[Family, ...]:
     return families
 
 
+@functools.cache  # package data, immutable once parsed: read once per process, not on every config reload
 def load_bundled_families() -> tuple[Family, ...]:
     """The families in the `capabilities.toml` shipped with the package."""
     text = resources.files("octoroute.fleet").joinpath("capabilities.toml").read_text(encoding="utf-8")

@@ -117,6 +117,18 @@ class ContextBook:
         self._silent: set[str] = set()  # servers that answered discovery without saying anything
         self.version = 0  # goes up whenever a window may have changed (callers cache by it)
 
+    def carry_over(self, old: ContextBook, pairs: Mapping[str, str]) -> None:
+        """After a reload: what the servers of the endpoints in `pairs` ({id here: id on
+        `old`}) said, or taught by an overflow, is kept (a configured window still wins)."""
+        for new_id, old_id in pairs.items():
+            if old_id in old._facts:
+                self._facts[new_id] = old._facts[old_id]
+            if old_id in old._learned:
+                self._learned[new_id] = old._learned[old_id]
+            if old_id in old._silent:
+                self._silent.add(new_id)
+        self.version += 1
+
     def facts(self, endpoint_id: str) -> ServerFacts | None:
         """What the endpoint's server said at the last discovery, if it said anything."""
         return self._facts.get(endpoint_id)

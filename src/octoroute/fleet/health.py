@@ -17,6 +17,7 @@ Nothing here reads the clock: every method takes `now` (monotonic seconds).
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from octoroute.config.topology import Topology
@@ -130,6 +131,15 @@ class HealthBoard:
 
     def is_healthy(self, endpoint_id: str) -> bool:
         return self._health[endpoint_id].healthy
+
+    def carry_over(self, old: HealthBoard, pairs: Mapping[str, str]) -> None:
+        """After a reload: each endpoint in `pairs` ({id here: id on `old`}) keeps its health
+        object, so a verdict reached before the reload stands, and outcomes of requests still
+        running on the old config keep counting. It takes this board's failure threshold."""
+        for new_id, old_id in pairs.items():
+            health = old._health[old_id]
+            health.failure_threshold = self._health[new_id].failure_threshold
+            self._health[new_id] = health
 
     def any_healthy(self) -> bool:
         return any(h.healthy for h in self._health.values())

@@ -28,7 +28,7 @@ Pure: every method takes `now` (monotonic seconds) or a wall-clock time.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from email.utils import parsedate_to_datetime
 
 from octoroute.core.errors import (
@@ -194,6 +194,19 @@ class Rotation:
         return True
 
     # -- both --------------------------------------------------------------
+
+    def carry_over(self, old: Rotation, pairs: Mapping[str, str], same_key: Collection[str]) -> None:
+        """After a reload: cooldowns of the endpoints in `pairs` ({id here: id on `old`}) run
+        on; a refusal of our credentials carries only where the key is unchanged (`same_key`:
+        ids here), since a new key is what fixes one."""
+        for new_id, old_id in pairs.items():
+            until = old._cool_until.get(old_id)
+            if until is not None:
+                self._cool_until[new_id] = until
+            if new_id in same_key and old_id in old._refused_at:
+                self._refused_at[new_id] = old._refused_at[old_id]
+                self._refused_why[new_id] = old._refused_why.get(old_id, "")
+        self._settle()
 
     def in_rotation(self, endpoint_id: str, now: float) -> bool:
         """Neither refused nor cooling down (health is judged separately)."""

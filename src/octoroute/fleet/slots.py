@@ -122,6 +122,10 @@ class SlotBoard:
             grants.append(grant)
         return grants
 
+    def reweigh(self, weight: Mapping[str, float]) -> None:
+        """New weights (a reloaded config); in-flight counts and waiters stay."""
+        self._weight = dict(weight)
+
     def _grant(self, endpoint: str) -> Grant | None:
         """The waiter that gets a freed slot of `endpoint`: the first that prefers it, unless
         an earlier one that may use it has been passed over `MAX_PASSED` times; else the first."""

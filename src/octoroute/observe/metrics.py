@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -30,7 +31,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from octoroute.core.errors import COOLDOWN_PRESSURES, ErrorType
 from octoroute.core.facts import ContextEvent
 from octoroute.core.types import DegradationKind, Strategy
-from octoroute.observe.usage import Price, cost_of
+from octoroute.observe.usage import CostBook, Price, UsageKey
 
 # The classic text format, which every Prometheus reads; all our names are plain ASCII.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -42,7 +43,8 @@ ATTEMPT_OUTCOMES = (OK, *(e.value for e in ErrorType if e is not ErrorType.MID_S
 
 
 QUEUE_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
-AFFINITY_RESULTS = ("hit", "new", "broken")  # fleet.affinity.AffinityResult values (observe may not import fleet)
+AFFINITY_RESULTS = ("hit", "new", "broken")
+RELOAD_RESULTS = ("ok", "refused")  # fleet.affinity.AffinityResult values (observe may not import fleet)
 
 
 class QueueOutcome(enum.StrEnum):
@@ -184,6 +186,20 @@ class Recorder:
         """A request `endpoint` served for `client` used these tokens (`reported`: the
         upstream said so; else they are 0 and the request is counted as missing usage)."""
 
+    def topology_changed(self, endpoints: Iterable[str], groups: Iterable[str], removed: Iterable[str]) -> None:
+        """A reload: series for new `endpoints` and `groups` start at 0; the gauges of
+        `removed` endpoints go (counters keep their totals)."""
+
+    def config_reloaded(self, result: str, generation: int) -> None:
+        """A reload ended with `result` (`RELOAD_RESULTS`); `generation` runs now."""
+
+    def reprice(self, prices: Mapping[str, Price], currency: str) -> None:
+        """A reload: tokens from now on cost `prices`; those counted so far keep theirs."""
+
+    def usage_costs(self, families: Iterable[Metric]) -> dict[UsageKey, Decimal | None]:
+        """The exact cost of each (client, group, endpoint)'s tokens in `families` (None: no price)."""
+        return {}
+
     def exposition(self) -> bytes:
         return b""
 
@@ -214,7 +230,7 @@ class PrometheusRecorder(Recorder):
     ) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
         self.multiprocess_dir = multiprocess_dir
-        self.prices = {ep: p for ep, p in (prices or {}).items() if p.priced}
+        self._book = CostBook({ep: p for ep, p in (prices or {}).items() if p.priced})
         self.currency = currency
         self._requests = Counter(
             "octoroute_requests",
@@ -489,12 +505,32 @@ class PrometheusRecorder(Recorder):
         self._c_fallbacks = _Children(self._fallbacks)
         self._c_mid_stream = _Children(self._mid_stream)
         self._c_degradations = _Children(self._degradations)
+        self._reloads = Counter(
+            "octoroute_config_reloads",
+            "Config reloads (SIGHUP or --watch) by result: ok (applied, or unchanged) or refused "
+            "(the config had problems; the running one was kept).",
+            ["result"],
+            registry=registry,
+        )
+        self._c_reloads = _Children(self._reloads)
+        for result in RELOAD_RESULTS:
+            self._c_reloads.ensure(result)
+        self._generation = Gauge(
+            "octoroute_config_generation",
+            "The running config's generation in each worker: 1 at start, one more per applied reload.",
+            registry=registry,
+            multiprocess_mode="liveall",
+        )
+        self._generation.set(1)
         # Every series a config can name exists from the start, at 0, so rates and
         # absent-series alerts work before the first event.
         for kind in DegradationKind:
             self._c_degradations.ensure(kind.value)
         for strategy in Strategy:
             self._c_routing.ensure(strategy.value)
+        self._ensure_series(endpoints, groups)
+
+    def _ensure_series(self, endpoints: Iterable[str], groups: Iterable[str]) -> None:
         for group in groups:
             self._c_invocations.ensure(group)
             self._c_waiting.ensure(group)
@@ -502,23 +538,42 @@ class PrometheusRecorder(Recorder):
                 self._c_affinity.ensure(group, result)
             for queue_outcome in QueueOutcome:
                 self._c_queue.ensure(group, queue_outcome.value)
-        for ep in endpoints:
-            self._c_in_flight.ensure(ep)
             for event in ContextEvent:
                 self._c_context.ensure(group, event.value)
             self._c_fail_open.ensure(group)
         for ep in endpoints:
+            self._c_in_flight.ensure(ep)
             self._c_cooldown_until.ensure(ep)
             for pressure in COOLDOWN_PRESSURES:
                 self._c_cooldowns.ensure(ep, pressure.value)
             self._c_refused.ensure(ep)
             self._c_loading_waits.ensure(ep)
-            self._c_healthy.ensure(ep).set(1)
+            if (ep,) not in self._c_healthy:
+                self._c_healthy.ensure(ep).set(1)
             self._c_mid_stream.ensure(ep)
             for direction in ("input", "output"):
                 self._c_tokens.ensure(ep, direction)
             for outcome in ATTEMPT_OUTCOMES:
                 self._c_attempts.ensure(ep, outcome)
+
+    def topology_changed(self, endpoints: Iterable[str], groups: Iterable[str], removed: Iterable[str]) -> None:
+        self._ensure_series(endpoints, groups)
+        if self.multiprocess_dir is not None:
+            return  # prometheus_client cannot remove series in multiprocess mode; they stay until restart
+        for ep in removed:  # gauges describe the present; counters keep their totals
+            for children, gauge in (
+                (self._c_healthy, self._healthy),
+                (self._c_in_flight, self._in_flight),
+                (self._c_refused, self._refused),
+                (self._c_cooldown_until, self._cooldown_until),
+                (self._c_slots, self._slots),
+            ):
+                if children.pop((ep,), None) is not None:
+                    gauge.remove(ep)
+
+    def config_reloaded(self, result: str, generation: int) -> None:
+        self._c_reloads[result,].inc()
+        self._generation.set(generation)
 
     def http_started(self) -> None:
         self._active.inc()
@@ -646,35 +701,44 @@ class PrometheusRecorder(Recorder):
 
     def collect(self) -> Iterable[Metric]:
         families = list(self._source().collect())
-        if self.prices:
+        if self._book.prices or self._book.banked:
             families.append(self._cost(families))
         return families
+
+    def reprice(self, prices: Mapping[str, Price], currency: str) -> None:
+        self._book.reprice({ep: p for ep, p in prices.items() if p.priced}, _token_totals(self._source().collect()))
+        self.currency = currency
+
+    def usage_costs(self, families: Iterable[Metric]) -> dict[UsageKey, Decimal | None]:
+        return self._book.costs(_token_totals(families))
 
     def _cost(self, families: Iterable[Metric]) -> Metric:
         """`octoroute_usage_cost_total`, made at each read from the exact token totals times
         the prices (never a float sum of per-request costs), merged over workers."""
-        tokens: dict[tuple[str, str, str], dict[str, int]] = {}
-        for family in families:
-            if family.name == "octoroute_usage_tokens":
-                for sample in family.samples:
-                    if sample.name.endswith("_total"):
-                        labels = sample.labels
-                        key = (labels["client"], labels["group"], labels["endpoint"])
-                        by_direction = tokens.setdefault(key, {})
-                        by_direction[labels["direction"]] = by_direction.get(labels["direction"], 0) + round(
-                            sample.value
-                        )
         cost = CounterMetricFamily(
             "octoroute_usage_cost",
             "What the tokens in usage cost at the configured prices per million tokens, by client "
             "key name, group and endpoint, in the currency of the label (endpoints with a price only).",
             labels=["client", "group", "endpoint", "currency"],
         )
-        for (client, group, endpoint), by_direction in sorted(tokens.items()):
-            value = cost_of(self.prices.get(endpoint), by_direction.get("input", 0), by_direction.get("output", 0))
+        for (client, group, endpoint), value in sorted(self.usage_costs(families).items()):
             if value is not None:
                 cost.add_metric([client, group, endpoint, self.currency], float(value))
         return cost
+
+
+def _token_totals(families: Iterable[Metric]) -> dict[UsageKey, tuple[int, int]]:
+    """(input, output) tokens per (client, group, endpoint) from `octoroute_usage_tokens`."""
+    tokens: dict[UsageKey, list[int]] = {}
+    for family in families:
+        if family.name != "octoroute_usage_tokens":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                labels = sample.labels
+                both = tokens.setdefault((labels["client"], labels["group"], labels["endpoint"]), [0, 0])
+                both[0 if labels["direction"] == "input" else 1] += round(sample.value)
+    return {key: (both[0], both[1]) for key, both in tokens.items()}
 
 
 class _Families(CollectorRegistry):

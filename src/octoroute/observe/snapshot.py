@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 import orjson
 from prometheus_client.metrics_core import Metric
@@ -20,7 +21,7 @@ from octoroute.core.errors import ErrorType
 from octoroute.core.types import DegradationKind, Strategy, Tier
 from octoroute.observe.decisions import percentiles
 from octoroute.observe.metrics import AFFINITY_RESULTS, OK, QueueOutcome
-from octoroute.observe.usage import Price, UsageRow, format_cost, total_cost, usage_rows
+from octoroute.observe.usage import UsageKey, UsageRow, format_cost, total_cost, usage_rows
 
 DECISIONS_SHOWN = 100
 API_ROUTES = ("/v1/chat/completions", "/v1/messages", "/chat")
@@ -52,7 +53,7 @@ class SnapshotInputs:
     errors: Sequence[bytes]  # JSON records from the error window(s)
     shadow: ShadowConfig | None = None  # `[routing.shadow]`, when shadow mode is on
     live_strategy: Strategy | None = None  # `[routing] strategy`, what shadow mode compares with
-    prices: Mapping[str, Price] = field(default_factory=dict)  # by endpoint id
+    usage_costs: Mapping[UsageKey, Decimal | None] = field(default_factory=dict)  # exact, from the recorder
     currency: str = "USD"
 
 
@@ -207,20 +208,20 @@ def build_snapshot(inputs: SnapshotInputs) -> dict[str, object]:
         "queue": _queue(samples, inputs.groups),
         "affinity": {r: affinity.get((r,), 0) for r in AFFINITY_RESULTS},
         "shadow": shadow_summary(inputs.shadow, inputs.live_strategy, samples, inputs.groups),
-        "usage": usage_summary(samples, inputs.prices, inputs.currency),
+        "usage": usage_summary(samples, inputs.usage_costs, inputs.currency),
         "decisions": decisions[:DECISIONS_SHOWN],
     }
 
 
 def usage_summary(
-    samples: dict[str, list[tuple[dict[str, str], float]]], prices: Mapping[str, Price], currency: str
+    samples: dict[str, list[tuple[dict[str, str], float]]], costs: Mapping[UsageKey, Decimal | None], currency: str
 ) -> dict[str, object]:
     """Tokens and cost per client key, group and endpoint, and their totals. Costs are
     decimal strings (exact), null where the endpoint has no price."""
     keys = ("client", "group", "endpoint")
     requests = _sum_by(samples["octoroute_usage_requests_total"], *keys, "usage")
     tokens = _sum_by(samples["octoroute_usage_tokens_total"], *keys, "direction")
-    rows = usage_rows(requests, tokens, prices)  # type: ignore[arg-type]
+    rows = usage_rows(requests, tokens, costs)  # type: ignore[arg-type]
     return {
         "currency": currency,
         "rows": [_usage_row(r) for r in rows],

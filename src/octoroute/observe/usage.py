@@ -87,14 +87,17 @@ class UsageRow:
     cost: Decimal | None
 
 
+UsageKey = tuple[str, str, str]  # client, group, endpoint
+
+
 def usage_rows(
     requests: Mapping[tuple[str, str, str, str], int],
     tokens: Mapping[tuple[str, str, str, str], int],
-    prices: Mapping[str, Price],
+    costs: Mapping[UsageKey, Decimal | None],
 ) -> list[UsageRow]:
     """Rows from counter totals keyed (client, group, endpoint, usage|direction):
-    `requests` by usage 'reported'/'missing', `tokens` by direction 'input'/'output'.
-    Sorted by client, group, endpoint; rows with no request are left out."""
+    `requests` by usage 'reported'/'missing', `tokens` by direction 'input'/'output';
+    `costs` by (client, group, endpoint). Sorted; rows with no request are left out."""
     keys = sorted({k[:3] for k, n in requests.items() if n})
     rows = []
     for client, group, endpoint in keys:
@@ -102,9 +105,44 @@ def usage_rows(
         missing = requests.get((client, group, endpoint, "missing"), 0)
         tokens_in = tokens.get((client, group, endpoint, "input"), 0)
         tokens_out = tokens.get((client, group, endpoint, "output"), 0)
-        cost = cost_of(prices.get(endpoint), tokens_in, tokens_out)
+        cost = costs.get((client, group, endpoint))
         rows.append(UsageRow(client, group, endpoint, reported + missing, missing, tokens_in, tokens_out, cost))
     return rows
+
+
+class CostBook:
+    """Exact costs per (client, group, endpoint) at prices that may change while the
+    process runs (a config reload): what was counted before a change keeps the price
+    it was counted at, so a cost never jumps or goes back.
+
+        book = CostBook(prices)
+        book.costs(totals)            # totals: key -> (input tokens, output tokens)
+        book.reprice(new_prices, totals)
+    """
+
+    def __init__(self, prices: Mapping[str, Price]) -> None:
+        self.prices = dict(prices)
+        # per key: the cost of the tokens counted before the last price change, and those tokens
+        self._banked: dict[UsageKey, tuple[Decimal | None, int, int]] = {}
+
+    @property
+    def banked(self) -> bool:
+        """Some cost was counted at earlier prices."""
+        return any(cost is not None for cost, _, _ in self._banked.values())
+
+    def costs(self, totals: Mapping[UsageKey, tuple[int, int]]) -> dict[UsageKey, Decimal | None]:
+        out: dict[UsageKey, Decimal | None] = {}
+        for key, (tokens_in, tokens_out) in totals.items():
+            banked, before_in, before_out = self._banked.get(key, (None, 0, 0))
+            fresh = cost_of(self.prices.get(key[2]), tokens_in - before_in, tokens_out - before_out)
+            out[key] = fresh if banked is None else banked + (fresh or Decimal(0))
+        return out
+
+    def reprice(self, prices: Mapping[str, Price], totals: Mapping[UsageKey, tuple[int, int]]) -> None:
+        """New prices from now on; `totals` are the token counts so far (priced as before)."""
+        costs = self.costs(totals)
+        self._banked = {key: (costs[key], *totals[key]) for key in totals}
+        self.prices = dict(prices)
 
 
 def total_cost(rows: Iterable[UsageRow]) -> Decimal | None:

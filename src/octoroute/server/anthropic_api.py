@@ -30,7 +30,7 @@ from octoroute.protocols.translate_response import openai_to_anthropic_response
 from octoroute.protocols.translate_stream import OpenAIToAnthropicStream
 from octoroute.routing.features import extract_features
 from octoroute.server.handlers import decision_headers, degraded_of, note_reply, read_json, relay, serve_call
-from octoroute.server.state import GATEWAY, REQUEST_ID, TRACE
+from octoroute.server.state import LIVE, REQUEST_ID, TRACE
 from octoroute.service import ChatCall, Outcome, decode_chat
 
 ROUTE = "/v1/messages"
@@ -60,7 +60,7 @@ def _degraded_header(lost: Iterable[Degradation], outcome: Outcome) -> dict[str,
 async def _translate(request: web.Request) -> tuple[dict[str, Any], ChatCall, list[Degradation]]:
     body = await read_json(request)
     _check_messages_request(body)
-    gw = request.app[GATEWAY]
+    gw = request.app[LIVE].gateway
     hints: dict[str, Any] = {h: body.pop(h) for h in ("importance", "task_type") if h in body}  # ours
     openai_body, lost = anthropic_to_openai_request(body)
     openai_body["model"] = body["model"]
@@ -164,7 +164,7 @@ class AnthropicStream:
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
-    gw = request.app[GATEWAY]
+    gw = request.app[LIVE].gateway
     trace = request[TRACE]
     body, call, lost = await _translate(request)
     beta = request.headers.get("anthropic-beta")  # features an Anthropic-native server may need
@@ -216,7 +216,7 @@ async def count_tokens(request: web.Request) -> web.Response:
     body.setdefault("max_tokens", 1)
     body.setdefault("model", "auto")
     _check_messages_request(body)
-    gw = request.app[GATEWAY]
+    gw = request.app[LIVE].gateway
     openai_body, _ = anthropic_to_openai_request(body)
     call = decode_chat(openai_body, request.headers, gw.config.routing.default_importance, request[REQUEST_ID])
     gw.resolve_model(str(body["model"]))

@@ -1,10 +1,10 @@
-"""The app factory: one `Gateway` per app, its pools opened on startup and
-closed on cleanup, the health-check task alongside."""
+"""The app factory: one `Live` per app holding the running `Gateway` (swapped by a
+config reload), its pools opened on startup and closed on cleanup, the
+health-check task alongside."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import time
@@ -16,7 +16,7 @@ from aiohttp import web
 
 from octoroute import __version__
 from octoroute.config.models import Config
-from octoroute.config.topology import Topology, config_warnings
+from octoroute.config.topology import Topology
 from octoroute.observe.metrics import PrometheusRecorder, Recorder
 from octoroute.observe.observer import Observer
 from octoroute.observe.tracing import Tracing
@@ -24,10 +24,11 @@ from octoroute.observe.usage import prices_of
 from octoroute.routing.scoring import ScoreModel
 from octoroute.server import anthropic_api, handlers
 from octoroute.server.auth import auth_middleware, build_keyring
+from octoroute.server.live import Live
 from octoroute.server.middleware import RequestIds, body_middleware, errors_middleware, observe_middleware
 from octoroute.server.ratelimit import build_limiter, rate_limit_middleware
-from octoroute.server.state import DASHBOARD, GATEWAY
-from octoroute.service import Gateway, capability_warnings
+from octoroute.server.state import DASHBOARD, LIVE
+from octoroute.service import Gateway
 from octoroute.upstream.client import UpstreamPool
 
 if TYPE_CHECKING:
@@ -75,17 +76,20 @@ def create_app(
         limiter = build_limiter(config.rate_limit, topology.rate_limit_keys, clock, key_limits)
         middlewares.append(rate_limit_middleware(limiter, observer.metrics))
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=middlewares)
-    gateway = Gateway(
-        config,
-        topology,
-        UpstreamPool(topology.endpoints.values(), config.limits),
-        clock=clock,
-        rng=rng,
-        observer=observer,
-        started_at=started_at,
-        score_model=score_model,
-    )
-    app[GATEWAY] = gateway
+
+    def build(config: Config, topology: Topology) -> Gateway:
+        return Gateway(
+            config,
+            topology,
+            UpstreamPool(topology.endpoints.values(), config.limits),
+            clock=clock,
+            rng=rng,
+            observer=observer,
+            started_at=started_at,
+            score_model=score_model,
+        )
+
+    app[LIVE] = Live(build(config, topology), build)
     app[DASHBOARD] = DASHBOARD_PAGE.read_bytes()
     app.cleanup_ctx.append(_lifecycle)
     app.router.add_post("/v1/chat/completions", handlers.chat_completions)
@@ -137,24 +141,12 @@ def build_observer(
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
-    gateway = app[GATEWAY]
-    observer = gateway.observer
-    observer.started({"pid": os.getpid(), "version": __version__, "endpoints": list(gateway.topology.endpoints)})
-    capabilities = capability_warnings(gateway.config, gateway.topology, gateway.capabilities)
-    for warning in (*config_warnings(gateway.config, gateway.topology), *capabilities):
-        observer.config_warning(warning)
-    await gateway.pool.start()
-    await gateway.discover_all()  # context windows and slots, before the first request
-    task: asyncio.Task[None] | None = None
-    if gateway.config.health.active:
-        task = asyncio.create_task(gateway.run_health_checks(), name="octoroute-health")
+    live = app[LIVE]
+    observer = live.gateway.observer
+    observer.started({"pid": os.getpid(), "version": __version__, "endpoints": list(live.gateway.topology.endpoints)})
+    await live.start()
     try:
         yield
     finally:
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await gateway.shadow_tasks.close()  # shadow judge calls still waiting need the pool
-        await gateway.pool.close()
+        await live.stop()
         await asyncio.to_thread(observer.close)  # flushing spans may block on the exporter

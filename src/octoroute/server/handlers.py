@@ -43,7 +43,7 @@ from octoroute.protocols.translate_stream import AnthropicToOpenAIStream
 from octoroute.protocols.usage import StreamWatch, drop_usage_chunks, usage_of, wants_usage
 from octoroute.routing.features import last_user_text
 from octoroute.server.middleware import CLIENT_CLOSED, render_error
-from octoroute.server.state import CLIENT, DASHBOARD, GATEWAY, REQUEST_ID, TRACE
+from octoroute.server.state import CLIENT, DASHBOARD, LIVE, REQUEST_ID, TRACE
 from octoroute.service import ChatCall, Gateway, Outcome, asks_usage_for, decode_chat, openai_payload
 
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -101,7 +101,7 @@ def attempts_of(exc: RoutingExhausted | UpstreamStatusError | ContextTooLarge) -
 async def read_json(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
     try:
-        return parse_json_object(raw, request.app[GATEWAY].config.limits.max_json_depth)
+        return parse_json_object(raw, request.app[LIVE].gateway.config.limits.max_json_depth)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
 
@@ -179,7 +179,7 @@ async def serve_call(
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    gw = request.app[GATEWAY]
+    gw = request.app[LIVE].gateway
     trace = request[TRACE]
     body = await read_json(request)
     call = decode_chat(body, request.headers, gw.config.routing.default_importance, request[REQUEST_ID])
@@ -334,7 +334,7 @@ def _stream_ended(
 async def list_models(request: web.Request) -> web.Response:
     """OpenAI's list shape, or Anthropic's when the client sends `anthropic-version`
     (Claude Code lists models that way before its first message)."""
-    gw = request.app[GATEWAY]
+    gw = request.app[LIVE].gateway
     client = request.get(CLIENT)  # with [auth], only the models this key may use
     ids = [m for m in gw.model_ids if client is None or client.allows(m)]
     if "anthropic-version" in request.headers:
@@ -349,7 +349,7 @@ async def list_models(request: web.Request) -> web.Response:
 async def native_chat(request: web.Request) -> web.Response:
     """octoroute 1.0's API: {prompt, importance, task_type, model?, temperature?}."""
     started = time.perf_counter()
-    gw = request.app[GATEWAY]
+    gw = request.app[LIVE].gateway
     body = await read_json(request)
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
@@ -407,39 +407,43 @@ def _metrics_on(gw: Gateway) -> None:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    gw = request.app[GATEWAY]
+    gw = request.app[LIVE].gateway
     _check_metrics_token(request, gw)
     _metrics_on(gw)
     return web.Response(body=gw.metrics.exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 async def metrics_json(request: web.Request) -> web.Response:
-    gw = request.app[GATEWAY]
+    live = request.app[LIVE]
+    gw = live.gateway
     _check_metrics_token(request, gw)
     _metrics_on(gw)
-    body = orjson.dumps(gw.snapshot(), option=orjson.OPT_NON_STR_KEYS)
+    snapshot = gw.snapshot()
+    snapshot["config"] = live.info()
+    body = orjson.dumps(snapshot, option=orjson.OPT_NON_STR_KEYS)
     return web.Response(body=body, content_type="application/json", headers={"Cache-Control": "no-store"})
 
 
 async def dashboard(request: web.Request) -> web.Response:
     """The live dashboard: one self-contained page that polls metrics.json."""
-    gw = request.app[GATEWAY]
+    gw = request.app[LIVE].gateway
     _metrics_on(gw)
     page = request.app[DASHBOARD]
     return web.Response(body=page, content_type="text/html", charset="utf-8", headers={"Cache-Control": "no-store"})
 
 
 async def health(request: web.Request) -> web.Response:
-    """`OK` as plain text (octoroute 1.0's answer), or {"status": "ok"} to a client
-    that asks for JSON (`Accept: application/json`)."""
+    """`OK` as plain text (octoroute 1.0's answer), or {"status": "ok", "config": {...}}
+    to a client that asks for JSON (`Accept: application/json`): the running config's
+    generation, hash and changed keys waiting for a restart."""
     if "application/json" in request.headers.get("Accept", ""):
-        return web.json_response({"status": "ok"})
+        return web.json_response({"status": "ok", "config": request.app[LIVE].info()})
     return web.Response(text="OK")
 
 
 async def ready(request: web.Request) -> web.Response:
     """200 when every group can answer, else 503 (the rule: `Gateway.readiness`)."""
-    gw = request.app[GATEWAY]
+    gw = request.app[LIVE].gateway
     verdict = gw.readiness()
     body = {
         "status": verdict.status,
@@ -452,7 +456,7 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def endpoints(request: web.Request) -> web.Response:
-    gw = request.app[GATEWAY]
+    gw = request.app[LIVE].gateway
     now = gw.clock()
     rows = [
         {

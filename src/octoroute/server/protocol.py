@@ -30,7 +30,7 @@ from octoroute.core.types import Api
 from octoroute.protocols import anthropic
 from octoroute.protocols.openai import error_body
 from octoroute.server.middleware import api_of
-from octoroute.server.state import GATEWAY
+from octoroute.server.state import LIVE
 
 log = logging.getLogger("octoroute.server")
 _REQUEST_LINE = re.compile(rb"^\s*[!-~]{1,32} (?:[A-Za-z][A-Za-z0-9+.-]{0,16}://[^/\s]{0,255})?(/[^\s?#]{0,2048})")
@@ -182,7 +182,7 @@ class GatewayRunner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         made = await super()._make_server()
-        limits = self.app[GATEWAY].config.limits
+        limits = self.app[LIVE].gateway.config.limits
         kwargs = dict(made._kwargs)  # what AppRunner was given for each connection
         kwargs["keepalive_timeout"] = limits.client_keepalive_timeout_seconds
         # After a rejected body, aiohttp drains what is left before closing (so the client reads the

@@ -6,9 +6,9 @@ from aiohttp import web
 
 from octoroute.fleet.clientkeys import ClientKey
 from octoroute.observe.observer import RequestTrace
-from octoroute.service import Gateway
+from octoroute.server.live import Live
 
-GATEWAY = web.AppKey("gateway", Gateway)
+LIVE = web.AppKey("live", Live)  # `.gateway`: the running config; read once per request
 REQUEST_ID = web.RequestKey("request_id", str)
 TRACE = web.RequestKey("trace", RequestTrace)
 DASHBOARD = web.AppKey("dashboard", bytes)

@@ -169,11 +169,19 @@ class UpstreamPool:
         self._pools: dict[Origin, HostPool] = {}
         self._targets: dict[str, _Target] = {}
 
-    async def start(self) -> None:
+    async def start(self, taking_over: UpstreamPool | None = None) -> None:
+        """Ready every endpoint's request heads. `taking_over`: the pool of the config this
+        one replaces (a reload): connections to origins both use are kept and shared, so
+        requests still running on the old config return theirs to the same place; the old
+        pool's other origins are closed (a connection released there later is dropped)."""
+        kept = taking_over._pools if taking_over is not None else {}
         for ep in self._endpoints:
             origin = Origin.from_url(ep.base_url)
-            pool = self._pools.get(origin) or self._pools.setdefault(origin, HostPool(origin))
+            pool = self._pools.get(origin) or self._pools.setdefault(origin, kept.get(origin) or HostPool(origin))
             self._targets[ep.id] = _target(ep, pool)
+        for origin, pool in kept.items():
+            if origin not in self._pools:
+                pool.close()
 
     async def close(self) -> None:
         for pool in self._pools.values():

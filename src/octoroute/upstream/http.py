@@ -270,6 +270,7 @@ class HostPool:
         self.origin = origin
         self._idle: list[Connection] = []
         self._max_idle = max_idle
+        self.closed = False  # closed pools keep no connection: one released later is dropped
         self._ssl: ssl_module.SSLContext | None = ssl_module.create_default_context() if origin.tls else None
 
     def take_idle(self) -> Connection | None:
@@ -295,12 +296,13 @@ class HostPool:
     def release(self, conn: Connection) -> None:
         """Keep a connection whose response was read to the end; close any other."""
         conn._cancel_deadline()
-        if conn.reusable and len(self._idle) < self._max_idle:
+        if conn.reusable and not self.closed and len(self._idle) < self._max_idle:
             self._idle.append(conn)
         else:
             conn.abort()
 
     def close(self) -> None:
+        self.closed = True
         for conn in self._idle:
             conn.abort()
         self._idle.clear()

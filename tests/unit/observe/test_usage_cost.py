@@ -9,7 +9,7 @@ from tests.support import fleet_config
 
 from octoroute.config import build_topology, parse_config
 from octoroute.core.errors import ConfigError
-from octoroute.observe.usage import Price, UsageRow, cost_of, format_cost, total_cost, usage_rows
+from octoroute.observe.usage import CostBook, Price, UsageRow, cost_of, format_cost, total_cost, usage_rows
 
 
 def topology(groups: dict[str, object], **endpoint: object) -> dict[str, Price]:
@@ -72,10 +72,24 @@ def test_rows_join_requests_and_tokens_and_skip_pairs_without_requests():
         ("carol", "fast", "a", "reported"): 0,
     }
     tokens = {("bob", "fast", "a", "input"): 30, ("bob", "fast", "a", "output"): 12}
-    rows = usage_rows(requests, tokens, {"a": Price(Decimal(1), Decimal(2))})
+    rows = usage_rows(requests, tokens, {("bob", "fast", "a"): Decimal("0.000054"), ("alice", "deep", "d"): None})
     assert rows == [
         UsageRow("alice", "deep", "d", 1, 1, 0, 0, None),
         UsageRow("bob", "fast", "a", 3, 1, 30, 12, Decimal("0.000054")),
     ]
     assert total_cost(rows) == Decimal("0.000054")
     assert total_cost(rows[:1]) is None
+
+
+def test_a_price_change_prices_only_the_tokens_counted_after_it():
+    key = ("alice", "fast", "a")
+    book = CostBook({"a": Price(Decimal("1"), Decimal("2"))})
+    assert book.costs({key: (1_000_000, 500_000)}) == {key: Decimal(2)}
+    book.reprice({"a": Price(Decimal("10"), None)}, {key: (1_000_000, 500_000)})
+    # 2 for what came before, then 10 per million input tokens and output free
+    assert book.costs({key: (1_000_000, 500_000)}) == {key: Decimal(2)}
+    assert book.costs({key: (1_100_000, 900_000)}) == {key: Decimal(3)}
+    book.reprice({}, {key: (1_100_000, 900_000)})  # no price any more: the cost stays, grows no more
+    assert book.costs({key: (5_000_000, 5_000_000)}) == {key: Decimal(3)}
+    other = ("bob", "fast", "a")
+    assert book.costs({other: (7, 7)}) == {other: None}  # never priced
