@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup system-deps claude-code run test lint unit bench clean compose-up compose-down
+.PHONY: setup system-deps claude-code run test lint unit bench smoke-image clean compose-up compose-down
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ compose-down:
 
 bench: setup
 	$(BIN)/python bench/overhead.py
+
+# Builds deploy/Dockerfile and runs the image (needs a running Docker daemon; not part of `make test`).
+smoke-image:
+	bash deploy/smoke-image.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .llm artifacts .tools

@@ -103,7 +103,7 @@ def test_compose_services_mounts_ports_and_names_agree():
     assert {"redis", "lb", "prometheus", "grafana"} <= set(services)
     for name, service in serving.items():
         assert (DEPLOY / service["build"]["context"]).resolve() == ROOT, name
-        assert service["build"]["dockerfile"] == "deploy/Dockerfile", name  # written beside this setup
+        assert service["build"]["dockerfile"] == "deploy/Dockerfile", name
         config_path = service["command"][service["command"].index("--config") + 1]
         assert mount(service, config_path) == DEPLOY / "octoroute.toml"
         assert "ports" not in service, f"{name}: only the load balancer publishes a port"
@@ -118,6 +118,13 @@ def test_compose_services_mounts_ports_and_names_agree():
         for config in service.get("configs", []):
             assert config["source"] in spec["configs"], name
         assert set(service.get("depends_on", [])) <= set(services), name
+    # the image runs `octoroute` with the command's arguments, and has `python` for the
+    # demo upstream's entrypoint and the health check
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["octoroute"]' in dockerfile
+    assert 'CMD ["python", "-c"' in dockerfile  # its own HEALTHCHECK runs python too
+    assert services["demo-upstream"]["image"] == next(iter(serving.values()))["image"]
+    assert services["demo-upstream"]["entrypoint"][:3] == ["python", "-m", "octoroute.demo.simulated"]
     published = [p for s in services.values() for p in s.get("ports", [])]
     assert all(p.startswith("127.0.0.1:") for p in published), published
     host_ports = [p.split(":")[1] for p in published]
