@@ -2,7 +2,8 @@
 no Docker daemon runs here and no image can be pulled, so nothing is started with
 Docker. Instead: compose.yaml and every file it references are read and checked
 against each other (services, mounts, ports, names, the octoroute config), the
-Prometheus config passes promtool, the Grafana dashboard is well formed, and a
+Prometheus config passes promtool, the Grafana dashboard is well formed, the
+load balancer's nginx.conf runs in a real nginx in front of two gateways, and a
 real Prometheus loaded with the stack's own scrape config (targets pointed at a
 real octoroute gateway on loopback, running the stack's own octoroute.toml in
 front of fixture upstreams) answers every query of the Grafana dashboard with
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import subprocess
 import tomllib
@@ -24,8 +26,10 @@ import openai
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from tests.integration.test_deploy_proxy import Proxy
 from tests.integration.test_prometheus import PROMETHEUS, PROMTOOL, Prometheus, fetch, free_port, poll, try_fetch
 from tests.scripted import scripted  # noqa: F401  (fixture)
+from tests.support import endpoint, fleet_config
 
 from octoroute.config import parse_config
 from octoroute.config.models import Config
@@ -330,3 +334,55 @@ def test_every_dashboard_query_names_exposed_metrics_and_returns_data(stack, sta
         assert result, title
     cost = prom.query('sum by (client) (octoroute_usage_cost_total{currency="USD"})')
     assert {dict(labels)["client"] for labels in cost} == {"team-a", "team-b"}
+
+
+# -- the load balancer's config in a real nginx, in front of two real gateways ----------
+
+
+def test_nginx_spreads_requests_over_the_replicas_streams_and_hides_metrics(upstreams, gateway, tmp_path):
+    """deploy/compose/nginx/nginx.conf in Debian's nginx, changed only where this machine
+    differs from the stack: the replicas are two gateways on loopback, it listens on a
+    loopback port, and its pid and temporary files live under the test's directory."""
+    sim = upstreams("fast")
+    replicas_up = [gateway(fleet_config({"fast": [endpoint(sim, "m", id="fast-1")]})) for _ in range(2)]
+    text = (DEPLOY / "nginx" / "nginx.conf").read_text()
+    port = free_port()
+    servers = re.findall(r"^\s*server\s+(octoroute-\d+:3000)", text, re.M)
+    assert len(servers) == 3
+    for i, name in enumerate(servers):  # the third replica is the first one again
+        text = text.replace(f"server {name}", f"server 127.0.0.1:{replicas_up[i % 2].port}")
+    assert text.count("listen 80;") == 1
+    text = text.replace("listen 80;", f"listen 127.0.0.1:{port};")
+    temp = "".join(
+        f"    {kind}_temp_path {tmp_path / kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    text = text.replace("http {\n", "http {\n" + temp, 1)
+    (tmp_path / "nginx.conf").write_text(text)
+    root = tmp_path / "proxy"
+    root.mkdir()
+    user = "user root; " if os.geteuid() == 0 else ""  # workers must reach the temp dirs under tmp_path
+    argv = ["/usr/sbin/nginx", "-p", str(root), "-e", str(root / "error.log"), "-c", str(tmp_path / "nginx.conf")]
+    argv += ["-g", f"daemon off; {user}pid {root / 'nginx.pid'};"]
+    checked = subprocess.run([*argv, "-t"], capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stderr
+    proxy = Proxy(root, port, argv)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        with openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0) as client:
+            for _ in range(6):
+                assert client.chat.completions.create(model="fast", messages=HI).choices[0].message.content  # type: ignore[arg-type]
+            text_streamed = "".join(
+                c.choices[0].delta.content or ""
+                for c in client.chat.completions.create(model="fast", messages=HI, stream=True)  # type: ignore[arg-type]
+                if c.choices
+            )
+        assert text_streamed
+        served = [fetch(gw.port, "GET", "/metrics.json") for gw in replicas_up]
+        counts = [json.loads(r.body)["requests"]["total"] for r in served]
+        assert sum(counts) == 7
+        assert min(counts) >= 2, counts  # both replicas took a share
+        assert fetch(port, "GET", "/metrics").status == 404  # each replica's own metrics stay inside
+        assert fetch(port, "GET", "/metrics.json").status == 404
+        assert fetch(port, "GET", "/health").status == 200
+    finally:
+        proxy.stop()
