@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup system-deps claude-code run test lint unit bench smoke-image clean compose-up compose-down
+.PHONY: setup system-deps claude-code codex run test lint unit bench smoke-image clean compose-up compose-down
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ system-deps:
 claude-code: system-deps
 	bash scripts/claude-code.sh
 
+# The pinned Codex CLI, in .tools/codex (npm, never global), for its end-to-end tests.
+codex: system-deps
+	bash scripts/codex.sh
+
 # `make run PORT=8080` for another port than 3000.
 run: setup
 	@$(BIN)/octoroute serve --demo $(if $(PORT),--port $(PORT))
@@ -31,7 +35,7 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint system-deps claude-code
+test: lint system-deps claude-code codex
 	$(BIN)/pytest -q
 
 unit: setup

@@ -81,7 +81,7 @@ from octoroute.protocols.openai import check_chat_body
 from octoroute.protocols.overflow import read_overflow
 from octoroute.protocols.postprocess import PostProcess, declared_tools
 from octoroute.protocols.repair import call_id_factory
-from octoroute.protocols.thinking import read_thinking
+from octoroute.protocols.thinking import ThinkingRequest, read_thinking
 from octoroute.protocols.translate_request_reverse import openai_to_anthropic_request
 from octoroute.protocols.translate_response import anthropic_to_openai_response
 from octoroute.protocols.usage import wants_usage
@@ -116,6 +116,10 @@ class ChatCall:
     task_type: TaskType | None
     request_id: str
     anthropic_body: dict[str, Any] | None = None  # the client's own request when it spoke the Messages API
+    # The client's own request when it spoke the Responses API (history included), passed as it is
+    # to endpoints that speak Responses natively (`responses = true`); `body` is its chat translation.
+    responses_body: dict[str, Any] | None = None
+    thinking: ThinkingRequest | None = None  # a Responses client's `reasoning.effort`, for `protocols.egress`
     session: str | None = None  # an explicit conversation key from a header (fleet.affinity.session_of)
 
 
@@ -209,9 +213,15 @@ def body_for(
 ) -> tuple[bytes, tuple[str, ...]]:
     """The request body in the endpoint's API, and what translating it dropped:
     OpenAI bodies as `upstream_body` makes them (a translated one shaped by the group's
-    `options` first); for Anthropic-native endpoints the client's own Messages request
+    `options` first); a Responses request untouched but for `model` to an endpoint that
+    speaks Responses; for Anthropic-native endpoints the client's own Messages request
     untouched but for `model` (pass-through), or the OpenAI body translated."""
     if ep.kind is not Api.ANTHROPIC:
+        if call.responses_body is not None:
+            if ep.responses:
+                return orjson.dumps({**call.responses_body, "model": ep.name}), ()
+            shaped, degraded = translated_body(call.body, call.thinking, options)
+            return upstream_body(shaped, ep, ask_usage), degraded
         if call.anthropic_body is None:
             return upstream_body(call.body, ep, ask_usage), ()
         shaped, degraded = translated_body(call.body, read_thinking(call.anthropic_body), options)
@@ -845,9 +855,10 @@ class Gateway:
         waits = 0
         while True:
             try:
+                native = call.responses_body is not None and ep.responses and ep.kind is Api.OPENAI
                 if call.stream:
-                    return None, await self.pool.open_stream(ep, body, extra_headers)
-                return await self.pool.complete(ep, body, extra_headers), None
+                    return None, await self.pool.open_stream(ep, body, extra_headers, responses=native)
+                return await self.pool.complete(ep, body, extra_headers, responses=native), None
             except UpstreamStatusError as error:
                 if pressure_of_error(error) is not Pressure.LOADING:
                     raise

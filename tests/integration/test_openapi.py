@@ -75,6 +75,8 @@ def test_the_description_covers_every_endpoint(running) -> None:
         "/v1/chat/completions",
         "/v1/messages",
         "/v1/messages/count_tokens",
+        "/v1/responses",
+        "/v1/responses/{response_id}",
         "/v1/models",
         "/chat",
         "/health",

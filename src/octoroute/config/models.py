@@ -91,6 +91,9 @@ class EndpointConfig(_Frozen):
     priority: int = Field(default=1, ge=-1000, le=1000)
     id: str | None = Field(default=None, pattern=GROUP_NAME.pattern)
     kind: Api = Api.OPENAI  # the API the server speaks at base_url: openai (/chat/completions) or anthropic (/messages)
+    # An openai-kind server that also serves the Responses API at base_url/responses: /v1/responses
+    # requests are passed to it as they are (but for `model`) instead of translated to chat.
+    responses: bool = False
     api_key_env: str | None = Field(default=None, pattern=ENV_NAME.pattern)
     timeouts: Timeouts = Timeouts()
     # Requests it serves at once (llama.cpp: its -np slots); None: discovered (total_slots), else unbounded.
@@ -121,6 +124,12 @@ class EndpointConfig(_Frozen):
         if not math.isfinite(value):
             raise ValueError("must be finite")
         return value
+
+    @model_validator(mode="after")
+    def _responses_needs_openai(self) -> EndpointConfig:
+        if self.responses and self.kind is not Api.OPENAI:
+            raise ValueError('responses = true is for kind = "openai" servers (they serve /responses beside /chat)')
+        return self
 
 
 Share = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
@@ -405,6 +414,14 @@ def _one_or_many(value: object) -> object:
     return value
 
 
+class ResponsesConfig(_Frozen):
+    """`[responses]`: the Responses API's store of recent responses, which
+    `previous_response_id` and `GET /v1/responses/{id}` read (in memory, per worker)."""
+
+    store_max_entries: int = Field(default=1000, ge=0, le=1_000_000)  # 0: nothing is stored
+    store_ttl_seconds: float = Field(default=3600.0, gt=0, le=7 * 86400, allow_inf_nan=False)
+
+
 class Config(_Frozen):
     server: ServerConfig = ServerConfig()
     limits: LimitsConfig = LimitsConfig()
@@ -424,6 +441,7 @@ class Config(_Frozen):
     queue: QueueConfig = QueueConfig()
     affinity: AffinityConfig = AffinityConfig()
     usage: UsageConfig = UsageConfig()
+    responses: ResponsesConfig = ResponsesConfig()
 
     @field_validator("models")
     @classmethod

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 from octoroute.config.models import Config
 
-RESTART_SECTIONS = ("auth", "rate_limit", "observability")
+RESTART_SECTIONS = ("auth", "rate_limit", "observability", "responses")
 RESTART_KEYS = {
     "server": ("host", "port", "max_body_bytes"),
     "limits": ("client_header_timeout_seconds", "client_body_timeout_seconds", "client_keepalive_timeout_seconds"),

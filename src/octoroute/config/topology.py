@@ -68,6 +68,7 @@ class EndpointSpec:
     # per million tokens in `[usage] currency`; None: no price (the endpoint's, else its group's)
     price_input_per_mtok: Decimal | None = None
     price_output_per_mtok: Decimal | None = None
+    responses: bool = False  # also speaks the Responses API (`/responses`): Responses requests pass through
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,6 +346,7 @@ def build_topology(config: Config, env: Mapping[str, str]) -> Topology:
             api_key_env=ep.api_key_env,
             price_input_per_mtok=_first(ep.price_input_per_mtok, options.price_input_per_mtok),
             price_output_per_mtok=_first(ep.price_output_per_mtok, options.price_output_per_mtok),
+            responses=ep.responses,
         )
         endpoints[ep_id] = spec
         by_group[group].append(spec)

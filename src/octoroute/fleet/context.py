@@ -68,7 +68,8 @@ def _count_tokens(value: object) -> int:
         if isinstance(item, str):
             tokens += _text_tokens(item)
         elif isinstance(item, dict):
-            if item.get("type") not in _BINARY_PARTS:
+            kind = item.get("type")  # in a JSON schema, a property named "type" holds an object
+            if not isinstance(kind, str) or kind not in _BINARY_PARTS:
                 stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)

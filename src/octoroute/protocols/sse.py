@@ -89,6 +89,15 @@ def ends_stream(events: bytes, anthropic: bool) -> bool:
     return b"[DONE]" in events or _FINISH_REASON.search(events) is not None
 
 
+_RESPONSE_END = re.compile(rb'"type"\s*:\s*"(?:response\.completed|response\.failed|response\.incomplete|error)"')
+
+
+def ends_responses_stream(events: bytes) -> bool:
+    """Whether `events` hold the event that ends a Responses API stream:
+    `response.completed`, `response.failed`, `response.incomplete` or `error`."""
+    return _RESPONSE_END.search(events) is not None
+
+
 def first_data_problem(events: bytes) -> str | None:
     """Why the first `data:` event in `events` cannot start a stream (it is not
     JSON), or None when it can, or when `events` hold no data yet (comments only)."""

@@ -59,6 +59,8 @@ def usage_of(kind: Api, payload: Mapping[str, object]) -> tuple[int | None, int 
         return None, None
     if kind is Api.ANTHROPIC:
         return _count(usage.get("input_tokens")), _count(usage.get("output_tokens"))
+    if "prompt_tokens" not in usage and "input_tokens" in usage:  # a Responses API answer (passed through)
+        return _count(usage.get("input_tokens")), _count(usage.get("output_tokens"))
     return _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
 
 
@@ -104,7 +106,8 @@ class StreamWatch:
                 if isinstance(delta, dict) and isinstance(text := delta.get("text"), str):
                     self._parts.append(text)
             return
-        self._take(usage_of(Api.OPENAI, event))
+        response = event.get("response")  # a Responses API event (passed through) carries it there
+        self._take(usage_of(Api.OPENAI, response if isinstance(response, dict) else event))
         if self.keep_text:
             choices = event.get("choices")
             if isinstance(choices, list) and choices and isinstance(choices[0], dict):

@@ -22,12 +22,13 @@ from octoroute.observe.observer import Observer
 from octoroute.observe.tracing import Tracing
 from octoroute.observe.usage import prices_of
 from octoroute.routing.scoring import ScoreModel
-from octoroute.server import anthropic_api, handlers
+from octoroute.server import anthropic_api, handlers, responses_api
 from octoroute.server.auth import auth_middleware, build_keyring
 from octoroute.server.live import Live
 from octoroute.server.middleware import RequestIds, body_middleware, errors_middleware, observe_middleware
 from octoroute.server.ratelimit import build_limiter, rate_limit_middleware
-from octoroute.server.state import DASHBOARD, LIVE
+from octoroute.server.responses_store import ResponseStore
+from octoroute.server.state import DASHBOARD, LIVE, RESPONSES
 from octoroute.service import Gateway
 from octoroute.upstream.client import UpstreamPool
 
@@ -91,11 +92,15 @@ def create_app(
 
     app[LIVE] = Live(build(config, topology), build)
     app[DASHBOARD] = DASHBOARD_PAGE.read_bytes()
+    app[RESPONSES] = ResponseStore(config.responses.store_max_entries, config.responses.store_ttl_seconds, clock)
     app.cleanup_ctx.append(_lifecycle)
     app.router.add_post("/v1/chat/completions", handlers.chat_completions)
     app.router.add_get("/v1/models", handlers.list_models)
     app.router.add_post("/v1/messages", anthropic_api.messages)
     app.router.add_post("/v1/messages/count_tokens", anthropic_api.count_tokens)
+    app.router.add_post("/v1/responses", responses_api.create_response)
+    app.router.add_get("/v1/responses/{response_id}", responses_api.get_response)
+    app.router.add_delete("/v1/responses/{response_id}", responses_api.delete_response)
     app.router.add_post("/chat", handlers.native_chat)
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/metrics", handlers.metrics)

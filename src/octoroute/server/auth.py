@@ -32,7 +32,7 @@ log = logging.getLogger("octoroute.auth")
 
 OPEN_PATHS = frozenset({"/health", "/ready"})
 METRICS_PATHS = frozenset({"/metrics", "/metrics.json", "/dashboard"})  # the metrics token guards these when set
-MODEL_PATHS = frozenset({"/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens", "/chat"})
+MODEL_PATHS = frozenset({"/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens", "/chat", "/v1/responses"})
 
 
 class Forbidden(ClientError):

@@ -31,7 +31,7 @@ log = logging.getLogger("octoroute.ratelimit")
 
 # The routes that reach an upstream. count_tokens never does; health, readiness,
 # model lists and metrics must keep answering a client that is being limited.
-LIMITED_PATHS = frozenset({"/v1/chat/completions", "/v1/messages", "/chat"})
+LIMITED_PATHS = frozenset({"/v1/chat/completions", "/v1/messages", "/chat", "/v1/responses"})
 BYTES_PER_TOKEN = 4  # the same rough estimate as count_tokens (characters / 4)
 
 

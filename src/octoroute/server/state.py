@@ -7,9 +7,11 @@ from aiohttp import web
 from octoroute.fleet.clientkeys import ClientKey
 from octoroute.observe.observer import RequestTrace
 from octoroute.server.live import Live
+from octoroute.server.responses_store import ResponseStore
 
 LIVE = web.AppKey("live", Live)  # `.gateway`: the running config; read once per request
 REQUEST_ID = web.RequestKey("request_id", str)
 TRACE = web.RequestKey("trace", RequestTrace)
 DASHBOARD = web.AppKey("dashboard", bytes)
 CLIENT = web.RequestKey("client", ClientKey)  # the [auth] key a request came with
+RESPONSES = web.AppKey("responses", ResponseStore)  # recent Responses API answers (previous_response_id)

@@ -34,7 +34,14 @@ from octoroute.core.errors import (
 from octoroute.core.redact import redact
 from octoroute.core.types import Api
 from octoroute.protocols.openai import normalised_error
-from octoroute.protocols.sse import EventFramer, EventTooLarge, ends_stream, first_data_problem, has_data
+from octoroute.protocols.sse import (
+    EventFramer,
+    EventTooLarge,
+    ends_responses_stream,
+    ends_stream,
+    first_data_problem,
+    has_data,
+)
 from octoroute.upstream.http import (
     Connection,
     ConnectionClosedError,
@@ -65,6 +72,7 @@ class _Target:
     pool: HostPool
     chat_head: bytes  # request line and fixed headers for POST .../chat/completions
     models_head: bytes  # the same for GET .../models
+    responses_head: bytes  # the same for POST .../responses (endpoints with `responses = true`)
 
 
 ANTHROPIC_VERSION = b"2023-06-01"
@@ -88,7 +96,9 @@ def _target(ep: EndpointSpec, pool: HostPool) -> _Target:
     chat = f"POST {origin.path_prefix}{path} HTTP/1.1\r\n".encode() + fixed
     chat += b"Content-Type: application/json\r\n"
     models = f"GET {origin.path_prefix}/models HTTP/1.1\r\n".encode() + fixed + b"Accept: application/json\r\n"
-    return _Target(pool, chat, models)
+    responses = f"POST {origin.path_prefix}/responses HTTP/1.1\r\n".encode() + fixed
+    responses += b"Content-Type: application/json\r\n"
+    return _Target(pool, chat, models, responses)
 
 
 def _headers_bytes(extra: Mapping[str, str]) -> bytes:
@@ -98,7 +108,18 @@ def _headers_bytes(extra: Mapping[str, str]) -> bytes:
 class UpstreamStream:
     """An upstream SSE stream that has delivered its first complete event."""
 
-    __slots__ = ("_conn", "_endpoint", "_framer", "_pool", "content_type", "first", "first_byte_ms", "status", "whole")
+    __slots__ = (
+        "_conn",
+        "_endpoint",
+        "_framer",
+        "_pool",
+        "content_type",
+        "first",
+        "first_byte_ms",
+        "responses",
+        "status",
+        "whole",
+    )
 
     def __init__(
         self,
@@ -110,8 +131,10 @@ class UpstreamStream:
         first_byte_ms: float,
         *,
         whole: bool = False,
+        responses: bool = False,
     ) -> None:
         self._endpoint = endpoint
+        self.responses = responses  # Responses API events (ended by response.completed/failed/incomplete)
         self.whole = whole  # the server ignored `stream: true` and sent one complete body
         self._pool = pool
         self._conn: Connection | None = conn
@@ -130,16 +153,18 @@ class UpstreamStream:
             return
         framer = self._framer
         anthropic = self._endpoint.kind is Api.ANTHROPIC
-        ended = self.whole or ends_stream(self.first, anthropic)
+        if self.responses:
+            anthropic = False
+        ended = self.whole or self._ends(self.first, anthropic)
         try:
             while chunk := await conn.read_chunk():
                 events = framer.feed(chunk)
                 if events:
-                    ended = ended or ends_stream(events, anthropic)
+                    ended = ended or self._ends(events, anthropic)
                     yield events
             tail = framer.pending
             if tail.strip():
-                ended = ended or ends_stream(tail, anthropic)
+                ended = ended or self._ends(tail, anthropic)
                 yield tail + b"\n\n"
         except DeadlineError as exc:
             raise UpstreamMidStream(self._endpoint.id, f"no data for {self._endpoint.timeouts.idle:g}s") from exc
@@ -152,6 +177,9 @@ class UpstreamStream:
             self.close()
         if not ended:
             raise UpstreamMidStream(self._endpoint.id, "the stream ended without its final event")
+
+    def _ends(self, events: bytes, anthropic: bool) -> bool:
+        return ends_responses_stream(events) if self.responses else ends_stream(events, anthropic)
 
     def close(self) -> None:
         """Return the connection to its pool if the stream ended cleanly, else drop it."""
@@ -248,13 +276,20 @@ class UpstreamPool:
             detail=upstream_detail(ep, conn.status, body),
         )
 
-    async def complete(self, ep: EndpointSpec, body: bytes, extra_headers: Mapping[str, str]) -> UpstreamReply:
-        """One non-streaming call; the body must be a JSON object or the attempt failed."""
+    async def complete(
+        self, ep: EndpointSpec, body: bytes, extra_headers: Mapping[str, str], *, responses: bool = False
+    ) -> UpstreamReply:
+        """One non-streaming call (to `/responses` with `responses`, else the chat or
+        messages path); the body must be a JSON object or the attempt failed."""
         target = self._targets[ep.id]
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + ep.timeouts.total
-        head = target.chat_head + b"Accept: application/json\r\n" + _headers_bytes(extra_headers)
+        head = (
+            (target.responses_head if responses else target.chat_head)
+            + b"Accept: application/json\r\n"
+            + _headers_bytes(extra_headers)
+        )
         conn = await self._exchange(ep, head, body, min(deadline, started + ep.timeouts.first_byte))
         try:
             conn.set_deadline(deadline, "total")
@@ -288,12 +323,18 @@ class UpstreamPool:
             raise UpstreamProtocolError(ep.id, f"answer exceeds the {limit:,}-byte limit")
         return raw
 
-    async def open_stream(self, ep: EndpointSpec, body: bytes, extra_headers: Mapping[str, str]) -> UpstreamStream:
+    async def open_stream(
+        self, ep: EndpointSpec, body: bytes, extra_headers: Mapping[str, str], *, responses: bool = False
+    ) -> UpstreamStream:
         """Start a streaming call and wait for its first complete event (the commit point)."""
         target = self._targets[ep.id]
         loop = asyncio.get_running_loop()
         started = loop.time()
-        head = target.chat_head + b"Accept: text/event-stream\r\n" + _headers_bytes(extra_headers)
+        head = (
+            (target.responses_head if responses else target.chat_head)
+            + b"Accept: text/event-stream\r\n"
+            + _headers_bytes(extra_headers)
+        )
         conn = await self._exchange(ep, head, body, started + min(ep.timeouts.first_byte, ep.timeouts.total))
         framer = EventFramer(self.limits.max_event_bytes)
         whole = "text/event-stream" not in conn.headers.get("content-type", "")
@@ -316,7 +357,8 @@ class UpstreamPool:
             target.pool.release(conn)
             raise
         conn.set_idle_limit(ep.timeouts.idle)
-        return UpstreamStream(ep, target.pool, conn, framer, first, (loop.time() - started) * 1000, whole=whole)
+        elapsed = (loop.time() - started) * 1000
+        return UpstreamStream(ep, target.pool, conn, framer, first, elapsed, whole=whole, responses=responses)
 
     async def probe(self, ep: EndpointSpec, limit_seconds: float) -> float:
         """GET {base_url}/models; returns latency in ms or raises an `UpstreamError`."""

@@ -35,6 +35,7 @@ def config(**sections: Any) -> Config:
             {"observability": {"tracing": {"enabled": True}}}, ("observability.tracing.enabled",), id="nested"
         ),
         pytest.param({"rate_limit": {"enabled": True}}, ("rate_limit.enabled",), id="rate-limit"),
+        pytest.param({"responses": {"store_max_entries": 5}}, ("responses.store_max_entries",), id="responses-store"),
         pytest.param({"retry": {"max_attempts": 2}, "health": {"active": False}}, (), id="applied-sections"),
     ],
 )

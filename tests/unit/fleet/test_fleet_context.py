@@ -196,3 +196,13 @@ def test_the_book_version_moves_when_a_window_may_have_changed() -> None:
     assert b.version == before + 2
     b.mark_silent("small")
     assert b.version == before + 2
+
+
+def test_estimate_reads_tool_schemas_with_a_property_named_type() -> None:
+    """Codex's tools declare a parameter called `type`: its schema is an object, not a part type."""
+    schema = {"type": "object", "properties": {"type": {"type": "string", "description": "agent kind"}}}
+    body = {
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [{"type": "function", "function": {"parameters": schema}}],
+    }
+    assert estimate_prompt_tokens(body) > estimate_prompt_tokens({"messages": body["messages"]})
