@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup system-deps claude-code codex run test lint unit bench smoke-image clean
+.PHONY: setup system-deps claude-code codex run test lint unit bench smoke-image clean compose-up compose-down
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,15 @@ test: lint system-deps claude-code codex
 
 unit: setup
 	$(BIN)/pytest -q tests/unit
+
+# Three replicas, Redis, nginx, Prometheus and Grafana (deploy/compose/README.md); needs Docker.
+COMPOSE = docker compose -f deploy/compose/compose.yaml
+
+compose-up:
+	$(COMPOSE) up -d --build
+
+compose-down:
+	$(COMPOSE) down
 
 bench: setup
 	$(BIN)/python bench/overhead.py

@@ -26,6 +26,7 @@ Delta = dict[str, Any]
 STALL: Delta = {"stall": True}  # in a streamed answer: send nothing more until the upstream stops
 PAUSE: Delta = {"pause": True}  # in a streamed answer: set `paused`, wait for `resume`, then go on
 Answer = Callable[[dict[str, Any]], list[Delta]]
+USAGE = {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60}
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,11 @@ def _exceed_context_size(prompt: int, n_ctx: int) -> dict[str, Any]:
 
 
 class ScriptedUpstream:
-    def __init__(self, answer: Answer, *, model: str = "scripted", n_ctx: int | None = None) -> None:
+    def __init__(
+        self, answer: Answer, *, model: str = "scripted", n_ctx: int | None = None, usage: dict[str, int] | None = USAGE
+    ) -> None:
         self.answer = answer
+        self.usage = usage  # None: no usage in any answer, and no usage chunk even when asked
         self.model = model
         self.n_ctx = n_ctx  # a context window: a longer prompt gets llama.cpp's exceed_context_size_error
         self.requests: list[Seen] = []
@@ -120,7 +124,7 @@ class ScriptedUpstream:
             return web.json_response(_exceed_context_size(prompt, self.n_ctx), status=400)
         deltas = self.answer(body)
         finish = "tool_calls" if any("tool_calls" in d for d in deltas) else "stop"
-        usage = {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60}
+        usage = self.usage
         if not body.get("stream"):
             completion = {
                 "id": "chatcmpl-scripted",
@@ -134,8 +138,9 @@ class ScriptedUpstream:
                         "finish_reason": finish,
                     }
                 ],
-                "usage": usage,
             }
+            if usage is not None:
+                completion["usage"] = usage
             return web.json_response(completion)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
@@ -150,7 +155,7 @@ class ScriptedUpstream:
                 continue
             await response.write(self._chunk(delta))
         await response.write(self._chunk({}, finish))
-        if (body.get("stream_options") or {}).get("include_usage"):
+        if usage is not None and (body.get("stream_options") or {}).get("include_usage"):
             tail = {"id": "chatcmpl-scripted", "object": "chat.completion.chunk", "created": 1700000000}
             tail |= {"model": self.model, "choices": [], "usage": usage}
             await response.write(b"data: " + orjson.dumps(tail) + b"\n\n")

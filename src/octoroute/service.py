@@ -86,6 +86,7 @@ from octoroute.observe.metrics import Recorder
 from octoroute.observe.observer import Observer, RequestTrace
 from octoroute.observe.snapshot import EndpointInfo, SnapshotInputs, build_snapshot
 from octoroute.observe.tracing import SpanHandle
+from octoroute.observe.usage import prices_of
 from octoroute.protocols.completions import ends_infill_stream, from_infill, to_infill
 from octoroute.protocols.egress import translated_body
 from octoroute.protocols.embeddings import from_ollama_embed, to_ollama_embed
@@ -522,6 +523,7 @@ class Gateway:
         self.metrics.topology_changed(
             eps, self.topology.groups, [e for e in before if e not in eps]
         )  # series are by id
+        self.metrics.reprice(prices_of(eps.values()), self.config.usage.currency)
         for ep_id in eps:
             self.metrics.health(ep_id, self.board.is_healthy(ep_id))
         return pairs
@@ -1185,6 +1187,7 @@ class Gateway:
             EndpointInfo(ep.id, ep.group, ep.name, ep.kind.value, ep.base_url, self.context_info(ep.id))
             for ep in self.topology.endpoints.values()
         ]
+        families = list(self.metrics.collect())
         return build_snapshot(
             SnapshotInputs(
                 version=__version__,
@@ -1194,11 +1197,13 @@ class Gateway:
                 groups=tuple(self.topology.groups),
                 endpoints=endpoints,
                 rate_limit_enabled=self.config.rate_limit.enabled,
-                families=self.metrics.collect(),
+                families=families,
                 decisions=decisions,
                 errors=errors,
                 shadow=self.config.routing.shadow,
                 live_strategy=self.config.routing.strategy,
+                usage_costs=self.metrics.usage_costs(families),
+                currency=self.config.usage.currency,
             )
         )
 

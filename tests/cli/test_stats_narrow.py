@@ -105,3 +105,54 @@ def test_a_wide_terminal_keeps_the_full_tables() -> None:
     for header in WIDE_HEADERS:
         assert header in flat, header
     assert "req-000" in flat
+
+
+USAGE = {
+    "currency": "USD",
+    "rows": [
+        {
+            "client": "a-rather-long-client-key-name",
+            "group": "deep",
+            "endpoint": "deep/a-very-long-model-name:70b-q4",
+            "requests": 123456,
+            "unreported": 7,
+            "input_tokens": 987654321,
+            "output_tokens": 123456789,
+            "cost": "4814.814804",
+        },
+        {
+            "client": "ci",
+            "group": "fast",
+            "endpoint": "fast-1",
+            "requests": 3,
+            "unreported": 0,
+            "input_tokens": 30,
+            "output_tokens": 12,
+            "cost": None,
+        },
+    ],
+    "total": {
+        "requests": 123459,
+        "unreported": 7,
+        "input_tokens": 987654351,
+        "output_tokens": 123456801,
+        "cost": "4814.814804",
+    },
+}
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_the_usage_table_keeps_every_number_whole_at_any_width(width: int) -> None:
+    text = render(width, copy.deepcopy(SAMPLE) | {"usage": USAGE})
+    assert max(len(line) for line in text.splitlines()) <= width
+    flat = words(text)
+    assert "usage by client (cost in USD)" in flat
+    # numbers and costs are never cut or rounded, whatever the width; names may be
+    assert re.search(r"123456 7 987654321 123456789 4814\.814804", flat), flat
+    assert re.search(r"ci fast(?:-1| fast-1) 3 0 30 12 –", flat), flat
+    assert re.search(r"total 123459 7 987654351 123456801 4814\.814804", flat), flat
+
+
+def test_no_usage_table_before_any_request_was_served() -> None:
+    empty = {"currency": "USD", "rows": [], "total": dict.fromkeys(USAGE["total"], 0) | {"cost": None}}  # type: ignore[arg-type]
+    assert "usage by client" not in render(80, copy.deepcopy(SAMPLE) | {"usage": empty})

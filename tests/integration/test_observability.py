@@ -179,7 +179,16 @@ def test_counters_move_by_exactly_the_traffic_sent(loop_thread, fleet, sdk_clien
     bal_tokens = value(after, "octoroute_tokens_total", endpoint="bal-ok", direction="input")
     assert bal_tokens > 0
     expect("octoroute_tokens_total", bal_tokens, endpoint="bal-ok", direction="input")
-    moved.pop(("octoroute_tokens_total", frozenset({("endpoint", "bal-ok"), ("direction", "output")})))
+    bal_out = moved.pop(("octoroute_tokens_total", frozenset({("endpoint", "bal-ok"), ("direction", "output")})))
+    # usage per client key (none: anonymous), by the group that served: deep's fallback is fast's
+    fast_ok = {"client": "anonymous", "group": "fast", "endpoint": "fast-ok"}
+    bal_ok = {"client": "anonymous", "group": "balanced", "endpoint": "bal-ok"}
+    expect("octoroute_usage_requests_total", 5, usage="reported", **fast_ok)
+    expect("octoroute_usage_requests_total", 1, usage="reported", **bal_ok)
+    expect("octoroute_usage_tokens_total", seen["prompt_tokens"], direction="input", **fast_ok)
+    expect("octoroute_usage_tokens_total", seen["completion_tokens"], direction="output", **fast_ok)
+    expect("octoroute_usage_tokens_total", bal_tokens, direction="input", **bal_ok)
+    expect("octoroute_usage_tokens_total", bal_out, direction="output", **bal_ok)
     expect("octoroute_retries_total", 2)
     expect("octoroute_fallbacks_total", 1, from_group="deep", to_group="fast")
     expect("octoroute_affinity_total", 5, group="fast", result="new")  # one-turn chats: every one is new

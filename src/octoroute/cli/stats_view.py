@@ -105,6 +105,31 @@ class ShadowStats(TypedDict):
     dropped: NotRequired[int]
 
 
+class UsageRow(TypedDict):
+    client: str
+    group: str
+    endpoint: str
+    requests: int
+    unreported: int
+    input_tokens: int
+    output_tokens: int
+    cost: str | None  # exact decimal text; None: the endpoint has no price
+
+
+class UsageTotal(TypedDict):
+    requests: int
+    unreported: int
+    input_tokens: int
+    output_tokens: int
+    cost: str | None
+
+
+class UsageStats(TypedDict):
+    currency: str
+    rows: list[UsageRow]
+    total: UsageTotal
+
+
 class Snapshot(TypedDict):
     time: float
     uptime_seconds: float
@@ -122,6 +147,7 @@ class Snapshot(TypedDict):
     degradations: NotRequired[dict[str, int]]
     rate_limiter: NotRequired[RateLimiter]
     shadow: NotRequired[ShadowStats | None]
+    usage: NotRequired[UsageStats]
 
 
 # --- rendering (pure: a snapshot in, renderables out) -------------------------
@@ -158,6 +184,9 @@ def render_overview(
     if shadow:
         panels.append(render_shadow(shadow))
     parts.append(Columns(panels, padding=(0, 1)))
+    usage = snapshot.get("usage")
+    if usage and usage["rows"]:
+        parts.append(render_usage(usage))
     return Group(*parts)
 
 
@@ -276,6 +305,67 @@ def _last_error(error: LastError | None, now: float) -> Text:
     if error["time"] is not None:
         text.append(f" ({format_duration(max(now - error['time'], 0))} ago)", style="dim")
     return text
+
+
+def render_usage(usage: UsageStats) -> RenderableType:
+    """Tokens and cost per client key, group and endpoint, with a total row. Numbers are
+    shown whole (the same as /metrics.json), never rounded."""
+    return ByWidth(_usage_wide(usage), _usage_narrow(usage))
+
+
+def _usage_title(usage: UsageStats) -> str:
+    return f"usage by client (cost in {usage['currency']})"
+
+
+def _usage_wide(usage: UsageStats) -> Table:
+    table = Table(title=_usage_title(usage), title_justify="left", expand=False)
+    table.add_column("client", no_wrap=True, style="bold")
+    table.add_column("group", no_wrap=True)
+    table.add_column("endpoint", no_wrap=True)
+    for name in ("requests", "no usage", "tokens in", "tokens out", "cost"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for row in usage["rows"]:
+        table.add_row(row["client"], row["group"], row["endpoint"], *_usage_numbers(row))
+    total = usage["total"]
+    table.add_row(Text("total", style="bold"), "", "", *_usage_numbers(total), style="bold")
+    return table
+
+
+def _usage_narrow(usage: UsageStats) -> Table:
+    """About 78 columns: the group under the endpoint; names give way (cut with an
+    ellipsis) so that numbers and costs are always shown whole."""
+    table = Table(
+        title=_usage_title(usage),
+        title_justify="left",
+        box=None,
+        padding=(0, 1),
+        collapse_padding=True,
+        pad_edge=False,
+        show_edge=False,
+    )
+    table.add_column("client", no_wrap=True, overflow="ellipsis", min_width=6, max_width=14, style="bold")
+    table.add_column("endpoint", no_wrap=True, overflow="ellipsis", min_width=8, max_width=18)
+    lines = [*usage["rows"], usage["total"]]
+    for i, name in enumerate(("req", "no use", "in", "out", "cost")):
+        widest = max(len(str(_usage_numbers(line)[i])) for line in lines)
+        table.add_column(name, justify="right", no_wrap=True, min_width=max(widest, len(name)))
+    for row in usage["rows"]:
+        where = Text(row["endpoint"])
+        where.append(f"\n{row['group']}", style="dim")
+        table.add_row(row["client"], where, *_usage_numbers(row))
+    table.add_row(Text("total", style="bold"), "", *_usage_numbers(usage["total"]), style="bold")
+    return table
+
+
+def _usage_numbers(row: UsageRow | UsageTotal) -> list[RenderableType]:
+    missing = row["unreported"]
+    return [
+        str(row["requests"]),
+        Text(str(missing), style="yellow" if missing else "dim"),
+        str(row["input_tokens"]),
+        str(row["output_tokens"]),
+        Text("–", style="dim") if row["cost"] is None else row["cost"],
+    ]
 
 
 def render_tiers(snapshot: Snapshot) -> Table:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import math
 import re
+from decimal import Decimal
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
@@ -22,6 +23,27 @@ GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 Seconds = Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)]
+# A price per million tokens, read as the decimal the TOML file wrote (0.15 stays 0.15, never
+# the nearest binary float), so costs add up to the cent; a string ("0.15") is read the same way.
+
+
+def _decimal(value: object) -> object:
+    """A number or numeric string as the `Decimal` it was written as (a float through its
+    shortest repr, which is the text TOML had: 0.15 -> Decimal('0.15'))."""
+    if isinstance(value, bool):
+        return value  # refused below, like any other non-number
+    if isinstance(value, int | float):
+        return Decimal(repr(value))
+    if isinstance(value, str):
+        try:
+            return Decimal(value.strip())
+        except ArithmeticError:
+            raise ValueError(f"must be a number, e.g. 0.15; got {show_value(value)}") from None
+    return value
+
+
+Price = Annotated[Decimal, BeforeValidator(_decimal), Field(ge=0, le=1_000_000, allow_inf_nan=False)]
+CURRENCY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,15}$")
 ROUTING_STRATEGIES = (Strategy.LEARNED, Strategy.RULE, Strategy.LLM, Strategy.HYBRID, Strategy.TOOL)
 JUDGE_STRATEGIES = frozenset({Strategy.LLM, Strategy.HYBRID, Strategy.TOOL})  # these ask the router tier's model
 
@@ -83,6 +105,9 @@ class EndpointConfig(_Frozen):
     max_concurrency: int | None = Field(default=None, ge=1, le=100_000)
     # Tokens one request may use (prompt + output); unset: discovered from the server, else the capability table.
     context_window: int | None = Field(default=None, gt=0, le=100_000_000)
+    # Prices per million tokens in `[usage] currency`; unset: the group's (`[groups.<name>]`).
+    price_input_per_mtok: Price | None = None
+    price_output_per_mtok: Price | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -277,6 +302,9 @@ class GroupOptions(_Frozen):
     # What the group's endpoints are for: requests of another kind never go to it (an
     # embeddings-only group is never picked by chat `auto`, nor chat groups for embeddings).
     serves: tuple[Operation, ...] = Field(default=(Operation.CHAT, Operation.COMPLETIONS), min_length=1)
+    # Prices per million tokens in `[usage] currency` for the group's endpoints (an endpoint's own win).
+    price_input_per_mtok: Price | None = None
+    price_output_per_mtok: Price | None = None
 
 
 class CapabilityOverride(_Frozen):
@@ -376,6 +404,13 @@ class AffinityConfig(_Frozen):
     max_entries: int = Field(default=10_000, ge=1, le=10_000_000)
 
 
+class UsageConfig(_Frozen):
+    """`[usage]`: how token usage and its cost are reported."""
+
+    # The currency the price keys are in: a label on the cost metric and in /metrics.json.
+    currency: str = Field(default="USD", pattern=CURRENCY.pattern)
+
+
 MIB = 1024 * 1024
 
 
@@ -426,6 +461,7 @@ class Config(_Frozen):
     selection: SelectionConfig = SelectionConfig()
     queue: QueueConfig = QueueConfig()
     affinity: AffinityConfig = AffinityConfig()
+    usage: UsageConfig = UsageConfig()
     responses: ResponsesConfig = ResponsesConfig()
     state: StateConfig = StateConfig()
 

@@ -12,6 +12,7 @@ import importlib.util
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -65,6 +66,9 @@ class EndpointSpec:
     max_concurrency: int | None = None  # slots; None: unbounded (or discovered at startup)
     context_window: int | None = None  # tokens, from config; else discovered or the capability table
     api_key_env: str | None = None  # where `api_key` came from, for messages about refused credentials
+    # per million tokens in `[usage] currency`; None: no price (the endpoint's, else its group's)
+    price_input_per_mtok: Decimal | None = None
+    price_output_per_mtok: Decimal | None = None
     responses: bool = False  # also speaks the Responses API (`/responses`): Responses requests pass through
     fim: Fim = Fim.NONE  # how it does fill-in-the-middle (`endpoint_fim`)
 
@@ -364,6 +368,10 @@ def _resolve_timeouts(config: Config, group: str, ep: EndpointConfig) -> Resolve
     return ResolvedTimeouts(connect=min(connect, total), first_byte=min(first_byte, total), total=total, idle=idle)
 
 
+def _first(own: Decimal | None, inherited: Decimal | None) -> Decimal | None:
+    return own if own is not None else inherited
+
+
 def build_topology(config: Config, env: Mapping[str, str]) -> Topology:
     problems = check_semantics(config, env)
     if problems:
@@ -373,6 +381,7 @@ def build_topology(config: Config, env: Mapping[str, str]) -> Topology:
     by_group: dict[str, list[EndpointSpec]] = {g: [] for g in config.models}
     for ep_id, group, i, _ in _endpoint_ids(config):
         ep = config.models[group][i]
+        options = config.groups.get(group, GroupOptions())
         spec = EndpointSpec(
             id=ep_id,
             group=group,
@@ -388,6 +397,8 @@ def build_topology(config: Config, env: Mapping[str, str]) -> Topology:
             max_concurrency=ep.max_concurrency,
             context_window=ep.context_window,
             api_key_env=ep.api_key_env,
+            price_input_per_mtok=_first(ep.price_input_per_mtok, options.price_input_per_mtok),
+            price_output_per_mtok=_first(ep.price_output_per_mtok, options.price_output_per_mtok),
             responses=ep.responses,
             fim=endpoint_fim(ep),
         )

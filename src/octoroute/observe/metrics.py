@@ -20,16 +20,18 @@ is the most recent verdict of any live worker.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from octoroute.core.errors import COOLDOWN_PRESSURES, ErrorType
 from octoroute.core.facts import ContextEvent
 from octoroute.core.types import DegradationKind, Strategy
+from octoroute.observe.usage import CostBook, Price, UsageKey
 
 # The classic text format, which every Prometheus reads; all our names are plain ASCII.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -186,12 +188,23 @@ class Recorder:
     def state_backend_error(self) -> None:
         """A call to the shared state backend failed or timed out."""
 
+    def usage(self, client: str, group: str, endpoint: str, tokens_in: int, tokens_out: int, reported: bool) -> None:
+        """A request `endpoint` served for `client` used these tokens (`reported`: the
+        upstream said so; else they are 0 and the request is counted as missing usage)."""
+
     def topology_changed(self, endpoints: Iterable[str], groups: Iterable[str], removed: Iterable[str]) -> None:
         """A reload: series for new `endpoints` and `groups` start at 0; the gauges of
         `removed` endpoints go (counters keep their totals)."""
 
     def config_reloaded(self, result: str, generation: int) -> None:
         """A reload ended with `result` (`RELOAD_RESULTS`); `generation` runs now."""
+
+    def reprice(self, prices: Mapping[str, Price], currency: str) -> None:
+        """A reload: tokens from now on cost `prices`; those counted so far keep theirs."""
+
+    def usage_costs(self, families: Iterable[Metric]) -> dict[UsageKey, Decimal | None]:
+        """The exact cost of each (client, group, endpoint)'s tokens in `families` (None: no price)."""
+        return {}
 
     def exposition(self) -> bytes:
         return b""
@@ -218,9 +231,13 @@ class PrometheusRecorder(Recorder):
         routing_unit: Literal["ms", "seconds"] = "ms",
         multiprocess_dir: str | None = None,
         client_keys: Iterable[str] = (),
+        prices: Mapping[str, Price] | None = None,
+        currency: str = "USD",
     ) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
         self.multiprocess_dir = multiprocess_dir
+        self._book = CostBook({ep: p for ep, p in (prices or {}).items() if p.priced})
+        self.currency = currency
         self._requests = Counter(
             "octoroute_requests",
             "Routed requests, by the tier (group) chosen and the strategy that chose it.",
@@ -464,6 +481,25 @@ class PrometheusRecorder(Recorder):
             registry=registry,
         )
         self._c_clients = _Children(self._clients)
+        # Usage per client key: keys come from [auth] (bounded by the keys file and config) or
+        # are 'anonymous', and each endpoint is in one group, so there are at most
+        # (keys + 1) x endpoints series of each.
+        self._usage_tokens = Counter(
+            "octoroute_usage_tokens",
+            "Tokens in upstream usage by client key name ('anonymous' without [auth]), group, "
+            "endpoint and direction (input: prompt, output: completion).",
+            ["client", "group", "endpoint", "direction"],
+            registry=registry,
+        )
+        self._usage_requests = Counter(
+            "octoroute_usage_requests",
+            "Requests served, by client key name, group, endpoint and whether the upstream "
+            "reported usage (reported) or not (missing: counted as 0 tokens).",
+            ["client", "group", "endpoint", "usage"],
+            registry=registry,
+        )
+        self._c_usage_tokens = _Children(self._usage_tokens)
+        self._c_usage_requests = _Children(self._usage_requests)
         self._c_clients.ensure(NO_KEY, AuthOutcome.UNAUTHENTICATED.value)
         for name in client_keys:
             for auth_outcome in (AuthOutcome.ACCEPTED, AuthOutcome.FORBIDDEN, AuthOutcome.BUDGET):
@@ -671,6 +707,12 @@ class PrometheusRecorder(Recorder):
     def fail_open(self, group: str) -> None:
         self._c_fail_open[group,].inc()
 
+    def usage(self, client: str, group: str, endpoint: str, tokens_in: int, tokens_out: int, reported: bool) -> None:
+        self._c_usage_requests[client, group, endpoint, "reported" if reported else "missing"].inc()
+        # both directions exist once a key has been served, so rate() sees the first tokens
+        self._c_usage_tokens[client, group, endpoint, "input"].inc(tokens_in)
+        self._c_usage_tokens[client, group, endpoint, "output"].inc(tokens_out)
+
     def _source(self) -> CollectorRegistry:
         if self.multiprocess_dir is None:
             return self.registry
@@ -679,7 +721,56 @@ class PrometheusRecorder(Recorder):
         return merged
 
     def exposition(self) -> bytes:
-        return generate_latest(self._source())
+        return generate_latest(_Families(self.collect()))
 
     def collect(self) -> Iterable[Metric]:
-        return self._source().collect()
+        families = list(self._source().collect())
+        if self._book.prices or self._book.banked:
+            families.append(self._cost(families))
+        return families
+
+    def reprice(self, prices: Mapping[str, Price], currency: str) -> None:
+        self._book.reprice({ep: p for ep, p in prices.items() if p.priced}, _token_totals(self._source().collect()))
+        self.currency = currency
+
+    def usage_costs(self, families: Iterable[Metric]) -> dict[UsageKey, Decimal | None]:
+        return self._book.costs(_token_totals(families))
+
+    def _cost(self, families: Iterable[Metric]) -> Metric:
+        """`octoroute_usage_cost_total`, made at each read from the exact token totals times
+        the prices (never a float sum of per-request costs), merged over workers."""
+        cost = CounterMetricFamily(
+            "octoroute_usage_cost",
+            "What the tokens in usage cost at the configured prices per million tokens, by client "
+            "key name, group and endpoint, in the currency of the label (endpoints with a price only).",
+            labels=["client", "group", "endpoint", "currency"],
+        )
+        for (client, group, endpoint), value in sorted(self.usage_costs(families).items()):
+            if value is not None:
+                cost.add_metric([client, group, endpoint, self.currency], float(value))
+        return cost
+
+
+def _token_totals(families: Iterable[Metric]) -> dict[UsageKey, tuple[int, int]]:
+    """(input, output) tokens per (client, group, endpoint) from `octoroute_usage_tokens`."""
+    tokens: dict[UsageKey, list[int]] = {}
+    for family in families:
+        if family.name != "octoroute_usage_tokens":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                labels = sample.labels
+                both = tokens.setdefault((labels["client"], labels["group"], labels["endpoint"]), [0, 0])
+                both[0 if labels["direction"] == "input" else 1] += round(sample.value)
+    return {key: (both[0], both[1]) for key, both in tokens.items()}
+
+
+class _Families(CollectorRegistry):
+    """Metric families already collected, in the shape `generate_latest` reads."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        super().__init__(auto_describe=False)
+        self._families = list(families)
+
+    def collect(self) -> Iterable[Metric]:
+        return iter(self._families)

@@ -7,7 +7,8 @@ stream, for streams) has been sent. `finish` writes it once to each sink that
 is switched on: the access log (one line per request, JSON or human), the
 recent-decisions window behind `/metrics.json`, the JSONL event file, and the
 request's trace span. Prometheus counters are recorded where the events
-happen, through `Observer.metrics` (a `Recorder`).
+happen, through `Observer.metrics` (a `Recorder`); a served request's usage
+per client key is counted by `finish`, through `Observer.usage`.
 
 The event file also receives health transitions, fallbacks and config
 warnings. Prompt and completion text reach the log and the event file only
@@ -30,6 +31,7 @@ from octoroute.core.errors import ErrorType
 from octoroute.observe.decisions import DECISION_SLOT, ERROR_SLOT, SlotRing, read_ring_files
 from octoroute.observe.logs import access_log_enabled, log_request, log_shadow
 from octoroute.observe.metrics import Recorder
+from octoroute.observe.usage import UsageLedger
 
 if TYPE_CHECKING:
     from octoroute.observe.tracing import SpanHandle, Tracing
@@ -252,6 +254,7 @@ class Observer:
         workers: int = 1,
     ) -> None:
         self.metrics = metrics
+        self.usage = UsageLedger(metrics)
         self.multiprocess_dir = multiprocess_dir
         self.workers = workers
         self.decisions = decisions
@@ -318,6 +321,8 @@ class Observer:
 
     def finish(self, trace: RequestTrace) -> None:
         """Once per request, after the last byte of the response."""
+        if trace.group is not None and trace.endpoint is not None:  # an endpoint served it
+            self.usage.record(trace.client, trace.group, trace.endpoint, trace.input_tokens, trace.output_tokens)
         if trace.tier is not None and self.decisions is not None:
             self.decisions.add(trace.row())
         log_on = access_log_enabled()

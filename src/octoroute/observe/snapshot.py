@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
 
 import orjson
 from prometheus_client.metrics_core import Metric
@@ -20,6 +21,7 @@ from octoroute.core.errors import ErrorType
 from octoroute.core.types import DegradationKind, Strategy, Tier
 from octoroute.observe.decisions import percentiles
 from octoroute.observe.metrics import AFFINITY_RESULTS, OK, QueueOutcome
+from octoroute.observe.usage import UsageKey, UsageRow, format_cost, total_cost, usage_rows
 
 DECISIONS_SHOWN = 100
 API_ROUTES = ("/v1/chat/completions", "/v1/messages", "/chat", "/api/chat", "/api/generate")
@@ -51,6 +53,8 @@ class SnapshotInputs:
     errors: Sequence[bytes]  # JSON records from the error window(s)
     shadow: ShadowConfig | None = None  # `[routing.shadow]`, when shadow mode is on
     live_strategy: Strategy | None = None  # `[routing] strategy`, what shadow mode compares with
+    usage_costs: Mapping[UsageKey, Decimal | None] = field(default_factory=dict)  # exact, from the recorder
+    currency: str = "USD"
 
 
 def _samples(families: Iterable[Metric]) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -204,7 +208,43 @@ def build_snapshot(inputs: SnapshotInputs) -> dict[str, object]:
         "queue": _queue(samples, inputs.groups),
         "affinity": {r: affinity.get((r,), 0) for r in AFFINITY_RESULTS},
         "shadow": shadow_summary(inputs.shadow, inputs.live_strategy, samples, inputs.groups),
+        "usage": usage_summary(samples, inputs.usage_costs, inputs.currency),
         "decisions": decisions[:DECISIONS_SHOWN],
+    }
+
+
+def usage_summary(
+    samples: dict[str, list[tuple[dict[str, str], float]]], costs: Mapping[UsageKey, Decimal | None], currency: str
+) -> dict[str, object]:
+    """Tokens and cost per client key, group and endpoint, and their totals. Costs are
+    decimal strings (exact), null where the endpoint has no price."""
+    keys = ("client", "group", "endpoint")
+    requests = _sum_by(samples["octoroute_usage_requests_total"], *keys, "usage")
+    tokens = _sum_by(samples["octoroute_usage_tokens_total"], *keys, "direction")
+    rows = usage_rows(requests, tokens, costs)  # type: ignore[arg-type]
+    return {
+        "currency": currency,
+        "rows": [_usage_row(r) for r in rows],
+        "total": {
+            "requests": sum(r.requests for r in rows),
+            "unreported": sum(r.unreported for r in rows),
+            "input_tokens": sum(r.input_tokens for r in rows),
+            "output_tokens": sum(r.output_tokens for r in rows),
+            "cost": format_cost(total_cost(rows)),
+        },
+    }
+
+
+def _usage_row(row: UsageRow) -> dict[str, object]:
+    return {
+        "client": row.client,
+        "group": row.group,
+        "endpoint": row.endpoint,
+        "requests": row.requests,
+        "unreported": row.unreported,
+        "input_tokens": row.input_tokens,
+        "output_tokens": row.output_tokens,
+        "cost": format_cost(row.cost),
     }
 
 

@@ -23,6 +23,7 @@ from octoroute.fleet.state import LocalState
 from octoroute.observe.metrics import PrometheusRecorder, Recorder
 from octoroute.observe.observer import Observer
 from octoroute.observe.tracing import Tracing
+from octoroute.observe.usage import prices_of
 from octoroute.routing.scoring import ScoreModel
 from octoroute.server import anthropic_api, completions_api, embeddings_api, handlers, ollama_api, responses_api
 from octoroute.server.auth import auth_middleware, build_keyring
@@ -184,6 +185,8 @@ def build_observer(
             routing_unit=obs.routing_duration_unit,
             multiprocess_dir=multiprocess_dir,
             client_keys=client_keys or (),
+            prices=prices_of(topology.endpoints.values()),
+            currency=config.usage.currency,
         )
         if obs.metrics
         else Recorder()
