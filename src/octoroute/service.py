@@ -1180,6 +1180,12 @@ class Gateway:
             "total_slots": facts.total_slots if facts else None,
         }
 
+    async def refresh_usage(self) -> None:
+        """Read the shared store's usage totals for `/metrics.json` (no-op without a shared
+        store): those of every known client key through every group's endpoints."""
+        pairs = [(name, ep.id) for name, group in self.topology.groups.items() for ep in group.endpoints]
+        await self.observer.usage.refresh(pairs)
+
     def snapshot(self) -> dict[str, object]:
         """The `/metrics.json` document (docs/metrics-json.md)."""
         decisions, errors = self.observer.windows()
@@ -1188,6 +1194,10 @@ class Gateway:
             for ep in self.topology.endpoints.values()
         ]
         families = list(self.metrics.collect())
+        shared = self.observer.usage.shared
+        costs = (
+            self.metrics.costs_of(shared.token_totals()) if shared is not None else self.metrics.usage_costs(families)
+        )
         return build_snapshot(
             SnapshotInputs(
                 version=__version__,
@@ -1202,8 +1212,9 @@ class Gateway:
                 errors=errors,
                 shadow=self.config.routing.shadow,
                 live_strategy=self.config.routing.strategy,
-                usage_costs=self.metrics.usage_costs(families),
+                usage_costs=costs,
                 currency=self.config.usage.currency,
+                usage_totals=shared,
             )
         )
 

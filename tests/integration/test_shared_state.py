@@ -18,6 +18,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from tests.support import endpoint, eventually, fleet_config
 
 from octoroute.demo.faults import config_toml
 from octoroute.demo.simulated import Mode
+from octoroute.observe.usage import format_cost
 
 BURST = 5
 SLOW_LIMIT = {"enabled": True, "requests_per_second": 0.001, "burst": BURST}
@@ -340,3 +342,113 @@ def test_a_redis_that_never_answers_costs_the_gateway_nothing_but_a_warning(upst
                 writer.close()
 
         loop_thread.run(close())
+
+
+USAGE_KEYS = {"alice": "ork-usage-alice-key", "bob": "ork-usage-bob-key"}
+
+
+def usage_config(sim: Any, monkeypatch: pytest.MonkeyPatch, **sections: Any) -> dict[str, Any]:
+    """One priced endpoint and two client keys (the gateway subprocesses inherit their env)."""
+    monkeypatch.setenv("T14_ALICE_KEY", USAGE_KEYS["alice"])
+    monkeypatch.setenv("T14_BOB_KEY", USAGE_KEYS["bob"])
+    return fleet_config(
+        {"fast": [endpoint(sim, "m", id="fast-m", price_input_per_mtok=2, price_output_per_mtok="7.5")]},
+        auth={"enabled": True},
+        **sections,
+    )
+
+
+USAGE_KEYS_TOML = "".join(
+    f'\n[[auth.keys]]\nname = "{name}"\nkey_env = "T14_{name.upper()}_KEY"\n' for name in USAGE_KEYS
+)
+
+
+def send_usage(base_url: str, client: str, times: int, totals: dict[str, list[int]]) -> None:
+    """`times` chats as `client` through the official SDK; adds what each reply's usage said."""
+    sdk = openai.OpenAI(base_url=base_url, api_key=USAGE_KEYS[client], max_retries=0)
+    try:
+        for _ in range(times):
+            reply = sdk.chat.completions.create(model="fast", messages=HI)
+            assert reply.usage is not None
+            seen = totals.setdefault(client, [0, 0, 0])
+            seen[0] += 1
+            seen[1] += reply.usage.prompt_tokens
+            seen[2] += reply.usage.completion_tokens
+    finally:
+        sdk.close()
+
+
+def usage_of(port: int) -> dict[str, Any]:
+    status, _, body = request(port, "GET", "/metrics.json", key=USAGE_KEYS["alice"])
+    assert status == 200
+    usage: dict[str, Any] = orjson.loads(body)["usage"]
+    return usage
+
+
+def expected_usage(totals: dict[str, list[int]]) -> list[dict[str, Any]]:
+    """The rows /metrics.json must show: exact tokens, cost = tokens x (2, 7.5) per million."""
+    return [
+        {
+            "client": client,
+            "group": "fast",
+            "endpoint": "fast-m",
+            "requests": n,
+            "unreported": 0,
+            "input_tokens": t_in,
+            "output_tokens": t_out,
+            "cost": format_cost((t_in * Decimal(2) + t_out * Decimal("7.5")) / Decimal(1_000_000)),
+        }
+        for client, (n, t_in, t_out) in sorted(totals.items())
+    ]
+
+
+def test_usage_of_two_gateways_on_redis_is_one_fleet_total_on_either(upstreams, redis_server, serve, monkeypatch):
+    sim = upstreams("fast")
+    data = usage_config(sim, monkeypatch, state=shared(redis_server))
+    a, b = serve(data, extra_toml=USAGE_KEYS_TOML), serve(data, extra_toml=USAGE_KEYS_TOML)
+    totals: dict[str, list[int]] = {}
+    send_usage(a.base_url, "alice", 3, totals)
+    send_usage(a.base_url, "bob", 1, totals)
+    send_usage(b.base_url, "alice", 2, totals)
+    send_usage(b.base_url, "bob", 4, totals)
+    assert totals["alice"][1] > 0  # the fixture reports usage
+    assert totals["bob"][2] > 0
+    want = expected_usage(totals)
+    for gw in (a, b):
+        eventually(lambda gw=gw: usage_of(gw.port)["rows"] == want, timeout=15, what=f"fleet usage on {gw.port}")
+        total = usage_of(gw.port)["total"]
+        assert total["requests"] == 10
+        assert total["input_tokens"] == sum(t[1] for t in totals.values())
+    # Prometheus counters stay per process: each gateway exposes only what it served
+    _, _, exposition = request(a.port, "GET", "/metrics", key=USAGE_KEYS["alice"])
+    served_by_a = re.findall(rb"^octoroute_usage_requests_total\{([^}]*)\} (\S+)$", exposition, re.M)
+    assert sum(float(v) for labels, v in served_by_a if b'usage="reported"' in labels) == 4
+
+
+def test_usage_of_two_workers_without_redis_is_one_total(upstreams, serve, monkeypatch):
+    sim = upstreams("fast")
+    served = serve(usage_config(sim, monkeypatch), workers=2, extra_toml=USAGE_KEYS_TOML)
+    totals: dict[str, list[int]] = {}
+    workers: Counter[str] = Counter()
+    answered: set[str] = set()  # both workers listening first (GET /health is not usage)
+
+    def both_listen() -> bool:
+        answered.add(request(served.port, "GET", "/health", key=USAGE_KEYS["bob"])[1]["x-request-id"][:ID_PREFIX])
+        return len(answered) == 2
+
+    eventually(both_listen, timeout=30, what="both workers to answer /health")
+    for i in range(200):  # fresh connections until the kernel has given each worker some
+        if len(workers) == 2 and i >= 10:
+            break
+        client = ("alice", "bob")[i % 3 == 0]
+        status, headers, body = chat(served.port, USAGE_KEYS[client])
+        assert status == 200, body
+        workers[headers["x-request-id"][:ID_PREFIX]] += 1
+        usage = orjson.loads(body)["usage"]
+        seen = totals.setdefault(client, [0, 0, 0])
+        seen[0] += 1
+        seen[1] += usage["prompt_tokens"]
+        seen[2] += usage["completion_tokens"]
+    assert len(workers) == 2, workers
+    want = expected_usage(totals)
+    eventually(lambda: usage_of(served.port)["rows"] == want, timeout=15, what="combined usage of both workers")

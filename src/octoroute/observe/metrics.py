@@ -206,6 +206,10 @@ class Recorder:
         """The exact cost of each (client, group, endpoint)'s tokens in `families` (None: no price)."""
         return {}
 
+    def costs_of(self, totals: Mapping[UsageKey, tuple[int, int]]) -> dict[UsageKey, Decimal | None]:
+        """The exact cost of (input, output) token totals per (client, group, endpoint)."""
+        return {}
+
     def exposition(self) -> bytes:
         return b""
 
@@ -735,6 +739,9 @@ class PrometheusRecorder(Recorder):
 
     def usage_costs(self, families: Iterable[Metric]) -> dict[UsageKey, Decimal | None]:
         return self._book.costs(_token_totals(families))
+
+    def costs_of(self, totals: Mapping[UsageKey, tuple[int, int]]) -> dict[UsageKey, Decimal | None]:
+        return self._book.costs(totals)
 
     def _cost(self, families: Iterable[Metric]) -> Metric:
         """`octoroute_usage_cost_total`, made at each read from the exact token totals times

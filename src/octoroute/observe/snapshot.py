@@ -21,7 +21,7 @@ from octoroute.core.errors import ErrorType
 from octoroute.core.types import DegradationKind, Strategy, Tier
 from octoroute.observe.decisions import percentiles
 from octoroute.observe.metrics import AFFINITY_RESULTS, OK, QueueOutcome
-from octoroute.observe.usage import UsageKey, UsageRow, format_cost, total_cost, usage_rows
+from octoroute.observe.usage import UsageKey, UsageRow, UsageTotals, format_cost, total_cost, usage_rows
 
 DECISIONS_SHOWN = 100
 API_ROUTES = ("/v1/chat/completions", "/v1/messages", "/chat", "/api/chat", "/api/generate")
@@ -55,6 +55,8 @@ class SnapshotInputs:
     live_strategy: Strategy | None = None  # `[routing] strategy`, what shadow mode compares with
     usage_costs: Mapping[UsageKey, Decimal | None] = field(default_factory=dict)  # exact, from the recorder
     currency: str = "USD"
+    # the shared [state] store's fleet-wide usage totals; None: this gateway's counters
+    usage_totals: UsageTotals | None = None
 
 
 def _samples(families: Iterable[Metric]) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -208,20 +210,27 @@ def build_snapshot(inputs: SnapshotInputs) -> dict[str, object]:
         "queue": _queue(samples, inputs.groups),
         "affinity": {r: affinity.get((r,), 0) for r in AFFINITY_RESULTS},
         "shadow": shadow_summary(inputs.shadow, inputs.live_strategy, samples, inputs.groups),
-        "usage": usage_summary(samples, inputs.usage_costs, inputs.currency),
+        "usage": usage_summary(samples, inputs.usage_costs, inputs.currency, inputs.usage_totals),
         "decisions": decisions[:DECISIONS_SHOWN],
     }
 
 
 def usage_summary(
-    samples: dict[str, list[tuple[dict[str, str], float]]], costs: Mapping[UsageKey, Decimal | None], currency: str
+    samples: dict[str, list[tuple[dict[str, str], float]]],
+    costs: Mapping[UsageKey, Decimal | None],
+    currency: str,
+    totals: UsageTotals | None = None,
 ) -> dict[str, object]:
-    """Tokens and cost per client key, group and endpoint, and their totals. Costs are
-    decimal strings (exact), null where the endpoint has no price."""
-    keys = ("client", "group", "endpoint")
-    requests = _sum_by(samples["octoroute_usage_requests_total"], *keys, "usage")
-    tokens = _sum_by(samples["octoroute_usage_tokens_total"], *keys, "direction")
-    rows = usage_rows(requests, tokens, costs)  # type: ignore[arg-type]
+    """Tokens and cost per client key, group and endpoint, and their totals: `totals`
+    (the shared store's) when given, else this gateway's counters. Costs are decimal
+    strings (exact), null where the endpoint has no price."""
+    if totals is not None:
+        rows = usage_rows(totals.requests, totals.tokens, costs)
+    else:
+        keys = ("client", "group", "endpoint")
+        requests = _sum_by(samples["octoroute_usage_requests_total"], *keys, "usage")
+        tokens = _sum_by(samples["octoroute_usage_tokens_total"], *keys, "direction")
+        rows = usage_rows(requests, tokens, costs)  # type: ignore[arg-type]
     return {
         "currency": currency,
         "rows": [_usage_row(r) for r in rows],

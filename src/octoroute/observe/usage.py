@@ -5,11 +5,20 @@ and what they cost at the configured prices.
     ledger.record("alice", "fast", "fast/a", 120, 40)   # after the last byte of a request
     ledger.record(None, "fast", "fast/a", None, None)   # anonymous; upstream reported no usage
 
-`UsageLedger.record` is the one place a served request's usage is counted; the
-in-process ledger counts into the app's Prometheus counters (merged over
-workers like every other counter), which `/metrics`, `/metrics.json`, the
-dashboard and `octoroute stats` all read. A shared state backend replaces this
-class, not its callers.
+`UsageLedger.record` is the one place a served request's usage is counted. It
+counts into the app's Prometheus counters (per process, merged over workers like
+every other counter; Prometheus sums replicas), which `/metrics` reads. With a
+shared `[state]` store (Redis, or the workers' shared memory) it also adds the
+request to the store's `usage` hash, one `incr_many` per request in a task of
+its own after the last byte, so the store never delays a response; a failing
+store degrades as `state.guard.GuardedState` does. `/metrics.json`, the
+dashboard and `octoroute stats` then show the fleet-wide totals read back from
+the store (`UsageLedger.refresh`, cached for `SHARED_READ_SECONDS`).
+
+The store cannot list a hash's fields (the shared-memory backend keeps hashes of
+names only), so the totals read are those of the (client, group, endpoint)
+triples this process knows: its configured client keys and `anonymous`, every
+(group, member endpoint) pair of its topology, and every triple it served itself.
 
 Tokens are integers, so sums are exact. Costs are never added up as floats:
 `cost_of` multiplies exact token totals by the prices as `Decimal`s, and a
@@ -21,16 +30,27 @@ said (docs/metrics-json.md).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from octoroute.config.topology import EndpointSpec
+    from octoroute.core.state import StateStore
     from octoroute.observe.metrics import Recorder
 
+log = logging.getLogger("octoroute.usage")
+
 MILLION = Decimal(1_000_000)
+USAGE_HASH = "usage"  # the store's hash of usage counters, one field per triple and stat
+SHARED_READ_SECONDS = 1.0  # /metrics.json reads the store at most this often per process
+# a field of USAGE_HASH: client, group, endpoint and stat, joined by a character no name holds
+_SEP = "\x1f"
+_STATS = ("reported", "missing", "input", "output")
 ANONYMOUS = "anonymous"  # the client label of requests without an [auth] key
 
 
@@ -150,11 +170,76 @@ def total_cost(rows: Iterable[UsageRow]) -> Decimal | None:
     return sum(costs, Decimal(0)) if costs else None
 
 
-class UsageLedger:
-    """Counts each served request's usage under its client key, group and endpoint."""
+def usage_field(client: str, group: str, endpoint: str, stat: str) -> str:
+    """The `USAGE_HASH` field of one stat ('reported', 'missing', 'input', 'output') of a triple."""
+    return _SEP.join((client, group, endpoint, stat))
 
-    def __init__(self, metrics: Recorder) -> None:
+
+def usage_amounts(
+    client: str, group: str, endpoint: str, tokens_in: int, tokens_out: int, reported: bool
+) -> dict[str, float]:
+    """What one request adds to `USAGE_HASH` (one `incr_many`)."""
+    return {
+        usage_field(client, group, endpoint, "reported" if reported else "missing"): 1,
+        usage_field(client, group, endpoint, "input"): tokens_in,
+        usage_field(client, group, endpoint, "output"): tokens_out,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotals:
+    """Counter totals in the shape `usage_rows` reads: requests keyed (client, group,
+    endpoint, 'reported'|'missing'), tokens keyed (client, group, endpoint, 'input'|'output')."""
+
+    requests: Mapping[tuple[str, str, str, str], int]
+    tokens: Mapping[tuple[str, str, str, str], int]
+
+    def token_totals(self) -> dict[UsageKey, tuple[int, int]]:
+        keys = {k[:3] for k in self.tokens} | {k[:3] for k in self.requests}
+        return {k: (self.tokens.get((*k, "input"), 0), self.tokens.get((*k, "output"), 0)) for k in keys}
+
+
+def totals_of(triples: Iterable[UsageKey], values: Iterable[float | None]) -> UsageTotals:
+    """`UsageTotals` from `read_many(USAGE_HASH, fields_of(triples))`'s answer."""
+    requests: dict[tuple[str, str, str, str], int] = {}
+    tokens: dict[tuple[str, str, str, str], int] = {}
+    it = iter(values)
+    for triple in triples:
+        for stat in _STATS:
+            value = next(it)
+            if value:
+                (requests if stat in ("reported", "missing") else tokens)[(*triple, stat)] = round(value)
+    return UsageTotals(requests, tokens)
+
+
+def fields_of(triples: Iterable[UsageKey]) -> list[str]:
+    return [usage_field(*triple, stat) for triple in triples for stat in _STATS]
+
+
+class UsageLedger:
+    """Counts each served request's usage under its client key, group and endpoint
+    (see the module docstring for the shared store)."""
+
+    def __init__(self, metrics: Recorder, clock: Callable[[], float] = time.monotonic) -> None:
         self._metrics = metrics
+        self._clock = clock
+        self._store: StateStore | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+        self._seen: set[UsageKey] = set()
+        self._clients: frozenset[str] = frozenset()
+        self._read_at = -float("inf")
+        self._read_for: frozenset[UsageKey] = frozenset()
+        self.shared: UsageTotals | None = None  # the store's totals as last read; None without a store
+
+    def share(self, store: StateStore, clients: Iterable[str]) -> None:
+        """Also count into `store` (shared by workers and replicas) and read totals from it,
+        for the key names `clients` (and 'anonymous') besides those served here."""
+        self._store = store
+        self._clients = frozenset((*clients, ANONYMOUS))
+
+    @property
+    def sharing(self) -> bool:
+        return self._store is not None
 
     def record(
         self, client: str | None, group: str, endpoint: str, tokens_in: int | None, tokens_out: int | None
@@ -162,4 +247,43 @@ class UsageLedger:
         """One request served by `endpoint` of `group` for the key named `client` (None:
         no `[auth]` key, counted as 'anonymous'); None tokens: the upstream did not say."""
         reported = tokens_in is not None or tokens_out is not None
-        self._metrics.usage(client or ANONYMOUS, group, endpoint, tokens_in or 0, tokens_out or 0, reported)
+        name = client or ANONYMOUS
+        self._metrics.usage(name, group, endpoint, tokens_in or 0, tokens_out or 0, reported)
+        if self._store is None:
+            return
+        self._seen.add((name, group, endpoint))
+        amounts = usage_amounts(name, group, endpoint, tokens_in or 0, tokens_out or 0, reported)
+        task = asyncio.get_running_loop().create_task(self._add(amounts), name="octoroute-usage")
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _add(self, amounts: Mapping[str, float]) -> None:
+        assert self._store is not None
+        try:
+            await self._store.incr_many(USAGE_HASH, amounts)
+        except OSError as error:  # the shared-memory file; Redis failures are GuardedState's
+            log.warning("usage not counted in the shared state store: %s", error)
+
+    async def refresh(self, pairs: Iterable[tuple[str, str]]) -> UsageTotals | None:
+        """The store's totals for each known client through each (group, endpoint) of `pairs`,
+        and for every triple served here (read at most once per `SHARED_READ_SECONDS` for
+        the same triples); None without a shared store."""
+        if self._store is None:
+            return None
+        wanted = frozenset((c, g, e) for c in self._clients for g, e in pairs) | self._seen
+        now = self._clock()
+        if self.shared is not None and wanted == self._read_for and now - self._read_at < SHARED_READ_SECONDS:
+            return self.shared
+        ordered = sorted(wanted)
+        try:
+            values = await self._store.read_many(USAGE_HASH, fields_of(ordered))
+        except OSError as error:
+            log.warning("usage not read from the shared state store: %s", error)
+            return self.shared
+        self.shared = totals_of(ordered, values)
+        self._read_at, self._read_for = now, wanted
+        return self.shared
+
+    async def drain(self) -> None:
+        """Wait for the counts still being added (at shutdown, before the store closes)."""
+        await asyncio.gather(*self._pending, return_exceptions=True)

@@ -74,6 +74,8 @@ def create_app(
     observer = build_observer(config, topology, multiprocess_dir, workers, span_exporter, client_keys)
     store = build_state(config, topology, clock, multiprocess_dir, workers, observer.metrics)
     shared = None if isinstance(store, LocalState) else store  # one process alone: nothing to share
+    if shared is not None and observer.metrics.enabled:
+        observer.usage.share(shared, client_keys)
     middlewares = [observe_middleware(RequestIds(), observer), errors_middleware()]
     if ring is not None:  # off by default: the demo and loopback setups stay open
         metrics_token_set = bool(topology.metrics_token)
@@ -216,5 +218,6 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     finally:
         await live.stop()
         await live.gateway.stop_publishing()
+        await observer.usage.drain()
         await store.close()
         await asyncio.to_thread(observer.close)  # flushing spans may block on the exporter

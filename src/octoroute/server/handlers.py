@@ -418,6 +418,7 @@ async def metrics_json(request: web.Request) -> web.Response:
     gw = live.gateway
     _check_metrics_token(request, gw)
     _metrics_on(gw)
+    await gw.refresh_usage()
     snapshot = gw.snapshot()
     snapshot["config"] = live.info()
     body = orjson.dumps(snapshot, option=orjson.OPT_NON_STR_KEYS)
