@@ -4,6 +4,7 @@ validation, against fixture upstreams that are real HTTP servers."""
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import openai
@@ -217,6 +218,26 @@ def test_unknown_route_and_wrong_method_are_openai_errors(three_tiers):
     response = HTTP.request("GET", f"{gw.base_url}/chat/completions")
     assert response.status == 405
     _error(response)
+
+
+def test_unknown_route_hint_names_every_api_and_each_is_served(three_tiers):
+    """The 404 for an unknown path lists the APIs a client may have meant, and every
+    route it names exists: none of them answers with that same 404."""
+    gw, _, _, _ = three_tiers
+    response = HTTP.request("POST", f"{gw.url}/v1/respones", body=b"{}", headers={"Content-Type": "application/json"})
+    assert response.status == 404
+    error = _error(response)
+    assert error["code"] == "not_found"
+    hint = error["message"]
+    for route in ("/v1/responses", "/v1/embeddings", "/v1/completions", "/api/chat", "/api/generate", "/api/tags"):
+        assert route in hint
+    named = re.findall(r"(GET|POST)? ?(/(?:v1|api)/[a-z_/]+[a-z])", hint)
+    assert len(named) >= 12
+    for method, route in named:
+        answer = HTTP.request(
+            method or "POST", f"{gw.url}{route}", body=b"{}", headers={"Content-Type": "application/json"}
+        )
+        assert answer.status != 404 or hint.encode() not in answer.data, route
 
 
 # -- retries, fallback, health ---------------------------------------------

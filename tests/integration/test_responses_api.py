@@ -4,6 +4,7 @@ stream event is also checked against the OpenAI OpenAPI document."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -16,10 +17,11 @@ from tests.scripted import (
     scripted,  # noqa: F401  (fixture)
 )
 from tests.spec_validation import validate
-from tests.support import fleet_config
+from tests.support import eventually, fleet_config
 from tests.unit.translate.test_translate_golden import parse_sse
 
 HTTP = urllib3.PoolManager()
+CODEX = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "codex"
 EXEC = {
     "type": "function",
     "name": "exec_command",
@@ -156,6 +158,76 @@ def test_codex_shaped_tool_turn(scripted, gateway, sdk_clients) -> None:  # noqa
     known = {k: v for k, v in body.items() if k != "client_metadata"}
     parsed = sdk_clients.openai(gw).responses.create(**known, extra_body={"client_metadata": {"session": "s1"}})
     assert parsed.output[0].type == "function_call"
+
+
+def _codex_request() -> dict[str, Any]:
+    """The first request of Codex's captured tool turn: eight function tools, a namespace
+    and `web_search`, `reasoning: {summary: auto}`, `store: false`, `client_metadata`."""
+    first = (CODEX / "requests-tool-turn.jsonl").read_bytes().splitlines()[0]
+    body: dict[str, Any] = orjson.loads(first)["body"]
+    return body
+
+
+def _request_events(path: Path, count: int) -> list[dict[str, Any]]:
+    """The event file's `request` records once there are `count` (each is written
+    just after its response has ended)."""
+
+    def records() -> list[dict[str, Any]]:
+        lines = path.read_bytes().splitlines() if path.exists() else []
+        return [e for e in map(orjson.loads, lines) if e["event"] == "request"]
+
+    eventually(lambda: len(records()) >= count, what=f"{count} request events")
+    return records()
+
+
+def test_dropped_tools_and_reasoning_are_named_on_a_codex_request(scripted, gateway, sdk_clients, tmp_path) -> None:  # noqa: F811
+    """Codex's real request through a chat upstream: `X-Octoroute-Degraded` keeps the kind,
+    `X-Octoroute-Dropped` says which tool it was (and `reasoning.effort` where the group
+    cannot pass it on), whole and streamed, and the event record says the same."""
+    up = scripted(lambda body: [{"content": "ok"}])
+    events = tmp_path / "events.jsonl"
+    gw = gateway(_config(up, groups={"fast": {"thinking_params": []}}, observability={"events_file": str(events)}))
+    client = sdk_clients.openai(gw)
+    body = _codex_request()
+    extra = {"client_metadata": body.pop("client_metadata")}
+    body |= {"model": "auto", "stream": False}
+    raw = client.responses.with_raw_response.create(**body, extra_body=extra)
+    assert raw.parse().output_text == "ok"
+    assert raw.headers["X-Octoroute-Degraded"] == "unsupported_tool"
+    assert raw.headers["X-Octoroute-Dropped"] == "tools.web_search"
+    assert "web_search" not in orjson.dumps(up.requests[-1].body).decode()
+
+    body |= {"stream": True, "reasoning": {"effort": "high", "summary": "auto"}}
+    streamed = client.responses.with_raw_response.create(**body, extra_body=extra)
+    assert streamed.headers["X-Octoroute-Degraded"] == "thinking,unsupported_tool"
+    assert streamed.headers["X-Octoroute-Dropped"] == "reasoning.effort,tools.web_search"
+    assert [event.type for event in streamed.parse()][-1] == "response.completed"
+
+    plain = client.responses.with_raw_response.create(model="fast", input="hi", tools=[EXEC])
+    assert "X-Octoroute-Degraded" not in plain.headers
+    assert "X-Octoroute-Dropped" not in plain.headers
+    records = _request_events(events, 3)
+    assert [(e.get("degraded"), e.get("dropped")) for e in records] == [
+        ("unsupported_tool", "tools.web_search"),
+        ("thinking,unsupported_tool", "reasoning.effort,tools.web_search"),
+        (None, None),
+    ]
+
+
+def test_dropped_names_are_header_safe_and_bounded(scripted, gateway) -> None:  # noqa: F811
+    """A client's own tool types and field names end up in a header: one list item each,
+    no separators or spaces, and at most 32 of them."""
+    up = scripted(_answer_text)
+    gw = gateway(_config(up))
+    tools = [{"type": f"hosted tool,{i:02}"} for i in range(40)]
+    raw = _post(gw, {"model": "fast", "input": "hi", "tools": tools, "text": {"verbosity": "low"}})
+    assert raw.status == 200, raw.data
+    names = raw.headers["X-Octoroute-Dropped"].split(",")
+    assert names[0] == "text.verbosity"
+    assert names[1:4] == ["tools.hosted_tool_00", "tools.hosted_tool_01", "tools.hosted_tool_02"]
+    assert len(names) == 33
+    assert names[-1] == "+9"
+    assert raw.headers["X-Octoroute-Degraded"] == "unsupported_field,unsupported_tool"
 
 
 def test_tool_call_then_output_round_trip(scripted, gateway, sdk_clients) -> None:  # noqa: F811

@@ -183,5 +183,15 @@ class DegradationKind(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Degradation:
+    """One thing a translation dropped or changed: its `kind` (a metric label and an
+    `X-Octoroute-Degraded` value), the JSON `path` where it was, and, where the kind
+    alone does not tell a client what it lost, `detail`: that thing named in the
+    client's own terms, without indices (`tools.web_search`, `reasoning.effort`),
+    for `X-Octoroute-Dropped`.
+
+        Degradation(DegradationKind.UNSUPPORTED_TOOL, "tools[8].web_search", "tools.web_search")
+    """
+
     kind: DegradationKind
     path: str
+    detail: str | None = None

@@ -72,6 +72,7 @@ class RequestTrace:
     input_tokens: int | None = None
     output_tokens: int | None = None
     degraded: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()  # what exactly was dropped, as in X-Octoroute-Dropped
     fail_open: bool = False  # served by an endpoint tried although none was healthy
     prompt: str | None = None
     completion: str | None = None
@@ -120,6 +121,7 @@ class RequestTrace:
             "fallback_from": self.fallback_from,
             "client": self.client,
             "degraded": ",".join(self.degraded) or None,
+            "dropped": ",".join(self.dropped) or None,
             "fail_open": True if self.fail_open else None,
             "prompt": self.prompt,
             "completion": self.completion,

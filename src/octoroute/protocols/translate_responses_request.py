@@ -20,7 +20,9 @@ have no chat form: dropped and reported. `text.format` becomes
 returned as a `ThinkingRequest` for the serving group to pass on
 (`protocols.egress`). Session fields (`store`, `include`, `prompt_cache_key`,
 `client_metadata`, `previous_response_id`, ...) are the gateway's and are not
-forwarded. Everything dropped is a `Degradation` (kind + JSON path).
+forwarded. Everything dropped is a `Degradation` (kind + JSON path); dropped
+tools, tool options and fields also carry a `detail` naming them in the
+client's terms (`tools.web_search`, `text.verbosity`), for `X-Octoroute-Dropped`.
 """
 
 from __future__ import annotations
@@ -245,7 +247,8 @@ def _custom(tool: Mapping[str, Any], name: str, path: str, lost: list[Degradatio
     """A freeform tool as a function taking its text as one string argument."""
     fmt = tool.get("format")
     if isinstance(fmt, Mapping) and fmt.get("type") == "grammar":
-        lost.append(Degradation(DegradationKind.TOOL_OPTION, f"{path}.format"))  # no grammar-constrained text
+        # no grammar-constrained text
+        lost.append(Degradation(DegradationKind.TOOL_OPTION, f"{path}.format", f"tools.{name}.format"))
     description = tool.get("description") if isinstance(tool.get("description"), str) else ""
     parameters = {
         "type": "object",
@@ -269,7 +272,9 @@ def _tools(tools: object, out: ChatTranslation) -> list[dict[str, Any]]:
         for one, namespace, where in inner:
             name = one.get("name")
             if one.get("type") not in ("function", "custom") or not isinstance(name, str) or not name:
-                out.lost.append(Degradation(DegradationKind.UNSUPPORTED_TOOL, f"{where}.{one.get('type')}"))
+                kind_name = one.get("type") if isinstance(one.get("type"), str) else "unknown"
+                lost = Degradation(DegradationKind.UNSUPPORTED_TOOL, f"{where}.{one.get('type')}", f"tools.{kind_name}")
+                out.lost.append(lost)
                 continue
             flat = flat_name(name, namespace)
             if one["type"] == "function":
@@ -285,7 +290,7 @@ def _tool_choice(choice: object, out: ChatTranslation) -> object:
     if choice is None or choice in ("auto", "none", "required"):
         return choice
     if not isinstance(choice, Mapping):
-        out.lost.append(Degradation(DegradationKind.TOOL_OPTION, "tool_choice"))
+        out.lost.append(Degradation(DegradationKind.TOOL_OPTION, "tool_choice", "tool_choice"))
         return None
     kind = choice.get("type")
     if kind in ("function", "custom") and isinstance(choice.get("name"), str):
@@ -293,9 +298,9 @@ def _tool_choice(choice: object, out: ChatTranslation) -> object:
         if name in out.names:
             return {"type": "function", "function": {"name": name}}
     if kind == "allowed_tools" and choice.get("mode") in ("auto", "required"):
-        out.lost.append(Degradation(DegradationKind.TOOL_OPTION, "tool_choice.tools"))
+        out.lost.append(Degradation(DegradationKind.TOOL_OPTION, "tool_choice.tools", "tool_choice.tools"))
         return choice["mode"]
-    out.lost.append(Degradation(DegradationKind.TOOL_OPTION, "tool_choice"))
+    out.lost.append(Degradation(DegradationKind.TOOL_OPTION, "tool_choice", "tool_choice"))
     return None
 
 
@@ -303,7 +308,7 @@ def _response_format(text: object, lost: list[Degradation]) -> dict[str, Any] | 
     if not isinstance(text, Mapping):
         return None
     if text.get("verbosity") is not None:
-        lost.append(Degradation(DegradationKind.UNSUPPORTED_FIELD, "text.verbosity"))
+        lost.append(Degradation(DegradationKind.UNSUPPORTED_FIELD, "text.verbosity", "text.verbosity"))
     fmt = text.get("format")
     if not isinstance(fmt, Mapping) or fmt.get("type") in (None, "text"):
         return None
@@ -315,7 +320,7 @@ def _response_format(text: object, lost: list[Degradation]) -> dict[str, Any] | 
             if fmt.get(key) is not None:
                 schema[key] = fmt[key]
         return {"type": "json_schema", "json_schema": schema}
-    lost.append(Degradation(DegradationKind.UNSUPPORTED_FIELD, "text.format"))
+    lost.append(Degradation(DegradationKind.UNSUPPORTED_FIELD, "text.format", "text.format"))
     return None
 
 
@@ -368,5 +373,5 @@ def responses_to_chat_request(request: Mapping[str, Any]) -> ChatTranslation:
     out.thinking = read_reasoning(request)
     for key in request:
         if key not in _GATEWAY_FIELDS and key not in _HANDLED and key not in _COPIED:
-            out.lost.append(Degradation(DegradationKind.UNSUPPORTED_FIELD, key))
+            out.lost.append(Degradation(DegradationKind.UNSUPPORTED_FIELD, key, key))
     return out

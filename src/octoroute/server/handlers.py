@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -25,7 +26,7 @@ from octoroute.core.errors import (
     UpstreamMidStream,
     UpstreamStatusError,
 )
-from octoroute.core.types import Api, Operation, RoutingDecision
+from octoroute.core.types import Api, Degradation, Operation, RoutingDecision
 from octoroute.observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from octoroute.observe.observer import RequestTrace
 from octoroute.protocols import anthropic
@@ -46,6 +47,10 @@ from octoroute.server.middleware import CLIENT_CLOSED, render_error
 from octoroute.server.state import CLIENT, DASHBOARD, LIVE, REQUEST_ID, TRACE
 from octoroute.service import ChatCall, Gateway, Outcome, asks_usage_for, decode_chat, openai_payload
 
+DROPPED_HEADER = "X-Octoroute-Dropped"
+MAX_DROPPED_NAMES = 32
+MAX_DROPPED_NAME = 64
+_NOT_TOKEN = re.compile(r"[^A-Za-z0-9_.:/\-]")
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -109,6 +114,34 @@ async def read_json(request: web.Request) -> dict[str, Any]:
 def degraded_of(headers: Mapping[str, str]) -> list[str]:
     value = headers.get("X-Octoroute-Degraded", "")
     return value.split(",") if value else []
+
+
+def degradation_headers(lost: Iterable[Degradation], also: Iterable[str] = ()) -> dict[str, str]:
+    """`X-Octoroute-Degraded`: the kinds of `lost` and `also` (kinds found while serving),
+    sorted; `X-Octoroute-Dropped`: the `detail` of each degradation that has one (what
+    exactly was dropped, `tools.web_search`), sorted and made header-safe. Kinds stay the
+    stable, bounded vocabulary of the first header; names go in the second."""
+    lost = list(lost)
+    kinds = sorted({d.kind.value for d in lost} | set(also))
+    headers = {"X-Octoroute-Degraded": ",".join(kinds)} if kinds else {}
+    names = sorted({_header_token(d.detail) for d in lost if d.detail})
+    if len(names) > MAX_DROPPED_NAMES:  # a client's own field and tool names: keep the header bounded
+        names = [*names[:MAX_DROPPED_NAMES], f"+{len(names) - MAX_DROPPED_NAMES}"]
+    if names:
+        headers[DROPPED_HEADER] = ",".join(names)
+    return headers
+
+
+def _header_token(detail: str) -> str:
+    """A client-chosen name as one header list item: no commas, spaces or control characters."""
+    return _NOT_TOKEN.sub("_", detail[:MAX_DROPPED_NAME])
+
+
+def note_degraded(trace: RequestTrace, headers: Mapping[str, str]) -> None:
+    """What the response's headers say was degraded and dropped, for the log / event record."""
+    trace.degraded = tuple(degraded_of(headers))
+    dropped = headers.get(DROPPED_HEADER, "")
+    trace.dropped = tuple(dropped.split(",")) if dropped else ()
 
 
 def note_outcome(trace: RequestTrace, outcome: Outcome) -> None:
@@ -326,7 +359,7 @@ def _stream_ended(
     gw.metrics.stream_finished(outcome.endpoint.id, time.perf_counter() - outcome.sent_at)
     gw.metrics.tokens(outcome.endpoint.id, watch.input_tokens or 0, watch.output_tokens or 0)
     trace.set_usage(watch.input_tokens, watch.output_tokens)
-    trace.degraded = tuple(degraded_of(headers))
+    note_degraded(trace, headers)
     if trace.log_content:
         trace.keep_text(completion=watch.text)
 

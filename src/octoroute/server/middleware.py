@@ -26,6 +26,11 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})  # others count as 'other'
 UNMATCHED = "unmatched"
 CLIENT_CLOSED = 499  # nginx's convention for "client closed the connection"; logs and metrics only
+NO_SUCH_ROUTE = (
+    "no such route; the API is GET /v1/models, POST /v1/chat/completions, POST /v1/messages, "
+    "POST /v1/responses, POST /v1/embeddings, POST /v1/completions, and Ollama's /api/* "
+    "(/api/chat, /api/generate, /api/embed, /api/tags, /api/show, /api/ps, /api/version)"
+)
 
 
 class RequestIds:
@@ -89,9 +94,7 @@ def describe_error(exc: BaseException) -> ErrorInfo:
         allowed = ", ".join(sorted(exc.allowed_methods))
         return ErrorInfo(405, f"method not allowed; use {allowed}", "method_not_allowed")
     if isinstance(exc, web.HTTPNotFound):
-        return ErrorInfo(
-            404, "no such route; see GET /v1/models, POST /v1/chat/completions, POST /v1/messages", "not_found"
-        )
+        return ErrorInfo(404, NO_SUCH_ROUTE, "not_found")
     if isinstance(exc, web.HTTPException):
         return ErrorInfo(exc.status, exc.reason)
     return ErrorInfo(500, "internal error in octoroute; see the gateway log for details", "internal_error")

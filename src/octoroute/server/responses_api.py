@@ -6,8 +6,9 @@ passed as it is but for `model` (history from `previous_response_id` spelled
 out); to every other endpoint it is translated to a chat body at ingress and
 the answer (or stream) back to a response at egress
 (`protocols.translate_responses_*`). What a translation dropped is named in
-`X-Octoroute-Degraded`. Errors are in OpenAI's shape; after the commit point a
-stream ends with `response.failed`.
+`X-Octoroute-Degraded` (kinds) and `X-Octoroute-Dropped` (which tools and
+fields). Errors are in OpenAI's shape; after the commit point a stream ends
+with `response.failed`.
 https://platform.openai.com/docs/api-reference/responses
 """
 
@@ -23,7 +24,7 @@ import orjson
 from aiohttp import web
 
 from octoroute.core.errors import InvalidRequest, NotFound
-from octoroute.core.types import Api, Degradation
+from octoroute.core.types import Api, Degradation, DegradationKind
 from octoroute.observe.metrics import Recorder
 from octoroute.protocols.postprocess import PostProcess
 from octoroute.protocols.responses import check_responses_body, encode_event, fill_response_fields, response_frame
@@ -33,7 +34,15 @@ from octoroute.protocols.translate_responses_response import ItemIds, chat_to_re
 from octoroute.protocols.translate_responses_stream import ChatToResponsesStream
 from octoroute.protocols.translate_stream import AnthropicToOpenAIStream
 from octoroute.server.anthropic_api import completion_as_chunk
-from octoroute.server.handlers import decision_headers, degraded_of, note_reply, read_json, relay, serve_call
+from octoroute.server.handlers import (
+    decision_headers,
+    degradation_headers,
+    note_degraded,
+    note_reply,
+    read_json,
+    relay,
+    serve_call,
+)
 from octoroute.server.responses_store import ResponseStore, StoredResponse
 from octoroute.server.state import LIVE, REQUEST_ID, RESPONSES, TRACE
 from octoroute.service import ChatCall, Outcome, decode_chat, openai_payload
@@ -55,8 +64,11 @@ class _Request:
 
 
 def _degraded_header(lost: Iterable[Degradation], outcome: Outcome) -> dict[str, str]:
-    kinds = sorted({d.kind.value for d in lost} | set(outcome.degraded))
-    return {"X-Octoroute-Degraded": ",".join(kinds)} if kinds else {}
+    """The degradation headers; `reasoning.effort` is named as dropped when the serving
+    group had no way to pass it on (the attempt loop reports that as `thinking`)."""
+    if DegradationKind.THINKING.value in outcome.degraded:
+        lost = [*lost, Degradation(DegradationKind.THINKING, "reasoning.effort", "reasoning.effort")]
+    return degradation_headers(lost, outcome.degraded)
 
 
 def _history(store: ResponseStore, body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -131,7 +143,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         headers.update(_degraded_header([*lost, *more], outcome))
         gw.metrics.degradations(d.kind.value for d in more)
         note_reply(gw, trace, outcome, payload, Api.OPENAI)
-        trace.degraded = tuple(degraded_of(headers))
+        note_degraded(trace, headers)
         _store(request, decoded, response)
         return web.Response(body=orjson.dumps(response), headers=headers, content_type="application/json")
     translator = ChatToResponsesStream(frame, decoded.chat.names, ids, completed_at=lambda: int(time.time()))

@@ -143,6 +143,7 @@ def test_real_codex_requests_translate() -> None:
             assert [m["role"] for m in messages[1:]].count("system") == 0
             assert "multi_agent_v1__spawn_agent" in out.names
             assert lost_as_json(out.lost) == [["unsupported_tool", "tools[8].web_search"]]
+            assert [d.detail for d in out.lost] == ["tools.web_search"]  # X-Octoroute-Dropped's name for it
             calls = [item for item in request["input"] if item.get("type") == "function_call"]
             for call in calls:
                 (assistant,) = [m for m in messages if m.get("tool_calls")]
