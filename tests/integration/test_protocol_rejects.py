@@ -178,6 +178,53 @@ def test_body_over_max_body_bytes_is_a_413_in_the_route_shape(port, caplog) -> N
     no_tracebacks(caplog)
 
 
+def ollama_error(raw: bytes, status: int) -> str:
+    got, body = parse(raw)
+    assert got == status, raw
+    assert set(body) == {"error"}
+    assert isinstance(body["error"], str)
+    return body["error"]
+
+
+EXPECTING = b"HTTP/1.1\r\nHost: x\r\nExpect: %s\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+
+
+@pytest.mark.parametrize("expect", [b"x", b"a\x86", b"100-continue, x"])  # a\x86: not UTF-8, once a 500
+def test_an_unknown_expectation_is_a_417_in_the_route_shape(port, caplog, expect: bytes) -> None:
+    with caplog.at_level(logging.INFO):
+        error = openai_error(exchange(port, b"POST /v1/chat/completions " + EXPECTING % expect), 417)
+        assert error["code"] == "expectation_failed"
+        assert "100-continue" in str(error["message"])
+        anthropic_error(exchange(port, b"POST /v1/messages " + EXPECTING % expect), 417)
+        assert "Expect" in ollama_error(exchange(port, b"POST /api/chat " + EXPECTING % expect), 417)
+        openai_error(exchange(port, b"GET /no/such/route " + EXPECTING % expect), 417)  # unmatched routes too
+    no_tracebacks(caplog)
+
+
+def test_expect_100_continue_still_gets_the_body_read(port) -> None:
+    raw = exchange(
+        port,
+        b"POST /v1/chat/completions "
+        + EXPECTING.replace(b"{}", CHAT).replace(b": 2", b": %d" % len(CHAT)) % b"100-continue",
+    )
+    interim, _, final = raw.partition(b"\r\n\r\n")
+    assert interim == b"HTTP/1.1 100 Continue"
+    status, body = parse(final)
+    assert status == 200
+    assert body["object"] == "chat.completion"
+
+
+def test_a_metrics_token_that_is_not_utf8_is_a_401_not_a_500(upstreams, gateway, caplog) -> None:
+    sim = upstreams("fast")
+    config = fleet_config({"fast": [endpoint(sim, "m")]}, observability={"metrics_token_env": "TOKEN"})
+    token_port = int(gateway(config, env={"TOKEN": "s3cret-token"}).port)
+    head = b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nConnection: close\r\n\r\n"
+    with caplog.at_level(logging.INFO):
+        assert openai_error(exchange(token_port, head % b"\xff\xfe"), 401)["code"] == "unauthorized"
+        assert exchange(token_port, head % b"s3cret-token").startswith(b"HTTP/1.1 200")
+    no_tracebacks(caplog)
+
+
 @pytest.fixture
 def slow_port(upstreams, gateway) -> int:
     """A gateway with small client timeouts, so the tests wait on the server's close, not a clock."""
