@@ -234,7 +234,8 @@ def slow_port(upstreams, gateway) -> int:
         "client_body_timeout_seconds": 0.3,
         "client_keepalive_timeout_seconds": 0.3,
     }
-    return int(gateway(fleet_config({"fast": [endpoint(sim, "m")]}, limits=limits)).port)
+    config = fleet_config({"fast": [endpoint(sim, "m")]}, limits=limits, observability={"metrics_token_env": "TOKEN"})
+    return int(gateway(config, env={"TOKEN": "s3cret-token"}).port)
 
 
 def test_a_head_sent_too_slowly_is_a_408_in_the_route_shape(slow_port, caplog) -> None:
@@ -284,13 +285,22 @@ def test_a_well_formed_request_still_works_after_the_timeouts(slow_port) -> None
 
 request_heads = st.tuples(
     st.sampled_from([b"POST", b"GET", b"PUT", b"get", b"P\x00ST", b"", b"CONNECT"]),
-    st.sampled_from([b"/v1/chat/completions", b"/v1/messages", b"/health", b"*", b"", b"/%zz", b"/\xff"]),
+    st.sampled_from(
+        [b"/v1/chat/completions", b"/v1/messages", b"/api/chat", b"/health", b"/metrics", b"*", b"", b"/%zz", b"/\xff"]
+    ),
     st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2", b"", b"http/1.1"]),
     st.lists(
         st.tuples(
-            st.sampled_from([b"Host", b"Content-Type", b"X-A", b"Transfer-Encoding", b"Content-Length", b"Expect"])
+            st.sampled_from(
+                [
+                    *(b"Host", b"Content-Type", b"X-A", b"Transfer-Encoding", b"Content-Length", b"Expect"),
+                    *(b"Authorization", b"X-Api-Key", b"X-Request-Id", b"traceparent", b"anthropic-beta"),
+                    *(b"X-Octoroute-Importance", b"X-Octoroute-Task-Type", b"Accept"),
+                ]
+            )
             | st.binary(max_size=12),
             st.sampled_from([b"x", b"chunked", b"application/json", b"1", b"-1", b"100-continue", b"gzip"])
+            | st.sampled_from([b"Bearer \xff", b"Bearer s3cret-token", b"high", b"00-\xfe-01"])
             | st.binary(max_size=24),
         ),
         max_size=6,
@@ -308,6 +318,8 @@ def test_any_request_head_gets_an_answer_in_shape_or_a_close(slow_port, caplog, 
     raw += b"Connection: close" + eol + b"Content-Length: %d" % len(body) + eol + eol + body
     with caplog.at_level(logging.INFO):
         answer = exchange(slow_port, raw)
+    if answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"):  # an interim answer to Expect: 100-continue
+        answer = answer.removeprefix(b"HTTP/1.1 100 Continue\r\n\r\n")
     if answer:  # nothing at all is a clean close (e.g. a head the client never finished)
         status = int(answer.split(b" ", 2)[1])
         assert status < 500, answer
