@@ -178,6 +178,16 @@ def test_body_over_max_body_bytes_is_a_413_in_the_route_shape(port, caplog) -> N
     no_tracebacks(caplog)
 
 
+@pytest.mark.parametrize("encoding", [b"gzip", b"deflate"])
+def test_a_body_not_in_its_content_encoding_is_a_400_without_a_traceback(port, caplog, encoding: bytes) -> None:
+    head = b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Encoding: %s\r\nContent-Length: %d\r\n\r\n"
+    with caplog.at_level(logging.INFO):
+        error = anthropic_error(exchange(port, head % (b"/v1/messages", encoding, len(CHAT)) + CHAT), 400)
+        assert "Content-Encoding" in str(error["message"])
+        openai_error(exchange(port, head % (b"/v1/chat/completions", encoding, len(CHAT)) + CHAT), 400)
+    no_tracebacks(caplog)  # aiohttp met the error again draining the body, and logged it as unhandled
+
+
 def ollama_error(raw: bytes, status: int) -> str:
     got, body = parse(raw)
     assert got == status, raw

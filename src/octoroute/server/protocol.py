@@ -185,6 +185,15 @@ class GatewayRequestHandler(web_protocol.RequestHandler):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        """A body the client garbled (bad chunks, a Content-Encoding it is not in) was answered
+        400 by `body_middleware`; aiohttp meets the same error again draining what is left, and
+        would log it as an unhandled exception with a traceback."""
+        if isinstance(kw.get("exc_info"), web.RequestPayloadError):
+            log.info("closed a connection after a malformed request body")
+            return
+        super().log_exception(*args, **kw)
+
     def handle_error(
         self,
         request: BaseRequest,
