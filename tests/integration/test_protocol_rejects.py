@@ -178,6 +178,63 @@ def test_body_over_max_body_bytes_is_a_413_in_the_route_shape(port, caplog) -> N
     no_tracebacks(caplog)
 
 
+@pytest.mark.parametrize("encoding", [b"gzip", b"deflate"])
+def test_a_body_not_in_its_content_encoding_is_a_400_without_a_traceback(port, caplog, encoding: bytes) -> None:
+    head = b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Encoding: %s\r\nContent-Length: %d\r\n\r\n"
+    with caplog.at_level(logging.INFO):
+        error = anthropic_error(exchange(port, head % (b"/v1/messages", encoding, len(CHAT)) + CHAT), 400)
+        assert "Content-Encoding" in str(error["message"])
+        openai_error(exchange(port, head % (b"/v1/chat/completions", encoding, len(CHAT)) + CHAT), 400)
+    no_tracebacks(caplog)  # aiohttp met the error again draining the body, and logged it as unhandled
+
+
+def ollama_error(raw: bytes, status: int) -> str:
+    got, body = parse(raw)
+    assert got == status, raw
+    assert set(body) == {"error"}
+    assert isinstance(body["error"], str)
+    return body["error"]
+
+
+EXPECTING = b"HTTP/1.1\r\nHost: x\r\nExpect: %s\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+
+
+@pytest.mark.parametrize("expect", [b"x", b"a\x86", b"100-continue, x"])  # a\x86: not UTF-8, once a 500
+def test_an_unknown_expectation_is_a_417_in_the_route_shape(port, caplog, expect: bytes) -> None:
+    with caplog.at_level(logging.INFO):
+        error = openai_error(exchange(port, b"POST /v1/chat/completions " + EXPECTING % expect), 417)
+        assert error["code"] == "expectation_failed"
+        assert "100-continue" in str(error["message"])
+        anthropic_error(exchange(port, b"POST /v1/messages " + EXPECTING % expect), 417)
+        assert "Expect" in ollama_error(exchange(port, b"POST /api/chat " + EXPECTING % expect), 417)
+        openai_error(exchange(port, b"GET /no/such/route " + EXPECTING % expect), 417)  # unmatched routes too
+    no_tracebacks(caplog)
+
+
+def test_expect_100_continue_still_gets_the_body_read(port) -> None:
+    raw = exchange(
+        port,
+        b"POST /v1/chat/completions "
+        + EXPECTING.replace(b"{}", CHAT).replace(b": 2", b": %d" % len(CHAT)) % b"100-continue",
+    )
+    interim, _, final = raw.partition(b"\r\n\r\n")
+    assert interim == b"HTTP/1.1 100 Continue"
+    status, body = parse(final)
+    assert status == 200
+    assert body["object"] == "chat.completion"
+
+
+def test_a_metrics_token_that_is_not_utf8_is_a_401_not_a_500(upstreams, gateway, caplog) -> None:
+    sim = upstreams("fast")
+    config = fleet_config({"fast": [endpoint(sim, "m")]}, observability={"metrics_token_env": "TOKEN"})
+    token_port = int(gateway(config, env={"TOKEN": "s3cret-token"}).port)
+    head = b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nConnection: close\r\n\r\n"
+    with caplog.at_level(logging.INFO):
+        assert openai_error(exchange(token_port, head % b"\xff\xfe"), 401)["code"] == "unauthorized"
+        assert exchange(token_port, head % b"s3cret-token").startswith(b"HTTP/1.1 200")
+    no_tracebacks(caplog)
+
+
 @pytest.fixture
 def slow_port(upstreams, gateway) -> int:
     """A gateway with small client timeouts, so the tests wait on the server's close, not a clock."""
@@ -187,7 +244,8 @@ def slow_port(upstreams, gateway) -> int:
         "client_body_timeout_seconds": 0.3,
         "client_keepalive_timeout_seconds": 0.3,
     }
-    return int(gateway(fleet_config({"fast": [endpoint(sim, "m")]}, limits=limits)).port)
+    config = fleet_config({"fast": [endpoint(sim, "m")]}, limits=limits, observability={"metrics_token_env": "TOKEN"})
+    return int(gateway(config, env={"TOKEN": "s3cret-token"}).port)
 
 
 def test_a_head_sent_too_slowly_is_a_408_in_the_route_shape(slow_port, caplog) -> None:
@@ -237,13 +295,22 @@ def test_a_well_formed_request_still_works_after_the_timeouts(slow_port) -> None
 
 request_heads = st.tuples(
     st.sampled_from([b"POST", b"GET", b"PUT", b"get", b"P\x00ST", b"", b"CONNECT"]),
-    st.sampled_from([b"/v1/chat/completions", b"/v1/messages", b"/health", b"*", b"", b"/%zz", b"/\xff"]),
+    st.sampled_from(
+        [b"/v1/chat/completions", b"/v1/messages", b"/api/chat", b"/health", b"/metrics", b"*", b"", b"/%zz", b"/\xff"]
+    ),
     st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2", b"", b"http/1.1"]),
     st.lists(
         st.tuples(
-            st.sampled_from([b"Host", b"Content-Type", b"X-A", b"Transfer-Encoding", b"Content-Length", b"Expect"])
+            st.sampled_from(
+                [
+                    *(b"Host", b"Content-Type", b"X-A", b"Transfer-Encoding", b"Content-Length", b"Expect"),
+                    *(b"Authorization", b"X-Api-Key", b"X-Request-Id", b"traceparent", b"anthropic-beta"),
+                    *(b"X-Octoroute-Importance", b"X-Octoroute-Task-Type", b"Accept"),
+                ]
+            )
             | st.binary(max_size=12),
             st.sampled_from([b"x", b"chunked", b"application/json", b"1", b"-1", b"100-continue", b"gzip"])
+            | st.sampled_from([b"Bearer \xff", b"Bearer s3cret-token", b"high", b"00-\xfe-01"])
             | st.binary(max_size=24),
         ),
         max_size=6,
@@ -261,6 +328,8 @@ def test_any_request_head_gets_an_answer_in_shape_or_a_close(slow_port, caplog, 
     raw += b"Connection: close" + eol + b"Content-Length: %d" % len(body) + eol + eol + body
     with caplog.at_level(logging.INFO):
         answer = exchange(slow_port, raw)
+    if answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"):  # an interim answer to Expect: 100-continue
+        answer = answer.removeprefix(b"HTTP/1.1 100 Continue\r\n\r\n")
     if answer:  # nothing at all is a clean close (e.g. a head the client never finished)
         status = int(answer.split(b" ", 2)[1])
         assert status < 500, answer

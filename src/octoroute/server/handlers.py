@@ -430,7 +430,9 @@ def _check_metrics_token(request: web.Request, gw: Gateway) -> None:
     if token is None:
         return
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+    # surrogateescape: the header's bytes as sent (aiohttp decodes undecodable ones to surrogates)
+    presented = given.strip().encode("utf-8", "surrogateescape")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(presented, token.encode()):
         raise Unauthorised("this endpoint needs the metrics token: send 'Authorization: Bearer <token>'")
 
 

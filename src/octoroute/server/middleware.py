@@ -199,7 +199,9 @@ def body_middleware(timeout: float) -> Middleware:
             except TimeoutError:
                 rejected = RequestTimeout("request body not received within limits.client_body_timeout_seconds")
             except web.RequestPayloadError:
-                rejected = InvalidRequest("malformed HTTP request: the body is cut short or badly framed")
+                rejected = InvalidRequest(
+                    "malformed HTTP request: the body is cut short, badly framed or not in its Content-Encoding"
+                )
             except web.HTTPRequestEntityTooLarge as exc:
                 rejected = exc
             if rejected is not None:

@@ -12,6 +12,11 @@ otherwise or when no path could be read), logs one INFO line, and enforces
 to arrive. Idle connections (no byte of a next request) are closed by
 aiohttp's keep-alive timeout, `[limits] client_keepalive_timeout_seconds`.
 
+An `Expect` other than `100-continue` is answered 417 in the route's shape by
+`refuse_expectations`, wrapped around the app's handler: aiohttp's default
+expect handler answers it in plain text before any middleware, and on every
+route, matched or not (RFC 9110 §10.1.1).
+
 Usage: `runner = GatewayRunner(app, handler_cancellation=True, access_log=None)`.
 """
 
@@ -20,9 +25,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import http_exceptions, web, web_protocol
+from aiohttp import hdrs, http_exceptions, web, web_protocol
+from aiohttp.http import HttpVersion11
 from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_request import BaseRequest
 
@@ -103,6 +110,24 @@ def render_reject(status: int, message: str, code: str, path: str) -> web.Respon
     return response
 
 
+def refuse_expectations(
+    handler: Callable[[BaseRequest], Awaitable[web.StreamResponse]],
+) -> Callable[[BaseRequest], Awaitable[web.StreamResponse]]:
+    """`handler` (the app's), with an HTTP/1.1 request whose `Expect` is not `100-continue`
+    answered 417 in its route's shape and the connection closed. `100-continue` (and
+    HTTP/1.0, whose expectations are ignored) still goes to aiohttp's expect handler."""
+
+    async def handle(request: BaseRequest) -> web.StreamResponse:
+        expect = request.headers.get(hdrs.EXPECT)
+        if expect and request.version >= HttpVersion11 and expect.lower() != "100-continue":
+            text = "unsupported Expect header: only 100-continue is supported"  # the value is not echoed
+            log.info("rejected a request from %s: %s (417)", request.remote, text)
+            return render_reject(417, text, "expectation_failed", request.path)
+        return await handler(request)
+
+    return handle
+
+
 class GatewayRequestHandler(web_protocol.RequestHandler):
     """aiohttp's connection handler with rejects in the route's shape and a head timeout."""
 
@@ -160,6 +185,15 @@ class GatewayRequestHandler(web_protocol.RequestHandler):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        """A body the client garbled (bad chunks, a Content-Encoding it is not in) was answered
+        400 by `body_middleware`; aiohttp meets the same error again draining what is left, and
+        would log it as an unhandled exception with a traceback."""
+        if isinstance(kw.get("exc_info"), web.RequestPayloadError):
+            log.info("closed a connection after a malformed request body")
+            return
+        super().log_exception(*args, **kw)
+
     def handle_error(
         self,
         request: BaseRequest,
@@ -201,7 +235,7 @@ class GatewayRunner(web.AppRunner):
         # answer rather than a reset), for at most this long; never longer than a body may take.
         kwargs["lingering_time"] = min(_LINGER_SECONDS, limits.client_body_timeout_seconds)
         return GatewayServer(
-            made.request_handler,
+            refuse_expectations(made.request_handler),
             request_factory=made.request_factory,
             handler_cancellation=made.handler_cancellation,
             header_timeout=limits.client_header_timeout_seconds,
