@@ -71,6 +71,7 @@ from octoroute.fleet.health import (
     SharedVerdicts,
     Transition,
 )
+from octoroute.fleet.inflight import InflightShare
 from octoroute.fleet.operations import CHAT, Ask, able_endpoints, group_for_auto, unable_reason
 from octoroute.fleet.policy import Attempt, AttemptPlan, most_likely_recovered
 from octoroute.fleet.rotation import (
@@ -434,6 +435,7 @@ class Gateway:
         self.rotation = Rotation()  # cooldowns (429) and refused credentials (401/403)
         self.state = state
         self._verdicts = SharedVerdicts(topology.endpoints) if state is not None else None
+        self.inflight = InflightShare(config.state.inflight_interval_seconds)
         self._publishing = asyncio.Lock()  # verdicts go out in the order they were reached
         self._published: set[asyncio.Task[None]] = set()
         self.selectors = build_selectors(topology)
@@ -513,6 +515,7 @@ class Gateway:
             least_busy=self.config.selection.least_busy,
         )
         self.slots = old.slots
+        self.inflight.carry_over(old.inflight)
         for ep_id in eps:  # this gateway's constructor set the configured counts; the board has the real ones
             self.metrics.slots(ep_id, self.slots.board.capacity(ep_id))
         self.shadow_tasks = old.shadow_tasks
@@ -982,6 +985,28 @@ class Gateway:
             await asyncio.sleep(self.config.state.sync_interval_seconds)
             await self.sync_health()
 
+    async def sync_inflight(self) -> None:
+        """Publish this process's in-flight counts for the current interval and adopt the
+        others' from the previous one (`fleet.inflight`); off the request path."""
+        assert self.state is not None
+        share, board = self.inflight, self.slots.board
+        n = share.interval_of(time.time())
+        if not share.already_published(n):
+            counts = {k: v for k, v in board.counts().items() if v > 0}
+            if counts:
+                await self.state.incr_many(share.key(n), counts, ttl_seconds=share.ttl_seconds)
+            share.published(n, counts)
+        ids = list(self.topology.endpoints)
+        totals = await self.state.read_many(share.key(n - 1), ids)
+        board.set_elsewhere(share.others(n - 1, ids, totals))
+
+    async def run_inflight_sync(self) -> None:
+        """`sync_inflight` once per `[state] inflight_interval_seconds`, a tenth into each
+        interval by the wall clock (cancelled at shutdown)."""
+        while True:
+            await asyncio.sleep(self.inflight.seconds_to_next(time.time()))
+            await self.sync_inflight()
+
     def record_mid_stream(self, ep: EndpointSpec, error: UpstreamError) -> None:
         self.metrics.mid_stream(ep.id)
         self._record(ep, error)
@@ -1190,7 +1215,15 @@ class Gateway:
         """The `/metrics.json` document (docs/metrics-json.md)."""
         decisions, errors = self.observer.windows()
         endpoints = [
-            EndpointInfo(ep.id, ep.group, ep.name, ep.kind.value, ep.base_url, self.context_info(ep.id))
+            EndpointInfo(
+                ep.id,
+                ep.group,
+                ep.name,
+                ep.kind.value,
+                ep.base_url,
+                self.context_info(ep.id),
+                self.slots.board.in_flight_elsewhere(ep.id),
+            )
             for ep in self.topology.endpoints.values()
         ]
         families = list(self.metrics.collect())

@@ -13,6 +13,7 @@ import http.client
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections import Counter
@@ -452,3 +453,87 @@ def test_usage_of_two_workers_without_redis_is_one_total(upstreams, serve, monke
     assert len(workers) == 2, workers
     want = expected_usage(totals)
     eventually(lambda: usage_of(served.port)["rows"] == want, timeout=15, what="combined usage of both workers")
+
+
+HELD = 3  # streams held open on the busy endpoint
+
+
+def hold_streams(port: int, model: str, count: int) -> list[socket.socket]:
+    """`count` streamed chats to `model` through the gateway on `port`, left open (the caller closes them)."""
+    body = orjson.dumps({"model": model, "messages": HI, "stream": True})
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer client-a\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    held = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        sock.sendall(head + body)
+        held.append(sock)
+    return held
+
+
+def elsewhere(port: int, endpoint_id: str) -> tuple[str, int]:
+    """(the answering worker's request-id prefix, its `inflight_elsewhere` for `endpoint_id`)."""
+    status, headers, body = request(port, "GET", "/metrics.json")
+    assert status == 200, body
+    rows = {row["id"]: row for row in orjson.loads(body)["endpoints"]}
+    return headers["x-request-id"][:ID_PREFIX], rows[endpoint_id]["inflight_elsewhere"]
+
+
+def busy_and_idle(upstreams: Callable[[str], Any]) -> tuple[Any, Any, dict[str, Any]]:
+    """Endpoint "busy" (its answers never come: streams stay open) weighted 1000:1 over "idle",
+    so that without the other processes' counts a gateway that holds none of busy's streams
+    itself would almost always pick busy."""
+    busy, idle = upstreams("busy"), upstreams("idle")
+    busy.behaviour.mode = Mode.HANG_BODY
+    models = {"fast": [endpoint(busy, "m", id="busy", weight=1000), endpoint(idle, "m", id="idle")]}
+    return busy, idle, models
+
+
+def test_streams_held_through_one_gateway_steer_the_other_to_the_idle_endpoint_until_it_is_killed(
+    upstreams, redis_server, serve
+):
+    busy, idle, models = busy_and_idle(upstreams)
+    data = fleet_config(models, state=shared(redis_server, inflight_interval_seconds=0.2))
+    a, b = serve(data), serve(data)
+    held = hold_streams(a.port, "busy", HELD)  # pinned to busy by its endpoint id
+    try:
+        eventually(lambda: busy.count == HELD, timeout=10, what="the held streams to reach busy")
+        eventually(lambda: elsewhere(b.port, "busy")[1] == HELD, timeout=10, what="b to see a's streams")
+        assert elsewhere(a.port, "busy")[1] == 0  # a's own streams are not "elsewhere" to a
+        for _ in range(5):
+            status, _, body = chat(b.port)
+            assert status == 200, body
+        assert (busy.count, idle.count) == (HELD, 5), b.output()  # b chose the least busy: idle
+
+        os.killpg(a.proc.pid, signal.SIGKILL)  # a crashes holding its streams; its share must expire
+        a.proc.wait(timeout=30)
+        eventually(lambda: elsewhere(b.port, "busy")[1] == 0, timeout=10, what="a's share to expire on b")
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_two_workers_without_redis_see_each_other_s_in_flight_streams(upstreams, serve):
+    busy, idle, models = busy_and_idle(upstreams)
+    served = serve(fleet_config(models, state={"inflight_interval_seconds": 0.2}), workers=2)
+    held = hold_streams(served.port, "busy", HELD)  # the kernel spreads them over the workers
+    try:
+        eventually(lambda: busy.count == HELD, timeout=10, what="the held streams to reach busy")
+        seen: dict[str, int] = {}
+
+        def both_see_the_others() -> bool:
+            worker, count = elsewhere(served.port, "busy")
+            seen[worker] = count
+            # each worker sees the streams the other holds: together, every held stream
+            return len(seen) == 2 and sum(seen.values()) == HELD
+
+        eventually(both_see_the_others, timeout=30, what=f"both workers to see the other's streams ({seen})")
+        for _ in range(6):
+            status, _, body = chat(served.port)
+            assert status == 200, body
+        assert (busy.count, idle.count) == (HELD, 6), served.output()
+    finally:
+        for sock in held:
+            sock.close()

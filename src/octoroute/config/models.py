@@ -380,6 +380,8 @@ class StateConfig(_Frozen):
     timeout_ms: float = Field(default=50.0, gt=0, le=5000, allow_inf_nan=False)  # each Redis call
     retry_seconds: Seconds = 1.0  # how often a Redis that failed is asked again
     sync_interval_seconds: Seconds = 1.0  # how often shared health verdicts are read
+    # how often each process publishes its in-flight counts and reads the others' (least-busy selection)
+    inflight_interval_seconds: float = Field(default=0.5, ge=0.05, le=60, allow_inf_nan=False)
 
 
 class SelectionConfig(_Frozen):

@@ -54,12 +54,13 @@ class _Waiter:
 class SlotBoard:
     """In-flight counts, slot counts and the waiting lines of one worker."""
 
-    __slots__ = ("_capacity", "_in_flight", "_passed", "_tokens", "_waiters", "_waiting", "_weight")
+    __slots__ = ("_capacity", "_elsewhere", "_in_flight", "_passed", "_tokens", "_waiters", "_waiting", "_weight")
 
     def __init__(self, capacity: Mapping[str, int | None], weight: Mapping[str, float]) -> None:
         self._capacity: dict[str, int | None] = dict(capacity)
         self._weight = dict(weight)
         self._in_flight: dict[str, int] = dict.fromkeys(capacity, 0)
+        self._elsewhere: dict[str, int] = {}  # other processes' in-flight counts (`fleet.inflight`)
         self._waiters: dict[int, _Waiter] = {}  # insertion order is arrival order
         self._passed: dict[int, int] = {}  # token → times a slot it could use went to a later waiter
         self._waiting: dict[str, int] = {}
@@ -70,6 +71,18 @@ class SlotBoard:
     def in_flight(self, endpoint: str) -> int:
         return self._in_flight.get(endpoint, 0)
 
+    def in_flight_elsewhere(self, endpoint: str) -> int:
+        """Requests other workers and replicas had on `endpoint` when they last published."""
+        return self._elsewhere.get(endpoint, 0)
+
+    def counts(self) -> dict[str, int]:
+        """This process's in-flight count per endpoint (what it publishes)."""
+        return dict(self._in_flight)
+
+    def set_elsewhere(self, counts: Mapping[str, int]) -> None:
+        """The other processes' counts, as last read from the shared store."""
+        self._elsewhere = {k: v for k, v in counts.items() if v > 0}
+
     def capacity(self, endpoint: str) -> int | None:
         """Slots of `endpoint`; None when unbounded."""
         return self._capacity.get(endpoint)
@@ -79,8 +92,10 @@ class SlotBoard:
         return cap is None or self._in_flight.get(endpoint, 0) < cap
 
     def load(self, endpoint: str) -> float:
-        """Busy fraction of the slots, or in flight per unit of weight when unbounded."""
-        n = self._in_flight.get(endpoint, 0)
+        """Busy fraction of the slots, or in flight per unit of weight when unbounded; the
+        requests other processes have on it count too (`has_room` counts this process's only:
+        slots bound each process)."""
+        n = self._in_flight.get(endpoint, 0) + self._elsewhere.get(endpoint, 0)
         cap = self._capacity.get(endpoint)
         if cap is not None:
             return n / cap

@@ -37,6 +37,7 @@ class EndpointInfo:
     kind: str
     base_url: str
     context: Mapping[str, object] | None = None  # window, its source, total_slots (Gateway.context_info)
+    in_flight_elsewhere: int = 0  # other workers' and replicas' requests on it, as last published
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +161,7 @@ def build_snapshot(inputs: SnapshotInputs) -> dict[str, object]:
                 "latency_ms": percentiles(_numbers(served, "latency_ms")),
                 "tokens": {"input": tokens.get((ep.id, "input"), 0), "output": tokens.get((ep.id, "output"), 0)},
                 "in_flight": in_flight.get((ep.id,), 0),
+                "inflight_elsewhere": ep.in_flight_elsewhere,
                 "max_concurrency": slots.get(ep.id),
                 "context": ep.context,
             }

@@ -54,6 +54,7 @@ class Live:
         self._build = build
         self._health_task: asyncio.Task[None] | None = None
         self._sync_task: asyncio.Task[None] | None = None  # shared verdicts ([state]), when shared
+        self._inflight_task: asyncio.Task[None] | None = None  # in-flight counts shared ([state]), when shared
         self._lock: asyncio.Lock | None = None
 
     def info(self) -> dict[str, object]:
@@ -139,10 +140,14 @@ class Live:
             self._health_task = asyncio.create_task(self.gateway.run_health_checks(), name="octoroute-health")
         if self.gateway.state is not None:
             self._sync_task = asyncio.create_task(self.gateway.run_state_sync(), name="octoroute-state-sync")
+        if self.gateway.state is not None and self.gateway.config.selection.least_busy:
+            self._inflight_task = asyncio.create_task(self.gateway.run_inflight_sync(), name="octoroute-inflight-sync")
+        else:  # least_busy turned off by a reload: forget what the others had
+            self.gateway.slots.board.set_elsewhere({})
 
     async def _stop_health_checks(self) -> None:
-        tasks = (self._health_task, self._sync_task)
-        self._health_task = self._sync_task = None
+        tasks = (self._health_task, self._sync_task, self._inflight_task)
+        self._health_task = self._sync_task = self._inflight_task = None
         for task in tasks:
             if task is not None:
                 task.cancel()
