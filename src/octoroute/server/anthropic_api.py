@@ -81,6 +81,14 @@ def _input_estimate(call: ChatCall) -> int:
     return features.token_estimate + len(orjson.dumps(call.body.get("tools", []))) // 4
 
 
+def as_chunk_events(events: bytes) -> bytes:
+    """SSE `events` as received; from an upstream that ignored `stream: true` and sent one
+    whole chat.completion, that answer as one chunk event (`completion_as_chunk`)."""
+    if events.lstrip().startswith((b"data:", b"event:", b"id:", b":", b"retry:")):
+        return events
+    return b"data: " + orjson.dumps(completion_as_chunk(events)) + b"\n\n"
+
+
 def completion_as_chunk(raw: bytes) -> dict[str, Any]:
     """A whole chat.completion body as one chat.completion.chunk (message becomes delta)."""
     try:
@@ -131,10 +139,7 @@ class AnthropicStream:
 
     def convert(self, events: bytes) -> bytes:
         out: list[bytes] = []
-        if not events.lstrip().startswith((b"data:", b"event:", b"id:", b":", b"retry:")):
-            # An upstream that ignored `stream: true` sent one chat.completion: stream it as one chunk.
-            events = b"data: " + orjson.dumps(completion_as_chunk(events)) + b"\n\n"
-        for data in iter_data(events):
+        for data in iter_data(as_chunk_events(events)):
             if self._failed or data.strip() == b"[DONE]":
                 continue
             try:

@@ -32,7 +32,7 @@ from octoroute.protocols.ollama import CHAT, GENERATE, Endpoint, OllamaStream, T
 from octoroute.protocols.postprocess import PostProcess
 from octoroute.protocols.sse import iter_data
 from octoroute.protocols.translate_stream import AnthropicToOpenAIStream
-from octoroute.server.anthropic_api import completion_as_chunk
+from octoroute.server.anthropic_api import as_chunk_events
 from octoroute.server.completions_api import decode_completions
 from octoroute.server.handlers import decision_headers, degraded_of, note_reply, read_json, relay, serve_call
 from octoroute.server.state import CLIENT, LIVE, REQUEST_ID, TRACE
@@ -111,9 +111,8 @@ class OllamaConverter:
 
     def _chunks(self, events: bytes) -> list[dict[str, Any]] | str:
         """The OpenAI chunks in `events`, or the error message that ends the stream."""
-        if self._native is None and not events.lstrip().startswith((b"data:", b"event:", b"id:", b":", b"retry:")):
-            # An upstream that ignored `stream: true` sent one whole answer: one chunk of it.
-            events = b"data: " + orjson.dumps(completion_as_chunk(events)) + b"\n\n"
+        if self._native is None:  # an upstream that ignored `stream: true` sent one whole answer
+            events = as_chunk_events(events)
         chunks: list[dict[str, Any]] = []
         for data in iter_data(events):
             if data.strip() == b"[DONE]":

@@ -33,7 +33,7 @@ from octoroute.protocols.translate_responses_request import ChatTranslation, inp
 from octoroute.protocols.translate_responses_response import ItemIds, chat_to_response
 from octoroute.protocols.translate_responses_stream import ChatToResponsesStream
 from octoroute.protocols.translate_stream import AnthropicToOpenAIStream
-from octoroute.server.anthropic_api import completion_as_chunk
+from octoroute.server.anthropic_api import as_chunk_events
 from octoroute.server.handlers import (
     decision_headers,
     degradation_headers,
@@ -232,10 +232,7 @@ class ResponsesStream:
 
     def convert(self, events: bytes) -> bytes:
         out: list[bytes] = []
-        if not events.lstrip().startswith((b"data:", b"event:", b"id:", b":", b"retry:")):
-            # An upstream that ignored `stream: true` sent one whole answer: stream it as one chunk.
-            events = b"data: " + orjson.dumps(completion_as_chunk(events)) + b"\n\n"
-        for data in iter_data(events):
+        for data in iter_data(as_chunk_events(events)):
             if self._failed or data.strip() == b"[DONE]":
                 continue
             chunks = self._chunks(data)
