@@ -354,7 +354,10 @@ def read_task(git_dir: Path, task: Task) -> TaskResults:
         correct: dict[str, bool] = {}
         for row in rows:
             item_id = str(row["id"])
-            questions.setdefault(item_id, str(row[task.question_key]))
+            question = str(row[task.question_key])
+            # Items are joined across model files by id: a file that asks another question under it is a bug.
+            if questions.setdefault(item_id, question) != question:
+                raise ValueError(f"{task.name}/{name}: item {item_id} differs from the other files")
             if task.kind != "grid":
                 correct[item_id] = is_correct(task.kind, str(row["output"][0]), str(row["answer"]))
         runs[model] = ModelRun(model, correct, len(rows))
