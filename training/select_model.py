@@ -8,6 +8,10 @@ LLMRouter data and report APGR on RouterDC's RouterBench slices (Mixtral vs
 GPT-4, the evaluation sets' model pair; validation only, no license to ship).
 
     python -m training.select_model --llmrouter GITDIR [--routerdc GITDIR]
+        [--mmlu-pro GITDIR] [--zeroeval GITDIR]
+
+`--mmlu-pro` and `--zeroeval` add those sources (`training/mmlu_pro.py`,
+`training/zeroeval.py`) to the training data and to the held-out benchmarks.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training import data, overlap
+from training import data, mmlu_pro, overlap, zeroeval
 from training.fit import Featurized, Settings, featurize, fit
 from training.metrics import apgr
 
@@ -36,15 +40,16 @@ def loso(
 ) -> dict[str, tuple[float, float]]:
     """Per held-out benchmark: (APGR of the model fitted on the others, APGR of length).
 
-    With `oracle`, the strong side is a model that answers everything (score
-    1): APGR then measures how well the weak models' failures are ranked first.
-    The ~50B models that are LLMRouter's strong side fail most hard items
-    themselves, so their gain rewards middling items; a deployment's deep tier
-    (and GPT-4 next to Mixtral) is much stronger than that.
+    With `oracle`, the strong side of LLMRouter items is a model that answers
+    everything (score 1): APGR then measures how well the weak models' failures
+    are ranked first. The ~50B models that are LLMRouter's strong side fail most
+    hard items themselves, so their gain rewards middling items; a deployment's
+    deep tier (and GPT-4 next to Mixtral) is much stronger than that. Other
+    sources (MMLU-Pro, ZeroEval) have GPT-4-class strong runs and keep them.
     """
     sources = np.array([e.source for e in examples])
     weak = np.array([e.weak for e in examples])
-    strong = np.ones(len(examples)) if oracle else np.array([e.strong for e in examples])
+    strong = np.array([1.0 if oracle and e.id.startswith("llmrouter:") else e.strong for e in examples])
     result: dict[str, tuple[float, float]] = {}
     for source in sorted(set(sources.tolist())):
         test = sources == source
@@ -61,10 +66,28 @@ def loso(
     return result
 
 
+def extra_sources(
+    examples: Sequence[data.Example], mmlu_pro_dir: Path | None, zeroeval_dir: Path | None
+) -> list[data.Example]:
+    """`examples` plus MMLU-Pro's and ZeroEval's items when their git dirs are given.
+
+    ZeroEval's numersense-v2 stays out: eight decimal pairs asked in 64
+    wordings each teach one narrow pattern (see `training/zeroeval.py`).
+    """
+    out = list(examples)
+    if mmlu_pro_dir is not None:
+        out += mmlu_pro.load_mmlu_pro(mmlu_pro_dir)
+    if zeroeval_dir is not None:
+        out += [e for e in zeroeval.load_zeroeval(zeroeval_dir) if e.source != "zeroeval-numersense-v2"]
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--llmrouter", type=Path, required=True)
     parser.add_argument("--routerdc", type=Path)
+    parser.add_argument("--mmlu-pro", type=Path, help="git dir of TIGER-AI-Lab/MMLU-Pro")
+    parser.add_argument("--zeroeval", type=Path, help="git dir of yuchenlin/ZeroEval")
     parser.add_argument("--reference", type=Path, default=overlap.DEFAULT_REFERENCE)
     parser.add_argument("--targets", default="gain,fail,mix")
     parser.add_argument("--alphas", default="0.3,1,3")
@@ -77,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--exclude", default="", help="comma-separated sources left out of training")
     args = parser.parse_args(argv)
     index = overlap.ReferenceIndex(overlap.load_reference(args.reference))
-    examples = data.load_llmrouter(args.llmrouter)
+    examples = extra_sources(data.load_llmrouter(args.llmrouter), args.mmlu_pro, args.zeroeval)
     kept_ids = {i.id for i in overlap.split_clean([overlap.Item(e.id, e.source, e.text) for e in examples], index)[0]}
     excluded = set(filter(None, args.exclude.split(",")))
     examples = [e for e in examples if e.id in kept_ids and e.source not in excluded]

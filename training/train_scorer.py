@@ -2,6 +2,7 @@
 
     pip install -e '.[train]'
     python -m training.train_scorer --llmrouter /path/to/LLMRouter.git [--routerdc /path/to/RouterDC.git]
+        [--mmlu-pro /path/to/MMLU-Pro.git --zeroeval /path/to/ZeroEval.git --settings candidate]
 
 Reads the training data at the commits pinned in `training/data.py` (see
 `DATA.md`), runs the overlap check against `../shared/data/routellm/` and drops
@@ -10,6 +11,13 @@ everything it flags (printing what and why), prints the validation numbers
 RouterDC's Mixtral-vs-GPT-4 slices, which never enter the fit), fits on all
 kept items and writes `src/octoroute/routing/learned_weights.json`. The fit is
 deterministic: the same inputs give the same bytes.
+
+The shipped weights come from `--llmrouter` alone with the `shipped` settings.
+`--mmlu-pro`/`--zeroeval` add those licensed sources, and `--settings
+candidate` picks the settings the 2026-12-07 selection over all of them
+preferred; that candidate ranks the evaluation sets worse than the shipped
+model, so it is not shipped (docs/routing-quality.md). Write it elsewhere
+with `--out`.
 """
 
 from __future__ import annotations
@@ -26,11 +34,16 @@ import orjson
 from training import data, overlap
 from training.fit import Settings, export, featurize, fit
 from training.metrics import apgr
-from training.select_model import loso
+from training.select_model import extra_sources, loso
 
 VERSION = "2026-12-07.6"
 # Chosen by `training.select_model` on held-out training data only (DATA.md).
 SETTINGS = Settings(target="mix", alpha=3.0, min_df=3, center_sources=False, length_prior=True, use_terms=False)
+# The best held-out mean with MMLU-Pro and ZeroEval in the data (DATA.md); not shipped.
+CANDIDATE = Settings(
+    target="mix", alpha=3.0, min_df=3, center_sources=False, length_prior=True, use_terms=True, text_weight=4.0
+)
+NAMED_SETTINGS = {"shipped": SETTINGS, "candidate": CANDIDATE}
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "src" / "octoroute" / "routing" / "learned_weights.json"
 
 
@@ -53,18 +66,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--llmrouter", type=Path, required=True, help="git dir of ulab-uiuc/LLMRouter")
     parser.add_argument("--routerdc", type=Path, help="git dir of shuhao02/RouterDC (validation only)")
+    parser.add_argument("--mmlu-pro", type=Path, help="git dir of TIGER-AI-Lab/MMLU-Pro")
+    parser.add_argument("--zeroeval", type=Path, help="git dir of yuchenlin/ZeroEval")
+    parser.add_argument("--settings", choices=sorted(NAMED_SETTINGS), default="shipped")
     parser.add_argument("--reference", type=Path, default=overlap.DEFAULT_REFERENCE)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
+    settings = NAMED_SETTINGS[args.settings]
 
-    examples = checked_examples(data.load_llmrouter(args.llmrouter), args.reference)
+    loaded = extra_sources(data.load_llmrouter(args.llmrouter), args.mmlu_pro, args.zeroeval)
+    examples = checked_examples(loaded, args.reference)
     counts = Counter(e.source for e in examples)
     print(f"training on {len(examples)} items: " + ", ".join(f"{s} {n}" for s, n in sorted(counts.items())))
     feats = featurize([e.text for e in examples])
 
-    print(f"settings: {SETTINGS}")
+    print(f"settings: {settings}")
     print("leave-one-benchmark-out APGR (model / length):")
-    per_source = loso(examples, feats, SETTINGS)
+    per_source = loso(examples, feats, settings)
     for source, (model, length) in per_source.items():
         print(f"  {source:22s} {model:.3f} / {length:.3f}")
     print(
@@ -72,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f" / {np.mean([v[1] for v in per_source.values()]):.3f}"
     )
 
-    fitted = fit(examples, feats, SETTINGS)
+    fitted = fit(examples, feats, settings)
     if args.routerdc:
         held = data.load_routerdc(args.routerdc)
         held_feats = featurize([e.text for e in held])
@@ -87,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f" / {apgr(held_feats.dense[idx, 0].tolist(), weak, strong):.3f}"
             )
 
-    document = export(fitted, fitted.raw_scores(feats), VERSION, SETTINGS.reference_points)
+    document = export(fitted, fitted.raw_scores(feats), VERSION, settings.reference_points)
     payload = orjson.dumps(document, option=orjson.OPT_SORT_KEYS) + b"\n"
     args.out.write_bytes(payload)
     print(f"wrote {args.out} ({len(payload):,} bytes, {len(fitted.terms):,} terms, version {VERSION})")
