@@ -478,8 +478,19 @@ class Gateway:
         for ep in eps:
             self.metrics.slots(ep.id, ep.max_concurrency)
         self._able: dict[Ask, frozenset[str]] = {}
-        # Chat requests check `serves` only when some group leaves chat out (none does by default).
-        self._chat_everywhere = all(Operation.CHAT in g.options.serves for g in topology.groups.values())
+        # Worked out once per config (a reload builds a new Gateway), so a chat request pays a set
+        # lookup: the groups and endpoint ids a client may name for chat (`_check_serves` passes),
+        # and the groups whose fallback chain serves chat throughout, whose attempts need no
+        # `able` filter (escalation groups are chosen among those that serve chat).
+        groups = topology.groups
+        chat_able = able_endpoints(groups.values(), CHAT)
+        named_groups = (g for g, spec in groups.items() if g not in topology.endpoints)  # an id wins, as there
+        self._chat_models = frozenset(
+            [*(g for g in named_groups if any(ep.id in chat_able for ep in groups[g].endpoints)), *chat_able]
+        )
+        self._chat_plain = frozenset(
+            g for g in groups if all(Operation.CHAT in groups[c].options.serves for c in topology.fallback_chain(g))
+        )
 
     # -- reloading ---------------------------------------------------------
 
@@ -620,8 +631,8 @@ class Gateway:
         if call.ask.op is not Operation.CHAT:
             return self.decide_operation(call)
         model = self.resolve_model(call.model)
-        if model != AUTO and not self._chat_everywhere:
-            self._check_serves(model, call.ask)
+        if model != AUTO and model not in self._chat_models:
+            self._check_serves(model, call.ask)  # raises the 400 that says why
         if model in self.topology.groups:
             return RoutingDecision(model, Strategy.DIRECT, RouteReason.EXPLICIT_GROUP, f"client asked for {model}")
         if model in self.topology.endpoints:
@@ -1026,7 +1037,7 @@ class Gateway:
         needs = selection_needs(call.body) if chat else NO_NEEDS
         gate = self._context_gate(call, decision)
         seat = self.slots.seat(decision.group, call.body, call.anthropic_body, call.session, affine=chat)
-        able = None if chat and self._chat_everywhere else self.able(call.ask)
+        able = None if chat and decision.group in self._chat_plain else self.able(call.ask)
         plan = self._plan(decision, needs, gate, seat.claim, able)
         group = decision.group
         try:

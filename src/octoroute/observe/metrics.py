@@ -504,6 +504,8 @@ class PrometheusRecorder(Recorder):
         )
         self._c_usage_tokens = _Children(self._usage_tokens)
         self._c_usage_requests = _Children(self._usage_requests)
+        # (client, group, endpoint, reported) -> its requests, input and output children: one lookup per request
+        self._usage_children: dict[tuple[str, str, str, bool], tuple[Any, Any, Any]] = {}
         self._c_clients.ensure(NO_KEY, AuthOutcome.UNAUTHENTICATED.value)
         for name in client_keys:
             for auth_outcome in (AuthOutcome.ACCEPTED, AuthOutcome.FORBIDDEN, AuthOutcome.BUDGET):
@@ -712,10 +714,19 @@ class PrometheusRecorder(Recorder):
         self._c_fail_open[group,].inc()
 
     def usage(self, client: str, group: str, endpoint: str, tokens_in: int, tokens_out: int, reported: bool) -> None:
-        self._c_usage_requests[client, group, endpoint, "reported" if reported else "missing"].inc()
-        # both directions exist once a key has been served, so rate() sees the first tokens
-        self._c_usage_tokens[client, group, endpoint, "input"].inc(tokens_in)
-        self._c_usage_tokens[client, group, endpoint, "output"].inc(tokens_out)
+        key = (client, group, endpoint, reported)
+        children = self._usage_children.get(key)
+        if children is None:  # once per key: both directions exist from the first request, so rate() sees them
+            children = self._usage_children[key] = (
+                self._c_usage_requests[client, group, endpoint, "reported" if reported else "missing"],
+                self._c_usage_tokens[client, group, endpoint, "input"],
+                self._c_usage_tokens[client, group, endpoint, "output"],
+            )
+        children[0].inc()
+        if tokens_in:  # adding 0 changes nothing
+            children[1].inc(tokens_in)
+        if tokens_out:
+            children[2].inc(tokens_out)
 
     def _source(self) -> CollectorRegistry:
         if self.multiprocess_dir is None:
