@@ -247,12 +247,15 @@ def decode_chat(
     problem = check_chat_body(body)
     if problem is not None:
         raise InvalidRequest(problem[1], param=problem[0])
-    importance = _hint(body.pop("importance", None), Importance, "importance") or _hint(
-        headers.get("X-Octoroute-Importance"), Importance, "X-Octoroute-Importance"
-    )
-    task_type = _hint(body.pop("task_type", None), TaskType, "task_type") or _hint(
-        headers.get("X-Octoroute-Task-Type"), TaskType, "X-Octoroute-Task-Type"
-    )
+    # the body's hint, else the header's; most requests give neither, and pay no call for them
+    importance = given = body.pop("importance", None)
+    header = headers.get("X-Octoroute-Importance")
+    if given is not None or header is not None:
+        importance = _hint(given, Importance, "importance") or _hint(header, Importance, "X-Octoroute-Importance")
+    task_type = given = body.pop("task_type", None)
+    header = headers.get("X-Octoroute-Task-Type")
+    if given is not None or header is not None:
+        task_type = _hint(given, TaskType, "task_type") or _hint(header, TaskType, "X-Octoroute-Task-Type")
     return ChatCall(
         body=body,
         model=str(body.get("model") or AUTO),
@@ -463,6 +466,7 @@ class Gateway:
             name: OutputFilter(g.options.strip_think, g.options.drop_reasoning, g.options.stop_markers)
             for name, g in topology.groups.items()
         }
+        self._filtering = frozenset(name for name, f in self.filters.items() if f.active)
         self._model_ids = (AUTO, *topology.groups, *(e for e in topology.endpoints if e not in topology.groups))
         eps = topology.endpoints.values()
         board = SlotBoard({ep.id: ep.max_concurrency for ep in eps}, {ep.id: ep.weight for ep in eps})
@@ -571,6 +575,8 @@ class Gateway:
     def post_process(self, group: str, call: ChatCall) -> PostProcess | None:
         """The serving group's filters and, when the request declared tools and the
         group allows it, tool-call repair; None when the answer passes untouched."""
+        if group not in self._filtering and "tools" not in call.body:  # the common case: nothing to do
+            return None
         options = self.topology.groups[group].options
         declared = declared_tools(call.body) if options.tool_repair else frozenset()
         return PostProcess.build(self.filters.get(group), declared, call_id_factory(call.request_id))

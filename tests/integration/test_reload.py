@@ -197,6 +197,28 @@ def test_which_groups_serve_chat_follows_a_reload(
     assert spare.count == 2
 
 
+def test_a_group_filter_turned_on_and_off_by_a_reload_applies_from_the_next_request(
+    gateway: Callable[..., RunningGateway],
+    upstreams: Callable[[str], SimulatedUpstream],
+    loop_thread: LoopThread,
+    sdk_clients: SdkClients,
+) -> None:
+    """Which groups filter answers is worked out once per config, like the rest."""
+    up = upstreams("thinky")
+    up.behaviour.reply_text = "<think>pondering</think>The answer is 4."
+    gw = gateway(one_group(endpoint("a", up.base_url)))
+    client = sdk_clients.openai(gw)
+
+    def answer() -> str | None:
+        return client.chat.completions.create(model="fast", messages=HELLO).choices[0].message.content
+
+    assert answer() == "<think>pondering</think>The answer is 4."
+    reload(loop_thread, gw, one_group(endpoint("a", up.base_url), groups={"fast": {"strip_think": True}}))
+    assert answer() == "The answer is 4."
+    reload(loop_thread, gw, one_group(endpoint("a", up.base_url)))
+    assert answer() == "<think>pondering</think>The answer is 4."
+
+
 def test_a_config_whose_topology_fails_is_refused_and_the_old_one_keeps_serving(
     gateway: Callable[..., RunningGateway],
     upstreams: Callable[[str], SimulatedUpstream],

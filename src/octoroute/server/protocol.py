@@ -162,7 +162,10 @@ class GatewayRequestHandler(web_protocol.RequestHandler):
         super().data_received(data)
         if self._request_count > before:  # a head was parsed (or rejected): its clock stops
             self._stop_head_timer()
-            if not any(isinstance(m, web_protocol._ErrInfo) for m, _ in self._messages):
+            for message, _ in self._messages:  # a loop, not any(genexpr): this runs once per request
+                if isinstance(message, web_protocol._ErrInfo):
+                    break
+            else:
                 self._head = b""
 
     def connection_lost(self, exc: BaseException | None) -> None:
