@@ -247,12 +247,15 @@ def decode_chat(
     problem = check_chat_body(body)
     if problem is not None:
         raise InvalidRequest(problem[1], param=problem[0])
-    importance = _hint(body.pop("importance", None), Importance, "importance") or _hint(
-        headers.get("X-Octoroute-Importance"), Importance, "X-Octoroute-Importance"
-    )
-    task_type = _hint(body.pop("task_type", None), TaskType, "task_type") or _hint(
-        headers.get("X-Octoroute-Task-Type"), TaskType, "X-Octoroute-Task-Type"
-    )
+    # the body's hint, else the header's; most requests give neither, and pay no call for them
+    importance = given = body.pop("importance", None)
+    header = headers.get("X-Octoroute-Importance")
+    if given is not None or header is not None:
+        importance = _hint(given, Importance, "importance") or _hint(header, Importance, "X-Octoroute-Importance")
+    task_type = given = body.pop("task_type", None)
+    header = headers.get("X-Octoroute-Task-Type")
+    if given is not None or header is not None:
+        task_type = _hint(given, TaskType, "task_type") or _hint(header, TaskType, "X-Octoroute-Task-Type")
     return ChatCall(
         body=body,
         model=str(body.get("model") or AUTO),
@@ -463,6 +466,7 @@ class Gateway:
             name: OutputFilter(g.options.strip_think, g.options.drop_reasoning, g.options.stop_markers)
             for name, g in topology.groups.items()
         }
+        self._filtering = frozenset(name for name, f in self.filters.items() if f.active)
         self._model_ids = (AUTO, *topology.groups, *(e for e in topology.endpoints if e not in topology.groups))
         eps = topology.endpoints.values()
         board = SlotBoard({ep.id: ep.max_concurrency for ep in eps}, {ep.id: ep.weight for ep in eps})
@@ -478,8 +482,19 @@ class Gateway:
         for ep in eps:
             self.metrics.slots(ep.id, ep.max_concurrency)
         self._able: dict[Ask, frozenset[str]] = {}
-        # Chat requests check `serves` only when some group leaves chat out (none does by default).
-        self._chat_everywhere = all(Operation.CHAT in g.options.serves for g in topology.groups.values())
+        # Worked out once per config (a reload builds a new Gateway), so a chat request pays a set
+        # lookup: the groups and endpoint ids a client may name for chat (`_check_serves` passes),
+        # and the groups whose fallback chain serves chat throughout, whose attempts need no
+        # `able` filter (escalation groups are chosen among those that serve chat).
+        groups = topology.groups
+        chat_able = able_endpoints(groups.values(), CHAT)
+        named_groups = (g for g, spec in groups.items() if g not in topology.endpoints)  # an id wins, as there
+        self._chat_models = frozenset(
+            [*(g for g in named_groups if any(ep.id in chat_able for ep in groups[g].endpoints)), *chat_able]
+        )
+        self._chat_plain = frozenset(
+            g for g in groups if all(Operation.CHAT in groups[c].options.serves for c in topology.fallback_chain(g))
+        )
 
     # -- reloading ---------------------------------------------------------
 
@@ -560,6 +575,8 @@ class Gateway:
     def post_process(self, group: str, call: ChatCall) -> PostProcess | None:
         """The serving group's filters and, when the request declared tools and the
         group allows it, tool-call repair; None when the answer passes untouched."""
+        if group not in self._filtering and "tools" not in call.body:  # the common case: nothing to do
+            return None
         options = self.topology.groups[group].options
         declared = declared_tools(call.body) if options.tool_repair else frozenset()
         return PostProcess.build(self.filters.get(group), declared, call_id_factory(call.request_id))
@@ -620,8 +637,8 @@ class Gateway:
         if call.ask.op is not Operation.CHAT:
             return self.decide_operation(call)
         model = self.resolve_model(call.model)
-        if model != AUTO and not self._chat_everywhere:
-            self._check_serves(model, call.ask)
+        if model != AUTO and model not in self._chat_models:
+            self._check_serves(model, call.ask)  # raises the 400 that says why
         if model in self.topology.groups:
             return RoutingDecision(model, Strategy.DIRECT, RouteReason.EXPLICIT_GROUP, f"client asked for {model}")
         if model in self.topology.endpoints:
@@ -1026,7 +1043,7 @@ class Gateway:
         needs = selection_needs(call.body) if chat else NO_NEEDS
         gate = self._context_gate(call, decision)
         seat = self.slots.seat(decision.group, call.body, call.anthropic_body, call.session, affine=chat)
-        able = None if chat and self._chat_everywhere else self.able(call.ask)
+        able = None if chat and decision.group in self._chat_plain else self.able(call.ask)
         plan = self._plan(decision, needs, gate, seat.claim, able)
         group = decision.group
         try:

@@ -11,6 +11,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+import openai
 import orjson
 import pytest
 import urllib3
@@ -155,6 +156,67 @@ def test_unchanged_endpoints_keep_their_health_and_changed_ones_start_fresh(
     raw = client.chat.completions.with_raw_response.create(model="fast", messages=HELLO)
     assert raw.headers["X-Octoroute-Endpoint"] == "good"
     assert (broken.count, other.count) == (1, 1)
+
+
+def test_which_groups_serve_chat_follows_a_reload(
+    gateway: Callable[..., RunningGateway],
+    upstreams: Callable[[str], SimulatedUpstream],
+    loop_thread: LoopThread,
+    sdk_clients: SdkClients,
+) -> None:
+    """What chat may name and where its fallback may go is worked out once per config:
+    a reload that lets a group serve chat opens it to chat requests and to fallbacks."""
+    broken, spare = upstreams("broken"), upstreams("spare")
+    broken.behaviour.mode = Mode.ERROR_500
+
+    def fleet(spare_serves: list[str]) -> dict[str, Any]:
+        return {
+            "models": {"fast": [endpoint("a", broken.base_url)], "spare": [endpoint("s", spare.base_url)]},
+            "groups": {"spare": {"serves": spare_serves}},
+            "fallback": {"fast": "spare"},
+            "routing": {"strategy": "rule"},
+            "health": {"active": False, "discover": False, "failure_threshold": 1},
+            "retry": {"max_attempts": 3, "backoff_base_ms": 0},
+        }
+
+    gw = gateway(fleet(["embeddings"]))
+    client = sdk_clients.openai(gw)
+    for model in ("spare", "s"):  # the group and its endpoint
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.create(model=model, messages=HELLO)
+        assert "serves chat" in refused.value.message
+    with pytest.raises(openai.APIStatusError):  # 'a' fails; the fallback does not serve chat
+        client.chat.completions.create(model="fast", messages=HELLO)
+    assert (broken.count, spare.count) == (1, 0)
+
+    reload(loop_thread, gw, fleet(["chat", "embeddings"]))
+    raw = client.chat.completions.with_raw_response.create(model="spare", messages=HELLO)
+    assert raw.headers["X-Octoroute-Endpoint"] == "s"
+    raw = client.chat.completions.with_raw_response.create(model="fast", messages=HELLO)
+    assert (raw.headers["X-Octoroute-Tier"], raw.headers["X-Octoroute-Endpoint"]) == ("spare", "s")
+    assert spare.count == 2
+
+
+def test_a_group_filter_turned_on_and_off_by_a_reload_applies_from_the_next_request(
+    gateway: Callable[..., RunningGateway],
+    upstreams: Callable[[str], SimulatedUpstream],
+    loop_thread: LoopThread,
+    sdk_clients: SdkClients,
+) -> None:
+    """Which groups filter answers is worked out once per config, like the rest."""
+    up = upstreams("thinky")
+    up.behaviour.reply_text = "<think>pondering</think>The answer is 4."
+    gw = gateway(one_group(endpoint("a", up.base_url)))
+    client = sdk_clients.openai(gw)
+
+    def answer() -> str | None:
+        return client.chat.completions.create(model="fast", messages=HELLO).choices[0].message.content
+
+    assert answer() == "<think>pondering</think>The answer is 4."
+    reload(loop_thread, gw, one_group(endpoint("a", up.base_url), groups={"fast": {"strip_think": True}}))
+    assert answer() == "The answer is 4."
+    reload(loop_thread, gw, one_group(endpoint("a", up.base_url)))
+    assert answer() == "<think>pondering</think>The answer is 4."
 
 
 def test_a_config_whose_topology_fails_is_refused_and_the_old_one_keeps_serving(

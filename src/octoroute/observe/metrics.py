@@ -20,6 +20,7 @@ is the most recent verdict of any live worker.
 from __future__ import annotations
 
 import enum
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any, Literal
@@ -84,6 +85,54 @@ class _Children(dict[tuple[str, ...], Any]):
     def ensure(self, *values: str) -> Any:
         """The child for `values`, made now if it does not exist yet (its series shows at 0)."""
         return self[values]
+
+
+class _Counts(dict[tuple[str, ...], Any]):
+    """The values of a counter's children, by label values, for the request path:
+    `counts[("a", "b")].inc(1)`. prometheus_client's `Counter.inc` checks on every call
+    that the metric is a labelled child and the amount is not negative; both hold here
+    by construction (children come from `labels()`, callers add counts and token
+    numbers), so the request path adds to the child's value, as `inc` then does.
+    Counter children are never removed, so a value stays the child's."""
+
+    def __init__(self, children: _Children) -> None:
+        super().__init__()
+        self._children = children
+
+    def __missing__(self, values: tuple[str, ...]) -> Any:
+        value = self[values] = self._children[values]._value
+        return value
+
+
+class _Buckets:
+    """What `Histogram.observe` does for one child, past its per-call check that the
+    metric is a labelled child: add to the sum and to the first bucket whose bound holds
+    the amount (found by bisection; prometheus_client walks the bounds in order)."""
+
+    __slots__ = ("_bounds", "_buckets", "_sum")
+
+    def __init__(self, child: Any) -> None:
+        self._sum = child._sum
+        self._bounds = tuple(child._upper_bounds)
+        self._buckets = child._buckets
+
+    def observe(self, amount: float) -> None:
+        self._sum.inc(amount)
+        i = bisect_left(self._bounds, amount)
+        if i < len(self._bounds) and amount <= self._bounds[i]:  # NaN falls in no bucket, as there
+            self._buckets[i].inc(1)
+
+
+class _Histograms(dict[tuple[str, ...], _Buckets]):
+    """`_Buckets` of a histogram's children, by label values (children are never removed)."""
+
+    def __init__(self, children: _Children) -> None:
+        super().__init__()
+        self._children = children
+
+    def __missing__(self, values: tuple[str, ...]) -> _Buckets:
+        buckets = self[values] = _Buckets(self._children[values])
+        return buckets
 
 
 class Recorder:
@@ -504,6 +553,8 @@ class PrometheusRecorder(Recorder):
         )
         self._c_usage_tokens = _Children(self._usage_tokens)
         self._c_usage_requests = _Children(self._usage_requests)
+        # (client, group, endpoint, reported) -> its requests, input and output children: one lookup per request
+        self._usage_children: dict[tuple[str, str, str, bool], tuple[Any, Any, Any]] = {}
         self._c_clients.ensure(NO_KEY, AuthOutcome.UNAUTHENTICATED.value)
         for name in client_keys:
             for auth_outcome in (AuthOutcome.ACCEPTED, AuthOutcome.FORBIDDEN, AuthOutcome.BUDGET):
@@ -527,6 +578,17 @@ class PrometheusRecorder(Recorder):
         self._c_fallbacks = _Children(self._fallbacks)
         self._c_mid_stream = _Children(self._mid_stream)
         self._c_degradations = _Children(self._degradations)
+        # the request path's counters and histograms, past prometheus_client's per-call checks
+        self._active_value = self._active._value
+        self._v_http = _Counts(self._c_http)
+        self._v_requests = _Counts(self._c_requests)
+        self._v_invocations = _Counts(self._c_invocations)
+        self._v_attempts = _Counts(self._c_attempts)
+        self._v_tokens = _Counts(self._c_tokens)
+        self._v_affinity = _Counts(self._c_affinity)
+        self._h_http_duration = _Histograms(self._c_http_duration)
+        self._h_routing = _Histograms(self._c_routing)
+        self._h_upstream_duration = _Histograms(self._c_upstream_duration)
         self._reloads = Counter(
             "octoroute_config_reloads",
             "Config reloads (SIGHUP or --watch) by result: ok (applied, or unchanged) or refused "
@@ -598,28 +660,28 @@ class PrometheusRecorder(Recorder):
         self._generation.set(generation)
 
     def http_started(self) -> None:
-        self._active.inc()
+        self._active_value.inc(1)
 
     def http_finished(self, route: str, method: str, status: int, seconds: float) -> None:
-        self._active.dec()
-        self._c_http[route, method, str(status)].inc()
-        self._c_http_duration[route,].observe(seconds)
+        self._active_value.inc(-1)
+        self._v_http[route, method, str(status)].inc(1)
+        self._h_http_duration[route,].observe(seconds)
 
     def routed(self, tier: str, strategy: Strategy, routing_ms: float) -> None:
-        self._c_requests[tier, strategy.value].inc()
-        self._c_routing[strategy.value,].observe(routing_ms * self._routing_scale)
+        self._v_requests[tier, strategy.value].inc(1)
+        self._h_routing[strategy.value,].observe(routing_ms * self._routing_scale)
 
     def attempt_started(self, tier: str) -> None:
-        self._c_invocations[tier,].inc()
+        self._v_invocations[tier,].inc(1)
 
     def attempt_finished(self, endpoint: str, error: ErrorType | None, seconds: float | None) -> None:
         if error is None:
-            self._c_attempts[endpoint, OK].inc()
+            self._v_attempts[endpoint, OK].inc(1)
         else:
             self._c_attempts[endpoint, error.value].inc()
             self._c_errors[endpoint, error.value].inc()
         if seconds is not None:
-            self._c_upstream_duration[endpoint,].observe(seconds)
+            self._h_upstream_duration[endpoint,].observe(seconds)
 
     def stream_finished(self, endpoint: str, seconds: float) -> None:
         self._c_upstream_duration[endpoint,].observe(seconds)
@@ -629,9 +691,9 @@ class PrometheusRecorder(Recorder):
 
     def tokens(self, endpoint: str, input_tokens: int, output_tokens: int) -> None:
         if input_tokens > 0:
-            self._c_tokens[endpoint, "input"].inc(input_tokens)
+            self._v_tokens[endpoint, "input"].inc(input_tokens)
         if output_tokens > 0:
-            self._c_tokens[endpoint, "output"].inc(output_tokens)
+            self._v_tokens[endpoint, "output"].inc(output_tokens)
 
     def health(self, endpoint: str, healthy: bool) -> None:
         self._c_healthy[endpoint,].set(1 if healthy else 0)
@@ -690,7 +752,7 @@ class PrometheusRecorder(Recorder):
         self._c_queue[group, outcome.value].observe(seconds)
 
     def affinity(self, group: str, result: str) -> None:
-        self._c_affinity[group, result].inc()
+        self._v_affinity[group, result].inc(1)
 
     def context_event(self, group: str, event: ContextEvent) -> None:
         self._c_context[group, event.value].inc()
@@ -712,10 +774,19 @@ class PrometheusRecorder(Recorder):
         self._c_fail_open[group,].inc()
 
     def usage(self, client: str, group: str, endpoint: str, tokens_in: int, tokens_out: int, reported: bool) -> None:
-        self._c_usage_requests[client, group, endpoint, "reported" if reported else "missing"].inc()
-        # both directions exist once a key has been served, so rate() sees the first tokens
-        self._c_usage_tokens[client, group, endpoint, "input"].inc(tokens_in)
-        self._c_usage_tokens[client, group, endpoint, "output"].inc(tokens_out)
+        key = (client, group, endpoint, reported)
+        children = self._usage_children.get(key)
+        if children is None:  # once per key: both directions exist from the first request, so rate() sees them
+            children = self._usage_children[key] = (
+                self._c_usage_requests[client, group, endpoint, "reported" if reported else "missing"]._value,
+                self._c_usage_tokens[client, group, endpoint, "input"]._value,
+                self._c_usage_tokens[client, group, endpoint, "output"]._value,
+            )
+        children[0].inc(1)
+        if tokens_in:  # adding 0 changes nothing
+            children[1].inc(tokens_in)
+        if tokens_out:
+            children[2].inc(tokens_out)
 
     def _source(self) -> CollectorRegistry:
         if self.multiprocess_dir is None:

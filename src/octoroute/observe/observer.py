@@ -323,7 +323,7 @@ class Observer:
 
     def finish(self, trace: RequestTrace) -> None:
         """Once per request, after the last byte of the response."""
-        if trace.group is not None and trace.endpoint is not None:  # an endpoint served it
+        if self.usage.counting and trace.group is not None and trace.endpoint is not None:  # an endpoint served it
             self.usage.record(trace.client, trace.group, trace.endpoint, trace.input_tokens, trace.output_tokens)
         if trace.tier is not None and self.decisions is not None:
             self.decisions.add(trace.row())

@@ -224,6 +224,8 @@ class UsageLedger:
         self._metrics = metrics
         self._clock = clock
         self._store: StateStore | None = None
+        # False: `record` would do nothing (metrics off, no store), so the observer skips it
+        self.counting = metrics.enabled
         self._pending: set[asyncio.Task[None]] = set()
         self._seen: set[UsageKey] = set()
         self._clients: frozenset[str] = frozenset()
@@ -236,6 +238,7 @@ class UsageLedger:
         for the key names `clients` (and 'anonymous') besides those served here."""
         self._store = store
         self._clients = frozenset((*clients, ANONYMOUS))
+        self.counting = True
 
     @property
     def sharing(self) -> bool:

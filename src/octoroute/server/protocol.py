@@ -117,15 +117,21 @@ def refuse_expectations(
     answered 417 in its route's shape and the connection closed. `100-continue` (and
     HTTP/1.0, whose expectations are ignored) still goes to aiohttp's expect handler."""
 
-    async def handle(request: BaseRequest) -> web.StreamResponse:
+    # Not a coroutine itself: a request without a bad Expect gets `handler`'s own awaitable,
+    # so the check adds no coroutine frame per request.
+    def handle(request: BaseRequest) -> Awaitable[web.StreamResponse]:
         expect = request.headers.get(hdrs.EXPECT)
         if expect and request.version >= HttpVersion11 and expect.lower() != "100-continue":
-            text = "unsupported Expect header: only 100-continue is supported"  # the value is not echoed
-            log.info("rejected a request from %s: %s (417)", request.remote, text)
-            return render_reject(417, text, "expectation_failed", request.path)
-        return await handler(request)
+            return _refuse_expectation(request)
+        return handler(request)
 
     return handle
+
+
+async def _refuse_expectation(request: BaseRequest) -> web.StreamResponse:
+    text = "unsupported Expect header: only 100-continue is supported"  # the value is not echoed
+    log.info("rejected a request from %s: %s (417)", request.remote, text)
+    return render_reject(417, text, "expectation_failed", request.path)
 
 
 class GatewayRequestHandler(web_protocol.RequestHandler):
@@ -156,7 +162,10 @@ class GatewayRequestHandler(web_protocol.RequestHandler):
         super().data_received(data)
         if self._request_count > before:  # a head was parsed (or rejected): its clock stops
             self._stop_head_timer()
-            if not any(isinstance(m, web_protocol._ErrInfo) for m, _ in self._messages):
+            for message, _ in self._messages:  # a loop, not any(genexpr): this runs once per request
+                if isinstance(message, web_protocol._ErrInfo):
+                    break
+            else:
                 self._head = b""
 
     def connection_lost(self, exc: BaseException | None) -> None:

@@ -301,7 +301,8 @@ class UpstreamPool:
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + ep.timeouts.total
-        head = target.head_for(where) + b"Accept: application/json\r\n" + _headers_bytes(extra_headers)
+        head = target.chat_head if where is None else target.head_for(where)
+        head += b"Accept: application/json\r\n" + _headers_bytes(extra_headers)
         conn = await self._exchange(ep, head, body, min(deadline, started + ep.timeouts.first_byte))
         try:
             conn.set_deadline(deadline, "total")
@@ -348,7 +349,8 @@ class UpstreamPool:
         target = self._targets[ep.id]
         loop = asyncio.get_running_loop()
         started = loop.time()
-        head = target.head_for(where) + b"Accept: text/event-stream\r\n" + _headers_bytes(extra_headers)
+        head = target.chat_head if where is None else target.head_for(where)
+        head += b"Accept: text/event-stream\r\n" + _headers_bytes(extra_headers)
         conn = await self._exchange(ep, head, body, started + min(ep.timeouts.first_byte, ep.timeouts.total))
         framer = EventFramer(self.limits.max_event_bytes)
         whole = "text/event-stream" not in conn.headers.get("content-type", "")
