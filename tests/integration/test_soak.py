@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 
 import pytest
 import urllib3
-from tests.support import eventually
+from tests.support import eventually, free_port
 
 from octoroute.demo.faults import FaultFleet, config_toml, measure, plan_mix, run_mix
 
@@ -22,12 +21,6 @@ WARM_UP = 200
 MORE = 600
 RSS_GROWTH_KIB = 32 * 1024  # generous for allocator noise; 56 KB kept per request would break it
 FD_GROWTH = 64  # pooled connections come and go (55-87 seen at concurrency 32); a leak per request is hundreds
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
