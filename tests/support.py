@@ -8,8 +8,13 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -76,17 +81,13 @@ def make_features(
 
 
 # A code question with an image, as the router models are shown it (judge and tool tests).
-ROUTER_FEATURES = Features(
-    token_estimate=321,
+ROUTER_FEATURES = replace(
+    make_features(321, TaskType.CODE, Importance.HIGH),
     message_count=3,
     user_turns=2,
     code_fences=1,
     code_lines=4,
-    has_tools=False,
     has_images=True,
-    importance=Importance.HIGH,
-    task_type=TaskType.CODE,
-    task_type_explicit=False,
 )
 
 
@@ -204,3 +205,34 @@ def run_in_own_session(
             exc.output, exc.stderr = out, err
         raise
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@contextmanager
+def octoroute_serve(config: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """`octoroute serve --config CONFIG --workers 1` in a session of its own, output discarded;
+    yields once it answers /health on `port` (the config's), and SIGTERMs its group after.
+
+        with octoroute_serve(path, port) as proc: ...
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "octoroute", "serve", "--config", str(config), "--workers", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+    def listening() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/health", timeout=2) as answer:
+                return bool(answer.status == 200)
+        except OSError:
+            return False
+
+    try:
+        eventually(lambda: listening() or proc.poll() is not None, timeout=30, what="the gateway to listen")
+        assert proc.poll() is None, "octoroute serve exited"
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # it may have exited by itself
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
