@@ -10,15 +10,16 @@ from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 import anthropic
 import openai
 import pytest
 from aiohttp import web
 from hypothesis import settings
-from tests.local_servers import Kind, LocalServer, Model
+from tests.local_servers import LocalServer
 from tests.redis_server import RedisServer
+from tests.support import serve_on_loopback
 
 from octoroute.config import build_topology, parse_config
 from octoroute.demo.simulated import SimulatedUpstream
@@ -34,6 +35,18 @@ if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
     settings.load_profile("ci")
 
 T = TypeVar("T")
+P = ParamSpec("P")
+
+
+class Server(Protocol):
+    """A fixture server started and stopped on the test loop."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=Server)
 
 
 class LoopThread:
@@ -48,6 +61,33 @@ class LoopThread:
     def run(self, coro: Awaitable[T], timeout: float = 60) -> T:
         future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
         return future.result(timeout)
+
+    def serving(
+        self, make: Callable[P, S], before_stop: Callable[[S], object] | None = None
+    ) -> Iterator[Callable[P, S]]:
+        """The body of a factory fixture: each call builds a server with `make` and starts it
+        on this loop; when the test ends, each is stopped (after `before_stop(server)`, run
+        on the loop, e.g. to let go of held answers).
+
+            @pytest.fixture
+            def servers(loop_thread): yield from loop_thread.serving(ContextUpstream)
+        """
+        started: list[S] = []
+
+        def start(*args: P.args, **kwargs: P.kwargs) -> S:
+            server = make(*args, **kwargs)
+            self.run(server.start())
+            started.append(server)
+            return server
+
+        async def stop(server: S) -> None:
+            if before_stop is not None:
+                before_stop(server)
+            await server.stop()
+
+        yield start
+        for server in started:
+            self.run(stop(server))
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -84,50 +124,29 @@ async def start_gateway(
     """`app_options` go to `create_app` (e.g. `span_exporter`)."""
     config = parse_config(config_data, env or {})
     app = create_app(config, build_topology(config, env or {}), **app_options)
-    runner = GatewayRunner(app, handler_cancellation=True, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    runner, port = await serve_on_loopback(app, runner_type=GatewayRunner, handler_cancellation=True)
     return RunningGateway(f"http://127.0.0.1:{port}", port, app, runner)
 
 
 @pytest.fixture
 def upstreams(loop_thread: LoopThread) -> Iterator[Callable[[str], SimulatedUpstream]]:
     """Factory: `upstreams("label")` starts a fresh fixture upstream; all stop after the test."""
-    started: list[SimulatedUpstream] = []
 
     def make(label: str) -> SimulatedUpstream:
-        sim = SimulatedUpstream(label=label, record=True)
-        loop_thread.run(sim.start())
-        started.append(sim)
-        return sim
+        return SimulatedUpstream(label=label, record=True)
 
-    yield make
-    for sim in started:
-        loop_thread.run(sim.stop())
+    yield from loop_thread.serving(make)
 
 
 @pytest.fixture
 def slotted(loop_thread: LoopThread) -> Iterator[Callable[..., SlottedUpstream]]:
     """Factory: `slotted("label", slots=1)` starts a llama.cpp-like fixture with slots and a
     prompt cache per slot; held answers are let go and all stop after the test."""
-    started: list[SlottedUpstream] = []
 
     def make(label: str, **options: Any) -> SlottedUpstream:
-        up = SlottedUpstream(label=label, **options)
-        loop_thread.run(up.start())
-        started.append(up)
-        return up
+        return SlottedUpstream(label=label, **options)
 
-    yield make
-    for up in started:
-        loop_thread.run(_call(up.release_all))
-        loop_thread.run(up.stop())
-
-
-async def _call(fn: Callable[[], object]) -> None:
-    fn()
+    yield from loop_thread.serving(make, before_stop=SlottedUpstream.release_all)
 
 
 @pytest.fixture
@@ -191,17 +210,6 @@ def sdk_clients() -> Iterator[SdkClients]:
 @pytest.fixture
 def local_server(loop_thread: LoopThread) -> Iterator[Callable[..., LocalServer]]:
     """Factory: `local_server(Kind.OLLAMA, [Model("qwen2.5:3b", 3.1e9)], tools=False)` starts a
-    server answering like Ollama, llama.cpp or vLLM (tests/local_servers.py); all stop after the test."""
-    started: list[LocalServer] = []
-
-    def make(kind: Kind, models: list[Model], **options: Any) -> LocalServer:
-        server = LocalServer(kind, models, **options)
-        loop_thread.run(server.start())
-        started.append(server)
-        return server
-
-    yield make
-    for server in started:
-        if server.hold_listing is not None:
-            loop_thread.loop.call_soon_threadsafe(server.hold_listing.set)
-        loop_thread.run(server.stop())
+    server answering like Ollama, llama.cpp or vLLM (tests/local_servers.py); all stop after the test
+    (a held listing is let go first)."""
+    yield from loop_thread.serving(LocalServer, before_stop=LocalServer.release_listing)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from tests.support import LoopbackApp
 
 
 class Flavour(enum.StrEnum):
@@ -72,7 +73,7 @@ def overflow_body(flavour: Flavour, prompt: int, window: int, completion: int) -
 
 
 @dataclass
-class ContextUpstream:
+class ContextUpstream(LoopbackApp):
     flavour: Flavour
     window: int
     label: str
@@ -82,33 +83,20 @@ class ContextUpstream:
     trained: int = 131072  # Ollama: model_info context_length
     paths: list[str] = field(default_factory=list)  # every request's "METHOD path", in order
     chat_bodies: list[dict[str, Any]] = field(default_factory=list)
-    _runner: web.AppRunner | None = None
-    port: int = 0
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+    port: int = 0  # 0 the first time: any free port; a restart comes back on the same one
 
     @property
     def chats(self) -> int:
         return len(self.chat_bodies)
 
-    async def start(self) -> None:
+    def make_app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/props", self._props)
         app.router.add_post("/api/show", self._show)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)  # 0 the first time: any free port
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        return app
 
     def _prompt_tokens(self, body: dict[str, Any]) -> int:
         chars = sum(len(m["content"]) for m in body["messages"] if isinstance(m.get("content"), str))

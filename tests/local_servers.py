@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from tests.support import LoopbackApp
 
 
 class Kind(enum.StrEnum):
@@ -49,7 +50,7 @@ def _parameter_size(count: float | None) -> str:
 
 
 @dataclass
-class LocalServer:
+class LocalServer(LoopbackApp):
     kind: Kind
     models: list[Model]
     tools: bool = True
@@ -60,17 +61,13 @@ class LocalServer:
     hold_listing: asyncio.Event | None = None
     requests: list[str] = field(default_factory=list)  # "METHOD path" of every request
     port: int = 0
-    _runner: web.AppRunner | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def release_listing(self) -> None:
+        """Let a held GET /v1/models answer (on the server's loop)."""
+        if self.hold_listing is not None:
+            self.hold_listing.set()
 
-    @property
-    def base_url(self) -> str:
-        return f"{self.url}/v1"
-
-    async def start(self) -> None:
+    def make_app(self) -> web.Application:
         app = web.Application(middlewares=[self._guard])
         app.router.add_get("/v1/models", self._listing)
         app.router.add_post("/v1/chat/completions", self._chat)
@@ -82,15 +79,7 @@ class LocalServer:
             app.router.add_get("/api/tags", self._tags)
             app.router.add_post("/api/show", self._show)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        return app
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:

@@ -10,13 +10,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from tests.support import eventually
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support import eventually, free_port
 
 
 class RedisServer:

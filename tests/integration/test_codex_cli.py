@@ -13,7 +13,6 @@ is killed if it does not finish.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import orjson
 from tests.integration.llama import LlamaFleet
 from tests.scripted import Delta, scripted  # noqa: F401  (fixture)
-from tests.support import fleet_config
+from tests.support import fleet_config, run_in_own_session
 
 ROOT = Path(__file__).resolve().parents[2]
 CODEX = ROOT / ".tools" / "codex" / "node_modules" / ".bin" / "codex"
@@ -90,23 +89,7 @@ def run_codex(
         "NO_PROXY": "127.0.0.1,localhost",
     }
     command = [str(CODEX), "exec", "--skip-git-repo-check", prompt]
-    proc = subprocess.Popen(
-        command,
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=RUN_SECONDS)
-    except BaseException:
-        os.killpg(proc.pid, signal.SIGKILL)  # Codex and anything it started
-        proc.communicate()
-        raise
-    return subprocess.CompletedProcess(command, proc.returncode, out, err)
+    return run_in_own_session(command, RUN_SECONDS, cwd=cwd, env=env)  # killed with all it started on overrun
 
 
 def exec_then_done(body: dict[str, Any]) -> list[Delta]:
@@ -153,7 +136,7 @@ def test_codex_gets_an_answer_from_a_real_llama_server(llama_fleet: LlamaFleet, 
     (The tiny model never ends by itself within a few tokens, and Codex exits 1 on the
     `incomplete` response that a length stop correctly becomes.)"""
     model = "toolcaller"
-    server = llama_fleet.wide(model, 16384)
+    server = llama_fleet.get(model, ctx=16384)
     work, home = tmp_path / "work", tmp_path / "home"
     work.mkdir()
     home.mkdir()

@@ -23,17 +23,7 @@ CHAT = "POST /v1/chat/completions"
 
 @pytest.fixture
 def servers(loop_thread) -> Iterator[Callable[..., ContextUpstream]]:
-    started: list[ContextUpstream] = []
-
-    def make(flavour: Flavour, window: int, label: str, **options: Any) -> ContextUpstream:
-        up = ContextUpstream(flavour, window, label, **options)
-        loop_thread.run(up.start())
-        started.append(up)
-        return up
-
-    yield make
-    for up in started:
-        loop_thread.run(up.stop())
+    yield from loop_thread.serving(ContextUpstream)
 
 
 def ep(up: ContextUpstream, **extra: Any) -> dict[str, Any]:

@@ -27,9 +27,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from tests.integration.test_deploy_proxy import Proxy
-from tests.integration.test_prometheus import PROMETHEUS, PROMTOOL, Prometheus, fetch, free_port, poll, try_fetch
+from tests.integration.test_prometheus import PROMETHEUS, PROMTOOL, Prometheus, fetch, poll, try_fetch
 from tests.scripted import scripted  # noqa: F401  (fixture)
-from tests.support import endpoint, fleet_config
+from tests.support import endpoint, fleet_config, free_port
 
 from octoroute.config import parse_config
 from octoroute.config.models import Config

@@ -21,7 +21,7 @@ import openai
 import pytest
 from tests.integration.installed import DEPLOY
 from tests.integration.raw_upstream import CHUNK, LAST_CHUNK, SSE_HEAD_UNDELIMITED, RawUpstream, Script, sse_event
-from tests.support import fleet_config
+from tests.support import fleet_config, free_port
 
 from octoroute.config.models import LimitsConfig, ServerConfig
 
@@ -39,13 +39,6 @@ server {{
     location / {{ proxy_pass http://127.0.0.1:{upstream}; }}
 }}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def seconds(directive: str) -> float:

@@ -13,7 +13,7 @@ import pytest
 import urllib3
 from aiohttp import web
 from tests.scripted import scripted  # noqa: F401  (fixture)
-from tests.support import endpoint, fleet_config
+from tests.support import LoopbackApp, endpoint, fleet_config
 
 from octoroute.demo.simulated import Mode
 from octoroute.protocols.translate_stream import OpenAIToAnthropicStream
@@ -339,22 +339,17 @@ def test_think_reaches_the_server_and_reasoning_comes_back(client, scripted, gat
     assert "reasoning_effort" not in upstream.requests[-1].body
 
 
-class NativeToolCaller:
+class NativeToolCaller(LoopbackApp):
     """An Anthropic-native server that answers every request with one `tool_use` block
     (whole, or streamed as the Messages API streams it) and records what it was sent."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
-        self.runner: web.AppRunner | None = None
-        self.port = 0
 
-    async def start(self) -> None:
+    def make_app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/messages", self.messages)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
-        self.port = self.runner.addresses[0][1]
+        return app
 
     async def messages(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -385,8 +380,7 @@ def test_tool_calls_from_an_anthropic_native_upstream(client, gateway, loop_thre
     native = NativeToolCaller()
     loop_thread.run(native.start())
     try:
-        base_url = f"http://127.0.0.1:{native.port}/v1"
-        gw = gateway(fleet_config({"deep": [{"name": "claude-x", "base_url": base_url, "kind": "anthropic"}]}))
+        gw = gateway(fleet_config({"deep": [{"name": "claude-x", "base_url": native.base_url, "kind": "anthropic"}]}))
         ask = [{"role": "user", "content": "weather in Paris?"}]
         if stream:
             parts = list(client(gw).chat(model="deep", messages=ask, tools=[WEATHER], stream=True))
@@ -418,7 +412,7 @@ def test_tool_calls_from_an_anthropic_native_upstream(client, gateway, loop_thre
         assert use["input"] == {"city": "Paris"}
         assert result["tool_use_id"] == use["id"]
     finally:
-        loop_thread.run(native.runner.cleanup())
+        loop_thread.run(native.stop())
 
 
 def test_client_keys_apply_to_ollama_names(upstreams, gateway):

@@ -26,7 +26,7 @@ from urllib.parse import urlencode
 import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from tests.support import endpoint, fleet_config
+from tests.support import endpoint, fleet_config, free_port
 
 from octoroute.demo.simulated import Mode
 
@@ -37,12 +37,6 @@ HI = [{"role": "user", "content": "hi there"}]
 CHAT_ROUTE = "/v1/chat/completions"
 ID_PREFIX = 12  # hex chars of a worker's request-id prefix (RequestIds in server/middleware.py)
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def poll(check: Callable[[], T | None], what: str, timeout: float = 20.0) -> T:

@@ -14,7 +14,7 @@ import urllib3
 from aiohttp import web
 from tests.conftest import LoopThread
 from tests.spec_validation import validate
-from tests.support import endpoint, fleet_config
+from tests.support import FakeClock, endpoint, fleet_config, serve_on_loopback
 
 from octoroute.config import build_topology, parse_config
 from octoroute.core.errors import ConfigError
@@ -25,17 +25,6 @@ HTTP = urllib3.PoolManager()
 CHAT: dict[str, Any] = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
 MESSAGE: dict[str, Any] = {"model": "auto", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
 BODIES: dict[str, dict[str, Any]] = {"/v1/chat/completions": CHAT, "/v1/messages": MESSAGE, "/chat": {"prompt": "hi"}}
-
-
-class FakeClock:
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass
@@ -66,10 +55,8 @@ def limited(loop_thread: LoopThread, upstreams: Callable[[str], SimulatedUpstrea
     async def start(config_data: dict[str, Any], env: dict[str, str], clock: FakeClock) -> tuple[str, web.AppRunner]:
         config = parse_config(config_data, env)
         app = create_app(config, build_topology(config, env), clock=clock)
-        runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        return f"http://127.0.0.1:{runner.addresses[0][1]}", runner
+        runner, port = await serve_on_loopback(app, handler_cancellation=True)
+        return f"http://127.0.0.1:{port}", runner
 
     def make(rate_limit: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> Limited:
         upstream = upstreams("fast")

@@ -8,11 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 import urllib3
-from tests.support import eventually
+from tests.support import eventually, free_port, octoroute_serve
 
 from octoroute.demo.faults import config_toml
 
@@ -78,12 +73,6 @@ def peak_rss_kib(pid: int) -> int:
     raise AssertionError("no VmHWM")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def hoses(loop_thread) -> Iterator[tuple[Firehose, Firehose]]:
     close = b"Connection: close\r\n\r\n"
@@ -107,25 +96,8 @@ def serve(hoses, tmp_path) -> Iterator[tuple[str, int]]:
     data = {"models": models, "health": {"active": False, "discover": False}, "retry": {"max_attempts": 1}}
     config = tmp_path / "bounds.toml"
     config.write_text(config_toml(data, port=port))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "octoroute", "serve", "--config", str(config), "--workers", "1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            return urllib3.request("GET", f"{url}/health", timeout=2, retries=False).status == 200
-        except urllib3.exceptions.HTTPError:
-            return proc.poll() is not None
-
-    eventually(ready, timeout=30, what="the gateway to listen")
-    assert proc.poll() is None
-    yield url, proc.pid
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
+    with octoroute_serve(config, port) as proc:
+        yield f"http://127.0.0.1:{port}", proc.pid
 
 
 def chat(url: str, model: str, *, stream: bool) -> urllib3.BaseHTTPResponse:

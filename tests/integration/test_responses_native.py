@@ -14,39 +14,26 @@ import pytest
 import urllib3
 from aiohttp import web
 from tests.conftest import LoopThread
-from tests.support import fleet_config
+from tests.support import LoopbackApp, fleet_config
 from tests.unit.translate.test_translate_golden import parse_sse
 
 CODEX = Path(__file__).resolve().parents[3] / "shared" / "data" / "codex"
 HTTP = urllib3.PoolManager()
 
 
-class ResponsesUpstream:
+class ResponsesUpstream(LoopbackApp):
     """Serves POST /v1/responses: the captured SSE body for streams, its final response otherwise."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.paths: list[str] = []
         self.sse = (CODEX / "responses-plain-1.sse").read_bytes()
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    async def start(self) -> None:
+    def make_app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/responses", self._responses)
         app.router.add_post("/v1/chat/completions", self._chat)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = self._runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        return app
 
     async def _chat(self, request: web.Request) -> web.Response:
         self.paths.append(request.path)
@@ -64,17 +51,7 @@ class ResponsesUpstream:
 
 @pytest.fixture
 def native(loop_thread: LoopThread) -> Iterator[Callable[[], ResponsesUpstream]]:
-    started: list[ResponsesUpstream] = []
-
-    def make() -> ResponsesUpstream:
-        up = ResponsesUpstream()
-        loop_thread.run(up.start())
-        started.append(up)
-        return up
-
-    yield make
-    for up in started:
-        loop_thread.run(up.stop())
+    yield from loop_thread.serving(ResponsesUpstream)
 
 
 def test_responses_pass_through_to_a_responses_endpoint(native, gateway, sdk_clients) -> None:

@@ -46,17 +46,7 @@ def assert_clean(where: str, text: str) -> None:
 
 @pytest.fixture
 def scripted(loop_thread) -> Iterator[Callable[[str], ScriptedUpstream]]:
-    started: list[ScriptedUpstream] = []
-
-    def make(label: str) -> ScriptedUpstream:
-        up = ScriptedUpstream(label)
-        loop_thread.run(up.start())
-        started.append(up)
-        return up
-
-    yield make
-    for up in started:
-        loop_thread.run(up.stop())
+    yield from loop_thread.serving(ScriptedUpstream)
 
 
 def test_planted_secrets_never_leave_through_any_exit(scripted, gateway, sdk_clients, caplog, tmp_path):

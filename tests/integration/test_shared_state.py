@@ -26,8 +26,8 @@ from typing import Any
 import openai
 import orjson
 import pytest
-from tests.redis_server import RedisServer, free_port
-from tests.support import endpoint, eventually, fleet_config
+from tests.redis_server import RedisServer
+from tests.support import endpoint, eventually, fleet_config, free_port
 
 from octoroute.demo.faults import config_toml
 from octoroute.demo.simulated import Mode

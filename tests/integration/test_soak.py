@@ -5,16 +5,10 @@ bench/faults.py --soak runs it longer and prints a table."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
-import urllib3
-from tests.support import eventually
+from tests.support import free_port, octoroute_serve
 
 from octoroute.demo.faults import FaultFleet, config_toml, measure, plan_mix, run_mix
 
@@ -22,12 +16,6 @@ WARM_UP = 200
 MORE = 600
 RSS_GROWTH_KIB = 32 * 1024  # generous for allocator noise; 56 KB kept per request would break it
 FD_GROWTH = 64  # pooled connections come and go (55-87 seen at concurrency 32); a leak per request is hundreds
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -38,34 +26,16 @@ def fleet(upstreams, loop_thread) -> Iterator[FaultFleet]:
     loop_thread.run(running.__aexit__(None, None, None))
 
 
-def ready(url: str) -> bool:
-    try:
-        return urllib3.request("GET", f"{url}/health", timeout=2, retries=False).status == 200
-    except urllib3.exceptions.HTTPError:
-        return False
-
-
 def test_rss_and_open_fds_stay_flat_under_the_fault_mix(fleet, loop_thread, tmp_path):
     port = free_port()
     config = tmp_path / "soak.toml"
     config.write_text(config_toml(fleet.gateway_config(), port=port))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "octoroute", "serve", "--config", str(config), "--workers", "1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        eventually(lambda: ready(url) or proc.poll() is not None, timeout=30, what="the gateway to listen")
-        assert proc.poll() is None, "octoroute serve exited"
+    with octoroute_serve(config, port) as proc:
         warm = loop_thread.run(run_mix(url, plan_mix(WARM_UP, seed=2), concurrency=16), timeout=120)
         before = measure(proc.pid)
         more = loop_thread.run(run_mix(url, plan_mix(MORE, seed=3), concurrency=16), timeout=300)
         after = measure(proc.pid)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
     assert warm.violations == [], "\n".join(warm.violations)
     assert more.violations == [], "\n".join(more.violations)
     assert more.total == MORE

@@ -29,17 +29,10 @@ HTTP = urllib3.PoolManager()
 
 @pytest.fixture
 def raw(loop_thread) -> Iterator[Callable[..., RawUpstream]]:
-    started: list[RawUpstream] = []
-
     def make(*scripts: Script) -> RawUpstream:
-        upstream = RawUpstream(list(scripts))
-        loop_thread.run(upstream.start())
-        started.append(upstream)
-        return upstream
+        return RawUpstream(list(scripts))
 
-    yield make
-    for upstream in started:
-        loop_thread.run(upstream.stop())
+    yield from loop_thread.serving(make)
 
 
 def raw_endpoint(upstream: RawUpstream, name: str, **extra: object) -> dict[str, object]:

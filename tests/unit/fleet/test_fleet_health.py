@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from tests.support import FakeClock
 
 from octoroute.config import Topology, build_topology, parse_config
 from octoroute.fleet.health import EndpointHealth, EndpointStatus, HealthBoard, Transition
 
 S, F = "success", "failure"
 UP, DOWN = Transition.BECAME_HEALTHY, Transition.BECAME_UNHEALTHY
-
-
-class FakeClock:
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def drive(health: EndpointHealth, script: list[str], clock: FakeClock) -> list[tuple[Transition | None, bool]]:

@@ -7,8 +7,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import pytest
+from tests.support import endpoint_spec as ep
 
-from octoroute.config import EndpointSpec, GroupSpec, ResolvedTimeouts, Topology
+from octoroute.config import GroupSpec, Topology
 from octoroute.config.models import RetryConfig
 from octoroute.core.errors import (
     AllEndpointsFailed,
@@ -50,21 +51,6 @@ def garbled(ep_id: str) -> UpstreamError:
 
 class MidStreamError(UpstreamError):
     error_type = ErrorType.MID_STREAM
-
-
-def ep(ep_id: str, group: str, *, priority: int = 1, weight: float = 1.0) -> EndpointSpec:
-    return EndpointSpec(
-        id=ep_id,
-        group=group,
-        name=ep_id,
-        base_url=f"http://{ep_id}:8000/v1",
-        weight=weight,
-        priority=priority,
-        max_tokens=None,
-        temperature=None,
-        api_key=None,
-        timeouts=ResolvedTimeouts(connect=1.0, first_byte=5.0, total=30.0),
-    )
 
 
 # Priorities make the order inside a group deterministic: f1, f2, f3; then b1, b2; then d1.

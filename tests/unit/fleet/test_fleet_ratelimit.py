@@ -6,21 +6,11 @@ import hashlib
 from collections.abc import Mapping
 
 import pytest
+from tests.support import FakeClock
 
 from octoroute.fleet.ratelimit import ClientLimits, LimitReason, RateLimiter, Verdict, client_key
 
 A, B, C, D = "addr:10.0.0.1", "addr:10.0.0.2", "addr:10.0.0.3", "addr:10.0.0.4"
-
-
-class FakeClock:
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def make_limiter(

@@ -7,27 +7,13 @@ from collections import Counter
 from collections.abc import Callable, Collection
 
 import pytest
+from tests.support import endpoint_spec as ep
 
-from octoroute.config import EndpointSpec, ResolvedTimeouts, Topology, build_topology, parse_config
+from octoroute.config import Topology, build_topology, parse_config
 from octoroute.fleet.selector import GroupSelector, build_selectors, order_candidates, pick_endpoint
 
 N = 10_000
 TOLERANCE = 0.02
-
-
-def ep(ep_id: str, *, weight: float = 1.0, priority: int = 1, group: str = "fast") -> EndpointSpec:
-    return EndpointSpec(
-        id=ep_id,
-        group=group,
-        name=ep_id,
-        base_url=f"http://{ep_id}:8000/v1",
-        weight=weight,
-        priority=priority,
-        max_tokens=None,
-        temperature=None,
-        api_key=None,
-        timeouts=ResolvedTimeouts(connect=1.0, first_byte=5.0, total=30.0),
-    )
 
 
 def all_healthy(_: str) -> bool:

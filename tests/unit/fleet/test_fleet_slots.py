@@ -6,29 +6,14 @@ import random
 from collections import Counter
 
 import pytest
+from tests.support import endpoint_spec as ep
 
-from octoroute.config import EndpointSpec, GroupSpec, ResolvedTimeouts
+from octoroute.config import EndpointSpec, GroupSpec
 from octoroute.config.models import RetryConfig
 from octoroute.core.errors import UpstreamConnectError
 from octoroute.fleet.policy import AttemptPlan, Blocked
 from octoroute.fleet.selector import GroupSelector
 from octoroute.fleet.slots import HELD, MAX_PASSED, PREFERRED, Claim, Grant, SlotBoard
-
-
-def ep(ep_id: str, *, weight: float = 1.0, priority: int = 1, slots: int | None = None) -> EndpointSpec:
-    return EndpointSpec(
-        id=ep_id,
-        group="fast",
-        name=ep_id,
-        base_url=f"http://{ep_id}:8000/v1",
-        weight=weight,
-        priority=priority,
-        max_tokens=None,
-        temperature=None,
-        api_key=None,
-        timeouts=ResolvedTimeouts(connect=1.0, first_byte=5.0, total=30.0),
-        max_concurrency=slots,
-    )
 
 
 def board_of(*eps: EndpointSpec) -> SlotBoard:

@@ -17,6 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from tests.support import serve_on_loopback
 
 from octoroute.config.models import TracingConfig
 from octoroute.core.errors import ConfigError
@@ -313,11 +314,7 @@ async def start_collector(posts: list[Post]) -> tuple[web.AppRunner, int]:
 
     app = web.Application()
     app.router.add_post("/v1/traces", traces)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, runner.addresses[0][1]
+    return await serve_on_loopback(app)
 
 
 def test_shutdown_flushes_spans_to_an_otlp_http_collector(caplog: pytest.LogCaptureFixture) -> None:

@@ -3,8 +3,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from tests.support import ROUTER_FEATURES as FEATURES
 
-from octoroute.core.types import Features, Importance, JudgeFailure, TaskType, Tier
+from octoroute.core.types import JudgeFailure, Tier
 from octoroute.routing.judge import (
     JUDGE_MAX_TOKENS,
     build_judge_body,
@@ -12,19 +13,6 @@ from octoroute.routing.judge import (
     parse_judge_reply,
     strip_thinking,
     truncate_prompt,
-)
-
-FEATURES = Features(
-    token_estimate=321,
-    message_count=3,
-    user_turns=2,
-    code_fences=1,
-    code_lines=4,
-    has_tools=False,
-    has_images=True,
-    importance=Importance.HIGH,
-    task_type=TaskType.CODE,
-    task_type_explicit=False,
 )
 
 

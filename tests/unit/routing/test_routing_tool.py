@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.support import ROUTER_FEATURES as FEATURES
 from tests.support import make_features
 
 from octoroute.core.types import Features, Importance, JudgeFailure, RouteReason, Strategy, TaskType, Tier
@@ -22,18 +23,6 @@ from octoroute.routing.tool import (
     tier_from_arguments,
 )
 
-FEATURES = Features(
-    token_estimate=321,
-    message_count=3,
-    user_turns=2,
-    code_fences=1,
-    code_lines=4,
-    has_tools=False,
-    has_images=True,
-    importance=Importance.HIGH,
-    task_type=TaskType.CODE,
-    task_type_explicit=False,
-)
 CODE_SHORT = make_features(300, TaskType.CODE)  # rule 3 -> balanced
 NO_RULE = make_features(50, TaskType.CASUAL_CHAT, Importance.HIGH)  # no rule matches
 
