@@ -205,3 +205,15 @@ def test_embedding_models_of_every_server_kind_get_their_own_group_served_end_to
     assert landed <= EMBEDDERS
     embed_only = (old_ollama, llama_embed, vllm)
     assert not [s.base_url for s in embed_only if "POST /v1/chat/completions" in s.requests]
+
+
+def test_only_embedding_models_is_exit_1_with_them_listed_and_no_file(local_server, tmp_path):
+    ollama = local_server(Kind.OLLAMA, [Model("nomic-embed-text:latest", 137e6, 274_302_450, embedding=True)])
+    path = tmp_path / "octoroute.toml"
+    code, out, err = init(ollama.port, output=path)
+    assert code == 1
+    assert out == ""
+    assert f"found Ollama at {ollama.base_url}: no chat model" in err
+    assert "embedding models (group embed, not in the chat tiers): nomic-embed-text:latest" in err
+    assert "no OpenAI-compatible server with a chat model answered" in err
+    assert not path.exists()
