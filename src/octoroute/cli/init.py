@@ -4,14 +4,21 @@ loopback and write a commented config for them.
 Tiers by size: a model under 4B parameters is `fast`, under 20B `balanced`,
 anything larger `deep`. Without a parameter count (the server reports none and
 the name holds none) the size on disk decides: under 3 GB `fast`, under 12 GB
-`balanced`, else `deep`; with neither the model is `balanced`. Embedding models
-(a name with "embed") are listed in a comment, not configured.
+`balanced`, else `deep`; with neither the model is `balanced`.
+
+Embedding-only models never go into a tier (chat `auto` picks among the tiers,
+and such a model cannot chat): they go into the group `embed`, which serves
+`/v1/embeddings` only. What the server says wins (Ollama's `/api/show`
+capabilities, LM Studio's `type`); without that, the family (`bert`,
+`nomic-bert`, any BERT-like encoder) or the name (`embed`, `minilm`, or a
+`bge`, `e5` or `gte` part) decides; see `embedding_reason`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Final, TextIO
@@ -23,6 +30,11 @@ FAST_BELOW: Final = 4e9  # parameters
 BALANCED_BELOW: Final = 20e9
 FAST_BELOW_BYTES: Final = 3 * 10**9
 BALANCED_BELOW_BYTES: Final = 12 * 10**9
+EMBED_GROUP: Final = "embed"
+# A name part that marks a known embedding series: "bge-m3", "BAAI/bge-large-en-v1.5",
+# "intfloat/multilingual-e5-large", "thenlper/gte-base"; "embed" and "minilm" anywhere
+# ("nomic-embed-text", "text-embedding-3-small", "all-minilm").
+_EMBEDDING_NAME = re.compile(r"embed|minilm|(?:^|[/:_.\-])(?:bge|e5|gte)(?:[/:_.\-]|$)", re.IGNORECASE)
 
 
 def tier_of(model: FoundModel) -> Tier:
@@ -36,8 +48,28 @@ def tier_of(model: FoundModel) -> Tier:
     return Tier.FAST if size < fast else Tier.BALANCED if size < balanced else Tier.DEEP
 
 
+def embedding_reason(model: FoundModel) -> str | None:
+    """Why `model` is taken for an embedding-only model, or None when it is taken for a chat model.
+
+    What the server reports decides when it reports anything: Ollama's capabilities
+    (embedding and no completion), LM Studio's type. Else a BERT-like family (an encoder:
+    it cannot generate), else the name.
+
+        embedding_reason(FoundModel("all-minilm", None, None, None))  # "its name"
+    """
+    if model.capabilities is not None:
+        caps = set(model.capabilities)
+        embeds = "embedding" in caps and "completion" not in caps
+        return f"the server lists its capabilities as {', '.join(model.capabilities)}" if embeds else None
+    if model.model_type is not None:
+        return f"the server lists its type as {model.model_type}" if model.model_type == "embeddings" else None
+    if model.family is not None and "bert" in model.family.lower():
+        return f"its family is {model.family}"
+    return "its name" if _EMBEDDING_NAME.search(model.name) else None
+
+
 def is_embedding(model: FoundModel) -> bool:
-    return "embed" in model.name.lower()
+    return embedding_reason(model) is not None
 
 
 def describe_size(model: FoundModel) -> str:
@@ -70,20 +102,46 @@ def render_config(servers: Sequence[FoundServer]) -> str:
     lines += ["", "[server]", 'host = "127.0.0.1"  # loopback only; see [auth] before binding wider', "port = 3000", ""]
     lines += ["[routing]", 'strategy = "learned"  # scores each prompt offline, no model call', ""]
     by_tier: dict[Tier, list[tuple[FoundServer, FoundModel]]] = {t: [] for t in Tier}
-    skipped: list[tuple[FoundServer, FoundModel]] = []
+    embedders: list[tuple[FoundServer, FoundModel]] = []
     for server in servers:
         for model in server.models:
-            (skipped if is_embedding(model) else by_tier[tier_of(model)]).append((server, model))
+            (embedders if is_embedding(model) else by_tier[tier_of(model)]).append((server, model))
     for tier in Tier:
         for server, model in by_tier[tier]:
             lines.append(f"# {model.name} on {server.kind}: {describe_size(model)}")
-            lines.append(f"[[models.{tier.value}]]")
-            lines.append(f"name = {_toml(model.name)}")
-            lines.append(f"base_url = {_toml(server.base_url)}")
-            lines.append("")
-    for server, model in skipped:
-        lines.append(f"# not configured (an embedding model): {model.name} on {server.kind} at {server.base_url}")
+            lines += _endpoint(tier.value, server, model)
+    if embedders:
+        lines += [
+            f"# Embedding models: the group {EMBED_GROUP} serves /v1/embeddings (and Ollama's /api/embed) only,",
+            "# so chat `auto` never lands on them; `auto` embeddings requests go to it.",
+            f"[groups.{EMBED_GROUP}]",
+            'serves = ["embeddings"]',
+            "",
+        ]
+    for server, model in embedders:
+        lines.append(
+            f"# {model.name} on {server.kind}: {describe_size(model)}; embedding only: {embedding_reason(model)}"
+        )
+        lines += _endpoint(EMBED_GROUP, server, model)
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _endpoint(group: str, server: FoundServer, model: FoundModel) -> list[str]:
+    return [f"[[models.{group}]]", f"name = {_toml(model.name)}", f"base_url = {_toml(server.base_url)}", ""]
+
+
+def summarize(servers: Iterable[FoundServer]) -> list[str]:
+    """What `init` prints about each server it found: its chat models, then its embedding models apart."""
+    lines = []
+    for server in servers:
+        chat = [m for m in server.models if not is_embedding(m)]
+        embed = [m for m in server.models if is_embedding(m)]
+        names = ", ".join(f"{m.name} ({describe_size(m)})" for m in chat) or "no chat model"
+        lines.append(f"found {server.kind} at {server.base_url}: {names}")
+        if embed:
+            shown = "; ".join(f"{m.name} ({describe_size(m)}; {embedding_reason(m)})" for m in embed)
+            lines.append(f"  embedding models (group {EMBED_GROUP}, not in the chat tiers): {shown}")
+    return lines
 
 
 def has_chat_models(servers: Iterable[FoundServer]) -> bool:
@@ -100,9 +158,8 @@ def run_init(
         return 1
     wanted = [*(DEFAULT_PORTS if default_ports else ()), *ports]
     servers = asyncio.run(scan(wanted))
-    for server in servers:
-        names = ", ".join(f"{m.name} ({describe_size(m)})" for m in server.models)
-        print(f"found {server.kind} at {server.base_url}: {names}", file=err)
+    for line in summarize(servers):
+        print(line, file=err)
     if not has_chat_models(servers):
         tried = ", ".join(str(p) for p in dict.fromkeys(wanted))
         print(

@@ -64,8 +64,9 @@ def _parser() -> argparse.ArgumentParser:
         "init",
         help="find LLM servers on this machine's loopback and write a config for them",
         description="Asks 127.0.0.1 on the default ports of Ollama (11434), LM Studio (1234), llama.cpp (8080) "
-        "and vLLM (8000), plus every --port, for their models; assigns tiers by model size and writes a "
-        "commented config. Exit 1 when no server with a chat model answers.",
+        "and vLLM (8000), plus every --port, for their models; assigns chat models tiers by size, puts "
+        "embedding models in a group 'embed' that serves embeddings only, and writes a commented config. "
+        "Exit 1 when no server with a chat model answers.",
     )
     init.add_argument("--port", type=_port, action="append", default=[], help="another port to ask (repeatable)")
     init.add_argument("--no-default-ports", action="store_true", help="ask only the --port ports")

@@ -7,7 +7,9 @@ import pytest
 from octoroute.upstream.checkup import candidate_base_urls, listed_ids, ollama_names
 from octoroute.upstream.scan import (
     FoundModel,
+    capabilities_from_show,
     models_from_listing,
+    models_from_lmstudio,
     models_from_tags,
     parameters_in_name,
     parse_parameter_size,
@@ -78,3 +80,44 @@ def test_llama_cpp_meta_and_vllm_max_model_len():
 )
 def test_base_urls_worth_trying(base_url, candidates):
     assert candidate_base_urls(base_url) == candidates
+
+
+def test_ollama_tags_give_the_family():
+    tags = {"models": [{"name": "nomic-embed-text:latest", "size": 274302450, "details": {"family": "nomic-bert"}}]}
+    assert models_from_tags(tags) == (
+        FoundModel("nomic-embed-text:latest", None, 274302450, None, family="nomic-bert"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("show", "caps"),
+    [
+        ({"capabilities": ["embedding"]}, ("embedding",)),
+        ({"capabilities": ["completion", "tools", 3]}, ("completion", "tools")),
+        ({"capabilities": []}, None),  # nothing said: the family and the name decide
+        ({"details": {"family": "llama"}}, None),  # an Ollama older than capabilities
+        ({"capabilities": "embedding"}, None),
+        (None, None),
+    ],
+)
+def test_ollama_show_capabilities(show, caps):
+    assert capabilities_from_show(show) == caps
+
+
+def test_lm_studio_models_give_type_arch_and_context():
+    listing = {
+        "object": "list",
+        "data": [
+            {"id": "text-embedding-nomic-embed-text-v1.5", "type": "embeddings", "arch": "nomic-bert"},
+            {"id": "qwen2.5-7b-instruct", "type": "llm", "arch": "qwen2", "max_context_length": 32768},
+            {"id": "no-type"},
+            {"type": "llm"},
+        ],
+    }
+    assert models_from_lmstudio(listing) == (
+        FoundModel(
+            "text-embedding-nomic-embed-text-v1.5", None, None, None, family="nomic-bert", model_type="embeddings"
+        ),
+        FoundModel("qwen2.5-7b-instruct", None, None, 32768, family="qwen2", model_type="llm"),
+    )
+    assert models_from_lmstudio({"error": "Unexpected endpoint or method. (GET /api/v0/models)"}) == ()
