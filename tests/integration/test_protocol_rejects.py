@@ -224,6 +224,21 @@ def test_expect_100_continue_still_gets_the_body_read(port) -> None:
     assert body["object"] == "chat.completion"
 
 
+def test_expect_100_continue_with_a_declared_body_over_the_limit_is_a_413_instead(port) -> None:
+    head = EXPECTING.replace(b"{}", b"").replace(b": 2", b": 4097") % b"100-continue"  # max_body_bytes 4096
+    with socket.create_connection(("127.0.0.1", port), timeout=GUARD) as sock:
+        sock.sendall(b"POST /v1/messages " + head)  # the body is never sent
+        raw = b""
+        while b"\r\n\r\n" not in raw:  # the answer comes without the body: socket.timeout (a failure) if not
+            chunk = sock.recv(65536)
+            assert chunk, raw
+            raw += chunk
+        sock.shutdown(socket.SHUT_WR)  # then the server closes
+        raw += read_to_close(sock)
+    assert not raw.startswith(b"HTTP/1.1 100"), raw
+    assert "max_body_bytes" in str(anthropic_error(raw, 413)["message"])
+
+
 def test_a_metrics_token_that_is_not_utf8_is_a_401_not_a_500(upstreams, gateway, caplog) -> None:
     sim = upstreams("fast")
     config = fleet_config({"fast": [endpoint(sim, "m")]}, observability={"metrics_token_env": "TOKEN"})

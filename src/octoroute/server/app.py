@@ -9,6 +9,7 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from importlib.resources import files
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,7 @@ from octoroute.server import anthropic_api, completions_api, embeddings_api, han
 from octoroute.server.auth import auth_middleware, build_keyring
 from octoroute.server.live import Live
 from octoroute.server.middleware import RequestIds, body_middleware, errors_middleware, observe_middleware
+from octoroute.server.protocol import continue_on_read
 from octoroute.server.ratelimit import build_limiter, rate_limit_middleware
 from octoroute.server.responses_store import ResponseStore
 from octoroute.server.state import DASHBOARD, LIVE, RESPONSES, STATE
@@ -111,37 +113,43 @@ def create_app(
     app[DASHBOARD] = DASHBOARD_PAGE.read_bytes()
     app[RESPONSES] = ResponseStore(config.responses.store_max_entries, config.responses.store_ttl_seconds, clock)
     app.cleanup_ctx.append(_lifecycle)
-    app.router.add_post("/v1/chat/completions", handlers.chat_completions)
-    app.router.add_get("/v1/models", handlers.list_models)
-    app.router.add_post("/v1/messages", anthropic_api.messages)
-    app.router.add_post("/v1/messages/count_tokens", anthropic_api.count_tokens)
-    app.router.add_post("/v1/responses", responses_api.create_response)
-    app.router.add_get("/v1/responses/{response_id}", responses_api.get_response)
-    app.router.add_delete("/v1/responses/{response_id}", responses_api.delete_response)
-    app.router.add_post("/v1/embeddings", embeddings_api.embeddings)
-    app.router.add_post("/v1/completions", completions_api.completions)
-    app.router.add_post("/api/embed", embeddings_api.ollama_embed)
-    app.router.add_post("/api/embeddings", embeddings_api.ollama_embeddings)
-    app.router.add_post("/chat", handlers.native_chat)
-    app.router.add_get("/health", handlers.health)
-    app.router.add_get("/metrics", handlers.metrics)
-    app.router.add_get("/metrics.json", handlers.metrics_json)
-    app.router.add_get("/dashboard", handlers.dashboard)
-    app.router.add_get("/ready", handlers.ready)
-    app.router.add_get("/models", handlers.endpoints)
+    # every route defers `100 Continue` to its body's first read (server.protocol.continue_on_read)
+    post = partial(app.router.add_post, expect_handler=continue_on_read)
+    get = partial(app.router.add_get, expect_handler=continue_on_read)
+    delete = partial(app.router.add_delete, expect_handler=continue_on_read)
+    post("/v1/chat/completions", handlers.chat_completions)
+    get("/v1/models", handlers.list_models)
+    post("/v1/messages", anthropic_api.messages)
+    post("/v1/messages/count_tokens", anthropic_api.count_tokens)
+    post("/v1/responses", responses_api.create_response)
+    get("/v1/responses/{response_id}", responses_api.get_response)
+    delete("/v1/responses/{response_id}", responses_api.delete_response)
+    post("/v1/embeddings", embeddings_api.embeddings)
+    post("/v1/completions", completions_api.completions)
+    post("/api/embed", embeddings_api.ollama_embed)
+    post("/api/embeddings", embeddings_api.ollama_embeddings)
+    post("/chat", handlers.native_chat)
+    get("/health", handlers.health)
+    get("/metrics", handlers.metrics)
+    get("/metrics.json", handlers.metrics_json)
+    get("/dashboard", handlers.dashboard)
+    get("/ready", handlers.ready)
+    get("/models", handlers.endpoints)
     add_ollama_routes(app)
     return app
 
 
 def add_ollama_routes(app: web.Application) -> None:
     """Ollama's API (docs/api-ollama.md); `/api/embed` and `/api/embeddings` are the embeddings' own."""
-    app.router.add_get("/", ollama_api.root)
-    app.router.add_post("/api/chat", ollama_api.chat)
-    app.router.add_post("/api/generate", ollama_api.generate)
-    app.router.add_get("/api/tags", ollama_api.tags)
-    app.router.add_post("/api/show", ollama_api.show)
-    app.router.add_get("/api/ps", ollama_api.ps)
-    app.router.add_get("/api/version", ollama_api.version)
+    post = partial(app.router.add_post, expect_handler=continue_on_read)
+    get = partial(app.router.add_get, expect_handler=continue_on_read)
+    get("/", ollama_api.root)
+    post("/api/chat", ollama_api.chat)
+    post("/api/generate", ollama_api.generate)
+    get("/api/tags", ollama_api.tags)
+    post("/api/show", ollama_api.show)
+    get("/api/ps", ollama_api.ps)
+    get("/api/version", ollama_api.version)
 
 
 def build_state(

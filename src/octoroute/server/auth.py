@@ -3,8 +3,10 @@ but `/health` and `/ready`.
 
 A key is read from `Authorization: Bearer`, `x-api-key` (Anthropic clients) or
 `api-key` (Azure-style clients). Missing or unknown: 401 with `WWW-Authenticate`;
-a `model` the key may not use: 403; a spent day/month token budget: 429 with
-`Retry-After`; each in the error shape of the API the path speaks. The key's
+a spent day/month token budget: 429 with `Retry-After`; a `model` the key may
+not use: 403; each in the error shape of the API the path speaks. The first two
+are decided before the body is read, so with `Expect: 100-continue` the client
+never sends it (`server.protocol.continue_on_read`). The key's
 name (never the key) goes on the request trace, so the access log, the event
 file and the per-key metric carry it; the rate limiter buckets by name.
 """
@@ -116,10 +118,8 @@ def auth_middleware(
         if trace is not None:
             trace.client = key.name
         if request.method == "POST" and path in MODEL_PATHS:
-            model = _model_of(await request.read()) or ("auto" if path == "/chat" else None)
-            if model is not None and not _allows(key, model, path):
-                metrics.client_request(key.name, AuthOutcome.FORBIDDEN)
-                raise Forbidden(f"API key '{key.name}' may not use model '{model[:200]}'", param="model")
+            # The budget before the model: a spent key is refused before its body is read
+            # (with `Expect: 100-continue`, before the client sends it; server.protocol).
             refusal = await budgets.check(key, wall_clock())
             if refusal is not None:
                 metrics.client_request(key.name, AuthOutcome.BUDGET)
@@ -129,6 +129,10 @@ def auth_middleware(
                 )
                 error.retry_after = str(math.ceil(refusal.resets_in))
                 raise error
+            model = _model_of(await request.read()) or ("auto" if path == "/chat" else None)
+            if model is not None and not _allows(key, model, path):
+                metrics.client_request(key.name, AuthOutcome.FORBIDDEN)
+                raise Forbidden(f"API key '{key.name}' may not use model '{model[:200]}'", param="model")
         metrics.client_request(key.name, AuthOutcome.ACCEPTED)
         response = await handler(request)
         if trace is not None and (trace.input_tokens is not None or trace.output_tokens is not None):

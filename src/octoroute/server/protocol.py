@@ -17,6 +17,15 @@ An `Expect` other than `100-continue` is answered 417 in the route's shape by
 expect handler answers it in plain text before any middleware, and on every
 route, matched or not (RFC 9110 §10.1.1).
 
+`Expect: 100-continue` is answered when the body is first read, not when the
+head arrives (`continue_on_read`, every route's expect handler): a request the
+middlewares refuse from its head alone (no or unknown `[auth]` key, a spent
+budget, a declared Content-Length over `server.max_body_bytes`) gets its final
+answer with no `100 Continue` and none of its body read into memory, with
+`Connection: close`, since the client may still be holding its body
+(RFC 9110 §10.1.1, §15.2.1). aiohttp's own handler sends `100 Continue` before
+any middleware has run.
+
 Usage: `runner = GatewayRunner(app, handler_cancellation=True, access_log=None)`.
 """
 
@@ -26,11 +35,11 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import hdrs, http_exceptions, web, web_protocol
 from aiohttp.http import HttpVersion11
-from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.streams import EMPTY_PAYLOAD, AsyncStreamIterator, ChunkTupleAsyncStreamIterator, StreamReader
 from aiohttp.web_request import BaseRequest
 
 from octoroute.server.middleware import api_of, error_body_for
@@ -41,6 +50,7 @@ _REQUEST_LINE = re.compile(rb"^\s*[!-~]{1,32} (?:[A-Za-z][A-Za-z0-9+.-]{0,16}://
 _LINGER_SECONDS = 10.0  # aiohttp's default
 _HEAD_KEEP = 8192  # bytes of a request head kept to find its path (aiohttp's own line limit is 8190)
 _CONNECT = re.compile(rb"^\s*CONNECT[ \t\r\n]")
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class ClientTimeout(http_exceptions.HttpProcessingError):
@@ -114,15 +124,18 @@ def refuse_expectations(
     handler: Callable[[BaseRequest], Awaitable[web.StreamResponse]],
 ) -> Callable[[BaseRequest], Awaitable[web.StreamResponse]]:
     """`handler` (the app's), with an HTTP/1.1 request whose `Expect` is not `100-continue`
-    answered 417 in its route's shape and the connection closed. `100-continue` (and
-    HTTP/1.0, whose expectations are ignored) still goes to aiohttp's expect handler."""
+    answered 417 in its route's shape and the connection closed. A `100-continue` request
+    whose body was never asked for (refused from its head) is answered with the connection
+    closed; HTTP/1.0 expectations are ignored."""
 
-    # Not a coroutine itself: a request without a bad Expect gets `handler`'s own awaitable,
+    # Not a coroutine itself: a request without Expect gets `handler`'s own awaitable,
     # so the check adds no coroutine frame per request.
     def handle(request: BaseRequest) -> Awaitable[web.StreamResponse]:
         expect = request.headers.get(hdrs.EXPECT)
-        if expect and request.version >= HttpVersion11 and expect.lower() != "100-continue":
-            return _refuse_expectation(request)
+        if expect and request.version >= HttpVersion11:
+            if expect.lower() != "100-continue":
+                return _refuse_expectation(request)
+            return _close_unless_continued(request, handler)
         return handler(request)
 
     return handle
@@ -132,6 +145,102 @@ async def _refuse_expectation(request: BaseRequest) -> web.StreamResponse:
     text = "unsupported Expect header: only 100-continue is supported"  # the value is not echoed
     log.info("rejected a request from %s: %s (417)", request.remote, text)
     return render_reject(417, text, "expectation_failed", request.path)
+
+
+async def _close_unless_continued(
+    request: BaseRequest, handler: Callable[[BaseRequest], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    response = await handler(request)
+    body = request.get(CONTINUATION)
+    if body is not None and not body.continued:
+        # The client may send its body anyway, or never: the next request's first byte
+        # cannot be told from this body's, so this connection ends with this answer.
+        response.force_close()
+    return response
+
+
+async def continue_on_read(request: web.Request) -> None:
+    """Every route's expect handler: `100 Continue` is deferred to the body's first read
+    (`ContinueOnRead`). The request reaches the middlewares with nothing sent.
+
+    Usage: `app.router.add_post(path, handler, expect_handler=continue_on_read)`."""
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if request.version < HttpVersion11 or expect.lower() != "100-continue" or not request.can_read_body:
+        return  # other expectations are refused by `refuse_expectations`; a bodiless request needs no 100
+    body = ContinueOnRead(request)
+    request[CONTINUATION] = body
+    # The body is reached only through `request.content` / `request.read()`, both of which read `_payload`.
+    request._payload = cast(StreamReader, body)
+
+
+class ContinueOnRead:
+    """A request body that sends `100 Continue` when it is first read: the way a request
+    refused from its head alone is answered without the client sending its body (Go's
+    net/http defers it the same way). Before that, a declared Content-Length over the
+    app's body limit is refused (413) instead: the body would be refused once read."""
+
+    def __init__(self, request: web.Request) -> None:
+        self._body = request.content
+        self._request = request
+        self.continued = False
+
+    def __getattr__(self, name: str) -> Any:  # the rest of StreamReader (at_eof, exception, ...)
+        return getattr(self._body, name)
+
+    async def _go_on(self) -> None:
+        if self.continued:
+            return
+        declared, limit = self._request.content_length, self._request.client_max_size
+        if limit and declared is not None and declared > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=declared)
+        self.continued = True
+        writer = self._request.writer
+        await writer.write(_CONTINUE)
+        writer.output_size = 0  # as aiohttp's own expect handler: the response itself has not started
+
+    async def read(self, n: int = -1) -> bytes:
+        await self._go_on()
+        return await self._body.read(n)
+
+    async def readany(self) -> bytes:
+        await self._go_on()
+        return await self._body.readany()
+
+    async def readchunk(self) -> tuple[bytes, bool]:
+        await self._go_on()
+        return await self._body.readchunk()
+
+    async def readexactly(self, n: int) -> bytes:
+        await self._go_on()
+        return await self._body.readexactly(n)
+
+    async def readline(self, *, max_line_length: int | None = None) -> bytes:
+        await self._go_on()
+        return await self._body.readline(max_line_length=max_line_length)
+
+    async def readuntil(self, separator: bytes = b"\n", *, max_size: int | None = None) -> bytes:
+        await self._go_on()
+        return await self._body.readuntil(separator, max_size=max_size)
+
+    async def wait_eof(self) -> None:
+        await self._go_on()
+        await self._body.wait_eof()
+
+    def __aiter__(self) -> AsyncStreamIterator[bytes]:
+        return AsyncStreamIterator(self.readline)
+
+    def iter_chunked(self, n: int) -> AsyncStreamIterator[bytes]:
+        self._body.set_read_chunk_size(n)
+        return AsyncStreamIterator(lambda: self.read(n))
+
+    def iter_any(self) -> AsyncStreamIterator[bytes]:
+        return AsyncStreamIterator(self.readany)
+
+    def iter_chunks(self) -> ChunkTupleAsyncStreamIterator:
+        return ChunkTupleAsyncStreamIterator(cast(StreamReader, self))
+
+
+CONTINUATION = web.RequestKey("continuation", ContinueOnRead)  # set by `continue_on_read`
 
 
 class GatewayRequestHandler(web_protocol.RequestHandler):

@@ -1,0 +1,198 @@
+"""`Expect: 100-continue` with `[auth]` on, over raw sockets: a request refused from its
+head alone (no or unknown key, a declared body over the limit) gets its final answer in
+the route's shape with no `100 Continue` first and without the client sending its body;
+a request with a good key gets `100 Continue`, then its answer."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any
+
+import orjson
+import pytest
+from tests.support import endpoint, fleet_config
+
+GUARD = 10.0  # seconds a socket read may block before the test fails: a hang, not a timing assertion
+CI_KEY = "ork-" + "1f" * 32
+BOT_KEY = "ork-" + "2e" * 32
+ENV = {"CI_KEY": CI_KEY, "BOT_KEY": BOT_KEY}
+LIMIT = 4096  # server.max_body_bytes
+CHAT = b'{"model":"fast","messages":[{"role":"user","content":"hi"}]}'
+ANTHROPIC = b'{"model":"fast","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}'
+OLLAMA = b'{"model":"fast","stream":false,"messages":[{"role":"user","content":"hi"}]}'
+ANTHROPIC_TYPES = {401: "authentication_error", 413: "request_too_large", 429: "rate_limit_error"}
+ROUTES = [
+    pytest.param("/v1/chat/completions", CHAT, "openai", id="openai"),
+    pytest.param("/v1/messages", ANTHROPIC, "anthropic", id="anthropic"),
+    pytest.param("/api/chat", OLLAMA, "ollama", id="ollama"),
+]
+
+
+@pytest.fixture
+def port(upstreams, gateway) -> int:
+    auth = {
+        "enabled": True,
+        "keys": [
+            {"name": "ci", "key_env": "CI_KEY"},
+            {"name": "bot", "key_env": "BOT_KEY", "models": ["deep"]},
+        ],
+    }
+    config = fleet_config(
+        {"fast": [endpoint(upstreams("fast"), "fast-model")], "deep": [endpoint(upstreams("deep"), "deep-model")]},
+        auth=auth,
+        server={"max_body_bytes": LIMIT},
+    )
+    return int(gateway(config, env=ENV).port)
+
+
+def head(path: str, length: int, key: str | None, *, keep_alive: bool = True) -> bytes:
+    lines = [
+        b"POST %s HTTP/1.1" % path.encode(),
+        b"Host: 127.0.0.1",
+        b"Content-Type: application/json",
+        b"Content-Length: %d" % length,
+        b"Expect: 100-continue",
+    ]
+    if key is not None:
+        lines.append(b"Authorization: Bearer " + key.encode())
+    if not keep_alive:
+        lines.append(b"Connection: close")
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def read_to_close(sock: socket.socket) -> bytes:
+    received = b""
+    while chunk := sock.recv(65536):  # b"" when the server closes; socket.timeout (a failure) if it never does
+        received += chunk
+    return received
+
+
+def read_head(sock: socket.socket) -> bytes:
+    """Bytes up to the end of the first response head (interim or final), and no further."""
+    received = b""
+    while not received.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)  # socket.timeout (a failure) if the server sends nothing
+        assert byte, f"connection closed after {received!r}"
+        received += byte
+    return received
+
+
+def refused_from_head(port: int, path: str, length: int, key: str | None) -> tuple[int, dict[str, str], bytes]:
+    """Send only the head and read the answer; the body is never sent. The answer says
+    `Connection: close`, and the server closes once the client is done sending."""
+    with socket.create_connection(("127.0.0.1", port), timeout=GUARD) as sock:
+        sock.sendall(head(path, length, key))
+        first = read_head(sock)  # the server may not wait for a body it did not ask for
+        status_line, *fields = first.decode("latin-1").removesuffix("\r\n\r\n").split("\r\n")
+        assert not status_line.startswith("HTTP/1.1 100"), first
+        headers = {name.lower(): value.strip() for name, _, value in (f.partition(":") for f in fields)}
+        assert headers["content-type"].startswith("application/json")
+        assert headers["connection"].lower() == "close"
+        sock.shutdown(socket.SHUT_WR)  # as a client does that read `Connection: close`: it sends nothing more
+        body = read_to_close(sock)
+    assert len(body) == int(headers["content-length"])
+    return int(status_line.split(" ", 2)[1]), headers, body
+
+
+def assert_error_shape(api: str, body: bytes, status: int) -> str:
+    data: Any = orjson.loads(body)
+    if api == "openai":
+        assert set(data["error"]) == {"message", "type", "param", "code"}
+        return str(data["error"]["message"])
+    if api == "anthropic":
+        assert data["type"] == "error"
+        assert data["error"]["type"] == ANTHROPIC_TYPES[status]
+        return str(data["error"]["message"])
+    assert set(data) == {"error"}
+    assert isinstance(data["error"], str)
+    return str(data["error"])
+
+
+@pytest.mark.parametrize(("path", "body", "api"), ROUTES)
+@pytest.mark.parametrize("key", [None, "ork-" + "00" * 32], ids=["missing", "unknown"])
+def test_a_request_without_a_good_key_is_401_before_any_100_continue(port, caplog, path, body, api, key) -> None:
+    with caplog.at_level(logging.INFO):
+        status, headers, answer = refused_from_head(port, path, len(body), key)
+    assert status == 401
+    assert headers["www-authenticate"] == 'Bearer realm="octoroute"'
+    assert headers["x-request-id"]  # the middlewares ran: this is the gateway's own 401
+    assert "missing or unknown API key" in assert_error_shape(api, answer, 401)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+@pytest.mark.parametrize(("path", "body", "api"), ROUTES)
+def test_a_good_key_gets_100_continue_then_the_answer(port, path, body, api) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=GUARD) as sock:
+        sock.sendall(head(path, len(body), CI_KEY, keep_alive=False))
+        assert read_head(sock) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        raw = read_to_close(sock)
+    assert raw.startswith(b"HTTP/1.1 200 "), raw
+    answer: Any = orjson.loads(raw.partition(b"\r\n\r\n")[2])
+    if api == "openai":
+        assert answer["object"] == "chat.completion"
+    elif api == "anthropic":
+        assert answer["type"] == "message"
+    else:
+        assert answer["done"] is True
+
+
+def test_a_good_key_keeps_the_connection_for_the_next_request(port) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=GUARD) as sock:
+        for _ in range(2):
+            sock.sendall(head("/v1/chat/completions", len(CHAT), CI_KEY))
+            assert read_head(sock) == b"HTTP/1.1 100 Continue\r\n\r\n"
+            sock.sendall(CHAT)
+            final = read_head(sock)
+            assert final.startswith(b"HTTP/1.1 200 "), final
+            length = int(next(x for x in final.split(b"\r\n") if x.lower().startswith(b"content-length:"))[15:])
+            received = b""
+            while len(received) < length:
+                chunk = sock.recv(length - len(received))
+                assert chunk, "closed mid-body"
+                received += chunk
+            assert orjson.loads(received)["object"] == "chat.completion"
+
+
+@pytest.mark.parametrize(("path", "body", "api"), ROUTES)
+def test_a_declared_body_over_the_limit_is_413_before_any_100_continue(port, path, body, api) -> None:
+    status, _, answer = refused_from_head(port, path, LIMIT + 1, CI_KEY)
+    assert status == 413
+    assert "max_body_bytes" in assert_error_shape(api, answer, 413)
+
+
+def test_a_body_at_the_limit_still_gets_100_continue(port) -> None:
+    body = CHAT[:-1] + b',"user":"' + b"x" * (LIMIT - len(CHAT) - 10) + b'"}'
+    assert len(body) == LIMIT
+    with socket.create_connection(("127.0.0.1", port), timeout=GUARD) as sock:
+        sock.sendall(head("/v1/chat/completions", len(body), CI_KEY, keep_alive=False))
+        assert read_head(sock) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        assert read_to_close(sock).startswith(b"HTTP/1.1 200 ")
+
+
+def test_a_model_the_key_may_not_use_is_decided_from_the_body_after_100_continue(port) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=GUARD) as sock:
+        sock.sendall(head("/v1/chat/completions", len(CHAT), BOT_KEY, keep_alive=False))
+        assert read_head(sock) == b"HTTP/1.1 100 Continue\r\n\r\n"  # the model is in the body
+        sock.sendall(CHAT)
+        raw = read_to_close(sock)
+    assert raw.startswith(b"HTTP/1.1 403 "), raw
+    assert "'bot' may not use model 'fast'" in assert_error_shape("openai", raw.partition(b"\r\n\r\n")[2], 403)
+
+
+def test_a_spent_token_budget_is_429_before_any_100_continue(upstreams, gateway) -> None:
+    auth = {"enabled": True, "keys": [{"name": "ci", "key_env": "CI_KEY", "tokens_per_day": 1}]}
+    config = fleet_config({"fast": [endpoint(upstreams("fast"), "fast-model")]}, auth=auth)
+    port = int(gateway(config, env=ENV, wall_clock=lambda: 1_765_000_000.0).port)
+    with socket.create_connection(("127.0.0.1", port), timeout=GUARD) as sock:  # spends the day's budget
+        sock.sendall(head("/v1/chat/completions", len(CHAT), CI_KEY, keep_alive=False))
+        assert read_head(sock) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(CHAT)
+        assert read_to_close(sock).startswith(b"HTTP/1.1 200 ")
+    for path, body, api in [("/v1/chat/completions", CHAT, "openai"), ("/v1/messages", ANTHROPIC, "anthropic")]:
+        status, headers, answer = refused_from_head(port, path, len(body), CI_KEY)
+        assert status == 429
+        assert int(headers["retry-after"]) > 0
+        assert "has used its 1 tokens for this day" in assert_error_shape(api, answer, 429)
