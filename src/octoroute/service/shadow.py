@@ -1,6 +1,7 @@
 """Shadow mode: a candidate strategy shown the auto-routed requests after the live
 decision, inline or as a bounded background task, and the pairs it produced
-counted and recorded. Never fails or delays the live request.
+counted and recorded. The live decision and its routing time are the same as without
+it, and a failure of the candidate never fails the live request.
 """
 
 from __future__ import annotations
