@@ -196,3 +196,22 @@ def test_a_spent_token_budget_is_429_before_any_100_continue(upstreams, gateway)
         assert status == 429
         assert int(headers["retry-after"]) > 0
         assert "has used its 1 tokens for this day" in assert_error_shape(api, answer, 429)
+
+
+def test_a_good_keys_body_sent_too_slowly_is_a_408_not_a_hang(upstreams, gateway) -> None:
+    """The key's model patterns are checked from the body only after the body middleware
+    read it within `limits.client_body_timeout_seconds`: a key cannot hold a connection open."""
+    auth = {"enabled": True, "keys": [{"name": "bot", "key_env": "BOT_KEY", "models": ["deep"]}]}
+    config = fleet_config(
+        {"fast": [endpoint(upstreams("fast"), "fast-model")]},
+        auth=auth,
+        limits={"client_body_timeout_seconds": 0.3},
+    )
+    port = int(gateway(config, env=ENV).port)
+    for path, body, api in [("/v1/chat/completions", CHAT, "openai"), ("/api/chat", OLLAMA, "ollama")]:
+        with socket.create_connection(("127.0.0.1", port), timeout=GUARD) as sock:
+            sock.sendall(head(path, len(body), BOT_KEY, keep_alive=False).replace(b"Expect: 100-continue\r\n", b""))
+            sock.sendall(body[:10])  # and never the rest
+            raw = read_to_close(sock)
+        assert raw.startswith(b"HTTP/1.1 408 "), raw
+        assert "client_body_timeout_seconds" in assert_error_shape(api, raw.partition(b"\r\n\r\n")[2], 408)

@@ -27,7 +27,7 @@ from octoroute.observe.tracing import Tracing
 from octoroute.observe.usage import prices_of
 from octoroute.routing.scoring import ScoreModel
 from octoroute.server import anthropic_api, completions_api, embeddings_api, handlers, ollama_api, responses_api
-from octoroute.server.auth import auth_middleware, build_keyring
+from octoroute.server.auth import auth_middleware, build_keyring, model_access_middleware
 from octoroute.server.live import Live
 from octoroute.server.middleware import RequestIds, body_middleware, errors_middleware, observe_middleware
 from octoroute.server.protocol import continue_on_read
@@ -86,8 +86,11 @@ def create_app(
                 ring, observer.metrics, metrics_token_set=metrics_token_set, wall_clock=wall_clock, store=store
             )
         )
-    # the body is read (within its timeout) only once the key has been checked
+    # the body is read (within its timeout) only once the key has been checked,
+    # and the key's model patterns are checked against that body after it
     middlewares.append(body_middleware(config.limits.client_body_timeout_seconds))
+    if ring is not None:
+        middlewares.append(model_access_middleware(observer.metrics))
     key_limits = [(k.rate_limit_key, k.limits) for k in ring.keys if k.limits is not None] if ring else []
     if config.rate_limit.enabled:  # not registered at all otherwise: no cost per request
         limiter = build_limiter(config.rate_limit, topology.rate_limit_keys, clock, key_limits)

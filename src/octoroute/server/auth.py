@@ -96,10 +96,13 @@ def auth_middleware(
     wall_clock: Callable[[], float] = time.time,
     store: StateStore | None = None,
 ) -> Middleware:
-    """Refuse requests without a known key; stamp the key's name on the request.
+    """Refuse requests without a known key or with a spent budget; stamp the key on the request.
 
     Place it inside `errors_middleware` (refusals are rendered in the caller's shape,
-    401 with `WWW-Authenticate`) and outside the rate limiter (which buckets by name)."""
+    401 with `WWW-Authenticate`), before `body_middleware` (nothing is read for a
+    refused key) and `model_access_middleware`, and outside the rate limiter (which
+    buckets by name). It never reads the body itself: a read here would escape
+    `limits.client_body_timeout_seconds`."""
     budgets = Budgets(store if store is not None else LocalState(time.monotonic))  # [state]: shared by replicas
 
     @web.middleware
@@ -129,15 +132,31 @@ def auth_middleware(
                 )
                 error.retry_after = str(math.ceil(refusal.resets_in))
                 raise error
-            model = _model_of(await request.read()) or ("auto" if path == "/chat" else None)
-            if model is not None and not _allows(key, model, path):
-                metrics.client_request(key.name, AuthOutcome.FORBIDDEN)
-                raise Forbidden(f"API key '{key.name}' may not use model '{model[:200]}'", param="model")
-        metrics.client_request(key.name, AuthOutcome.ACCEPTED)
+        else:  # model routes are counted by `model_access_middleware`, once their body is in
+            metrics.client_request(key.name, AuthOutcome.ACCEPTED)
         response = await handler(request)
         if trace is not None and (trace.input_tokens is not None or trace.output_tokens is not None):
             await budgets.record(key, (trace.input_tokens or 0) + (trace.output_tokens or 0), wall_clock())
         return response
+
+    return middleware
+
+
+def model_access_middleware(metrics: Recorder) -> Middleware:
+    """Refuse a key the model its request names (403); runs after `body_middleware`,
+    so the body it looks at was read within `limits.client_body_timeout_seconds`."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        key = request.get(CLIENT)
+        path = request.path
+        if key is not None and request.method == "POST" and path in MODEL_PATHS:
+            model = _model_of(await request.read()) or ("auto" if path == "/chat" else None)
+            if model is not None and not _allows(key, model, path):
+                metrics.client_request(key.name, AuthOutcome.FORBIDDEN)
+                raise Forbidden(f"API key '{key.name}' may not use model '{model[:200]}'", param="model")
+            metrics.client_request(key.name, AuthOutcome.ACCEPTED)
+        return await handler(request)
 
     return middleware
 
