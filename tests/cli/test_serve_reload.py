@@ -13,6 +13,7 @@ from typing import Any
 
 import openai
 import orjson
+import pytest
 import urllib3
 from tests.cli.test_cli import LISTENING, Server, octoroute, serve  # noqa: F401  (fixture)
 from tests.conftest import LoopThread
@@ -178,3 +179,55 @@ def test_demo_has_no_file_to_reload(serve: type[Server]) -> None:  # noqa: F811
     refused = octoroute("serve", "--demo", "--watch")
     assert refused.returncode == 2
     assert "--watch needs a config file" in refused.stderr
+
+
+def learned_config(port: int, fast_url: str, deep_url: str, weights: Path) -> str:
+    return (
+        f"[server]\nport = {port}\n"
+        f'[[models.fast]]\nid = "fast-1"\nname = "m"\nbase_url = "{fast_url}"\n'
+        f'[[models.deep]]\nid = "deep-1"\nname = "m"\nbase_url = "{deep_url}"\n'
+        f"[routing]\nlearned_weights = {orjson.dumps(str(weights)).decode()}\n"
+        "[health]\nactive = false\ndiscover = false\n"
+    )
+
+
+def weights_text(version: str, bias: float) -> str:
+    """A weights file whose score is its bias: 0 is the bottom of the 0..4 reference, 10 beyond the top."""
+    document = {
+        "format": "octoroute-learned-scorer/1",
+        "version": version,
+        "bias": bias,
+        "dense": [0.0] * 9,
+        "dense_means": [0.0] * 9,
+        "terms": {},
+        "reference": [0.0, 1.0, 2.0, 3.0, 4.0],
+    }
+    return orjson.dumps(document).decode()
+
+
+def tier_of(port: int) -> str:
+    with openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0) as client:
+        raw = client.chat.completions.with_raw_response.create(model="auto", messages=HELLO)
+        raw.parse()
+        return raw.headers["X-Octoroute-Tier"]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_watch_reloads_when_the_weights_file_is_retrained(
+    serve: type[Server],  # noqa: F811
+    tmp_path: Path,
+    upstreams: Callable[[str], SimulatedUpstream],
+    workers: str,
+) -> None:
+    port = free_port()
+    weights = tmp_path / "weights.json"
+    weights.write_text(weights_text("first", 0.0))
+    path = tmp_path / "octoroute.toml"
+    path.write_text(learned_config(port, upstreams("fast").base_url, upstreams("deep").base_url, weights))
+    server = serve("--config", str(path), "--watch", "--watch-interval", "0.1", "--workers", workers)
+    server.wait_for(LISTENING, count=int(workers))
+    assert {tier_of(port) for _ in range(4)} == {"fast"}
+    replace(weights, weights_text("retrained", 10.0))  # `octoroute train --force` renames over it, too
+    assert [m.group(1) for m in server.wait_for(RELOADED, count=int(workers))] == ["2"] * int(workers)
+    assert {tier_of(port) for _ in range(4)} == {"deep"}
+    assert server.stop() == 0

@@ -8,7 +8,11 @@ import pytest
 from tests.integration.test_observability import settle
 from tests.support import endpoint, fleet_config
 
+from octoroute.config import parse_config
+from octoroute.config.weightsfile import FORMAT
+from octoroute.routing.learned import DENSE_NAMES
 from octoroute.routing.scoring import TierCuts, bundled_model
+from octoroute.server.state import LIVE
 
 HARD = "Prove that every bounded monotone sequence of real numbers converges, and give a counterexample in Q."
 EASY = "hi"
@@ -98,3 +102,56 @@ def test_a_client_naming_a_group_gets_no_score(upstreams, gateway, client):
         model="deep", messages=[{"role": "user", "content": HARD}]
     )
     assert "x-octoroute-score" not in {k.lower() for k in raw.headers}
+
+
+def weights_with(version: str, **dense: float) -> bytes:
+    """A weights file whose raw score is the named dense features, nothing else."""
+    return orjson.dumps(
+        {
+            "format": FORMAT,
+            "version": version,
+            "bias": 0.0,
+            "dense": [dense.get(name, 0.0) for name in DENSE_NAMES],
+            "dense_means": [0.0] * len(DENSE_NAMES),
+            "terms": {},
+            "reference": [0.0, 1.0, 2.0, 3.0, 4.0],
+        }
+    )
+
+
+def weighted_gateway(upstreams, gateway, tmp_path, weights: bytes):
+    """A gateway whose `[routing] learned_weights` file holds `weights`: (the file, the config, the gateway)."""
+    path = tmp_path / "weights.json"
+    path.write_bytes(weights)
+    config = default_routing(three_tiers(upstreams), routing={"learned_weights": str(path)})
+    return path, config, gateway(config)
+
+
+def test_learned_weights_from_config_score_live_requests_and_a_reload_applies_a_retrained_file(
+    upstreams, gateway, client, tmp_path, loop_thread
+):
+    path, config, gw = weighted_gateway(upstreams, gateway, tmp_path, weights_with("by-questions", question_marks=1.0))
+    asking = route(client, gw, "Why? How? When?")
+    assert float(asking["x-octoroute-score"]) == pytest.approx(0.7, abs=5e-4)  # raw 3 on the 0..4 reference
+    assert asking["x-octoroute-tier"] == "balanced"
+    assert route(client, gw, "Tell me.")["x-octoroute-tier"] == "fast"
+
+    path.write_bytes(weights_with("by-numbers", log_numbers=4.0))  # retrained in place, same config
+    report = loop_thread.run(gw.app[LIVE].reload(parse_config(config, {}), {}))
+    assert report.result == "ok"
+    assert report.changed
+    assert route(client, gw, "Why? How? When?")["x-octoroute-tier"] == "fast"
+    assert route(client, gw, "Add 1 and 2.")["x-octoroute-tier"] == "deep"  # raw 4 * log1p(2) numbers > 4
+
+
+def test_a_weights_file_spoilt_after_the_check_refuses_the_reload_and_keeps_serving(
+    upstreams, gateway, client, tmp_path, loop_thread
+):
+    path, config, gw = weighted_gateway(upstreams, gateway, tmp_path, weights_with("first", question_marks=1.0))
+    path.write_bytes(weights_with("second", log_numbers=1.0))
+    checked = parse_config(config, {})  # valid when read...
+    path.write_bytes(b"{ truncated")  # ...and spoilt before the gateway loads it
+    report = loop_thread.run(gw.app[LIVE].reload(checked, {}))
+    assert report.result == "refused"
+    assert any("routing.learned_weights" in problem for problem in report.problems)
+    assert route(client, gw, "Why? How? When?")["x-octoroute-tier"] == "balanced"  # still the first file

@@ -14,6 +14,7 @@ from octoroute.cli.score import load_routing_config, offline_scorer
 from octoroute.config import Config, load_config
 from octoroute.config.models import JUDGE_STRATEGIES
 from octoroute.config.topology import build_topology, config_warnings, default_tier
+from octoroute.config.weightsfile import read_weights_file
 from octoroute.core.errors import ConfigError
 from octoroute.core.types import Features, Importance, JudgeFailure, Strategy, TaskType, Tier
 from octoroute.routing.features import extract_features
@@ -37,9 +38,12 @@ def run_check(path: Path, env: Mapping[str, str]) -> int:
     if shadow is not None:
         asks = " (asks the router model)" if shadow.allow_judge and shadow.strategy in JUDGE_STRATEGIES else ""
         shadowed = f", shadow {shadow.strategy}{asks}"
+    weights = config.routing.learned_weights
+    learned = f", learned weights {weights} ({read_weights_file(weights)[1].version})" if weights else ""
     out.print(
         f"[green]ok[/] {path}: {len(config.models)} groups ({', '.join(config.models)}), "
-        f"{endpoints} endpoints, strategy {config.routing.strategy}{shadowed}"
+        f"{endpoints} endpoints, strategy {config.routing.strategy}{learned}{shadowed}",
+        highlight=False,
     )
     topology = build_topology(config, env)
     capabilities = capability_warnings(config, topology, build_capabilities(config))

@@ -346,6 +346,20 @@ def evaluate_log(log_path: Path, labels_path: Path, options: EvalOptions) -> Rep
     return build_report(f"{log_path} with {labels_path}", subjects, labels, length_scores, options, notes, counts)
 
 
+def log_prompts(log_path: Path, labels_path: Path) -> tuple[list[str], Labels]:
+    """The text and labels of the labelled, auto-routed `request` events (for `octoroute
+    train`); the event file has the text only with `[observability] log_content = true`."""
+    joined, _ = join_log(log_path, read_labels(labels_path))
+    with_text = [j for j in joined if isinstance(j.record.get("prompt"), str)]
+    if not with_text:
+        raise EvalProblem(
+            f"{log_path}: no labelled request event has its prompt text; "
+            "set [observability] log_content = true to record it"
+        )
+    prompts = [str(j.record["prompt"]) for j in with_text]
+    return prompts, _labels_of(with_text, f"{log_path} + {labels_path}")
+
+
 def _labels_of(joined: Sequence[_Joined], source: str) -> Labels:
     return checked_labels([j.label.weak for j in joined], [j.label.strong for j in joined], source)
 

@@ -117,17 +117,49 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--log", type=Path, metavar="EVENTS.jsonl", help="octoroute's event file to evaluate")
     evaluate.add_argument("--labels", type=Path, metavar="LABELS.jsonl", help="request_id, weak_score, strong_score")
     evaluate.add_argument("--plot", type=Path, metavar="OUT.png", help="write the call-performance curve as a PNG")
-    evaluate.add_argument(
+    _add_sampling(evaluate, "seed of the random baseline and bootstrap (default 0)")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+
+    train = sub.add_parser(
+        "train",
+        help="fit the learned scorer on your own labelled prompts; writes a file for [routing] learned_weights",
+        description="Reads DATA.jsonl (lines with prompt, weak_score, strong_score, as for eval) or an event "
+        "file recorded with log_content and its labels (--log, --labels), reports the "
+        "cross-validated APGR of the model it fits beside the bundled default and the length baseline, then "
+        "fits on every prompt and writes the weights. Needs the train extra: pip install 'octoroute[train]'.",
+    )
+    train.add_argument("data", nargs="?", type=Path, metavar="DATA.jsonl")
+    train.add_argument(
+        "--log", type=Path, metavar="EVENTS.jsonl", help="octoroute's event file, recorded with log_content = true"
+    )
+    train.add_argument("--labels", type=Path, metavar="LABELS.jsonl", help="request_id, weak_score, strong_score")
+    train.add_argument("--out", "-o", type=Path, required=True, metavar="WEIGHTS.json", help="the weights file")
+    train.add_argument("--force", action="store_true", help="replace --out if it exists")
+    train.add_argument("--folds", type=_positive, default=5, metavar="K", help="cross-validation folds (default 5)")
+    train.add_argument(
+        "--terms", action="store_true", help="also fit word terms (unigrams, bigrams), not only counts and length"
+    )
+    train.add_argument(
+        "--text-weight",
+        type=_weight,
+        default=1.0,
+        metavar="W",
+        help="the text part's spread relative to the length prior (default 1; 0: length alone)",
+    )
+    train.add_argument("--name", help="the model's version string (default: trained-<hash of DATA>)")
+    _add_sampling(train, "seed of the folds, random baseline and bootstrap (default 0)")
+    return parser
+
+
+def _add_sampling(parser: argparse.ArgumentParser, seed_help: str) -> None:
+    """The random baseline's and the paired bootstrap's options (`eval`, `train`)."""
+    parser.add_argument(
         "--bootstrap", type=_count, default=1000, metavar="N", help="paired-bootstrap resamples (default 1000; 0: none)"
     )
-    evaluate.add_argument(
+    parser.add_argument(
         "--draws", type=_positive, default=1000, metavar="N", help="random-baseline draws (default 1000)"
     )
-    evaluate.add_argument(
-        "--seed", type=_count, default=0, help="seed of the random baseline and bootstrap (default 0)"
-    )
-    evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    return parser
+    parser.add_argument("--seed", type=_count, default=0, help=seed_help)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -183,6 +215,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             EvalArgs(args.data, args.log, args.labels, args.config, args.strategy, args.plot, options, args.json),
             os.environ,
         )
+    if args.command == "train":
+        from octoroute.cli.evaluate import EvalOptions
+        from octoroute.cli.train import TrainArgs, run_train
+
+        options = EvalOptions(draws=args.draws, resamples=args.bootstrap, seed=args.seed)
+        return run_train(
+            TrainArgs(
+                args.data,
+                args.log,
+                args.labels,
+                args.out,
+                args.force,
+                args.folds,
+                args.terms,
+                args.text_weight,
+                args.name,
+                options,
+            ),
+            os.environ,
+        )
     from octoroute.cli.serve import run_serve
 
     return run_serve(
@@ -203,6 +255,16 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more: {value}")
+    return value
+
+
+def _weight(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 100: {value:g}")
     return value
 
 

@@ -2,7 +2,8 @@
 file changes.
 
 `--watch` polls the file's `stat` (modification time, size, inode) every
-`--watch-interval` seconds. Polling one file costs one system call per interval
+`--watch-interval` seconds, and that of the learned scorer's weights file when the
+config names one (`routing.learned_weights`). Polling one file costs one system call per interval
 and sees every way a file gets replaced: written in place, renamed over by an
 editor or a config tool, a symlink switched (Kubernetes ConfigMaps), a network
 file system. A change only starts a reload; the reload compares the loaded
@@ -18,7 +19,7 @@ import logging
 import os
 import signal
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from octoroute.config import Config, load_config
@@ -96,10 +97,27 @@ def reload_on_sighup() -> asyncio.Event:
 @dataclass(frozen=True)
 class Watching:
     """`--watch`: the file's watch (made before the file is first read, so no change is
-    missed) and the seconds between looks."""
+    missed), the seconds between looks, and the watch of the learned scorer's weights
+    file the running config names (`routing.learned_weights`): retrained in place, it
+    reloads like an edited config."""
 
     watch: FileWatch
     interval: float = DEFAULT_WATCH_INTERVAL
+    _weights: dict[str, FileWatch] = field(default_factory=dict)
+
+    def changed(self, weights_path: str | None) -> bool:
+        """Did the config file, or the weights file at `weights_path`, change since the
+        last look? A newly named weights file is taken as it is now (the reload that
+        named it has just read it)."""
+        changed = self.watch.changed()
+        watch = self._weights.get(weights_path) if weights_path is not None else None
+        if watch is not None:
+            changed = watch.changed() or changed
+        else:
+            self._weights.clear()
+            if weights_path is not None:
+                self._weights[weights_path] = FileWatch(Path(weights_path))
+        return changed
 
 
 async def serve_reloads(live: Live, source: ConfigSource, requested: asyncio.Event, watching: Watching | None) -> None:
@@ -108,7 +126,7 @@ async def serve_reloads(live: Live, source: ConfigSource, requested: asyncio.Eve
     arrive during one are served by a single reload after it."""
     watcher = None
     if watching is not None:
-        watcher = asyncio.create_task(_watch(watching.watch, watching.interval, requested), name="octoroute-watch")
+        watcher = asyncio.create_task(_watch(live, watching, requested), name="octoroute-watch")
     try:
         while True:
             await requested.wait()
@@ -124,8 +142,8 @@ async def serve_reloads(live: Live, source: ConfigSource, requested: asyncio.Eve
                 await watcher
 
 
-async def _watch(watch: FileWatch, interval: float, requested: asyncio.Event) -> None:
+async def _watch(live: Live, watching: Watching, requested: asyncio.Event) -> None:
     while True:
-        await asyncio.sleep(interval)  # polling the file is the mechanism, not a synchronisation
-        if watch.changed():
+        await asyncio.sleep(watching.interval)  # polling the file is the mechanism, not a synchronisation
+        if watching.changed(live.gateway.config.routing.learned_weights):
             requested.set()

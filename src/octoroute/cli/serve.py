@@ -271,9 +271,9 @@ class Supervisor:
     crash-looped. `start(slot)` starts a worker and gives the event it sets once it
     is listening.
 
-    Reloads: SIGHUP (and, with `watch`, a change of the config file) calls `refresh`
-    (the config new workers start with) and passes SIGHUP on to every worker, each of
-    which reloads the file itself. A worker still starting gets it once it listens
+    Reloads: SIGHUP (and, with `watch`, a change of the config file or of the weights
+    file it names) calls `refresh` (the config new workers start with) and passes
+    SIGHUP on to every worker, each of which reloads the file itself. A worker still starting gets it once it listens
     (before that, SIGHUP would kill it)."""
 
     CRASH_LIMIT = 3
@@ -286,6 +286,7 @@ class Supervisor:
         *,
         refresh: Callable[[], None] | None = None,
         watching: Watching | None = None,
+        weights_path: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._start = start
         self._workers = workers
@@ -297,6 +298,7 @@ class Supervisor:
         self._console = Console(stderr=True)
         self._refresh = refresh
         self._watching = watching
+        self._weights_path = weights_path  # the weights file the current config names, watched with it
         self._owed: set[int] = set()  # slots whose worker was starting when a reload came
         self._wake_r, self._wake_w = os.pipe()  # SIGHUP's handler writes, the loop reads
         os.set_blocking(self._wake_w, False)
@@ -325,7 +327,7 @@ class Supervisor:
                         self.reload()
                     else:
                         self._reap(sentinels[cast(int, sentinel)])  # sentinels are file descriptors
-                if self._watching is not None and self._watching.watch.changed():
+                if self._watching is not None and self._watching.changed(self._weights_path()):
                     self.reload()
                 self._pay_owed()
         finally:
@@ -420,6 +422,7 @@ def _run_workers(
         directory,
         refresh=refresh,
         watching=watching,
+        weights_path=lambda: current["data"].get("routing", {}).get("learned_weights"),
     )
     signal.signal(signal.SIGINT, supervisor.stop)  # before any worker exists: no window without them
     signal.signal(signal.SIGTERM, supervisor.stop)

@@ -181,6 +181,8 @@ class RoutingConfig(_Frozen):
     llm_timeout_seconds: Seconds = 5.0
     llm_retries: int = Field(default=2, ge=0, le=5)
     llm_max_prompt_chars: int = Field(default=2000, ge=100, le=100_000)
+    # The learned scorer's weights (`octoroute train` writes them); unset: the bundled model.
+    learned_weights: str | None = Field(default=None, min_length=1)
     shadow: ShadowConfig | None = None  # `[routing.shadow]`; absent: shadow mode is off
 
     @model_validator(mode="after")

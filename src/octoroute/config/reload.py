@@ -18,6 +18,7 @@ import hashlib
 from collections.abc import Mapping
 
 from octoroute.config.models import Config
+from octoroute.config.weightsfile import weights_digest
 
 RESTART_SECTIONS = ("auth", "rate_limit", "observability", "responses", "state")
 RESTART_KEYS = {
@@ -28,8 +29,10 @@ RESTART_KEYS = {
 
 def config_digest(config: Config) -> str:
     """A short fingerprint of a config's content (not its comments or layout): equal
-    configs give equal digests in every worker and after every reload."""
-    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
+    configs give equal digests in every worker and after every reload. The learned
+    scorer's weights file counts as content: retrained in place, it changes the digest."""
+    content = config.model_dump_json() + weights_digest(config.routing.learned_weights)
+    return hashlib.sha256(content.encode()).hexdigest()[:16]
 
 
 def needs_restart(running: Config, loaded: Config) -> tuple[str, ...]:

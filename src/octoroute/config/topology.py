@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from octoroute.config.keysfile import ResolvedKey, auth_problems, keys_file_warning, resolve_keys
 from octoroute.config.models import JUDGE_STRATEGIES, Config, EndpointConfig, GroupOptions, RateLimitOverride, Timeouts
 from octoroute.config.problems import problems_from
+from octoroute.config.weightsfile import read_weights_file
 from octoroute.core.errors import ConfigError, ConfigProblem
 from octoroute.core.types import Api, Fim, Operation, Tier
 
@@ -188,6 +189,11 @@ def check_semantics(config: Config, env: Mapping[str, str]) -> list[ConfigProble
             ConfigProblem("routing.router_tier", f"'{config.routing.router_tier}' has no endpoints under [models]")
         )
     problems.extend(_shadow_problems(config))
+    if config.routing.learned_weights is not None:
+        try:
+            read_weights_file(config.routing.learned_weights)
+        except ValueError as exc:
+            problems.append(ConfigProblem("routing.learned_weights", str(exc)))
     explicit_default = "default_tier" in config.routing.model_fields_set
     if tiers_present and explicit_default and config.routing.default_tier not in config.models:
         problems.append(

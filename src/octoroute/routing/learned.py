@@ -51,7 +51,7 @@ from itertools import islice, pairwise
 from types import MappingProxyType
 from typing import Final
 
-import orjson
+from octoroute.config.weightsfile import WeightsDocument, parse_weights
 
 HEAD_CHARS: Final = 2000
 TAIL_CHARS: Final = 1000
@@ -63,7 +63,6 @@ MAX_TOKENS: Final = 900
 MAX_NUMBERS: Final = 200
 OPTION_LINES_SCANNED: Final = 40
 WEIGHTS_RESOURCE: Final = "learned_weights.json"
-FORMAT: Final = "octoroute-learned-scorer/1"
 
 # ASCII words, digit runs, runs of other letters (a CJK sentence is one token:
 # no spaces to split on, and one token per character would cost 3,000 tokens
@@ -76,7 +75,8 @@ _DIGITS: Final = "0123456789"
 _MATHS: Final = "=+*/^<>%$\\"
 _CODE_MARKS: Final = ("def ", "return", "{", "}", "();", "import ", "=>", "```")
 
-# Names of the dense features, in the order `dense_features` returns them.
+# Names of the dense features, in the order `dense_features` returns them; weights
+# file format 1 (`config.weightsfile.FORMAT`) has one weight per name.
 DENSE_NAMES: Final = (
     "log_length",
     "digit_share",
@@ -170,20 +170,15 @@ class LearnedModel:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> LearnedModel:
-        """Parse a weights file as written by `training/train_scorer.py`."""
-        doc = orjson.loads(data)
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            raise ValueError(f"not a {FORMAT} weights file")
-        dense = tuple(float(w) for w in doc["dense"])
-        means = tuple(float(m) for m in doc["dense_means"])
-        if len(dense) != len(DENSE_NAMES) or len(means) != len(DENSE_NAMES):
-            raise ValueError(f"expected {len(DENSE_NAMES)} dense weights and means")
-        reference = tuple(sorted(float(r) for r in doc["reference"]))
-        if len(reference) < 2:
-            raise ValueError("the reference distribution needs at least two points")
-        terms = {str(term): float(w) for term, w in doc["terms"].items()}
-        weights = _Weights(float(doc["bias"]), dense, means, MappingProxyType(terms), reference)
-        return cls(str(doc["version"]), weights)
+        """Parse a weights file (`config.weightsfile`); raises ValueError saying what is wrong."""
+        return cls.from_document(parse_weights(data))
+
+    @classmethod
+    def from_document(cls, doc: WeightsDocument) -> LearnedModel:
+        """The model of a validated weights document."""
+        terms = MappingProxyType(dict(doc.terms))
+        weights = _Weights(doc.bias, doc.dense, doc.dense_means, terms, tuple(sorted(doc.reference)))
+        return cls(doc.version, weights)
 
     def raw_score(self, text: str) -> float:
         """The uncalibrated linear score (what training fits)."""

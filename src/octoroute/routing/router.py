@@ -36,6 +36,7 @@ from octoroute.routing.scoring import (
     TierCuts,
     bundled_model,
     from_rule,
+    model_for,
     score_rules,
 )
 from octoroute.routing.tool import build_tool_body, parse_tool_reply
@@ -117,9 +118,13 @@ class Router:
     ) -> Router:
         """A router for `[routing]`; `default_tier` overrides `routing.default_tier` (the service
         passes the nearest configured tier when that one has no endpoints), `strategy` the
-        configured strategy (shadow mode's candidate), `model` the bundled learned model."""
+        configured strategy (shadow mode's candidate), `model` the learned model of
+        `routing.learned_weights` (or the bundled one)."""
+        chosen = strategy or routing.strategy
+        if model is None and chosen is Strategy.LEARNED:
+            model = model_for(routing)
         return cls(
-            strategy or routing.strategy,
+            chosen,
             default_tier or routing.default_tier,
             judge,
             max_prompt_chars=routing.llm_max_prompt_chars,

@@ -16,17 +16,20 @@ use: it never calls a model; where a strategy would ask the LLM judge, the
 learned scorer answers instead and the reason says so.
 
 Nothing here does I/O except `bundled_model`, which reads the package's weights
-once at startup.
+once, and `model_for`, which reads `routing.learned_weights` at a config load or
+reload.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Protocol
 
 from octoroute.config.models import RoutingConfig
+from octoroute.config.weightsfile import read_weights_file
 from octoroute.core.types import Features, Importance, JudgeFailure, RouteReason, Strategy, TaskType, Tier
 from octoroute.routing.features import extract_features
 from octoroute.routing.learned import LearnedModel
@@ -112,6 +115,25 @@ class ScoreModel(Protocol):
 def bundled_model() -> ScoreModel:
     """The learned model shipped in the package, loaded once per process."""
     return LearnedModel.bundled()
+
+
+def model_for(routing: RoutingConfig) -> ScoreModel:
+    """The learned model of `[routing]`: its `learned_weights` file, or the bundled one.
+
+    Reads the file each time (a config load or reload, not a request) and parses
+    each distinct content once; raises ValueError when the file went bad after the
+    config check.
+    """
+    if routing.learned_weights is None:
+        return bundled_model()
+    data, _ = read_weights_file(routing.learned_weights)
+    return _model_of(hashlib.sha256(data).hexdigest(), data)
+
+
+@lru_cache(maxsize=4)
+def _model_of(digest: str, data: bytes) -> ScoreModel:
+    del digest  # the cache key: equal content, one parsed model
+    return LearnedModel.from_bytes(data)
 
 
 def nominal(tier: Tier, strategy: Strategy, reason: RouteReason, detail: str) -> Scored:
@@ -276,7 +298,7 @@ def build_offline_scorer(
     chosen = strategy or routing.strategy
     learned = None
     if chosen is not Strategy.RULE:
-        learned = LearnedScorer(model or bundled_model(), TierCuts.from_config(routing))
+        learned = LearnedScorer(model or model_for(routing), TierCuts.from_config(routing))
     return OfflineScorer(chosen, default_tier, learned)
 
 

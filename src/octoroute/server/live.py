@@ -110,7 +110,10 @@ class Live:
             topology = build_topology(applied, env)
         except ConfigError as exc:
             return self.refuse([str(p) for p in exc.problems], source)
-        new = self._build(applied, topology)
+        try:
+            new = self._build(applied, topology)
+        except ValueError as exc:  # the learned weights file went bad after the config check
+            return self.refuse([f"routing.learned_weights: {exc}"], source)
         pairs = new.take_over(old)
         await new.pool.start(taking_over=old.pool)
         await new.discover_new(pairs)

@@ -6,9 +6,9 @@ from itertools import pairwise
 import orjson
 import pytest
 
+from octoroute.config.weightsfile import DENSE_FEATURES, FORMAT
 from octoroute.routing.learned import (
     DENSE_NAMES,
-    FORMAT,
     HEAD_CHARS,
     MAX_FACTORS,
     MAX_TOKENS,
@@ -119,9 +119,14 @@ def test_percentile_is_strictly_increasing_and_bounded() -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"format": "something-else/1"}, "weights file"),
-        ({"dense": [1.0]}, "dense weights"),
-        ({"reference": [1.0]}, "reference distribution"),
+        ({"format": "something-else/1"}, "not a weights file of format octoroute-learned-scorer/1: format"),
+        ({"dense": [1.0]}, "dense: Tuple should have at least 9 items"),
+        ({"dense_means": [0.0] * 10}, "dense_means: Tuple should have at most 9 items"),
+        ({"reference": [1.0]}, "reference: Tuple should have at least 2 items"),
+        ({"reference": [1.0, 1.0]}, "at least two different raw scores"),
+        ({"bias": "1"}, "bias: Input should be a valid number"),
+        ({"terms": {"x": True}}, "terms.x: Input should be a valid number"),
+        ({"version": ""}, "version"),
     ],
 )
 def test_from_bytes_rejects_bad_files(overrides: dict[str, object], message: str) -> None:
@@ -129,9 +134,18 @@ def test_from_bytes_rejects_bad_files(overrides: dict[str, object], message: str
         model_of(**overrides)
 
 
-def test_from_bytes_rejects_non_object() -> None:
+def test_from_bytes_rejects_non_object_and_non_json() -> None:
     with pytest.raises(ValueError, match="weights file"):
         LearnedModel.from_bytes(b"[1, 2]")
+    with pytest.raises(ValueError, match="not JSON"):
+        LearnedModel.from_bytes(b'{"bias": 0.0,')
+    nan = orjson.dumps(weights_doc()).replace(b'"bias":0.0', b'"bias":NaN')
+    with pytest.raises(ValueError, match="bias: Input should be a finite number"):
+        LearnedModel.from_bytes(nan)
+
+
+def test_format_one_has_a_weight_per_dense_feature() -> None:
+    assert len(DENSE_NAMES) == DENSE_FEATURES
 
 
 def test_token_cap_bounds_what_a_window_contributes() -> None:

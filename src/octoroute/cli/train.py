@@ -1,0 +1,181 @@
+"""`octoroute train`: fit the learned scorer on your own labelled prompts.
+
+Reads DATA.jsonl in `octoroute eval`'s format (`prompt`, `weak_score`,
+`strong_score`), or an event file recorded with `log_content` and its labels
+(`--log`, `--labels`, as `eval` takes them), measures the settings by k-fold cross-validation (every prompt
+scored by a model that never saw it, calibrated as a served file is), prints
+`octoroute eval`'s table for that model beside the bundled default and the
+length baseline, then fits on everything and writes a weights file for
+`[routing] learned_weights`. Its reference distribution is the data's own, so
+`tier_shares` cut your traffic in the shares asked for.
+
+The fit is the bundled model's (`routing.fitting`): ridge regression on the
+counts and densities with length as an explicit prior, optionally word terms.
+Needs the `train` extra; every problem is one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from random import Random
+
+import orjson
+from rich.console import Console
+
+from octoroute.cli.evaluate import (
+    EXIT_PROBLEM,
+    EvalOptions,
+    EvalProblem,
+    Report,
+    Subject,
+    build_report,
+    log_prompts,
+    read_data,
+)
+from octoroute.core.errors import EvaluationError
+from octoroute.routing.evaluation import Labels, compare_paired, length_score
+from octoroute.routing.learned import LearnedModel
+from octoroute.routing.scoring import bundled_model
+
+TRAIN_EXTRA_HINT = "pip install 'octoroute[train]'"
+MIN_PER_FOLD = 10  # fewer held-out prompts per fold make the out-of-fold curve meaningless
+
+
+@dataclass(frozen=True, slots=True)
+class TrainArgs:
+    data: Path | None  # DATA.jsonl, or:
+    log: Path | None  # an event file (with log_content) and
+    labels: Path | None  # its labels, as for `octoroute eval --log --labels`
+    out: Path
+    force: bool
+    folds: int
+    terms: bool
+    text_weight: float
+    name: str | None
+    options: EvalOptions
+
+
+@dataclass(frozen=True, slots=True)
+class Trained:
+    report: Report
+    payload: bytes
+    version: str
+    terms: int
+
+
+def train(args: TrainArgs) -> Trained:
+    """Cross-validate, fit on everything, and return the report and the weights file's bytes."""
+    try:
+        from octoroute.routing import fitting
+    except ImportError as exc:
+        raise EvalProblem(
+            f"needs numpy, scipy and scikit-learn ({exc.name or exc} is missing): {TRAIN_EXTRA_HINT}"
+        ) from None
+    if args.out.exists() and not args.force:
+        raise EvalProblem(f"{args.out} exists; give --force to replace it")
+    if args.folds < 2:
+        raise EvalProblem("--folds must be 2 or more")
+    prompts, labels, source = _read_input(args)
+    if len(prompts) < args.folds * MIN_PER_FOLD:
+        raise EvalProblem(
+            f"{source}: {len(prompts)} prompts; {args.folds}-fold cross-validation needs at least "
+            f"{args.folds * MIN_PER_FOLD} ({MIN_PER_FOLD} per fold)"
+        )
+    items = [fitting.Labelled(p, w, s) for p, w, s in zip(prompts, labels.weak, labels.strong, strict=True)]
+    settings = fitting.Settings(
+        target="mix",
+        alpha=3.0,
+        center_sources=False,
+        length_prior=True,
+        use_terms=args.terms,
+        text_weight=args.text_weight,
+    )
+    feats = fitting.featurize(prompts)
+    trained = fitting.out_of_fold_scores(items, feats, settings, args.folds, args.options.seed)
+    default = bundled_model()
+    bundled = [default.predict(p).score for p in prompts]
+    notes = [f"trained: {args.folds}-fold cross-validation, every prompt scored by a model fitted without it"]
+    if args.options.resamples:
+        try:
+            versus = compare_paired(trained, bundled, labels, args.options.resamples, Random(args.options.seed + 2))
+        except EvaluationError as exc:
+            raise EvalProblem(str(exc)) from exc
+        notes.append(
+            f"trained vs bundled default ({default.version}): Δ APGR {versus.difference:+.3f} "
+            f"[{versus.low:+.3f}, {versus.high:+.3f}], p {versus.p_value:.3f}"
+        )
+    report = build_report(
+        f"{source}: {len(prompts)} prompts",
+        [Subject("trained", tuple(trained), labels), Subject(f"bundled {default.version}", tuple(bundled), labels)],
+        labels,
+        [length_score(p) for p in prompts],
+        args.options,
+        notes,
+    )
+    fitted = fitting.fit(items, feats, settings)
+    version = args.name or f"trained-{_digest(prompts, labels.weak, labels.strong)}"
+    document = fitting.export(fitted, fitted.raw_scores(feats), version, settings.reference_points)
+    payload = orjson.dumps(document, option=orjson.OPT_SORT_KEYS) + b"\n"
+    LearnedModel.from_bytes(payload)  # what serving will read must load
+    return Trained(report, payload, version, len(fitted.terms))
+
+
+def _read_input(args: TrainArgs) -> tuple[list[str], Labels, str]:
+    if args.data is not None and (args.log is not None or args.labels is not None):
+        raise EvalProblem("give DATA.jsonl, or --log with --labels, not both")
+    if args.data is not None:
+        prompts, labels = read_data(args.data)
+        return prompts, labels, str(args.data)
+    if args.log is None or args.labels is None:
+        raise EvalProblem("give DATA.jsonl, or --log events.jsonl with --labels labels.jsonl")
+    prompts, labels = log_prompts(args.log, args.labels)
+    return prompts, labels, f"{args.log} with {args.labels}"
+
+
+def _digest(prompts: Sequence[str], weak: Sequence[float], strong: Sequence[float]) -> str:
+    """A short hash of what was trained on: equal data, equal default version."""
+    digest = hashlib.sha256()
+    for row in zip(prompts, weak, strong, strict=True):
+        digest.update(orjson.dumps(row))
+    return digest.hexdigest()[:8]
+
+
+def write_atomically(path: Path, payload: bytes) -> None:
+    """Write through a temporary file in the same directory and rename: a gateway
+    reloading meanwhile reads the old file or the new one, never half of one."""
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def run_train(args: TrainArgs, env: Mapping[str, str]) -> int:
+    """Train, print the table, write the file; 2 with one line on stderr on any problem."""
+    del env  # nothing is read from the environment
+    from octoroute.cli import eval_report
+
+    err = Console(stderr=True, soft_wrap=True)
+    try:
+        result = train(args)
+        write_atomically(args.out, result.payload)
+    except EvalProblem as exc:
+        err.print(f"octoroute train: {exc}", markup=False, highlight=False)
+        return EXIT_PROBLEM
+    except OSError as exc:
+        err.print(f"octoroute train: cannot write {args.out}: {exc.strerror or exc}", markup=False, highlight=False)
+        return EXIT_PROBLEM
+    out = Console(soft_wrap=False)
+    eval_report.render_table(result.report, out)
+    # Plain print: the config lines must come out unwrapped, ready to paste.
+    print(f"wrote {args.out} (version {result.version}, {result.terms} word terms); use it with")
+    print(f"  [routing]\n  learned_weights = {orjson.dumps(str(args.out.resolve())).decode()}", flush=True)
+    return 0
