@@ -18,8 +18,11 @@ from tests.browser.test_dashboard import (
     wait_connected,
     wait_for,
 )
+from tests.integration.test_learned_routing import weights_with
 from tests.integration.test_shadow import HARD_HI, HI, WordModel
 from tests.support import endpoint, fleet_config
+
+from octoroute.routing.scoring import bundled_model
 
 _SHADOW_TABLES = """
 const cells = (tr) => Array.from(tr.cells).map(c => c.innerText.trim());
@@ -46,7 +49,7 @@ def test_dashboard_shows_shadow_agreement_and_tier_mixes(browser: WebDriver, ups
     wait_connected(browser)
     wait_for(browser, shows_requests(ids), "the three requests in the decisions table")
     assert browser.find_element(By.ID, "shadow").is_displayed()
-    assert read(browser, lambda d: text_of(d, "#shadow-strategy")) == "learned vs rule"
+    assert read(browser, lambda d: text_of(d, "#shadow-strategy")) == "learned (test.words) vs rule"
     assert read(browser, lambda d: text_of(d, "#shadow-agreement")) == "66.7%"
     assert read(browser, lambda d: (text_of(d, "#shadow-agreed"), text_of(d, "#shadow-decisions"))) == ("2", "3")
     assert not browser.find_element(By.ID, "shadow-judge").is_displayed()  # an offline candidate never waits
@@ -83,3 +86,21 @@ def test_no_shadow_panel_when_shadow_mode_is_off(browser: WebDriver, upstreams, 
     assert "Shadow mode" not in browser.find_element(By.TAG_NAME, "body").text
     rows = read(browser, decision_rows)
     assert not any("shadow" in row["cells"][3] for row in rows.values())
+
+
+def test_a_trained_model_shadowing_the_live_one_is_named_by_role_and_version(
+    browser: WebDriver, upstreams, gateway, sdk_clients, tmp_path
+) -> None:
+    weights = tmp_path / "trained.json"
+    weights.write_bytes(weights_with("trained-7", bias=10.0))  # beyond the reference: always deep
+    shadow = {"strategy": "learned", "learned_weights": str(weights)}
+    gw = gateway(fleet_config(healthy_fleet(upstreams), routing={"strategy": "learned", "shadow": shadow}))
+    raw = sdk_clients.openai(gw).chat.completions.with_raw_response.create(model="auto", messages=HI)
+    raw.parse()
+    browser.get(f"{gw.url}/dashboard")
+    wait_connected(browser)
+    wait_for(browser, shows_requests([raw.headers["X-Request-Id"]]), "the request in the decisions table")
+    version = bundled_model().version
+    assert read(browser, lambda d: text_of(d, "#shadow-strategy")) == f"learned (trained-7) vs learned ({version})"
+    names = read(browser, lambda d: (text_of(d, "#shadow-live-name"), text_of(d, "#shadow-candidate-name")))
+    assert names == ("live", "shadow")

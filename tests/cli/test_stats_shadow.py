@@ -93,7 +93,7 @@ def test_stats_once_shows_shadow_mode_of_a_live_gateway(upstreams, gateway, sdk_
     assert result.returncode == 0, result.stderr
     out = plain(result.stdout)
     assert max(len(line) for line in out.splitlines()) <= 80, out
-    assert "shadow: learned vs rule" in out, out
+    assert re.search(r"shadow: learned\s+\(test\.words\) vs rule", out), out
     assert re.search(r"agree\s+67%\s+2/3", out), out
     assert re.search(r"fast\s+3 100%\s+2 67%", out), out
     assert re.search(r"deep\s+0 0%\s+1 33%", out), out
@@ -103,3 +103,15 @@ def test_stats_once_shows_shadow_mode_of_a_live_gateway(upstreams, gateway, sdk_
     result = octoroute_stats("--url", off.url, "--once", env={"COLUMNS": "80"})
     assert result.returncode == 0, result.stderr
     assert "shadow" not in plain(result.stdout)
+
+
+def test_two_models_of_one_strategy_are_named_by_role_and_version():
+    learned = copy.deepcopy(SHADOW) | {
+        "live_strategy": "learned",
+        "model": "trained-3f2a",
+        "live_model": "2026-12-07.6",
+    }
+    out = rendered(copy.deepcopy(SAMPLE) | {"shadow": learned}, 100)
+    for fragment in ("shadow: learned", "(trained-3f2a) vs learned", "(2026-12-07.6)"):  # the title wraps
+        assert fragment in out, out
+    assert re.search(r"tier\s+live\s+shadow", out), out

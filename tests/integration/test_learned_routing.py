@@ -104,13 +104,14 @@ def test_a_client_naming_a_group_gets_no_score(upstreams, gateway, client):
     assert "x-octoroute-score" not in {k.lower() for k in raw.headers}
 
 
-def weights_with(version: str, **dense: float) -> bytes:
-    """A weights file whose raw score is the named dense features, nothing else."""
+def weights_with(version: str, bias: float = 0.0, **dense: float) -> bytes:
+    """A weights file whose raw score is `bias` plus the named dense features; its
+    reference runs 0..4, so raw 3 is the score 0.7 and anything beyond 4 is near 1."""
     return orjson.dumps(
         {
             "format": FORMAT,
             "version": version,
-            "bias": 0.0,
+            "bias": bias,
             "dense": [dense.get(name, 0.0) for name in DENSE_NAMES],
             "dense_means": [0.0] * len(DENSE_NAMES),
             "terms": {},

@@ -13,9 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import pytest
 import urllib3
+from tests.integration.test_learned_routing import weights_with
 from tests.integration.test_observability import scrape, settle, snapshot, total, value
 from tests.support import endpoint, eventually, fleet_config
+
+from octoroute.routing.scoring import bundled_model
 
 HTTP = urllib3.PoolManager()
 HI = [{"role": "user", "content": "hi there"}]
@@ -141,6 +145,8 @@ def test_an_offline_candidate_is_recorded_with_its_agreement(upstreams, gateway,
     assert shadow == {
         "strategy": "llm",
         "live_strategy": "rule",
+        "model": "test.words",  # the judge candidate scored offline uses the learned model
+        "live_model": None,
         "allow_judge": False,
         "sample": 1.0,
         "decisions": 4,
@@ -330,3 +336,37 @@ def test_a_failing_candidate_never_fails_the_live_request(upstreams, gateway, sd
     assert len(failures) == 1
     assert failures[0].exc_info is not None
     assert "the candidate broke" in str(failures[0].exc_info[1])
+
+
+def test_a_trained_model_shadows_the_live_learned_one(upstreams, gateway, sdk_clients, loop_thread, tmp_path):
+    sims, models = three_tiers(upstreams)
+    weights, path = tmp_path / "trained.json", tmp_path / "events.jsonl"
+    weights.write_bytes(weights_with("trained-7", bias=10.0))  # beyond its reference: every prompt deep
+    config = fleet_config(
+        models,
+        routing={"strategy": "learned", "shadow": {"strategy": "learned", "learned_weights": str(weights)}},
+        observability={"events_file": str(path)},
+    )
+    gw = gateway(config)
+    client = sdk_clients.openai(gw)
+    live = [route(client, HI)[0], route(client, HARD_HI)[0]]
+    settle(gw, loop_thread, 2)
+    bundled = bundled_model()
+    assert [d[:2] for d in live] == [("fast", "learned"), ("fast", "learned")]  # the bundled model decides
+    assert [float(d[3]) for d in live] == pytest.approx(
+        [bundled.predict("hi there").score] * 1 + [bundled.predict("hi, hard one").score], abs=5e-4
+    )
+    assert [len(sim.chat_requests) for sim in sims.values()] == [2, 0, 0]  # the candidate calls nobody
+    requests = [e for e in events_of(path) if e["event"] == "request"]
+    assert [(e["shadow_strategy"], e["shadow_tier"], e["shadow_reason"]) for e in requests] == [
+        ("learned", "deep", "learned_score")
+    ] * 2
+    assert all(e["shadow_score"] > 0.9 for e in requests)  # past the top of its 0..4 reference
+    shadow = snapshot(gw.url)["shadow"]
+    assert (shadow["strategy"], shadow["model"], shadow["live_strategy"], shadow["live_model"]) == (
+        "learned",
+        "trained-7",
+        "learned",
+        bundled.version,
+    )
+    assert (shadow["agreed"], shadow["decisions"]) == (0, 2)

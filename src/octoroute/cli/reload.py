@@ -18,11 +18,12 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from octoroute.config import Config, load_config
+from octoroute.config.reload import weights_paths
 from octoroute.core.errors import ConfigError
 from octoroute.server.live import Live, ReloadReport
 
@@ -105,18 +106,19 @@ class Watching:
     interval: float = DEFAULT_WATCH_INTERVAL
     _weights: dict[str, FileWatch] = field(default_factory=dict)
 
-    def changed(self, weights_path: str | None) -> bool:
-        """Did the config file, or the weights file at `weights_path`, change since the
-        last look? A newly named weights file is taken as it is now (the reload that
-        named it has just read it)."""
+    def changed(self, weights_paths: Sequence[str]) -> bool:
+        """Did the config file, or one of the weights files at `weights_paths`, change
+        since the last look? A newly named weights file is taken as it is now (the
+        reload that named it has just read it)."""
         changed = self.watch.changed()
-        watch = self._weights.get(weights_path) if weights_path is not None else None
-        if watch is not None:
-            changed = watch.changed() or changed
-        else:
-            self._weights.clear()
-            if weights_path is not None:
-                self._weights[weights_path] = FileWatch(Path(weights_path))
+        for path in weights_paths:
+            watch = self._weights.get(path)
+            if watch is None:
+                self._weights[path] = FileWatch(Path(path))
+            elif watch.changed():
+                changed = True
+        for path in set(self._weights) - set(weights_paths):
+            del self._weights[path]
         return changed
 
 
@@ -145,5 +147,5 @@ async def serve_reloads(live: Live, source: ConfigSource, requested: asyncio.Eve
 async def _watch(live: Live, watching: Watching, requested: asyncio.Event) -> None:
     while True:
         await asyncio.sleep(watching.interval)  # polling the file is the mechanism, not a synchronisation
-        if watching.changed(live.gateway.config.routing.learned_weights):
+        if watching.changed(weights_paths(live.gateway.config)):
             requested.set()

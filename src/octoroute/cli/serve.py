@@ -14,7 +14,7 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing import connection as mp_connection
 from multiprocessing.process import BaseProcess
@@ -29,6 +29,7 @@ from rich.console import Console
 from octoroute.cli.commands import print_problems
 from octoroute.cli.reload import ConfigSource, FileWatch, Watching, bound_to, reload_on_sighup, serve_reloads
 from octoroute.config import Config, build_topology, load_config, parse_config
+from octoroute.config.reload import weights_paths
 from octoroute.core.errors import ConfigError
 from octoroute.observe.logs import configure_logging
 from octoroute.server import GatewayRunner, create_app
@@ -286,7 +287,7 @@ class Supervisor:
         *,
         refresh: Callable[[], None] | None = None,
         watching: Watching | None = None,
-        weights_path: Callable[[], str | None] = lambda: None,
+        weights_paths: Callable[[], Sequence[str]] = tuple,
     ) -> None:
         self._start = start
         self._workers = workers
@@ -298,7 +299,7 @@ class Supervisor:
         self._console = Console(stderr=True)
         self._refresh = refresh
         self._watching = watching
-        self._weights_path = weights_path  # the weights file the current config names, watched with it
+        self._weights_paths = weights_paths  # the weights files the current config names, watched with it
         self._owed: set[int] = set()  # slots whose worker was starting when a reload came
         self._wake_r, self._wake_w = os.pipe()  # SIGHUP's handler writes, the loop reads
         os.set_blocking(self._wake_w, False)
@@ -327,7 +328,7 @@ class Supervisor:
                         self.reload()
                     else:
                         self._reap(sentinels[cast(int, sentinel)])  # sentinels are file descriptors
-                if self._watching is not None and self._watching.changed(self._weights_path()):
+                if self._watching is not None and self._watching.changed(self._weights_paths()):
                     self.reload()
                 self._pay_owed()
         finally:
@@ -400,7 +401,8 @@ def _run_workers(
     watching: Watching | None,
 ) -> int:
     ctx = multiprocessing.get_context("spawn")
-    current = {"data": config.model_dump(mode="json", exclude_unset=True)}
+    current: dict[str, Any] = {"data": config.model_dump(mode="json", exclude_unset=True)}
+    current["paths"] = weights_paths(config)
     shared = Shared(directory, workers, time.time())
 
     def start(slot: int) -> tuple[BaseProcess, EventType]:
@@ -414,7 +416,9 @@ def _run_workers(
         """The config a replacement worker starts with: the file's, if it loads (each
         worker logs the reload's result itself)."""
         with contextlib.suppress(ConfigError):
-            current["data"] = source.load().model_dump(mode="json", exclude_unset=True)
+            loaded = source.load()
+            current["data"] = loaded.model_dump(mode="json", exclude_unset=True)
+            current["paths"] = weights_paths(loaded)
 
     supervisor = Supervisor(
         start,
@@ -422,7 +426,7 @@ def _run_workers(
         directory,
         refresh=refresh,
         watching=watching,
-        weights_path=lambda: current["data"].get("routing", {}).get("learned_weights"),
+        weights_paths=lambda: current["paths"],
     )
     signal.signal(signal.SIGINT, supervisor.stop)  # before any worker exists: no window without them
     signal.signal(signal.SIGTERM, supervisor.stop)

@@ -99,6 +99,8 @@ class ShadowStats(TypedDict):
     live_by_tier: dict[str, int]
     shadow_by_tier: dict[str, int]
     live_strategy: NotRequired[str | None]
+    model: NotRequired[str | None]
+    live_model: NotRequired[str | None]
     allow_judge: NotRequired[bool]
     sample: NotRequired[float]
     pending: NotRequired[int]
@@ -438,11 +440,14 @@ def render_problems(snapshot: Snapshot) -> Table:
 def render_shadow(shadow: ShadowStats) -> Table:
     """Shadow mode: agreement with the live strategy and both tier mixes, side by side."""
     live = shadow.get("live_strategy") or "live"
-    title = f"shadow: {shadow['strategy']} vs {live}"
+    candidate = shadow["strategy"]
+    title = f"shadow: {_with_model(candidate, shadow.get('model'))} vs {_with_model(live, shadow.get('live_model'))}"
+    if candidate == live:  # two models of one strategy: name the columns by role
+        live, candidate = "live", "shadow"
     table = Table(title=title, title_justify="left", box=None, padding=(0, 1))
     table.add_column("tier", style="bold")
     table.add_column(shorten(live, 8), justify="right")
-    table.add_column(shorten(shadow["strategy"], 8), justify="right")
+    table.add_column(shorten(candidate, 8), justify="right")
     agreement = shadow["agreement"]
     share = "–" if agreement is None else f"{agreement:.0%}"
     table.add_row(
@@ -457,6 +462,11 @@ def render_shadow(shadow: ShadowStats) -> Table:
         table.add_row("pending", "", str(pending))
         table.add_row("dropped", "", Text(str(dropped), style="yellow" if dropped else ""))
     return table
+
+
+def _with_model(strategy: str, model: str | None) -> str:
+    """'learned (trained-3f2a9c1e)': a strategy and the learned model it scores with."""
+    return f"{strategy} ({model})" if model else strategy
 
 
 def _share(count: int, total: int) -> str:

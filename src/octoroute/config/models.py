@@ -167,6 +167,9 @@ class ShadowConfig(_Frozen):
     allow_judge: bool = False
     sample: float = Field(default=1.0, gt=0, le=1, allow_inf_nan=False)  # share of auto-routed requests shadowed
     max_pending: int = Field(default=32, ge=1, le=10_000)  # judge candidates in flight; more are dropped and counted
+    # The candidate's own learned model (e.g. one `octoroute train` wrote), so a trained
+    # model can be shadowed beside the live `learned` one; unset: `routing.learned_weights`.
+    learned_weights: str | None = Field(default=None, min_length=1)
 
 
 class RoutingConfig(_Frozen):

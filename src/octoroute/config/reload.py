@@ -30,9 +30,16 @@ RESTART_KEYS = {
 def config_digest(config: Config) -> str:
     """A short fingerprint of a config's content (not its comments or layout): equal
     configs give equal digests in every worker and after every reload. The learned
-    scorer's weights file counts as content: retrained in place, it changes the digest."""
-    content = config.model_dump_json() + weights_digest(config.routing.learned_weights)
+    scorer's weights files count as content: retrained in place, they change the digest."""
+    content = config.model_dump_json() + "".join(map(weights_digest, weights_paths(config)))
     return hashlib.sha256(content.encode()).hexdigest()[:16]
+
+
+def weights_paths(config: Config) -> tuple[str, ...]:
+    """The weights files a config names: the live model's, then the shadow candidate's."""
+    shadow = config.routing.shadow
+    paths = (config.routing.learned_weights, shadow.learned_weights if shadow else None)
+    return tuple(path for path in paths if path is not None)
 
 
 def needs_restart(running: Config, loaded: Config) -> tuple[str, ...]:

@@ -19,11 +19,20 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 
 from octoroute.config.keysfile import ResolvedKey, auth_problems, keys_file_warning, resolve_keys
-from octoroute.config.models import JUDGE_STRATEGIES, Config, EndpointConfig, GroupOptions, RateLimitOverride, Timeouts
+from octoroute.config.models import (
+    JUDGE_STRATEGIES,
+    Config,
+    EndpointConfig,
+    GroupOptions,
+    RateLimitOverride,
+    RoutingConfig,
+    ShadowConfig,
+    Timeouts,
+)
 from octoroute.config.problems import problems_from
 from octoroute.config.weightsfile import read_weights_file
 from octoroute.core.errors import ConfigError, ConfigProblem
-from octoroute.core.types import Api, Fim, Operation, Tier
+from octoroute.core.types import Api, Fim, Operation, Strategy, Tier
 
 DEFAULT_TIER_FALLBACK: dict[str, str] = {Tier.FAST: Tier.BALANCED, Tier.BALANCED: Tier.DEEP}
 NO_FALLBACK = ("", "none")
@@ -159,11 +168,16 @@ def _shadow_problems(config: Config) -> list[ConfigProblem]:
     routing, shadow = config.routing, config.routing.shadow
     if shadow is None:
         return []
+    if shadow.learned_weights is not None:
+        return _shadow_weights_problems(routing, shadow, shadow.learned_weights)
     if shadow.strategy is routing.strategy:
+        hint = (
+            ", or give it a trained model of its own (learned_weights)" if shadow.strategy is Strategy.LEARNED else ""
+        )
         return [
             ConfigProblem(
                 "routing.shadow.strategy",
-                f"'{shadow.strategy.value}' is already the live strategy; shadow a different one",
+                f"'{shadow.strategy.value}' is already the live strategy; shadow a different one{hint}",
             )
         ]
     asks = shadow.allow_judge and shadow.strategy in JUDGE_STRATEGIES
@@ -175,6 +189,28 @@ def _shadow_problems(config: Config) -> list[ConfigProblem]:
                 f"strategy '{shadow.strategy.value}' asks it (allow_judge = true)",
             )
         ]
+    return []
+
+
+def _shadow_weights_problems(routing: RoutingConfig, shadow: ShadowConfig, path: str) -> list[ConfigProblem]:
+    """A candidate with its own weights file (`path`): one it can read, used by a
+    candidate that scores with the learned model, and not the live model's file."""
+    where = "routing.shadow.learned_weights"
+    uses_model = shadow.strategy is Strategy.LEARNED or (shadow.strategy in JUDGE_STRATEGIES and not shadow.allow_judge)
+    if not uses_model:
+        return [
+            ConfigProblem(
+                where,
+                f"the shadow strategy '{shadow.strategy.value}' does not score with the learned model"
+                + (" (it asks the router model: allow_judge = true)" if shadow.allow_judge else ""),
+            )
+        ]
+    if shadow.strategy is routing.strategy and path == routing.learned_weights:
+        return [ConfigProblem(where, "is the live model's file too (routing.learned_weights); shadow a different one")]
+    try:
+        read_weights_file(path)
+    except ValueError as exc:
+        return [ConfigProblem(where, str(exc))]
     return []
 
 

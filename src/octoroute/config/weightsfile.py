@@ -76,11 +76,9 @@ def read_weights_file(path: str) -> tuple[bytes, WeightsDocument]:
         raise ValueError(f"{path}: {exc}") from None
 
 
-def weights_digest(path: str | None) -> str:
-    """A fingerprint of the file's content ('' when unset or unreadable): part of the
-    config digest, so a retrained file under the same name is a changed config."""
-    if path is None:
-        return ""
+def weights_digest(path: str) -> str:
+    """A fingerprint of the file's content ('' when unreadable): part of the config
+    digest, so a retrained file under the same name is a changed config."""
     try:
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
     except OSError:

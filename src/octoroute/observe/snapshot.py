@@ -54,6 +54,8 @@ class SnapshotInputs:
     errors: Sequence[bytes]  # JSON records from the error window(s)
     shadow: ShadowConfig | None = None  # `[routing.shadow]`, when shadow mode is on
     live_strategy: Strategy | None = None  # `[routing] strategy`, what shadow mode compares with
+    live_model: str | None = None  # the live learned model's version, when the live strategy is `learned`
+    shadow_model: str | None = None  # the candidate's learned model's version, when it scores with one
     usage_costs: Mapping[UsageKey, Decimal | None] = field(default_factory=dict)  # exact, from the recorder
     currency: str = "USD"
     # the shared [state] store's fleet-wide usage totals; None: this gateway's counters
@@ -211,7 +213,7 @@ def build_snapshot(inputs: SnapshotInputs) -> dict[str, object]:
         ],
         "queue": _queue(samples, inputs.groups),
         "affinity": {r: affinity.get((r,), 0) for r in AFFINITY_RESULTS},
-        "shadow": shadow_summary(inputs.shadow, inputs.live_strategy, samples, inputs.groups),
+        "shadow": shadow_summary(inputs, samples),
         "usage": usage_summary(samples, inputs.usage_costs, inputs.currency, inputs.usage_totals),
         "decisions": decisions[:DECISIONS_SHOWN],
     }
@@ -260,13 +262,11 @@ def _usage_row(row: UsageRow) -> dict[str, object]:
 
 
 def shadow_summary(
-    shadow: ShadowConfig | None,
-    live_strategy: Strategy | None,
-    samples: dict[str, list[tuple[dict[str, str], float]]],
-    groups: Sequence[str],
+    inputs: SnapshotInputs, samples: dict[str, list[tuple[dict[str, str], float]]]
 ) -> dict[str, object] | None:
     """Shadow mode's candidate against the live strategy: how often they agree, both
     tier mixes over the same requests, and the live x candidate counts; None when off."""
+    shadow, live_strategy, groups = inputs.shadow, inputs.live_strategy, inputs.groups
     if shadow is None:
         return None
     strategy = shadow.strategy.value
@@ -281,6 +281,8 @@ def shadow_summary(
     return {
         "strategy": strategy,
         "live_strategy": None if live_strategy is None else live_strategy.value,
+        "model": inputs.shadow_model,
+        "live_model": inputs.live_model,
         "allow_judge": shadow.allow_judge,
         "sample": shadow.sample,
         "decisions": total,

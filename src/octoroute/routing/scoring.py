@@ -124,9 +124,14 @@ def model_for(routing: RoutingConfig) -> ScoreModel:
     each distinct content once; raises ValueError when the file went bad after the
     config check.
     """
-    if routing.learned_weights is None:
+    return model_at(routing.learned_weights)
+
+
+def model_at(path: str | None) -> ScoreModel:
+    """The learned model in the weights file at `path`; the bundled one for None."""
+    if path is None:
         return bundled_model()
-    data, _ = read_weights_file(routing.learned_weights)
+    data, _ = read_weights_file(path)
     return _model_of(hashlib.sha256(data).hexdigest(), data)
 
 

@@ -26,7 +26,7 @@ from octoroute.config.models import JUDGE_STRATEGIES, RoutingConfig, ShadowConfi
 from octoroute.core.types import Features, RoutingDecision, Strategy, Tier
 from octoroute.routing.router import JudgeFn, Router, to_decision
 from octoroute.routing.rules import evaluate_rules
-from octoroute.routing.scoring import OfflineScorer, ScoreModel, build_offline_scorer, from_rule
+from octoroute.routing.scoring import OfflineScorer, ScoreModel, build_offline_scorer, from_rule, model_at
 
 
 class ShadowRouter:
@@ -50,6 +50,8 @@ class ShadowRouter:
         self.strategy = shadow.strategy
         self.sample = shadow.sample
         self.asks_judge = shadow.allow_judge and shadow.strategy in JUDGE_STRATEGIES
+        if shadow.learned_weights is not None:  # the candidate's own model
+            model = model_at(shadow.learned_weights)
         self._offline: OfflineScorer | None = None
         self._router: Router | None = None
         if self.asks_judge:
@@ -58,6 +60,14 @@ class ShadowRouter:
             )
         else:
             self._offline = build_offline_scorer(routing, default_tier, strategy=shadow.strategy, model=model)
+
+    @property
+    def model_version(self) -> str | None:
+        """The version of the learned model the candidate scores with; None when it uses none."""
+        learned = self._offline.learned if self._offline is not None else None
+        if learned is None and self._router is not None:
+            learned = self._router.learned
+        return None if learned is None else learned.model.version
 
     def sampled(self, rng: random.Random) -> bool:
         """Is this request shadowed? Always at `sample = 1`; else one draw from `rng`."""

@@ -280,6 +280,8 @@ class Gateway(RouterModel, ShadowMode, Probing):
                 errors=errors,
                 shadow=self.config.routing.shadow,
                 live_strategy=self.config.routing.strategy,
+                live_model=None if self.router.learned is None else self.router.learned.model.version,
+                shadow_model=None if self.shadow is None else self.shadow.model_version,
                 usage_costs=costs,
                 currency=self.config.usage.currency,
                 usage_totals=shared,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from importlib import resources
+
 import pytest
 
 from octoroute.config import parse_config
 from octoroute.config.models import RoutingConfig, ShadowConfig
+from octoroute.config.reload import config_digest
 from octoroute.core.errors import ConfigError
 from octoroute.core.types import Strategy
 
@@ -80,3 +83,32 @@ def test_a_judge_candidate_allowed_to_ask_needs_the_router_tier():
 def test_a_live_judge_and_a_judge_candidate_report_a_missing_router_tier_once():
     routing = {"strategy": "llm", "router_tier": "balanced", "shadow": {"strategy": "hybrid", "allow_judge": True}}
     assert list(shadow_problems(routing)) == ["routing.router_tier"]
+
+
+def test_a_trained_model_can_shadow_the_live_learned_one(tmp_path):
+    weights = tmp_path / "w.json"
+    weights.write_bytes(resources.files("octoroute.routing").joinpath("learned_weights.json").read_bytes())
+    assert shadow_problems({"shadow": {"strategy": "learned", "learned_weights": str(weights)}}) == {}
+    assert shadow_problems({"strategy": "rule", "shadow": {"strategy": "llm", "learned_weights": str(weights)}}) == {}
+    assert shadow_problems({"shadow": {"strategy": "learned"}})["routing.shadow.strategy"].endswith(
+        "shadow a different one, or give it a trained model of its own (learned_weights)"
+    )
+    where = "routing.shadow.learned_weights"
+    same = {"learned_weights": str(weights), "shadow": {"strategy": "learned", "learned_weights": str(weights)}}
+    assert "is the live model's file too" in shadow_problems(same)[where]
+    rule = {"strategy": "llm", "shadow": {"strategy": "rule", "learned_weights": str(weights)}}
+    assert shadow_problems(rule)[where] == "the shadow strategy 'rule' does not score with the learned model"
+    asking = {"strategy": "rule", "shadow": {"strategy": "llm", "allow_judge": True, "learned_weights": str(weights)}}
+    assert "asks the router model" in shadow_problems(asking)[where]
+    missing = {"shadow": {"strategy": "learned", "learned_weights": str(tmp_path / "none.json")}}
+    assert shadow_problems(missing)[where].startswith("cannot read")
+
+
+def test_the_shadow_models_file_is_part_of_the_digest(tmp_path):
+    weights = tmp_path / "w.json"
+    bundled = resources.files("octoroute.routing").joinpath("learned_weights.json").read_bytes()
+    weights.write_bytes(bundled)
+    data = {"models": {"fast": [ep()]}, "routing": {"shadow": {"strategy": "learned", "learned_weights": str(weights)}}}
+    before = config_digest(parse_config(data, {}))
+    weights.write_bytes(bundled.replace(b'"version":"', b'"version":"re-'))
+    assert config_digest(parse_config(data, {})) != before
