@@ -37,7 +37,7 @@ import orjson
 from training import data, faithful_cot, overlap
 from training.fit import Settings, export, featurize, fit
 from training.metrics import apgr
-from training.select_model import extra_sources, held_out_apgr, loso
+from training.select_model import extra_sources, held_out_apgr, loso, unseen
 
 VERSION = "2026-12-07.6"
 # Chosen by `training.select_model` on held-out training data only (DATA.md).
@@ -113,7 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
 
     if fcot_val:
-        held = checked_examples(fcot_val, args.reference)
+        held = unseen(checked_examples(fcot_val, args.reference), examples)
+        print(f"{len(held)} Faithful-CoT validation items are no near copy of a training item")
         print("Faithful-CoT validation-only sets (never trained on), APGR model / length:")
         for source, (model, length) in held_out_apgr(fitted, held, featurize([e.text for e in held])).items():
             print(f"  {source:26s} {model:.3f} / {length:.3f}")

@@ -21,7 +21,7 @@ from training.faithful_cot import (
     read_items,
     split_shippable,
 )
-from training.select_model import extra_sources
+from training.select_model import extra_sources, unseen
 
 
 @pytest.mark.parametrize(
@@ -212,3 +212,13 @@ def test_validation_only_sets_never_reach_the_training_data() -> None:
     assert [e.id for e in extra_sources([], None, None, train)] == ["fcot-svamp:0"]
     with pytest.raises(ValueError, match="validation-only"):
         extra_sources([], None, None, [Example("fcot-asdiv:0", "fcot-asdiv", "q", 0.0, 1.0)])
+
+
+def test_held_out_items_that_near_copy_a_training_item_are_not_scored() -> None:
+    question = "Jack had {} pens and gave 3 of them to Mary. How many pens does Jack have now?"
+    training = [Example("fcot-svamp:0", "fcot-svamp", question.format(8), 0.0, 1.0)]
+    copy = Example("fcot-asdiv:1", "fcot-asdiv", question.format(9), 0.0, 1.0)
+    other = Example(
+        "fcot-asdiv:2", "fcot-asdiv", "A train travels 60 miles an hour. How far does it go in 3 hours?", 0, 1
+    )
+    assert unseen([copy, other], training) == [other]
