@@ -8,10 +8,14 @@ LLMRouter data and report APGR on RouterDC's RouterBench slices (Mixtral vs
 GPT-4, the evaluation sets' model pair; validation only, no license to ship).
 
     python -m training.select_model --llmrouter GITDIR [--routerdc GITDIR]
-        [--mmlu-pro GITDIR] [--zeroeval GITDIR]
+        [--mmlu-pro GITDIR] [--zeroeval GITDIR] [--faithful-cot GITDIR]
 
-`--mmlu-pro` and `--zeroeval` add those sources (`training/mmlu_pro.py`,
-`training/zeroeval.py`) to the training data and to the held-out benchmarks.
+`--mmlu-pro`, `--zeroeval` and `--faithful-cot` add those sources
+(`training/mmlu_pro.py`, `training/zeroeval.py`, `training/faithful_cot.py`)
+to the training data and to the held-out benchmarks. Faithful-CoT's
+validation-only sets (ASDiv, MultiArith: no license found) never enter a fit:
+like RouterDC's slices they are scored by a model fitted on all training data,
+without the items that near-copy a training item.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from training import data, mmlu_pro, overlap, zeroeval
-from training.fit import Featurized, Settings, featurize, fit
+from training import data, faithful_cot, mmlu_pro, overlap, zeroeval
+from training.fit import Featurized, Fitted, Settings, featurize, fit
 from training.metrics import apgr
 
 MIN_GAP = 0.05
@@ -67,19 +71,56 @@ def loso(
 
 
 def extra_sources(
-    examples: Sequence[data.Example], mmlu_pro_dir: Path | None, zeroeval_dir: Path | None
+    examples: Sequence[data.Example],
+    mmlu_pro_dir: Path | None,
+    zeroeval_dir: Path | None,
+    faithful_cot_examples: Sequence[data.Example] = (),
 ) -> list[data.Example]:
-    """`examples` plus MMLU-Pro's and ZeroEval's items when their git dirs are given.
+    """`examples` plus MMLU-Pro's and ZeroEval's items when their git dirs are given, plus Faithful-CoT's.
 
     ZeroEval's numersense-v2 stays out: eight decimal pairs asked in 64
     wordings each teach one narrow pattern (see `training/zeroeval.py`).
+    Faithful-CoT's validation-only sets are refused here, whoever passes them.
     """
     out = list(examples)
     if mmlu_pro_dir is not None:
         out += mmlu_pro.load_mmlu_pro(mmlu_pro_dir)
     if zeroeval_dir is not None:
         out += [e for e in zeroeval.load_zeroeval(zeroeval_dir) if e.source != "zeroeval-numersense-v2"]
-    return out
+    if any(e.source in faithful_cot.VALIDATION_ONLY for e in faithful_cot_examples):
+        raise ValueError("Faithful-CoT's validation-only sets are never training data")
+    return out + list(faithful_cot_examples)
+
+
+def held_out_apgr(fitted: Fitted, held: Sequence[data.Example], feats: Featurized) -> dict[str, tuple[float, float]]:
+    """Per source of `held` (never fitted on): (APGR of `fitted`'s scores, APGR of length)."""
+    scores = fitted.raw_scores(feats)
+    result: dict[str, tuple[float, float]] = {}
+    for source in sorted({e.source for e in held}):
+        mask = np.array([e.source == source for e in held])
+        weak = [e.weak for e, m in zip(held, mask, strict=True) if m]
+        strong = [e.strong for e, m in zip(held, mask, strict=True) if m]
+        result[source] = (
+            apgr(scores[mask].tolist(), weak, strong),
+            apgr(feats.dense[mask, 0].tolist(), weak, strong),
+        )
+    return result
+
+
+def unseen(held: Sequence[data.Example], training: Sequence[data.Example]) -> list[data.Example]:
+    """The held-out items that are no near copy of a training item (the overlap check's thresholds).
+
+    SVAMP varies ASDiv's problems: ~5% of ASDiv are near copies of a SVAMP item,
+    and a held-out score on them would measure recall, not generalisation.
+    """
+    index = overlap.ReferenceIndex([overlap.Item(e.id, e.source, e.text) for e in training])
+    return [e for e in held if index.match(overlap.Item(e.id, e.source, e.text)) is None]
+
+
+def checked(examples: Sequence[data.Example], index: overlap.ReferenceIndex) -> list[data.Example]:
+    """The examples the overlap check passes."""
+    kept_ids = {i.id for i in overlap.split_clean([overlap.Item(e.id, e.source, e.text) for e in examples], index)[0]}
+    return [e for e in examples if e.id in kept_ids]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -88,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--routerdc", type=Path)
     parser.add_argument("--mmlu-pro", type=Path, help="git dir of TIGER-AI-Lab/MMLU-Pro")
     parser.add_argument("--zeroeval", type=Path, help="git dir of yuchenlin/ZeroEval")
+    parser.add_argument("--faithful-cot", type=Path, help="git dir of veronica320/Faithful-COT")
     parser.add_argument("--reference", type=Path, default=overlap.DEFAULT_REFERENCE)
     parser.add_argument("--targets", default="gain,fail,mix")
     parser.add_argument("--alphas", default="0.3,1,3")
@@ -100,13 +142,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--exclude", default="", help="comma-separated sources left out of training")
     args = parser.parse_args(argv)
     index = overlap.ReferenceIndex(overlap.load_reference(args.reference))
-    examples = extra_sources(data.load_llmrouter(args.llmrouter), args.mmlu_pro, args.zeroeval)
-    kept_ids = {i.id for i in overlap.split_clean([overlap.Item(e.id, e.source, e.text) for e in examples], index)[0]}
+    fcot_train, fcot_val = faithful_cot.split_shippable(
+        faithful_cot.load_faithful_cot(args.faithful_cot) if args.faithful_cot else []
+    )
+    examples = extra_sources(data.load_llmrouter(args.llmrouter), args.mmlu_pro, args.zeroeval, fcot_train)
     excluded = set(filter(None, args.exclude.split(",")))
-    examples = [e for e in examples if e.id in kept_ids and e.source not in excluded]
+    examples = [e for e in checked(examples, index) if e.source not in excluded]
     feats = featurize([e.text for e in examples])
     rdc = data.load_routerdc(args.routerdc) if args.routerdc else []
     rdc_feats = featurize([e.text for e in rdc]) if rdc else None
+    fcot_val = unseen(checked(fcot_val, index), examples)
+    if fcot_val:
+        print(f"Faithful-CoT validation: {len(fcot_val)} items, none a near copy of a training item", flush=True)
+    fcot_val_feats = featurize([e.text for e in fcot_val]) if fcot_val else None
     grid = itertools.product(
         args.targets.split(","),
         [float(a) for a in args.alphas.split(",")],
@@ -133,22 +181,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{target:5s} alpha={alpha:<5g} center={center!s:5s} prior={prior!s:5s} min_df={min_df}"
             f" terms={terms!s:5s} text_weight={text_weight:<4g} LOSO mean {model_mean:.3f} (length {length_mean:.3f})"
         )
-        if rdc_feats is not None:
-            fitted = fit(examples, feats, settings)
-            scores = fitted.raw_scores(rdc_feats)
-            parts = []
-            means = []
-            for source in sorted({e.source for e in rdc}):
-                mask = np.array([e.source == source for e in rdc])
-                w = [e.weak for e, m in zip(rdc, mask, strict=True) if m]
-                s = [e.strong for e, m in zip(rdc, mask, strict=True) if m]
-                means.append(apgr(scores[mask].tolist(), w, s))
-                parts.append(
-                    f"{source.split('-')[1][:5]} {apgr(scores[mask].tolist(), w, s):.3f}"
-                    f"/{apgr(rdc_feats.dense[mask, 0].tolist(), w, s):.3f}"
-                )
-            line += "  routerdc model/length: " + " ".join(parts)
-            line += f"  ALL {np.mean([v[0] for v in per_source.values()] + means):.4f}"
+        fitted = fit(examples, feats, settings) if rdc_feats is not None or fcot_val_feats is not None else None
+        if fitted is not None and rdc_feats is not None:
+            rdc_apgr = held_out_apgr(fitted, rdc, rdc_feats)
+            line += "  routerdc model/length: " + " ".join(
+                f"{source.split('-')[1][:5]} {model:.3f}/{length:.3f}" for source, (model, length) in rdc_apgr.items()
+            )
+            line += f"  ALL {np.mean([v[0] for v in per_source.values()] + [v[0] for v in rdc_apgr.values()]):.4f}"
+        if fitted is not None and fcot_val_feats is not None:
+            val_apgr = held_out_apgr(fitted, fcot_val, fcot_val_feats)
+            line += "  fcot-val model/length: " + " ".join(
+                f"{source.split('-')[1][:5]} {model:.3f}/{length:.3f}" for source, (model, length) in val_apgr.items()
+            )
         print(line, flush=True)
         print("   " + " ".join(f"{k[:8]} {v[0]:.3f}/{v[1]:.3f}" for k, v in per_source.items()), flush=True)
     return 0

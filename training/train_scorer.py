@@ -3,6 +3,7 @@
     pip install -e '.[train]'
     python -m training.train_scorer --llmrouter /path/to/LLMRouter.git [--routerdc /path/to/RouterDC.git]
         [--mmlu-pro /path/to/MMLU-Pro.git --zeroeval /path/to/ZeroEval.git --settings candidate]
+        [--faithful-cot /path/to/Faithful-COT.git]
 
 Reads the training data at the commits pinned in `training/data.py` (see
 `DATA.md`), runs the overlap check against `../shared/data/routellm/` and drops
@@ -17,7 +18,9 @@ The shipped weights come from `--llmrouter` alone with the `shipped` settings.
 candidate` picks the settings the 2026-12-07 selection over all of them
 preferred; that candidate ranks the evaluation sets worse than the shipped
 model, so it is not shipped (docs/routing-quality.md). Write it elsewhere
-with `--out`.
+with `--out`. `--faithful-cot` adds Faithful-CoT's licensed sets (SVAMP,
+AQuA) to the fit and reports APGR on its validation-only sets (ASDiv,
+MultiArith), which never enter it.
 """
 
 from __future__ import annotations
@@ -31,10 +34,10 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from training import data, overlap
+from training import data, faithful_cot, overlap
 from training.fit import Settings, export, featurize, fit
 from training.metrics import apgr
-from training.select_model import extra_sources, loso
+from training.select_model import extra_sources, held_out_apgr, loso, unseen
 
 VERSION = "2026-12-07.6"
 # Chosen by `training.select_model` on held-out training data only (DATA.md).
@@ -68,13 +71,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--routerdc", type=Path, help="git dir of shuhao02/RouterDC (validation only)")
     parser.add_argument("--mmlu-pro", type=Path, help="git dir of TIGER-AI-Lab/MMLU-Pro")
     parser.add_argument("--zeroeval", type=Path, help="git dir of yuchenlin/ZeroEval")
+    parser.add_argument("--faithful-cot", type=Path, help="git dir of veronica320/Faithful-COT")
     parser.add_argument("--settings", choices=sorted(NAMED_SETTINGS), default="shipped")
     parser.add_argument("--reference", type=Path, default=overlap.DEFAULT_REFERENCE)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     settings = NAMED_SETTINGS[args.settings]
 
-    loaded = extra_sources(data.load_llmrouter(args.llmrouter), args.mmlu_pro, args.zeroeval)
+    fcot_train, fcot_val = faithful_cot.split_shippable(
+        faithful_cot.load_faithful_cot(args.faithful_cot) if args.faithful_cot else []
+    )
+    loaded = extra_sources(data.load_llmrouter(args.llmrouter), args.mmlu_pro, args.zeroeval, fcot_train)
     examples = checked_examples(loaded, args.reference)
     counts = Counter(e.source for e in examples)
     print(f"training on {len(examples)} items: " + ", ".join(f"{s} {n}" for s, n in sorted(counts.items())))
@@ -104,6 +111,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"  {source:26s} {apgr(scores[idx].tolist(), weak, strong):.3f}"
                 f" / {apgr(held_feats.dense[idx, 0].tolist(), weak, strong):.3f}"
             )
+
+    if fcot_val:
+        held = unseen(checked_examples(fcot_val, args.reference), examples)
+        print(f"{len(held)} Faithful-CoT validation items are no near copy of a training item")
+        print("Faithful-CoT validation-only sets (never trained on), APGR model / length:")
+        for source, (model, length) in held_out_apgr(fitted, held, featurize([e.text for e in held])).items():
+            print(f"  {source:26s} {model:.3f} / {length:.3f}")
 
     document = export(fitted, fitted.raw_scores(feats), VERSION, settings.reference_points)
     payload = orjson.dumps(document, option=orjson.OPT_SORT_KEYS) + b"\n"
