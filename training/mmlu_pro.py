@@ -141,6 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--git-dir", type=Path, required=True, help="git dir of TIGER-AI-Lab/MMLU-Pro")
     parser.add_argument("--reference", type=Path, default=overlap.DEFAULT_REFERENCE)
+    parser.add_argument(
+        "--jsonl", type=Path, help="also write the overlap-checked items as octoroute eval/train DATA.jsonl"
+    )
     args = parser.parse_args(argv)
     for model in (*WEAK_MODELS, *STRONG_MODELS):
         runs = read_results(args.git_dir, model)
@@ -151,9 +154,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     counts = Counter(e.source for e in examples)
     print(f"{len(examples):,} examples: " + ", ".join(f"{s} {n}" for s, n in sorted(counts.items())))
     index = overlap.ReferenceIndex(overlap.load_reference(args.reference))
-    _, flags = overlap.split_clean([overlap.Item(e.id, e.source, e.text) for e in examples], index)
+    kept, flags = overlap.split_clean([overlap.Item(e.id, e.source, e.text) for e in examples], index)
     overlap.report(flags, len(examples))
+    if args.jsonl is not None:
+        kept_ids = {item.id for item in kept}
+        rows = [as_data_row(e) for e in examples if e.id in kept_ids]
+        args.jsonl.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
+        print(f"wrote {len(rows):,} items to {args.jsonl}")
     return 0
+
+
+def as_data_row(example: Example) -> dict[str, object]:
+    """One line of `octoroute eval`/`train`'s DATA.jsonl (the source rides along; they ignore it)."""
+    return {
+        "prompt": example.text,
+        "weak_score": example.weak,
+        "strong_score": example.strong,
+        "source": example.source,
+    }
 
 
 if __name__ == "__main__":

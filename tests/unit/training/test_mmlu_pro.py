@@ -7,7 +7,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from training.mmlu_pro import correct, examples_of, is_mmlu_derived, read_results
+from training.mmlu_pro import as_data_row, correct, examples_of, is_mmlu_derived, read_results
+
+from octoroute.cli.evaluate import read_data
 
 
 def record(qid: str, src: str = "stemez-Physics", pred: str | None = "A", **extra: object) -> dict[str, object]:
@@ -88,3 +90,13 @@ def test_results_are_read_from_the_zip_at_a_commit_skipping_stray_entries(tmp_pa
     commit = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
     runs = read_results(repo / ".git", "m", commit)
     assert sorted(runs) == ["1", "2"]
+
+
+def test_an_exported_row_is_octoroute_eval_and_train_data(tmp_path: Path) -> None:
+    weak = {"7": record("7", pred="B"), "8": record("8", pred="A")}
+    examples = examples_of([weak], [{"7": record("7"), "8": record("8")}])
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(as_data_row(e)) + b"\n" for e in examples))
+    prompts, labels = read_data(path)
+    assert prompts == [e.text for e in examples]
+    assert (labels.weak, labels.strong) == ((0.0, 1.0), (1.0, 1.0))
