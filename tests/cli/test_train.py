@@ -124,6 +124,13 @@ def test_score_route_and_check_use_the_configured_weights(tmp_path: Path) -> Non
     assert checked.returncode == 0, checked.stderr
     assert f"learned weights w.json ({model.version})" in checked.stdout.decode()
 
+    # the trained model as the shadow candidate of the bundled one
+    shadowed = config_with("w.json").replace("[routing]\n", '[routing.shadow]\nstrategy = "learned"\n')
+    (tmp_path / "shadowed.toml").write_text(shadowed)
+    checked = octoroute("check", "shadowed.toml", cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert f"shadow learned with learned weights w.json ({model.version})" in checked.stdout.decode()
+
 
 def test_a_bad_weights_file_is_a_config_problem(tmp_path: Path) -> None:
     cases = {

@@ -37,9 +37,11 @@ def run_check(path: Path, env: Mapping[str, str]) -> int:
     shadowed = ""
     if shadow is not None:
         asks = " (asks the router model)" if shadow.allow_judge and shadow.strategy in JUDGE_STRATEGIES else ""
-        shadowed = f", shadow {shadow.strategy}{asks}"
+        own = shadow.learned_weights
+        model = f" with learned weights {_weights_named(own)}" if own else ""
+        shadowed = f", shadow {shadow.strategy}{asks}{model}"
     weights = config.routing.learned_weights
-    learned = f", learned weights {weights} ({read_weights_file(weights)[1].version})" if weights else ""
+    learned = f", learned weights {_weights_named(weights)}" if weights else ""
     out.print(
         f"[green]ok[/] {path}: {len(config.models)} groups ({', '.join(config.models)}), "
         f"{endpoints} endpoints, strategy {config.routing.strategy}{learned}{shadowed}",
@@ -50,6 +52,11 @@ def run_check(path: Path, env: Mapping[str, str]) -> int:
     for warning in (*config_warnings(config, topology), *capabilities):
         out.print(f"[yellow]warning[/] {escape(warning)}", highlight=False)
     return 0
+
+
+def _weights_named(path: str) -> str:
+    """'w.json (trained-3f2a9c1e)': a weights file the config check has read, with its version."""
+    return f"{path} ({read_weights_file(path)[1].version})"
 
 
 def print_problems(console: Console, path: Path, exc: ConfigError, consequence: str = "") -> None:
