@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 import orjson
+import pytest
 
 from octoroute.routing.learned import LearnedModel
 
@@ -190,3 +191,32 @@ def test_an_existing_file_is_replaced_only_with_force(tmp_path: Path) -> None:
     assert forced.returncode == 0, forced.stderr
     assert LearnedModel.from_bytes(out.read_bytes()).version.startswith("trained-")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".w.json")] == []
+
+
+def test_json_gives_eval_rows_the_comparison_with_the_bundled_model_and_the_file(tmp_path: Path) -> None:
+    data = tmp_path / "labelled.jsonl"
+    sums_are_hard(data, count=200)
+    out = tmp_path / "w.json"
+    result = octoroute("train", str(data), "-o", str(out), "--json", *QUICK)
+    assert result.returncode == 0, result.stderr
+    document = orjson.loads(result.stdout)
+    names = [row["name"] for row in document["rows"]]
+    assert names[0] == "trained"
+    assert names[1].startswith("bundled ")
+    assert names[2:] == ["length", "random"]
+    trained, length = document["rows"][0], document["rows"][2]
+    assert trained["apgr_every"] > length["apgr_every"]
+    assert trained["vs_length"]["apgr_difference"] == pytest.approx(
+        trained["apgr_every"] - length["apgr_every"], abs=2e-6
+    )
+    bundled = document["rows"][1]
+    difference = trained["apgr_every"] - bundled["apgr_every"]
+    assert document["vs_bundled"]["apgr_difference"] == pytest.approx(difference, abs=2e-6)
+    assert document["vs_bundled"]["resamples"] == 200
+    assert document["vs_bundled"]["bundled"] == LearnedModel.bundled().version
+    assert document["weights"] == {
+        "path": str(out.resolve()),
+        "version": LearnedModel.from_bytes(out.read_bytes()).version,
+        "terms": 0,
+    }
+    assert "plot" not in document

@@ -148,15 +148,18 @@ def _row_json(row: RowReport, kind: str) -> dict[str, object]:
         "cpt50": _round(m.cpt50),
         "cpt80": _round(m.cpt80),
         "p_vs_random": _round(row.p_vs_random),
-        "vs_length": None
-        if comparison is None
-        else {
-            "apgr_difference": _round(comparison.difference),
-            "ci95": [_round(comparison.low), _round(comparison.high)],
-            "p_value": _round(comparison.p_value),
-            "resamples": comparison.resamples,
-            "dropped": comparison.dropped,
-        },
+        "vs_length": None if comparison is None else comparison_json(comparison),
+    }
+
+
+def comparison_json(comparison: PairedComparison) -> dict[str, object]:
+    """A paired bootstrap of two routers, as `vs_length` (and `train`'s `vs_bundled`) give it."""
+    return {
+        "apgr_difference": _round(comparison.difference),
+        "ci95": [_round(comparison.low), _round(comparison.high)],
+        "p_value": _round(comparison.p_value),
+        "resamples": comparison.resamples,
+        "dropped": comparison.dropped,
     }
 
 

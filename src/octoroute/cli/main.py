@@ -148,6 +148,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--name", help="the model's version string (default: trained-<hash of DATA>)")
     _add_sampling(train, "seed of the folds, random baseline and bootstrap (default 0)")
+    train.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     return parser
 
 
@@ -232,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.text_weight,
                 args.name,
                 options,
+                args.json,
             ),
             os.environ,
         )

@@ -38,7 +38,7 @@ from octoroute.cli.evaluate import (
     read_data,
 )
 from octoroute.core.errors import EvaluationError
-from octoroute.routing.evaluation import Labels, compare_paired, length_score
+from octoroute.routing.evaluation import Labels, PairedComparison, compare_paired, length_score
 from octoroute.routing.learned import LearnedModel
 from octoroute.routing.scoring import bundled_model
 
@@ -58,6 +58,7 @@ class TrainArgs:
     text_weight: float
     name: str | None
     options: EvalOptions
+    as_json: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,8 @@ class Trained:
     payload: bytes
     version: str
     terms: int
+    bundled: str  # the bundled model's version
+    versus_bundled: PairedComparison | None  # trained minus bundled, when the bootstrap ran
 
 
 def train(args: TrainArgs) -> Trained:
@@ -100,6 +103,7 @@ def train(args: TrainArgs) -> Trained:
     default = bundled_model()
     bundled = [default.predict(p).score for p in prompts]
     notes = [f"trained: {args.folds}-fold cross-validation, every prompt scored by a model fitted without it"]
+    versus = None
     if args.options.resamples:
         try:
             versus = compare_paired(trained, bundled, labels, args.options.resamples, Random(args.options.seed + 2))
@@ -122,7 +126,7 @@ def train(args: TrainArgs) -> Trained:
     document = fitting.export(fitted, fitted.raw_scores(feats), version, settings.reference_points)
     payload = orjson.dumps(document, option=orjson.OPT_SORT_KEYS) + b"\n"
     LearnedModel.from_bytes(payload)  # what serving will read must load
-    return Trained(report, payload, version, len(fitted.terms))
+    return Trained(report, payload, version, len(fitted.terms), default.version, versus)
 
 
 def _read_input(args: TrainArgs) -> tuple[list[str], Labels, str]:
@@ -158,6 +162,21 @@ def write_atomically(path: Path, payload: bytes) -> None:
         raise
 
 
+def report_json(result: Trained, out: Path) -> dict[str, object]:
+    """`--json`: `octoroute eval --json`'s document, plus the comparison with the bundled
+    model and the file written."""
+    from octoroute.cli import eval_report
+
+    document = eval_report.report_json(result.report, None)
+    del document["plot"]
+    versus = result.versus_bundled
+    document["vs_bundled"] = (
+        None if versus is None else {"bundled": result.bundled, **eval_report.comparison_json(versus)}
+    )
+    document["weights"] = {"path": str(out.resolve()), "version": result.version, "terms": result.terms}
+    return document
+
+
 def run_train(args: TrainArgs, env: Mapping[str, str]) -> int:
     """Train, print the table, write the file; 2 with one line on stderr on any problem."""
     del env  # nothing is read from the environment
@@ -173,6 +192,9 @@ def run_train(args: TrainArgs, env: Mapping[str, str]) -> int:
     except OSError as exc:
         err.print(f"octoroute train: cannot write {args.out}: {exc.strerror or exc}", markup=False, highlight=False)
         return EXIT_PROBLEM
+    if args.as_json:
+        print(orjson.dumps(report_json(result, args.out)).decode(), flush=True)
+        return 0
     out = Console(soft_wrap=False)
     eval_report.render_table(result.report, out)
     # Plain print: the config lines must come out unwrapped, ready to paste.
