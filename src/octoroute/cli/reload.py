@@ -53,13 +53,16 @@ class ConfigSource:
         return bound_to(load_config(self.path, self.env), self.host)
 
 
-async def reload_config(live: Live, source: ConfigSource) -> ReloadReport:
+async def reload_config(live: Live, source: ConfigSource, watching: Watching | None = None) -> ReloadReport:
     """Load the file again and apply it; a config with problems is refused and logged,
-    and the running one stays."""
+    and the running one stays. With `watching`, the weights files it names are watched
+    from here on."""
     try:
         config = await asyncio.to_thread(source.load)
     except ConfigError as exc:
         return live.refuse([str(p) for p in exc.problems], str(source.path))
+    if watching is not None:
+        watching.follow(weights_paths(config))
     return await live.reload(config, source.env, str(source.path))
 
 
@@ -106,19 +109,21 @@ class Watching:
     interval: float = DEFAULT_WATCH_INTERVAL
     _weights: dict[str, FileWatch] = field(default_factory=dict)
 
-    def changed(self, weights_paths: Sequence[str]) -> bool:
-        """Did the config file, or one of the weights files at `weights_paths`, change
-        since the last look? A newly named weights file is taken as it is now (the
-        reload that named it has just read it)."""
-        changed = self.watch.changed()
-        for path in weights_paths:
-            watch = self._weights.get(path)
-            if watch is None:
-                self._weights[path] = FileWatch(Path(path))
-            elif watch.changed():
-                changed = True
+    def follow(self, weights_paths: Sequence[str]) -> None:
+        """Watch the weights files a just-loaded config names, from now: called after the
+        config is read and before a gateway loads the files, so a change after this is
+        seen (at worst it starts one reload that finds nothing new)."""
         for path in set(self._weights) - set(weights_paths):
             del self._weights[path]
+        for path in weights_paths:
+            if path not in self._weights:
+                self._weights[path] = FileWatch(Path(path))
+
+    def changed(self) -> bool:
+        """Did the config file, or a weights file it names, change since the last look?"""
+        changed = self.watch.changed()
+        for watch in self._weights.values():
+            changed = watch.changed() or changed
         return changed
 
 
@@ -128,13 +133,13 @@ async def serve_reloads(live: Live, source: ConfigSource, requested: asyncio.Eve
     arrive during one are served by a single reload after it."""
     watcher = None
     if watching is not None:
-        watcher = asyncio.create_task(_watch(live, watching, requested), name="octoroute-watch")
+        watcher = asyncio.create_task(_watch(watching, requested), name="octoroute-watch")
     try:
         while True:
             await requested.wait()
             requested.clear()
             try:
-                await reload_config(live, source)
+                await reload_config(live, source, watching)
             except Exception:  # a background task's outermost handler: the server must keep serving
                 log.exception("config reload of %s failed; the running config stays", source.path)
     finally:
@@ -144,8 +149,8 @@ async def serve_reloads(live: Live, source: ConfigSource, requested: asyncio.Eve
                 await watcher
 
 
-async def _watch(live: Live, watching: Watching, requested: asyncio.Event) -> None:
+async def _watch(watching: Watching, requested: asyncio.Event) -> None:
     while True:
         await asyncio.sleep(watching.interval)  # polling the file is the mechanism, not a synchronisation
-        if watching.changed(weights_paths(live.gateway.config)):
+        if watching.changed():
             requested.set()

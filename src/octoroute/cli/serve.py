@@ -14,7 +14,7 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from multiprocessing import connection as mp_connection
 from multiprocessing.process import BaseProcess
@@ -86,6 +86,8 @@ def run_serve(
     except ConfigError as exc:
         print_problems(err, config_path, exc, "; not starting")
         return 1
+    if watching is not None:  # before the gateway (or a worker) loads them
+        watching.follow(weights_paths(config))
     source = ConfigSource(config_path, dict(env), host)
     config = bound_to(config, host)
     bind_host = config.server.host
@@ -287,7 +289,6 @@ class Supervisor:
         *,
         refresh: Callable[[], None] | None = None,
         watching: Watching | None = None,
-        weights_paths: Callable[[], Sequence[str]] = tuple,
     ) -> None:
         self._start = start
         self._workers = workers
@@ -299,7 +300,6 @@ class Supervisor:
         self._console = Console(stderr=True)
         self._refresh = refresh
         self._watching = watching
-        self._weights_paths = weights_paths  # the weights files the current config names, watched with it
         self._owed: set[int] = set()  # slots whose worker was starting when a reload came
         self._wake_r, self._wake_w = os.pipe()  # SIGHUP's handler writes, the loop reads
         os.set_blocking(self._wake_w, False)
@@ -328,7 +328,7 @@ class Supervisor:
                         self.reload()
                     else:
                         self._reap(sentinels[cast(int, sentinel)])  # sentinels are file descriptors
-                if self._watching is not None and self._watching.changed(self._weights_paths()):
+                if self._watching is not None and self._watching.changed():
                     self.reload()
                 self._pay_owed()
         finally:
@@ -401,8 +401,7 @@ def _run_workers(
     watching: Watching | None,
 ) -> int:
     ctx = multiprocessing.get_context("spawn")
-    current: dict[str, Any] = {"data": config.model_dump(mode="json", exclude_unset=True)}
-    current["paths"] = weights_paths(config)
+    current = {"data": config.model_dump(mode="json", exclude_unset=True)}
     shared = Shared(directory, workers, time.time())
 
     def start(slot: int) -> tuple[BaseProcess, EventType]:
@@ -417,8 +416,9 @@ def _run_workers(
         worker logs the reload's result itself)."""
         with contextlib.suppress(ConfigError):
             loaded = source.load()
+            if watching is not None:  # the workers load the weights files after this
+                watching.follow(weights_paths(loaded))
             current["data"] = loaded.model_dump(mode="json", exclude_unset=True)
-            current["paths"] = weights_paths(loaded)
 
     supervisor = Supervisor(
         start,
@@ -426,7 +426,6 @@ def _run_workers(
         directory,
         refresh=refresh,
         watching=watching,
-        weights_paths=lambda: current["paths"],
     )
     signal.signal(signal.SIGINT, supervisor.stop)  # before any worker exists: no window without them
     signal.signal(signal.SIGTERM, supervisor.stop)
