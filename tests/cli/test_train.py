@@ -173,7 +173,13 @@ def test_problems_with_the_input_are_one_line_and_write_nothing(tmp_path: Path) 
     assert no_sklearn.returncode == 2
     assert "pip install 'octoroute[train]'" in no_sklearn.stderr.decode()
     assert not out.exists()
-    for result in (few, bad, no_sklearn):
+    nothing = octoroute("train", "-o", str(out))
+    assert nothing.returncode == 2
+    assert "give DATA.jsonl, or --log events.jsonl with --labels labels.jsonl" in nothing.stderr.decode()
+    both = octoroute("train", str(data), "--log", str(data), "--labels", str(data), "-o", str(out))
+    assert both.returncode == 2
+    assert "give DATA.jsonl, or --log with --labels, not both" in both.stderr.decode()
+    for result in (few, bad, no_sklearn, nothing, both):
         assert len(result.stderr.decode().strip().splitlines()) == 1
         assert result.stdout == b""
 
