@@ -103,12 +103,8 @@ def train(args: TrainArgs) -> Trained:
     default = bundled_model()
     bundled = [default.predict(p).score for p in prompts]
     notes = [f"trained: {args.folds}-fold cross-validation, every prompt scored by a model fitted without it"]
-    versus = None
-    if args.options.resamples:
-        try:
-            versus = compare_paired(trained, bundled, labels, args.options.resamples, Random(args.options.seed + 2))
-        except EvaluationError as exc:
-            raise EvalProblem(str(exc)) from exc
+    versus = _versus_bundled(trained, bundled, labels, args.options)
+    if versus is not None:
         notes.append(
             f"trained vs bundled default ({default.version}): Δ APGR {versus.difference:+.3f} "
             f"[{versus.low:+.3f}, {versus.high:+.3f}], p {versus.p_value:.3f}"
@@ -127,6 +123,18 @@ def train(args: TrainArgs) -> Trained:
     payload = orjson.dumps(document, option=orjson.OPT_SORT_KEYS) + b"\n"
     LearnedModel.from_bytes(payload)  # what serving will read must load
     return Trained(report, payload, version, len(fitted.terms), default.version, versus)
+
+
+def _versus_bundled(
+    trained: Sequence[float], bundled: Sequence[float], labels: Labels, options: EvalOptions
+) -> PairedComparison | None:
+    """The paired bootstrap of trained minus bundled (None with `--bootstrap 0`)."""
+    if not options.resamples:
+        return None
+    try:
+        return compare_paired(trained, bundled, labels, options.resamples, Random(options.seed + 2))
+    except EvaluationError as exc:
+        raise EvalProblem(str(exc)) from exc
 
 
 def _read_input(args: TrainArgs) -> tuple[list[str], Labels, str]:
