@@ -224,5 +224,37 @@ def test_json_gives_eval_rows_the_comparison_with_the_bundled_model_and_the_file
         "path": str(out.resolve()),
         "version": LearnedModel.from_bytes(out.read_bytes()).version,
         "terms": 0,
+        "settings": {"word_terms": False, "text_weight": 1.0},
     }
+    assert "selection" not in document
     assert "plot" not in document
+
+
+def test_select_chooses_the_settings_by_cross_validation_and_reports_a_nested_row(tmp_path: Path) -> None:
+    data = tmp_path / "labelled.jsonl"
+    sums_are_hard(data, count=200)
+    out = tmp_path / "w.json"
+    result = octoroute("train", str(data), "-o", str(out), "--select", "--folds", "3", "--json", *QUICK)
+    assert result.returncode == 0, result.stderr
+    document = orjson.loads(result.stdout)
+    grid = [(row["word_terms"], row["text_weight"]) for row in document["selection"]]
+    assert grid == [(t, w) for t in (False, True) for w in (0.5, 1.0, 2.0, 4.0)]
+    best = max(document["selection"], key=lambda row: row["apgr_every"])  # first of equals wins
+    written = document["weights"]["settings"]
+    assert written == {"word_terms": best["word_terms"], "text_weight": best["text_weight"]}
+    assert (document["weights"]["terms"] > 0) == written["word_terms"]
+    trained = document["rows"][0]
+    assert trained["apgr_every"] > document["rows"][2]["apgr_every"]  # beats length out of fold
+    assert "each fold's setting chosen by an inner 3-fold cross-validation" in document["notes"][0]
+    # the same data with other settings is another model: another default version
+    plain = octoroute("train", str(data), "-o", str(tmp_path / "p.json"), "--folds", "3", "--bootstrap", "0", "--json")
+    assert orjson.loads(plain.stdout)["weights"]["version"] != document["weights"]["version"]
+
+
+def test_select_refuses_settings_it_would_choose(tmp_path: Path) -> None:
+    data = tmp_path / "labelled.jsonl"
+    sums_are_hard(data, count=100)
+    for extra in (("--terms",), ("--text-weight", "2")):
+        result = octoroute("train", str(data), "-o", str(tmp_path / "w.json"), "--select", *extra)
+        assert result.returncode == 2
+        assert "--select chooses --terms and --text-weight itself" in result.stderr.decode()

@@ -142,9 +142,13 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--text-weight",
         type=_weight,
-        default=1.0,
         metavar="W",
         help="the text part's spread relative to the length prior (default 1; 0: length alone)",
+    )
+    train.add_argument(
+        "--select",
+        action="store_true",
+        help="choose --terms and --text-weight (0.5, 1, 2, 4) by cross-validation; the table's row is nested",
     )
     train.add_argument("--name", help="the model's version string (default: trained-<hash of DATA>)")
     _add_sampling(train, "seed of the folds, random baseline and bootstrap (default 0)")
@@ -234,6 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.name,
                 options,
                 args.json,
+                args.select,
             ),
             os.environ,
         )

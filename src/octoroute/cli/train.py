@@ -20,9 +20,10 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from random import Random
+from typing import TYPE_CHECKING
 
 import orjson
 from rich.console import Console
@@ -42,7 +43,11 @@ from octoroute.routing.evaluation import Labels, PairedComparison, compare_paire
 from octoroute.routing.learned import LearnedModel
 from octoroute.routing.scoring import bundled_model
 
+if TYPE_CHECKING:  # the module imports numpy and scikit-learn: only when training
+    from octoroute.routing.fitting import Settings
+
 TRAIN_EXTRA_HINT = "pip install 'octoroute[train]'"
+SELECT_TEXT_WEIGHTS = (0.5, 1.0, 2.0, 4.0)  # with and without word terms: eight settings
 MIN_PER_FOLD = 10  # fewer held-out prompts per fold make the out-of-fold curve meaningless
 
 
@@ -55,10 +60,11 @@ class TrainArgs:
     force: bool
     folds: int
     terms: bool
-    text_weight: float
+    text_weight: float | None  # None: 1, or chosen with `select`
     name: str | None
     options: EvalOptions
     as_json: bool = False
+    select: bool = False  # choose terms and text weight by (nested) cross-validation
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +75,8 @@ class Trained:
     terms: int
     bundled: str  # the bundled model's version
     versus_bundled: PairedComparison | None  # trained minus bundled, when the bootstrap ran
+    settings: Settings  # what the written file was fitted with
+    selection: tuple[tuple[Settings, float], ...] = ()  # with --select: each setting's cross-validated APGR
 
 
 def train(args: TrainArgs) -> Trained:
@@ -83,6 +91,8 @@ def train(args: TrainArgs) -> Trained:
         raise EvalProblem(f"{args.out} exists; give --force to replace it")
     if args.folds < 2:
         raise EvalProblem("--folds must be 2 or more")
+    if args.select and (args.terms or args.text_weight is not None):
+        raise EvalProblem("--select chooses --terms and --text-weight itself; give one or the other")
     prompts, labels, source = _read_input(args)
     if len(prompts) < args.folds * MIN_PER_FOLD:
         raise EvalProblem(
@@ -90,19 +100,35 @@ def train(args: TrainArgs) -> Trained:
             f"{args.folds * MIN_PER_FOLD} ({MIN_PER_FOLD} per fold)"
         )
     items = [fitting.Labelled(p, w, s) for p, w, s in zip(prompts, labels.weak, labels.strong, strict=True)]
-    settings = fitting.Settings(
+    base = fitting.Settings(
         target="mix",
         alpha=3.0,
         center_sources=False,
         length_prior=True,
         use_terms=args.terms,
-        text_weight=args.text_weight,
+        text_weight=1.0 if args.text_weight is None else args.text_weight,
     )
     feats = fitting.featurize(prompts)
-    trained = fitting.out_of_fold_scores(items, feats, settings, args.folds, args.options.seed)
+    seed = args.options.seed
+    selection: tuple[tuple[Settings, float], ...] = ()
+    if args.select:
+        grid = [replace(base, use_terms=t, text_weight=w) for t in (False, True) for w in SELECT_TEXT_WEIGHTS]
+        trained, chosen = fitting.nested_out_of_fold_scores(items, feats, grid, args.folds, seed)
+        settings, apgrs = fitting.select_settings(items, feats, grid, args.folds, seed)
+        selection = tuple(zip(grid, apgrs, strict=True))
+        notes = [
+            f"trained: {args.folds}-fold cross-validation, each fold's setting chosen by an inner "
+            f"{args.folds}-fold cross-validation of its training part ({'; '.join(map(describe, chosen))})",
+            f"written: {describe(settings)}, chosen on all prompts (cross-validated APGR "
+            + "; ".join(f"{describe(s)} {a:.3f}" for s, a in selection)
+            + ")",
+        ]
+    else:
+        settings = base
+        trained = fitting.out_of_fold_scores(items, feats, settings, args.folds, seed)
+        notes = [f"trained: {args.folds}-fold cross-validation, every prompt scored by a model fitted without it"]
     default = bundled_model()
     bundled = [default.predict(p).score for p in prompts]
-    notes = [f"trained: {args.folds}-fold cross-validation, every prompt scored by a model fitted without it"]
     versus = _versus_bundled(trained, bundled, labels, args.options)
     if versus is not None:
         notes.append(
@@ -118,11 +144,16 @@ def train(args: TrainArgs) -> Trained:
         notes,
     )
     fitted = fitting.fit(items, feats, settings)
-    version = args.name or f"trained-{_digest(prompts, labels.weak, labels.strong)}"
+    version = args.name or f"trained-{_digest(prompts, labels.weak, labels.strong, describe(settings))}"
     document = fitting.export(fitted, fitted.raw_scores(feats), version, settings.reference_points)
     payload = orjson.dumps(document, option=orjson.OPT_SORT_KEYS) + b"\n"
     LearnedModel.from_bytes(payload)  # what serving will read must load
-    return Trained(report, payload, version, len(fitted.terms), default.version, versus)
+    return Trained(report, payload, version, len(fitted.terms), default.version, versus, settings, selection)
+
+
+def describe(settings: Settings) -> str:
+    """'terms at text weight 2': the two choices `--select` makes."""
+    return f"{'terms' if settings.use_terms else 'counts'} at text weight {settings.text_weight:g}"
 
 
 def _versus_bundled(
@@ -149,9 +180,9 @@ def _read_input(args: TrainArgs) -> tuple[list[str], Labels, str]:
     return prompts, labels, f"{args.log} with {args.labels}"
 
 
-def _digest(prompts: Sequence[str], weak: Sequence[float], strong: Sequence[float]) -> str:
-    """A short hash of what was trained on: equal data, equal default version."""
-    digest = hashlib.sha256()
+def _digest(prompts: Sequence[str], weak: Sequence[float], strong: Sequence[float], settings: str) -> str:
+    """A short hash of what was trained on and how: equal data and settings, equal default version."""
+    digest = hashlib.sha256(settings.encode())
     for row in zip(prompts, weak, strong, strict=True):
         digest.update(orjson.dumps(row))
     return digest.hexdigest()[:8]
@@ -181,8 +212,19 @@ def report_json(result: Trained, out: Path) -> dict[str, object]:
     document["vs_bundled"] = (
         None if versus is None else {"bundled": result.bundled, **eval_report.comparison_json(versus)}
     )
-    document["weights"] = {"path": str(out.resolve()), "version": result.version, "terms": result.terms}
+    document["weights"] = {
+        "path": str(out.resolve()),
+        "version": result.version,
+        "terms": result.terms,
+        "settings": _settings_json(result.settings),
+    }
+    if result.selection:
+        document["selection"] = [{**_settings_json(s), "apgr_every": round(a, 6)} for s, a in result.selection]
     return document
+
+
+def _settings_json(settings: Settings) -> dict[str, object]:
+    return {"word_terms": settings.use_terms, "text_weight": settings.text_weight}
 
 
 def run_train(args: TrainArgs, env: Mapping[str, str]) -> int:

@@ -25,6 +25,7 @@ from scipy import sparse
 from sklearn.linear_model import Ridge
 
 from octoroute.config.weightsfile import FORMAT
+from octoroute.routing.evaluation import Labels, evaluate_scores
 from octoroute.routing.learned import DENSE_NAMES, dense_features, extract_terms, percentile, window_of
 
 
@@ -192,27 +193,64 @@ def reference_of(raw: np.ndarray, points: int) -> tuple[float, ...]:
     return tuple(round(float(q), 6) for q in np.quantile(raw, np.linspace(0, 1, points)))
 
 
-def out_of_fold_scores(
-    items: Sequence[LabelledPrompt], feats: Featurized, settings: Settings, folds: int, seed: int
-) -> list[float]:
-    """Each item's score (a percentile, as served) from a model fitted without its fold.
-
-    Folds are a seeded shuffle of the items dealt round-robin; each fold's scores
-    are calibrated on its own training part, exactly as a shipped file would be.
-    """
-    order = list(range(len(items)))
+def fold_splits(count: int, folds: int, seed: int) -> list[tuple[list[int], list[int]]]:
+    """(training part, held-out part) per fold: a seeded shuffle of the items dealt round-robin."""
+    order = list(range(count))
     random.Random(seed).shuffle(order)
-    scores = [0.0] * len(items)
+    splits = []
     for fold in range(folds):
         held = sorted(order[fold::folds])
         held_set = set(held)
-        train = [i for i in range(len(items)) if i not in held_set]
-        train_feats = feats.subset(train)
-        fitted = fit([items[i] for i in train], train_feats, settings)
-        reference = reference_of(fitted.raw_scores(train_feats), settings.reference_points)
-        for index, raw in zip(held, fitted.raw_scores(feats.subset(held)), strict=True):
-            scores[index] = percentile(reference, float(raw))
+        splits.append(([i for i in range(count) if i not in held_set], held))
+    return splits
+
+
+def _fit_and_score(
+    items: Sequence[LabelledPrompt], feats: Featurized, settings: Settings, train: list[int], held: list[int]
+) -> list[float]:
+    """The held items' scores (percentiles, as served) from a model fitted on `train`."""
+    train_feats = feats.subset(train)
+    fitted = fit([items[i] for i in train], train_feats, settings)
+    reference = reference_of(fitted.raw_scores(train_feats), settings.reference_points)
+    return [percentile(reference, float(raw)) for raw in fitted.raw_scores(feats.subset(held))]
+
+
+def out_of_fold_scores(
+    items: Sequence[LabelledPrompt], feats: Featurized, settings: Settings, folds: int, seed: int
+) -> list[float]:
+    """Each item's score (a percentile, as served) from a model fitted without its fold;
+    each fold's scores are calibrated on its own training part, as a shipped file is."""
+    scores = [0.0] * len(items)
+    for train, held in fold_splits(len(items), folds, seed):
+        for index, score in zip(held, _fit_and_score(items, feats, settings, train, held), strict=True):
+            scores[index] = score
     return scores
+
+
+def select_settings(
+    items: Sequence[LabelledPrompt], feats: Featurized, grid: Sequence[Settings], folds: int, seed: int
+) -> tuple[Settings, list[float]]:
+    """The grid's setting with the best cross-validated APGR (every score; the first of
+    equals, so order the grid simplest first), and every setting's APGR."""
+    labels = Labels.of([e.weak for e in items], [e.strong for e in items])
+    results = [evaluate_scores(out_of_fold_scores(items, feats, s, folds, seed), labels).apgr_every for s in grid]
+    return grid[results.index(max(results))], results
+
+
+def nested_out_of_fold_scores(
+    items: Sequence[LabelledPrompt], feats: Featurized, grid: Sequence[Settings], folds: int, seed: int
+) -> tuple[list[float], list[Settings]]:
+    """Out-of-fold scores where each fold's model has its setting chosen by an inner
+    cross-validation on that fold's training part only, so the scores measure the
+    selection too; and the setting each fold chose."""
+    scores = [0.0] * len(items)
+    chosen: list[Settings] = []
+    for train, held in fold_splits(len(items), folds, seed):
+        best, _ = select_settings([items[i] for i in train], feats.subset(train), grid, folds, seed)
+        chosen.append(best)
+        for index, score in zip(held, _fit_and_score(items, feats, best, train, held), strict=True):
+            scores[index] = score
+    return scores, chosen
 
 
 def export(fitted: Fitted, reference_raw: np.ndarray, version: str, points: int) -> dict[str, object]:

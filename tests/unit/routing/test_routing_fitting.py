@@ -11,7 +11,17 @@ import numpy as np
 import orjson
 import pytest
 
-from octoroute.routing.fitting import Labelled, Settings, export, featurize, fit, out_of_fold_scores
+from octoroute.routing.fitting import (
+    Labelled,
+    Settings,
+    export,
+    featurize,
+    fit,
+    fold_splits,
+    nested_out_of_fold_scores,
+    out_of_fold_scores,
+    select_settings,
+)
 from octoroute.routing.learned import LearnedModel
 
 SETTINGS = Settings(target="mix", alpha=3.0, center_sources=False, length_prior=True, use_terms=True, min_df=2)
@@ -83,3 +93,23 @@ def test_serving_never_imports_the_scientific_stack() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_nested_selection_chooses_per_fold_on_the_training_part_only() -> None:
+    items = labelled(90)
+    feats = featurize([e.text for e in items])
+    grid = [
+        Settings(target="mix", alpha=3.0, center_sources=False, length_prior=True, use_terms=t) for t in (False, True)
+    ]
+    best, apgrs = select_settings(items, feats, grid, folds=3, seed=0)
+    assert best is grid[apgrs.index(max(apgrs))]
+    assert apgrs[1] > apgrs[0]  # the words decide these labels: terms win
+    _, chosen = nested_out_of_fold_scores(items, feats, grid, folds=3, seed=0)
+    expected = [
+        select_settings([items[i] for i in train], feats.subset(train), grid, folds=3, seed=0)[0]
+        for train, _ in fold_splits(len(items), 3, 0)
+    ]
+    assert chosen == expected
+    # with one setting in the grid, nested scores are the plain out-of-fold ones
+    only, _ = nested_out_of_fold_scores(items, feats, grid[:1], folds=3, seed=0)
+    assert only == out_of_fold_scores(items, feats, grid[0], folds=3, seed=0)
