@@ -138,14 +138,7 @@ def create_app(
     get("/dashboard", handlers.dashboard)
     get("/ready", handlers.ready)
     get("/models", handlers.endpoints)
-    add_ollama_routes(app)
-    return app
-
-
-def add_ollama_routes(app: web.Application) -> None:
-    """Ollama's API (docs/api-ollama.md); `/api/embed` and `/api/embeddings` are the embeddings' own."""
-    post = partial(app.router.add_post, expect_handler=continue_on_read)
-    get = partial(app.router.add_get, expect_handler=continue_on_read)
+    # Ollama's API (docs/api-ollama.md); `/api/embed` and `/api/embeddings` are above
     get("/", ollama_api.root)
     post("/api/chat", ollama_api.chat)
     post("/api/generate", ollama_api.generate)
@@ -153,6 +146,7 @@ def add_ollama_routes(app: web.Application) -> None:
     post("/api/show", ollama_api.show)
     get("/api/ps", ollama_api.ps)
     get("/api/version", ollama_api.version)
+    return app
 
 
 def build_state(
