@@ -53,21 +53,19 @@ then the sides and the overlap check.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import re
 import subprocess
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
-from training import overlap
 from training.data import Example, format_prompt
+from training.report import report_means, report_overlap, source_main
 
 FAITHFUL_COT_COMMIT = "301784317c99cf348cfad92a1b3e8810900e095b"
 
@@ -368,28 +366,14 @@ def print_report(git_dir: Path, reference: Path | None, out: Callable[[str], Non
             means = [f"{MODEL_NAMES[m]} {model_accuracy(results, m, p):.3f}" for m, p in side.items()]
             out(f"   {label} side ({len(side)}): {', '.join(means) or 'none'}")
         dataset_examples = examples_of(results)
-        if dataset_examples:
-            mean_weak = sum(e.weak for e in dataset_examples) / len(dataset_examples)
-            mean_strong = sum(e.strong for e in dataset_examples) / len(dataset_examples)
-            out(f"   {len(dataset_examples)} examples; mean weak {mean_weak:.3f}, mean strong {mean_strong:.3f}")
+        report_means(dataset_examples, out)
         examples.extend(dataset_examples)
-    if reference is not None:
-        items = [overlap.Item(e.id, e.source, e.text) for e in examples]
-        _, flags = overlap.split_clean(items, overlap.ReferenceIndex(overlap.load_reference(reference)))
-        out("")
-        overlap.report(flags, len(items))
+    report_overlap(examples, reference, out)
     return examples
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--git-dir", type=Path, required=True, help="bare git dir of veronica320/Faithful-COT")
-    parser.add_argument("--reference", type=Path, default=overlap.DEFAULT_REFERENCE, help="evaluation prompts")
-    parser.add_argument("--no-overlap", action="store_true", help="skip the overlap check")
-    args = parser.parse_args(argv)
-    print_report(args.git_dir, None if args.no_overlap else args.reference)
-    sys.stdout.flush()
-    return 0
+    return source_main(argv, __doc__.splitlines()[0] if __doc__ else None, "veronica320/Faithful-COT", print_report)
 
 
 if __name__ == "__main__":

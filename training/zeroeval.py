@@ -69,20 +69,18 @@ never averaged over what it has):
 
 from __future__ import annotations
 
-import argparse
 import ast
 import json
 import operator
 import re
 import subprocess
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from training import overlap
 from training.data import Example
+from training.report import report_means, report_overlap, source_main
 
 ZEROEVAL_COMMIT = "570c6269a2e4930ee06a17e713fece1ba52cf1dd"
 
@@ -441,28 +439,14 @@ def print_report(git_dir: Path, reference: Path | None, out: Callable[[str], Non
         task_examples = examples_of(results)
         out(f"   weak side ({len(weak)}): {', '.join(weak) or 'none'}")
         out(f"   strong side ({len(strong)}): {', '.join(strong) or 'none'}")
-        if task_examples:
-            mean_weak = sum(e.weak for e in task_examples) / len(task_examples)
-            mean_strong = sum(e.strong for e in task_examples) / len(task_examples)
-            out(f"   {len(task_examples)} examples; mean weak {mean_weak:.3f}, mean strong {mean_strong:.3f}")
+        report_means(task_examples, out)
         examples.extend(task_examples)
-    if reference is not None:
-        items = [overlap.Item(e.id, e.source, e.text) for e in examples]
-        _, flags = overlap.split_clean(items, overlap.ReferenceIndex(overlap.load_reference(reference)))
-        out("")
-        overlap.report(flags, len(items))
+    report_overlap(examples, reference, out)
     return examples
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--git-dir", type=Path, required=True, help="bare git dir of yuchenlin/ZeroEval")
-    parser.add_argument("--reference", type=Path, default=overlap.DEFAULT_REFERENCE, help="evaluation prompts")
-    parser.add_argument("--no-overlap", action="store_true", help="skip the overlap check")
-    args = parser.parse_args(argv)
-    print_report(args.git_dir, None if args.no_overlap else args.reference)
-    sys.stdout.flush()
-    return 0
+    return source_main(argv, __doc__.splitlines()[0] if __doc__ else None, "yuchenlin/ZeroEval", print_report)
 
 
 if __name__ == "__main__":
