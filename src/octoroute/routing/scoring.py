@@ -22,10 +22,9 @@ reload.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import cache
 from typing import Protocol
 
 from octoroute.config.models import RoutingConfig
@@ -120,9 +119,8 @@ def bundled_model() -> ScoreModel:
 def model_for(routing: RoutingConfig) -> ScoreModel:
     """The learned model of `[routing]`: its `learned_weights` file, or the bundled one.
 
-    Reads the file each time (a config load or reload, not a request) and parses
-    each distinct content once; raises ValueError when the file went bad after the
-    config check.
+    Reads the file each time (a config load or reload, not a request), validating it
+    as it is read; raises ValueError when the file went bad after the config check.
     """
     return model_at(routing.learned_weights)
 
@@ -131,14 +129,7 @@ def model_at(path: str | None) -> ScoreModel:
     """The learned model in the weights file at `path`; the bundled one for None."""
     if path is None:
         return bundled_model()
-    data, _ = read_weights_file(path)
-    return _model_of(hashlib.sha256(data).hexdigest(), data)
-
-
-@lru_cache(maxsize=4)
-def _model_of(digest: str, data: bytes) -> ScoreModel:
-    del digest  # the cache key: equal content, one parsed model
-    return LearnedModel.from_bytes(data)
+    return LearnedModel.from_document(read_weights_file(path)[1])
 
 
 def nominal(tier: Tier, strategy: Strategy, reason: RouteReason, detail: str) -> Scored:
