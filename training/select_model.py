@@ -34,11 +34,6 @@ from training.metrics import apgr
 MIN_GAP = 0.05
 
 
-def _subset(feats: Featurized, mask: np.ndarray) -> Featurized:
-    idx = np.flatnonzero(mask)
-    return Featurized([feats.terms[i] for i in idx], feats.dense[idx])
-
-
 def loso(
     examples: Sequence[data.Example], feats: Featurized, settings: Settings, oracle: bool = True
 ) -> dict[str, tuple[float, float]]:
@@ -60,8 +55,8 @@ def loso(
         if strong[test].mean() - weak[test].mean() < MIN_GAP:
             continue
         train_examples = [e for e, keep in zip(examples, ~test, strict=True) if keep]
-        fitted = fit(train_examples, _subset(feats, ~test), settings)
-        scores = fitted.raw_scores(_subset(feats, test))
+        fitted = fit(train_examples, feats.subset(np.flatnonzero(~test)), settings)
+        scores = fitted.raw_scores(feats.subset(np.flatnonzero(test)))
         length = feats.dense[test, 0]
         result[source] = (
             apgr(scores.tolist(), weak[test].tolist(), strong[test].tolist()),
