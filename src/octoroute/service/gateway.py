@@ -34,7 +34,7 @@ from octoroute.protocols.filters import OutputFilter
 from octoroute.protocols.postprocess import PostProcess, declared_tools
 from octoroute.protocols.repair import call_id_factory
 from octoroute.routing.router import Router
-from octoroute.routing.scoring import ScoreModel
+from octoroute.routing.scoring import ScoreModel, model_for
 from octoroute.routing.shadow import ShadowRouter, ShadowTasks
 from octoroute.service.call import AUTO, ChatCall
 from octoroute.service.probes import Probing
@@ -82,7 +82,8 @@ class Gateway(RouterModel, ShadowMode, Probing):
         score_model: ScoreModel | None = None,
         state: StateStore | None = None,
     ) -> None:
-        """`score_model`: the learned scorer's model (the bundled one when None; tests pass a fake).
+        """`score_model`: the learned scorer's model (None: `routing.learned_weights`' model, else the
+        bundled one, read once here for the router and the shadow candidate; tests pass a fake).
         `state`: the `[state]` store shared with other workers and replicas (health verdicts,
         probe leases); None keeps health in this process alone."""
         self.config = config
@@ -101,6 +102,7 @@ class Gateway(RouterModel, ShadowMode, Probing):
         self._published: set[asyncio.Task[None]] = set()
         self.selectors = build_selectors(topology)
         self.default_tier = default_tier(config)
+        score_model = score_model or model_for(config.routing)
         self.router = Router.from_config(
             config.routing, self._ask_router, default_tier=self.default_tier, model=score_model
         )
