@@ -21,7 +21,13 @@ LIMIT = 4096  # server.max_body_bytes
 CHAT = b'{"model":"fast","messages":[{"role":"user","content":"hi"}]}'
 ANTHROPIC = b'{"model":"fast","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}'
 OLLAMA = b'{"model":"fast","stream":false,"messages":[{"role":"user","content":"hi"}]}'
-ANTHROPIC_TYPES = {401: "authentication_error", 413: "request_too_large", 429: "rate_limit_error"}
+ANTHROPIC_TYPES = {
+    401: "authentication_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+}
 ROUTES = [
     pytest.param("/v1/chat/completions", CHAT, "openai", id="openai"),
     pytest.param("/v1/messages", ANTHROPIC, "anthropic", id="anthropic"),
@@ -46,9 +52,9 @@ def port(upstreams, gateway) -> int:
     return int(gateway(config, env=ENV).port)
 
 
-def head(path: str, length: int, key: str | None, *, keep_alive: bool = True) -> bytes:
+def head(path: str, length: int, key: str | None, *, keep_alive: bool = True, method: str = "POST") -> bytes:
     lines = [
-        b"POST %s HTTP/1.1" % path.encode(),
+        b"%s %s HTTP/1.1" % (method.encode(), path.encode()),
         b"Host: 127.0.0.1",
         b"Content-Type: application/json",
         b"Content-Length: %d" % length,
@@ -78,11 +84,13 @@ def read_head(sock: socket.socket) -> bytes:
     return received
 
 
-def refused_from_head(port: int, path: str, length: int, key: str | None) -> tuple[int, dict[str, str], bytes]:
+def refused_from_head(
+    port: int, path: str, length: int, key: str | None, method: str = "POST"
+) -> tuple[int, dict[str, str], bytes]:
     """Send only the head and read the answer; the body is never sent. The answer says
     `Connection: close`, and the server closes once the client is done sending."""
     with socket.create_connection(("127.0.0.1", port), timeout=GUARD) as sock:
-        sock.sendall(head(path, length, key))
+        sock.sendall(head(path, length, key, method=method))
         first = read_head(sock)  # the server may not wait for a body it did not ask for
         status_line, *fields = first.decode("latin-1").removesuffix("\r\n\r\n").split("\r\n")
         assert not status_line.startswith("HTTP/1.1 100"), first
@@ -215,3 +223,59 @@ def test_a_good_keys_body_sent_too_slowly_is_a_408_not_a_hang(upstreams, gateway
             raw = read_to_close(sock)
         assert raw.startswith(b"HTTP/1.1 408 "), raw
         assert "client_body_timeout_seconds" in assert_error_shape(api, raw.partition(b"\r\n\r\n")[2], 408)
+
+
+UNROUTED = [
+    pytest.param("POST", "/v1/chat/completion", 404, "openai", id="openai-404"),
+    pytest.param("POST", "/v1/messages/nope", 404, "anthropic", id="anthropic-404"),
+    pytest.param("POST", "/api/nope", 404, "ollama", id="ollama-404"),
+    pytest.param("PUT", "/v1/chat/completions", 405, "openai", id="openai-405"),
+    pytest.param("POST", "/v1/models", 405, "openai", id="get-only-405"),
+    pytest.param("PATCH", "/v1/messages", 405, "anthropic", id="anthropic-405"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "status", "api"), UNROUTED)
+def test_a_path_or_method_no_route_serves_is_answered_before_any_100_continue(
+    port, caplog, method, path, status, api
+) -> None:
+    with caplog.at_level(logging.INFO):
+        got, headers, answer = refused_from_head(port, path, len(CHAT), CI_KEY, method)
+    assert got == status
+    assert headers["x-request-id"]  # through the middlewares, as without Expect
+    message = assert_error_shape(api, answer, status)
+    assert ("no such route" if status == 404 else "method not allowed") in message
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+def test_an_unrouted_path_without_a_key_is_401_before_any_100_continue(port) -> None:
+    status, _, answer = refused_from_head(port, "/v1/nope", len(CHAT), None)
+    assert status == 401
+    assert "missing or unknown API key" in assert_error_shape("openai", answer, 401)
+
+
+def test_unrouted_answers_without_auth_are_the_same_as_without_expect(upstreams, gateway) -> None:
+    port = int(gateway(fleet_config({"fast": [endpoint(upstreams("fast"), "fast-model")]})).port)
+    for method, path, status in [("POST", "/v2/chat", 404), ("DELETE", "/v1/messages", 405)]:
+        got, _, with_expect = refused_from_head(port, path, len(CHAT), None, method)
+        with socket.create_connection(("127.0.0.1", port), timeout=GUARD) as sock:
+            plain = head(path, len(CHAT), None, keep_alive=False, method=method)
+            sock.sendall(plain.replace(b"Expect: 100-continue\r\n", b"") + CHAT)
+            raw = read_to_close(sock)
+        assert got == status
+        assert raw.startswith(b"HTTP/1.1 %d " % status), raw
+        assert with_expect == raw.partition(b"\r\n\r\n")[2]
+
+
+def test_an_unrouted_bodiless_request_keeps_its_connection(port) -> None:
+    """Nothing to send, nothing to wait for: the connection serves the next request."""
+    with socket.create_connection(("127.0.0.1", port), timeout=GUARD) as sock:
+        sock.sendall(head("/v1/nope", 0, CI_KEY, method="GET"))
+        first = read_head(sock)
+        assert first.startswith(b"HTTP/1.1 404 "), first
+        assert b"connection: close" not in first.lower()
+        length = int(next(x for x in first.split(b"\r\n") if x.lower().startswith(b"content-length:"))[15:])
+        while length:
+            length -= len(sock.recv(length))
+        sock.sendall(head("/v1/models", 0, CI_KEY, method="GET"))
+        assert read_head(sock).startswith(b"HTTP/1.1 200 ")

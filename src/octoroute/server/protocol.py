@@ -24,7 +24,9 @@ budget, a declared Content-Length over `server.max_body_bytes`) gets its final
 answer with no `100 Continue` and none of its body read into memory, with
 `Connection: close`, since the client may still be holding its body
 (RFC 9110 §10.1.1, §15.2.1). aiohttp's own handler sends `100 Continue` before
-any middleware has run.
+any middleware has run. A path or method no route serves never reaches a route's
+expect handler (aiohttp gives it its default one): `refuse_expectations` answers
+its 404/405 the same way, in place of `100 Continue`.
 
 Usage: `runner = GatewayRunner(app, handler_cancellation=True, access_log=None)`.
 """
@@ -122,11 +124,13 @@ def render_reject(status: int, message: str, code: str, path: str) -> web.Respon
 
 def refuse_expectations(
     handler: Callable[[BaseRequest], Awaitable[web.StreamResponse]],
+    router: web.UrlDispatcher,
 ) -> Callable[[BaseRequest], Awaitable[web.StreamResponse]]:
-    """`handler` (the app's), with an HTTP/1.1 request whose `Expect` is not `100-continue`
-    answered 417 in its route's shape and the connection closed. A `100-continue` request
-    whose body was never asked for (refused from its head) is answered with the connection
-    closed; HTTP/1.0 expectations are ignored."""
+    """`handler` (the app's, whose routes are `router`), with an HTTP/1.1 request whose
+    `Expect` is not `100-continue` answered 417 in its route's shape and the connection
+    closed. A `100-continue` request whose body was never asked for (refused from its
+    head, or a path or method no route serves) is answered with the connection closed;
+    HTTP/1.0 expectations are ignored."""
 
     # Not a coroutine itself: a request without Expect gets `handler`'s own awaitable,
     # so the check adds no coroutine frame per request.
@@ -135,7 +139,7 @@ def refuse_expectations(
         if expect and request.version >= HttpVersion11:
             if expect.lower() != "100-continue":
                 return _refuse_expectation(request)
-            return _close_unless_continued(request, handler)
+            return _close_unless_continued(request, handler, router)
         return handler(request)
 
     return handle
@@ -148,14 +152,41 @@ async def _refuse_expectation(request: BaseRequest) -> web.StreamResponse:
 
 
 async def _close_unless_continued(
-    request: BaseRequest, handler: Callable[[BaseRequest], Awaitable[web.StreamResponse]]
+    request: BaseRequest,
+    handler: Callable[[BaseRequest], Awaitable[web.StreamResponse]],
+    router: web.UrlDispatcher,
 ) -> web.StreamResponse:
+    unrouted = (await router.resolve(cast(web.Request, request))).http_exception
+    if unrouted is not None:
+        return await _answer_unrouted(request, handler, unrouted)
     response = await handler(request)
     body = request.get(CONTINUATION)
     if body is not None and not body.continued:
         # The client may send its body anyway, or never: the next request's first byte
         # cannot be told from this body's, so this connection ends with this answer.
         response.force_close()
+    return response
+
+
+async def _answer_unrouted(
+    request: BaseRequest,
+    handler: Callable[[BaseRequest], Awaitable[web.StreamResponse]],
+    refusal: web.HTTPException,
+) -> web.StreamResponse:
+    """A path no route serves (404) or a method its route does not take (405): no route's
+    expect handler runs for it, and aiohttp's default one would send `100 Continue` before
+    the middlewares answer. The request goes through the app without its `Expect`, with a
+    body whose first read raises `refusal` instead of sending `100 Continue`, so the answer
+    (in the route's shape, with a request id, after `[auth]`'s 401) replaces it, as nginx and
+    Envoy answer a request they refuse from its head."""
+    headers = request.headers.copy()
+    del headers[hdrs.EXPECT]
+    unexpected = request.clone(headers=headers)
+    if not unexpected.can_read_body:  # nothing to wait for: answered as without Expect
+        return await handler(unexpected)
+    unexpected._payload = cast(StreamReader, ContinueOnRead(unexpected, refusal))
+    response = await handler(unexpected)
+    response.force_close()  # the client may still send the body, or not: as `_close_unless_continued`
     return response
 
 
@@ -179,9 +210,10 @@ class ContinueOnRead:
     net/http defers it the same way). Before that, a declared Content-Length over the
     app's body limit is refused (413) instead: the body would be refused once read."""
 
-    def __init__(self, request: web.Request) -> None:
+    def __init__(self, request: BaseRequest, refusal: web.HTTPException | None = None) -> None:
         self._body = request.content
         self._request = request
+        self._refusal = refusal  # raised on the first read instead of `100 Continue` (a 404/405)
         self.continued = False
 
     def __getattr__(self, name: str) -> Any:  # the rest of StreamReader (at_eof, exception, ...)
@@ -190,6 +222,8 @@ class ContinueOnRead:
     async def _go_on(self) -> None:
         if self.continued:
             return
+        if self._refusal is not None:
+            raise self._refusal
         declared, limit = self._request.content_length, self._request.client_max_size
         if limit and declared is not None and declared > limit:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=declared)
@@ -353,7 +387,7 @@ class GatewayRunner(web.AppRunner):
         # answer rather than a reset), for at most this long; never longer than a body may take.
         kwargs["lingering_time"] = min(_LINGER_SECONDS, limits.client_body_timeout_seconds)
         return GatewayServer(
-            refuse_expectations(made.request_handler),
+            refuse_expectations(made.request_handler, self.app.router),
             request_factory=made.request_factory,
             handler_cancellation=made.handler_cancellation,
             header_timeout=limits.client_header_timeout_seconds,
