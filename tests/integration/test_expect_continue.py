@@ -1,7 +1,8 @@
-"""`Expect: 100-continue` with `[auth]` on, over raw sockets: a request refused from its
-head alone (no or unknown key, a declared body over the limit) gets its final answer in
-the route's shape with no `100 Continue` first and without the client sending its body;
-a request with a good key gets `100 Continue`, then its answer."""
+"""`Expect: 100-continue` over raw sockets: a request refused from its head alone (no or
+unknown `[auth]` key, a declared body over the limit, a client over its `[rate_limit]`, a
+path or method no route serves) gets its final answer in the route's shape with no
+`100 Continue` first and without the client sending its body; a request that passes
+gets `100 Continue`, then its answer."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
-from tests.support import endpoint, fleet_config
+from tests.support import FakeClock, endpoint, fleet_config
 
 GUARD = 10.0  # seconds a socket read may block before the test fails: a hang, not a timing assertion
 CI_KEY = "ork-" + "1f" * 32
@@ -279,3 +280,131 @@ def test_an_unrouted_bodiless_request_keeps_its_connection(port) -> None:
             length -= len(sock.recv(length))
         sock.sendall(head("/v1/models", 0, CI_KEY, method="GET"))
         assert read_head(sock).startswith(b"HTTP/1.1 200 ")
+
+
+@pytest.fixture
+def limited(upstreams, gateway):
+    """Factory: a gateway with `[rate_limit]` on (and `[auth]` when given) on a fake clock
+    the test moves; returns its port and the clock."""
+
+    def make(rate_limit: dict[str, Any], **sections: Any) -> tuple[int, FakeClock]:
+        clock = FakeClock()
+        config = fleet_config(
+            {"fast": [endpoint(upstreams("fast"), "fast-model")]},
+            rate_limit={"enabled": True, **rate_limit},
+            **sections,
+        )
+        return int(gateway(config, env=ENV, clock=clock).port), clock
+
+    return make
+
+
+def continued(port: int, path: str, body: bytes, key: str | None, *, chunked: bool = False) -> bytes:
+    """A request with Expect that must get `100 Continue`: its body is sent after it; the whole answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=GUARD) as sock:
+        sent = head(path, len(body), key, keep_alive=False)
+        if chunked:
+            sent = sent.replace(b"Content-Length: %d" % len(body), b"Transfer-Encoding: chunked")
+            body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        sock.sendall(sent)
+        assert read_head(sock) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        return read_to_close(sock)
+
+
+def without_expect(port: int, path: str, body: bytes, key: str | None) -> tuple[int, str | None, bytes]:
+    """The same request without Expect: status, Retry-After and body as the normal path answers."""
+    with socket.create_connection(("127.0.0.1", port), timeout=GUARD) as sock:
+        sock.sendall(head(path, len(body), key, keep_alive=False).replace(b"Expect: 100-continue\r\n", b"") + body)
+        raw = read_to_close(sock)
+    status_line, _, rest = raw.partition(b"\r\n")
+    fields, _, answer = rest.partition(b"\r\n\r\n")
+    headers = {n.strip().lower(): v.strip() for n, _, v in (f.partition(b":") for f in fields.split(b"\r\n"))}
+    retry_after = headers.get(b"retry-after")
+    return int(status_line.split()[1]), retry_after.decode() if retry_after is not None else None, answer
+
+
+@pytest.mark.parametrize(("path", "body", "api"), ROUTES)
+def test_a_client_over_its_rate_limit_is_429_before_any_100_continue(limited, caplog, path, body, api) -> None:
+    port, _ = limited({"requests_per_second": 0.5, "burst": 1})
+    assert continued(port, path, body, "k1").startswith(b"HTTP/1.1 200 ")
+    with caplog.at_level(logging.INFO):
+        status, headers, answer = refused_from_head(port, path, len(body), "k1")
+    assert status == 429
+    assert headers["retry-after"] == "2"
+    assert "rate limit exceeded" in assert_error_shape(api, answer, 429)
+    assert without_expect(port, path, body, "k1") == (429, "2", answer)  # the clock has not moved
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+def test_a_refusal_before_100_continue_charges_nothing_and_a_request_let_through_is_charged_once(limited) -> None:
+    port, clock = limited({"requests_per_second": 0.5, "burst": 1})  # one request per 2 s
+    assert continued(port, "/v1/chat/completions", CHAT, "k1").startswith(b"HTTP/1.1 200 ")
+    for _ in range(3):
+        status, headers, _ = refused_from_head(port, "/v1/chat/completions", len(CHAT), "k1")
+        assert (status, headers["retry-after"]) == (429, "2")  # a refusal did not move the wait
+    clock.advance(2.0)
+    assert continued(port, "/v1/chat/completions", CHAT, "k1").startswith(b"HTTP/1.1 200 ")
+    status, headers, _ = refused_from_head(port, "/v1/chat/completions", len(CHAT), "k1")
+    assert (status, headers["retry-after"]) == (429, "2")  # charged once: not free, and not twice (4)
+
+
+def test_limits_are_per_key_from_the_head(limited) -> None:
+    port, _ = limited({"requests_per_second": 0.5, "burst": 1})
+    assert continued(port, "/v1/chat/completions", CHAT, "k1").startswith(b"HTTP/1.1 200 ")
+    assert refused_from_head(port, "/v1/chat/completions", len(CHAT), "k1")[0] == 429
+    assert continued(port, "/v1/chat/completions", CHAT, "k2").startswith(b"HTTP/1.1 200 ")
+    assert continued(port, "/v1/messages/count_tokens", ANTHROPIC, "k1").startswith(b"HTTP/1.1 200 ")  # not limited
+
+
+def test_an_auth_keys_own_limit_is_429_before_any_100_continue(limited) -> None:
+    auth = {"enabled": True, "keys": [{"name": "ci", "key_env": "CI_KEY", "requests_per_second": 0.5, "burst": 1}]}
+    port, _ = limited({"requests_per_second": 100, "burst": 100}, auth=auth)
+    assert continued(port, "/v1/messages", ANTHROPIC, CI_KEY).startswith(b"HTTP/1.1 200 ")
+    status, headers, answer = refused_from_head(port, "/v1/messages", len(ANTHROPIC), CI_KEY)
+    assert (status, headers["retry-after"]) == (429, "2")
+    assert "rate limit exceeded" in assert_error_shape("anthropic", answer, 429)
+
+
+def test_a_declared_body_over_the_whole_token_budget_is_413_before_any_100_continue(limited) -> None:
+    port, _ = limited({"tokens_per_minute": 10})  # CHAT (60 bytes) is 15 tokens by body bytes / 4
+    status, headers, answer = refused_from_head(port, "/v1/chat/completions", len(CHAT), "k1")
+    assert status == 413
+    assert "retry-after" not in headers
+    assert "estimated at 15 tokens" in assert_error_shape("openai", answer, 413)
+    assert without_expect(port, "/v1/chat/completions", CHAT, "k1") == (413, None, answer)
+
+
+def test_a_body_of_undeclared_size_is_measured_after_100_continue(limited) -> None:
+    """Chunked: the head says nothing of the body's tokens, so the budget decides once it is read."""
+    port, _ = limited({"tokens_per_minute": 10})
+    raw = continued(port, "/v1/chat/completions", CHAT, "k1", chunked=True)
+    assert raw.startswith(b"HTTP/1.1 413 "), raw
+    assert "estimated at 15 tokens" in assert_error_shape("openai", raw.partition(b"\r\n\r\n")[2], 413)
+
+
+def test_a_request_within_its_limits_gets_100_continue_then_200(limited) -> None:
+    port, _ = limited({"requests_per_second": 0.5, "burst": 2, "tokens_per_minute": 1000})
+    for path, body in [("/v1/chat/completions", CHAT), ("/v1/messages", ANTHROPIC)]:
+        assert continued(port, path, body, "k1").startswith(b"HTTP/1.1 200 ")
+
+
+def test_a_limit_shared_on_redis_is_429_before_any_100_continue_on_the_other_gateway(
+    upstreams, gateway, redis_server
+) -> None:
+    """Two gateways share one bucket per client in Redis: the one that did not serve the
+    burst refuses from the head, and its refusals take nothing from the shared bucket."""
+    state = {"backend": "redis", "url": redis_server.url, "key_prefix": "expect:", "timeout_ms": 2000}
+    config = fleet_config(
+        {"fast": [endpoint(upstreams("fast"), "fast-model")]},
+        rate_limit={"enabled": True, "requests_per_second": 0.01, "burst": 1},  # then one per 100 s
+        state=state,
+    )
+    a, b = (int(gateway(config).port) for _ in range(2))
+    assert continued(a, "/v1/chat/completions", CHAT, "k1").startswith(b"HTTP/1.1 200 ")
+    for port in (b, b, b, a):
+        status, headers, answer = refused_from_head(port, "/v1/messages", len(ANTHROPIC), "k1")
+        assert status == 429
+        assert 99 <= int(headers["retry-after"]) <= 100  # a refusal that took a request would add 100 s
+        assert "rate limit exceeded" in assert_error_shape("anthropic", answer, 429)
+    assert continued(b, "/v1/chat/completions", CHAT, "k2").startswith(b"HTTP/1.1 200 ")

@@ -96,6 +96,31 @@ def test_admission_is_all_or_nothing_and_names_the_short_bucket(stores: Factory)
     asyncio.run(body())
 
 
+def test_wait_answers_as_admit_would_and_takes_nothing(stores: Factory) -> None:
+    async def body() -> None:
+        store, other = stores(), stores()  # another worker or replica sees the same answer
+        tokens = Gcra(interval=600.0, capacity=100)
+        fits = (Take("w", SLOW, 1), Take("wt", tokens, 60))
+        for _ in range(3):
+            assert (await store.wait(fits)).allowed
+        assert (await store.admit(fits)).allowed  # the waits took nothing: 40 tokens are left
+        short = await other.wait((Take("w", SLOW, 1), Take("wt", tokens, 50)))
+        assert (short.allowed, short.short) == (False, 1)
+        refused = await store.admit((Take("w", SLOW, 1), Take("wt", tokens, 50)))
+        assert (refused.allowed, refused.short) == (False, 1)
+        assert abs(short.wait_seconds - refused.wait_seconds) < 5  # seconds of test time, at most
+        await store.admit((Take("w", SLOW, 2),))  # the request bucket is empty now
+        for _ in range(2):
+            empty = await other.wait((Take("w", SLOW, 1), Take("wt", tokens, 0)))
+            assert (empty.allowed, empty.short) == (False, 0)
+            assert 590 < empty.wait_seconds <= 600  # a wait that took a unit would say 1200
+        await _close(store)
+        if other is not store:
+            await _close(other)
+
+    asyncio.run(body())
+
+
 def test_charge_puts_a_bucket_in_debt_and_refunds_up_to_full(stores: Factory) -> None:
     async def body() -> None:
         store = stores()

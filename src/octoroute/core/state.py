@@ -14,7 +14,7 @@ The interface is deliberately small and numeric, so that each operation is one
 atomic step in every backend (one Lua script, one locked section, one dict
 update):
 
-- `admit` / `charge`: GCRA buckets (rate limits, token-per-minute budgets).
+- `admit` / `wait` / `charge`: GCRA buckets (rate limits, token-per-minute budgets).
 - `incr_many` / `read_many` / `put_many`: hashes of float counters under a key
   (usage and cost accounting, UTC day/month token budgets, health verdicts).
 - `lease`: a named lease held for a time by one holder (one active probe per
@@ -89,6 +89,16 @@ def gcra_charge(full_at: float, now: float, bucket: Gcra, cost: float) -> float:
     return max(max(full_at, now) + cost * bucket.interval, now)
 
 
+def shortfall(full_at: Sequence[float], now: float, takes: Sequence[Take]) -> Admission:
+    """`admit`'s answer for buckets full again at `full_at` (one per take), taking nothing."""
+    worst, short = 0.0, -1
+    for i, (full, take) in enumerate(zip(full_at, takes, strict=True)):
+        wait = gcra_wait(full, now, take.bucket, take.cost)
+        if wait > GCRA_SLACK_SECONDS and wait > worst:
+            worst, short = wait, i
+    return ADMITTED if short < 0 else Admission(False, worst, short)
+
+
 class StateStore(Protocol):
     """Shared state (see the module docstring). Every method is atomic in every backend."""
 
@@ -99,6 +109,11 @@ class StateStore(Protocol):
 
     async def admit(self, takes: Sequence[Take]) -> Admission:
         """All or nothing: take every `Take` if each fits now, else take none and say how long to wait."""
+        ...
+
+    async def wait(self, takes: Sequence[Take]) -> Admission:
+        """What `admit` would answer now, taking nothing (a request refused from its head
+        before it is committed to: `fleet.ratelimit.SharedLimiter.peek_request`)."""
         ...
 
     async def charge(self, key: str, bucket: Gcra, cost: float) -> None:

@@ -44,7 +44,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from octoroute.core.state import Gcra, StateStore, Take
+from octoroute.core.state import Admission, Gcra, StateStore, Take
 
 # Float noise in `now ± k/rate` is far below a microsecond for any monotonic
 # clock value a process will see; a client is never refused for less.
@@ -196,6 +196,15 @@ def _refusal(request_wait: float, token_wait: float) -> Verdict | None:
     return Verdict(allowed=False, retry_after_seconds=wait, reason=reason)
 
 
+def _judge(state: _ClientState, estimated_tokens: int | None, now: float) -> Verdict | None:
+    """Why one more request (reserving `estimated_tokens`, if given) does not fit now, or None."""
+    if estimated_tokens is None:
+        return _refusal(_request_wait(state, now), -math.inf)
+    if _too_large(state, estimated_tokens):
+        return Verdict(allowed=False, reason=LimitReason.TOO_LARGE)
+    return _refusal(_request_wait(state, now), _token_wait(state, estimated_tokens, now))
+
+
 def _check_token_count(name: str, tokens: int) -> None:
     if not _is_count(tokens, 0):
         raise ValueError(f"{name} must be an int >= 0, got {tokens!r}")
@@ -256,18 +265,27 @@ class RateLimiter:
             _check_token_count("estimated_tokens", estimated_tokens)
         now = self._clock()
         state = self._touch(client_key, now)
-        if estimated_tokens is None:
-            refusal = _refusal(_request_wait(state, now), -math.inf)
-        elif _too_large(state, estimated_tokens):
-            return Verdict(allowed=False, reason=LimitReason.TOO_LARGE)
-        else:
-            refusal = _refusal(_request_wait(state, now), _token_wait(state, estimated_tokens, now))
+        refusal = _judge(state, estimated_tokens, now)
         if refusal is not None:
             return refusal
         _charge_request(state, now)
         if estimated_tokens is not None:
             _charge_tokens(state, estimated_tokens, now)
         return ALLOWED
+
+    def peek_request(self, client_key: str, *, estimated_tokens: int | None = None) -> Verdict:
+        """The verdict `check_request` would give now, with nothing charged or reserved.
+
+        For a request refused from its head (`Expect: 100-continue`) before its body, and
+        so its size, is known: pass a lower bound of the estimate (0 when there is none),
+        and a refusal here is one `check_request` would give at this instant for any body.
+        An allowed peek is settled by `check_request` once the body is in, as any request.
+        """
+        if estimated_tokens is not None:
+            _check_token_count("estimated_tokens", estimated_tokens)
+        now = self._clock()
+        refusal = _judge(self._touch(client_key, now), estimated_tokens, now)
+        return ALLOWED if refusal is None else refusal
 
     def check_tokens(self, client_key: str, estimated_tokens: int) -> Verdict:
         """Check the token budget alone and reserve the estimate when it fits.
@@ -367,6 +385,20 @@ class SharedLimiter:
 
     async def check_request(self, client_key: str, *, estimated_tokens: int | None = None) -> Verdict:
         """As `RateLimiter.check_request`."""
+        takes = self._takes(client_key, estimated_tokens)
+        if isinstance(takes, Verdict):
+            return takes
+        return _verdict_of(await self._store.admit(takes))
+
+    async def peek_request(self, client_key: str, *, estimated_tokens: int | None = None) -> Verdict:
+        """As `RateLimiter.peek_request`: `check_request`'s verdict now, taking nothing."""
+        takes = self._takes(client_key, estimated_tokens)
+        if isinstance(takes, Verdict):
+            return takes
+        return _verdict_of(await self._store.wait(takes))
+
+    def _takes(self, client_key: str, estimated_tokens: int | None) -> list[Take] | Verdict:
+        """What one request takes from the store, or TOO_LARGE."""
         limits = self._limiter.limits_for(client_key)
         takes = [Take(f"rl:r:{client_key}", Gcra(1.0 / limits.requests_per_second, limits.burst), 1.0)]
         if estimated_tokens is not None and limits.tokens_per_minute is not None:
@@ -374,11 +406,7 @@ class SharedLimiter:
             if estimated_tokens > limits.tokens_per_minute:
                 return Verdict(allowed=False, reason=LimitReason.TOO_LARGE)
             takes.append(Take(f"rl:t:{client_key}", _token_bucket(limits.tokens_per_minute), estimated_tokens))
-        answer = await self._store.admit(takes)
-        if answer.allowed:
-            return ALLOWED
-        reason = LimitReason.REQUESTS if answer.short == 0 else LimitReason.TOKENS
-        return Verdict(allowed=False, retry_after_seconds=max(answer.wait_seconds, SLACK_SECONDS * 2), reason=reason)
+        return takes
 
     async def record_tokens(self, client_key: str, actual_tokens: int, *, reserved_tokens: int) -> None:
         """As `RateLimiter.record_tokens`."""
@@ -387,6 +415,13 @@ class SharedLimiter:
         budget = self._limiter.limits_for(client_key).tokens_per_minute
         if budget is not None and actual_tokens != reserved_tokens:
             await self._store.charge(f"rl:t:{client_key}", _token_bucket(budget), actual_tokens - reserved_tokens)
+
+
+def _verdict_of(answer: Admission) -> Verdict:
+    if answer.allowed:
+        return ALLOWED
+    reason = LimitReason.REQUESTS if answer.short == 0 else LimitReason.TOKENS
+    return Verdict(allowed=False, retry_after_seconds=max(answer.wait_seconds, SLACK_SECONDS * 2), reason=reason)
 
 
 def _token_bucket(tokens_per_minute: int) -> Gcra:

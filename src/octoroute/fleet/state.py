@@ -24,6 +24,7 @@ from octoroute.core.state import (
     Take,
     gcra_charge,
     gcra_wait,
+    shortfall,
 )
 
 Clock = Callable[[], float]
@@ -60,6 +61,10 @@ class LocalState:
         for take in takes:
             self._buckets[take.key] = gcra_charge(self._buckets.get(take.key, now), now, take.bucket, take.cost)
         return ADMITTED
+
+    async def wait(self, takes: Sequence[Take]) -> Admission:
+        now = self._clock()
+        return shortfall([self._buckets.get(take.key, now) for take in takes], now, takes)
 
     async def charge(self, key: str, bucket: Gcra, cost: float) -> None:
         now = self._clock()

@@ -31,9 +31,9 @@ from octoroute.server.auth import auth_middleware, build_keyring, model_access_m
 from octoroute.server.live import Live
 from octoroute.server.middleware import RequestIds, body_middleware, errors_middleware, observe_middleware
 from octoroute.server.protocol import continue_on_read
-from octoroute.server.ratelimit import build_limiter, rate_limit_middleware
+from octoroute.server.ratelimit import build_limiter, check_before_continue, rate_limit_middleware
 from octoroute.server.responses_store import ResponseStore
-from octoroute.server.state import DASHBOARD, LIVE, RESPONSES, STATE
+from octoroute.server.state import BEFORE_CONTINUE, DASHBOARD, LIVE, RESPONSES, STATE, HeadCheck
 from octoroute.service import Gateway
 from octoroute.state.guard import GuardedState
 from octoroute.state.redis_store import RedisState
@@ -92,11 +92,15 @@ def create_app(
     if ring is not None:
         middlewares.append(model_access_middleware(observer.metrics))
     key_limits = [(k.rate_limit_key, k.limits) for k in ring.keys if k.limits is not None] if ring else []
+    before_continue: list[HeadCheck] = []
     if config.rate_limit.enabled:  # not registered at all otherwise: no cost per request
         limiter = build_limiter(config.rate_limit, topology.rate_limit_keys, clock, key_limits)
         shared_limiter = SharedLimiter(limiter, shared) if shared is not None else None
         middlewares.append(rate_limit_middleware(limiter, observer.metrics, shared_limiter))
+        before_continue.append(check_before_continue(limiter, observer.metrics, shared_limiter))
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=middlewares)
+    if before_continue:  # with Expect: 100-continue, refused from the head (server.protocol.ContinueOnRead)
+        app[BEFORE_CONTINUE] = tuple(before_continue)
 
     def build(config: Config, topology: Topology) -> Gateway:
         return Gateway(

@@ -20,7 +20,8 @@ route, matched or not (RFC 9110 §10.1.1).
 `Expect: 100-continue` is answered when the body is first read, not when the
 head arrives (`continue_on_read`, every route's expect handler): a request the
 middlewares refuse from its head alone (no or unknown `[auth]` key, a spent
-budget, a declared Content-Length over `server.max_body_bytes`) gets its final
+budget, a declared Content-Length over `server.max_body_bytes`, a client over
+its `[rate_limit]`: the app's `BEFORE_CONTINUE` checks) gets its final
 answer with no `100 Continue` and none of its body read into memory, with
 `Connection: close`, since the client may still be holding its body
 (RFC 9110 §10.1.1, §15.2.1). aiohttp's own handler sends `100 Continue` before
@@ -45,7 +46,7 @@ from aiohttp.streams import EMPTY_PAYLOAD, AsyncStreamIterator, ChunkTupleAsyncS
 from aiohttp.web_request import BaseRequest
 
 from octoroute.server.middleware import api_of, error_body_for
-from octoroute.server.state import LIVE
+from octoroute.server.state import BEFORE_CONTINUE, LIVE, HeadCheck
 
 log = logging.getLogger("octoroute.server")
 _REQUEST_LINE = re.compile(rb"^\s*[!-~]{1,32} (?:[A-Za-z][A-Za-z0-9+.-]{0,16}://[^/\s]{0,255})?(/[^\s?#]{0,2048})")
@@ -198,7 +199,7 @@ async def continue_on_read(request: web.Request) -> None:
     expect = request.headers.get(hdrs.EXPECT, "")
     if request.version < HttpVersion11 or expect.lower() != "100-continue" or not request.can_read_body:
         return  # other expectations are refused by `refuse_expectations`; a bodiless request needs no 100
-    body = ContinueOnRead(request)
+    body = ContinueOnRead(request, checks=request.app.get(BEFORE_CONTINUE, ()))
     request[CONTINUATION] = body
     # The body is reached only through `request.content` / `request.read()`, both of which read `_payload`.
     request._payload = cast(StreamReader, body)
@@ -208,12 +209,20 @@ class ContinueOnRead:
     """A request body that sends `100 Continue` when it is first read: the way a request
     refused from its head alone is answered without the client sending its body (Go's
     net/http defers it the same way). Before that, a declared Content-Length over the
-    app's body limit is refused (413) instead: the body would be refused once read."""
+    app's body limit is refused (413) instead: the body would be refused once read; then
+    each of `checks` (the app's `BEFORE_CONTINUE`, e.g. `[rate_limit]`) may raise a refusal.
+    `refusal` (a 404/405 for a request no route serves) is raised on the first read."""
 
-    def __init__(self, request: BaseRequest, refusal: web.HTTPException | None = None) -> None:
+    def __init__(
+        self,
+        request: BaseRequest,
+        refusal: web.HTTPException | None = None,
+        checks: tuple[HeadCheck, ...] = (),
+    ) -> None:
         self._body = request.content
         self._request = request
         self._refusal = refusal  # raised on the first read instead of `100 Continue` (a 404/405)
+        self._checks = checks  # the app's `BEFORE_CONTINUE`: each may raise a refusal instead
         self.continued = False
 
     def __getattr__(self, name: str) -> Any:  # the rest of StreamReader (at_eof, exception, ...)
@@ -227,6 +236,8 @@ class ContinueOnRead:
         declared, limit = self._request.content_length, self._request.client_max_size
         if limit and declared is not None and declared > limit:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=declared)
+        for check in self._checks:
+            await check(cast(web.Request, self._request))
         self.continued = True
         writer = self._request.writer
         await writer.write(_CONTINUE)

@@ -8,6 +8,10 @@ an upstream. The token budget is charged with an estimate (body bytes / 4)
 when the request is admitted, then settled with the upstream's reported usage
 (input + output tokens) when it reports one; the estimate is given back when
 the request ends in an error.
+
+With `Expect: 100-continue`, `check_before_continue` gives the same refusal from
+the request head, before the client sends its body (`server.protocol.ContinueOnRead`);
+it charges nothing, and a request it lets through is checked here as any other.
 """
 
 from __future__ import annotations
@@ -15,16 +19,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
 from octoroute.config.models import RateLimitConfig, RateLimitOverride
 from octoroute.core.errors import ClientError, RoutingExhausted, UpstreamStatusError
 from octoroute.core.types import Api
+from octoroute.fleet.clientkeys import ClientKey
 from octoroute.fleet.ratelimit import ClientLimits, LimitReason, RateLimiter, SharedLimiter, Verdict, client_key
 from octoroute.observe.metrics import Recorder
 from octoroute.server.middleware import api_of, error_body_for
-from octoroute.server.state import CLIENT, TRACE
+from octoroute.server.state import CLIENT, TRACE, HeadCheck
 
 log = logging.getLogger("octoroute.ratelimit")
 
@@ -106,13 +111,7 @@ def rate_limit_middleware(limiter: RateLimiter, metrics: Recorder, shared: Share
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method != "POST" or request.path not in LIMITED_PATHS:
             return await handler(request)
-        authenticated = request.get(CLIENT)
-        # With [auth], the bucket is the key's name: a client cannot mint a new allowance per request.
-        key = (
-            authenticated.rate_limit_key
-            if authenticated is not None
-            else client_key(api_key_of(request.headers), request.remote)
-        )
+        key = bucket_of(request)
         limits = limiter.limits_for(key)
         # The body is read (and cached for the handler) only when a token budget needs its size.
         estimate = estimate_tokens(await request.read()) if limits.tokens_per_minute is not None else None
@@ -142,6 +141,65 @@ def rate_limit_middleware(limiter: RateLimiter, metrics: Recorder, shared: Share
     return middleware
 
 
+def bucket_of(request: web.Request) -> str:
+    """The request's bucket: with [auth], the key's name (a client cannot mint a new
+    allowance per request); else its hashed API key, or its address."""
+    authenticated: ClientKey | None = request.get(CLIENT)
+    if authenticated is not None:
+        return authenticated.rate_limit_key
+    return client_key(api_key_of(request.headers), request.remote)
+
+
+def check_before_continue(limiter: RateLimiter, metrics: Recorder, shared: SharedLimiter | None = None) -> HeadCheck:
+    """`rate_limit_middleware`'s refusal, for a request awaiting `100 Continue`, given from its
+    head alone (`server.protocol.ContinueOnRead`, app key `BEFORE_CONTINUE`): the client then
+    never sends a body that would be refused once read.
+
+    Nothing is charged here. A request this lets through is checked, and charged, by the
+    middleware once its body is in, as any request; one it refuses would have been refused
+    there at this instant for any body, and a refusal charges nothing either. The token
+    estimate is the one the middleware will make when the declared `Content-Length` is
+    the body's size (no `Content-Encoding`); otherwise 0, a lower bound, so only a spent
+    request rate or a budget in debt refuses, and `Retry-After` may be shorter than
+    the body's own estimate would make it."""
+
+    async def check(request: web.Request) -> None:
+        if request.method != "POST" or request.path not in LIMITED_PATHS:
+            return
+        key = bucket_of(request)
+        limits = limiter.limits_for(key)
+        estimate = _declared_estimate(request) if limits.tokens_per_minute is not None else None
+        if shared is None:
+            verdict = limiter.peek_request(key, estimated_tokens=estimate)
+            metrics.buckets(limiter.live_buckets)
+        else:
+            verdict = await shared.peek_request(key, estimated_tokens=estimate)
+        if not verdict.allowed:
+            log.debug("refused %s for %s before 100 Continue: %s", request.path, key, verdict.reason)
+            raise RateLimited(*_refusal_of(verdict, limits, estimate))
+
+    return check
+
+
+def _declared_estimate(request: web.Request) -> int:
+    """`estimate_tokens` of the body the head declares, or 0 when its size is not known
+    from the head (chunked, or a `Content-Encoding` the body is decoded from)."""
+    declared = request.content_length
+    if declared is None or request.headers.get(hdrs.CONTENT_ENCODING, "identity").lower() != "identity":
+        return 0
+    return (declared + BYTES_PER_TOKEN - 1) // BYTES_PER_TOKEN
+
+
+class RateLimited(ClientError):
+    """A `[rate_limit]` refusal raised before the body is read; rendered by `errors_middleware`
+    exactly as `refusal` renders it (status, code, message, `Retry-After`)."""
+
+    def __init__(self, status: int, code: str, message: str, retry_after: str | None) -> None:
+        super().__init__(message, code=code)
+        self.status = status
+        self.retry_after = retry_after
+
+
 async def _settle(limiter: RateLimiter, shared: SharedLimiter | None, key: str, used: int, reserved: int) -> None:
     if shared is None:
         limiter.record_tokens(key, used, reserved_tokens=reserved)
@@ -152,6 +210,16 @@ async def _settle(limiter: RateLimiter, shared: SharedLimiter | None, key: str, 
 def refusal(verdict: Verdict, limits: ClientLimits, api: Api, estimate: int | None) -> web.Response:
     """429 with `Retry-After` for a retryable refusal, 413 for a request over the whole
     per-minute budget; in the error shape of `api`."""
+    status, code, message, retry_after = _refusal_of(verdict, limits, estimate)
+    body = error_body_for(api, message, status, code)
+    response = web.Response(status=status, body=body, content_type="application/json")
+    if retry_after is not None:
+        response.headers["Retry-After"] = retry_after
+    return response
+
+
+def _refusal_of(verdict: Verdict, limits: ClientLimits, estimate: int | None) -> tuple[int, str, str, str | None]:
+    """Status, code, message and `Retry-After` (None for a 413) of a refusal."""
     retry_after: str | None = None
     if verdict.reason is LimitReason.TOO_LARGE:
         status, code = 413, "request_too_large"
@@ -173,8 +241,4 @@ def refusal(verdict: Verdict, limits: ClientLimits, api: Api, estimate: int | No
                 f"rate limit exceeded: this client may send {limits.requests_per_second:g} requests per second "
                 f"in bursts of up to {limits.burst}; retry after {retry_after} s"
             )
-    body = error_body_for(api, message, status, code)
-    response = web.Response(status=status, body=body, content_type="application/json")
-    if retry_after is not None:
-        response.headers["Retry-After"] = retry_after
-    return response
+    return status, code, message, retry_after

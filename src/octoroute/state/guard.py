@@ -120,6 +120,15 @@ class GuardedState:
                 self._trip(error)
         return await self._fallback.admit(takes)
 
+    async def wait(self, takes: Sequence[Take]) -> Admission:
+        if self._up:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    return await self._remote.wait(takes)
+            except self._errors as error:
+                self._trip(error)
+        return await self._fallback.wait(takes)
+
     async def charge(self, key: str, bucket: Gcra, cost: float) -> None:
         if self._up:
             try:

@@ -62,6 +62,29 @@ end
 return {1}
 """
 
+# `_ADMIT`'s answer, taking nothing. KEYS and ARGV as for `_ADMIT`.
+_WAIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local slack = tonumber(ARGV[1])
+local worst, short = 0, -1
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[3 * i - 1])
+  local capacity = tonumber(ARGV[3 * i])
+  local cost = tonumber(ARGV[3 * i + 1])
+  local f = tonumber(redis.call('GET', KEYS[i])) or now
+  local wait = math.max(f - now, 0) + cost * interval - interval * capacity
+  if wait > slack and wait > worst then
+    worst = wait
+    short = i - 1
+  end
+end
+if short >= 0 then
+  return {0, string.format('%.17g', worst), short}
+end
+return {1}
+"""
+
 # KEYS[1]: the hash. ARGV: ttl in ms (0: none), then field, amount pairs. Returns the new values as strings.
 _INCR = """
 local out = {}
@@ -108,6 +131,7 @@ class RedisState:
         )
         self._redis: Redis = Redis.from_pool(pool)  # owns the pool: closed with it
         self._admit = self._redis.register_script(_ADMIT)
+        self._wait = self._redis.register_script(_WAIT)
         self._incr = self._redis.register_script(_INCR)
 
     async def ping(self) -> None:
@@ -116,7 +140,7 @@ class RedisState:
 
     async def prepare(self) -> None:
         """Connect and load the scripts now, so the first request does not pay for it."""
-        for script in (self._admit, self._incr):
+        for script in (self._admit, self._wait, self._incr):
             await self._redis.script_load(script.script)
 
     async def admit(self, takes: Sequence[Take]) -> Admission:
@@ -125,6 +149,16 @@ class RedisState:
         for t in takes:
             args += (t.bucket.interval, t.bucket.capacity, t.cost)
         reply = await self._admit(keys=keys, args=[repr(float(a)) for a in args])
+        if int(reply[0]) == 1:
+            return ADMITTED
+        return Admission(False, float(reply[1]), int(reply[2]))
+
+    async def wait(self, takes: Sequence[Take]) -> Admission:
+        keys = [f"{self._prefix}b:{t.key}" for t in takes]
+        args: list[float] = [GCRA_SLACK_SECONDS]
+        for t in takes:
+            args += (t.bucket.interval, t.bucket.capacity, t.cost)
+        reply = await self._wait(keys=keys, args=[repr(float(a)) for a in args])
         if int(reply[0]) == 1:
             return ADMITTED
         return Admission(False, float(reply[1]), int(reply[2]))

@@ -42,6 +42,7 @@ from octoroute.core.state import (
     Take,
     gcra_charge,
     gcra_wait,
+    shortfall,
 )
 
 SLOTS = 65_536
@@ -115,6 +116,12 @@ class SharedMemoryState:
                 new = gcra_charge(now if full_at is None else full_at, now, take.bucket, take.cost)
                 self._write(offset, h, new, new)
         return ADMITTED
+
+    async def wait(self, takes: Sequence[Take]) -> Admission:
+        with self._locked_fd():
+            now = self._clock()
+            found = [self._find(_hash("b", take.key), now)[1] for take in takes]
+        return shortfall([now if full_at is None else full_at for full_at in found], now, takes)
 
     async def charge(self, key: str, bucket: Gcra, cost: float) -> None:
         h = _hash("b", key)

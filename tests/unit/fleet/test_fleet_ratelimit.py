@@ -297,6 +297,39 @@ def test_the_longer_wait_decides_reason_and_retry_after(reserved: int, reason: L
     assert verdict.retry_after_seconds == pytest.approx(wait)
 
 
+@pytest.mark.parametrize(
+    ("spent", "tokens"),
+    [
+        pytest.param(0, None, id="fresh"),
+        pytest.param(1, None, id="one-request-left"),
+        pytest.param(2, None, id="rate-spent"),
+        pytest.param(1, 500, id="tokens-fit"),
+        pytest.param(1, 595, id="tokens-short"),
+        pytest.param(2, 10, id="both-short"),
+        pytest.param(0, 601, id="too-large"),
+        pytest.param(0, 0, id="zero-tokens"),
+    ],
+)
+def test_a_peek_gives_the_verdict_of_a_check_and_charges_nothing(spent: int, tokens: int | None) -> None:
+    clock = FakeClock()
+    limiter = make_limiter(clock, rps=2.0, burst=2, tpm=600)
+    for _ in range(spent):
+        assert limiter.check_request(A, estimated_tokens=5).allowed
+    peeks = [limiter.peek_request(A, estimated_tokens=tokens) for _ in range(3)]
+    assert peeks[0] == peeks[1] == peeks[2]  # nothing was charged between them
+    assert limiter.check_request(A, estimated_tokens=tokens) == peeks[0]
+
+
+def test_a_peek_with_a_lower_bound_never_refuses_what_the_body_would_pass() -> None:
+    clock = FakeClock()
+    limiter = make_limiter(clock, rps=2.0, burst=1, tpm=600)
+    assert limiter.check_request(A, estimated_tokens=600).allowed  # the budget is spent
+    assert limiter.peek_request(A, estimated_tokens=0).reason is LimitReason.REQUESTS
+    clock.advance(0.5)  # a request slot is back, and 5 of the 600 tokens
+    assert limiter.peek_request(A, estimated_tokens=0).allowed  # a 0-token body would pass
+    assert limiter.check_request(A, estimated_tokens=10).reason is LimitReason.TOKENS
+
+
 def test_without_a_token_budget_tokens_are_never_limited() -> None:
     clock = FakeClock()
     limiter = make_limiter(clock, tpm=None)

@@ -105,6 +105,22 @@ def test_shared_limiter_gives_the_verdicts_of_the_in_process_limiter() -> None:
     assert run(shared.check_request("d", estimated_tokens=100)).allowed
 
 
+def test_shared_limiter_peeks_give_the_in_process_verdicts_and_take_nothing() -> None:
+    clock = Clock()
+    limits = ClientLimits(requests_per_second=1.0, burst=2, tokens_per_minute=600)
+    local = RateLimiter(limits, {}, clock, idle_seconds=60, max_clients=10)
+    shared = SharedLimiter(RateLimiter(limits, {}, clock, idle_seconds=60, max_clients=10), LocalState(clock))
+    script = [("c", 100), ("c", 450), ("c", 100), ("c", 100), ("d", 700), ("d", 0)]
+    for key, tokens in script:
+        expected = local.peek_request(key, estimated_tokens=tokens)
+        for _ in range(2):  # a peek takes nothing: the second gives the same verdict
+            got = run(shared.peek_request(key, estimated_tokens=tokens))
+            assert (got.allowed, got.reason) == (expected.allowed, expected.reason), (key, tokens)
+            assert got.retry_after_seconds == pytest.approx(expected.retry_after_seconds)
+        checked = local.check_request(key, estimated_tokens=tokens)
+        assert run(shared.check_request(key, estimated_tokens=tokens)).allowed == checked.allowed == expected.allowed
+
+
 def test_a_reload_keeps_what_was_seen_of_the_endpoints_it_keeps() -> None:
     old = SharedVerdicts(["a", "gone"])
     assert old.news(["a", "gone"], [21.0, 31.0]) == [("a", True), ("gone", True)]  # a at v10
