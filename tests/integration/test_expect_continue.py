@@ -6,6 +6,7 @@ gets `100 Continue`, then its answer."""
 
 from __future__ import annotations
 
+import gzip
 import logging
 import socket
 from typing import Any
@@ -381,6 +382,21 @@ def test_a_body_of_undeclared_size_is_measured_after_100_continue(limited) -> No
     raw = continued(port, "/v1/chat/completions", CHAT, "k1", chunked=True)
     assert raw.startswith(b"HTTP/1.1 413 "), raw
     assert "estimated at 15 tokens" in assert_error_shape("openai", raw.partition(b"\r\n\r\n")[2], 413)
+
+
+def test_an_encoded_body_is_measured_decoded_after_100_continue(limited) -> None:
+    """Content-Length counts the gzip bytes (more than CHAT's 60 here), not the body's tokens:
+    the head cannot refuse it, and the decoded body (15 tokens) fits the budget of 16."""
+    port, _ = limited({"tokens_per_minute": 16})
+    packed = gzip.compress(CHAT)
+    assert (len(packed) + 3) // 4 > 16
+    with socket.create_connection(("127.0.0.1", port), timeout=GUARD) as sock:
+        sent = head("/v1/chat/completions", len(packed), "k1", keep_alive=False)
+        sock.sendall(sent.replace(b"\r\n\r\n", b"\r\nContent-Encoding: gzip\r\n\r\n"))
+        assert read_head(sock) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(packed)
+        raw = read_to_close(sock)
+    assert raw.startswith(b"HTTP/1.1 200 "), raw
 
 
 def test_a_request_within_its_limits_gets_100_continue_then_200(limited) -> None:
