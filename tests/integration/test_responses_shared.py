@@ -129,3 +129,31 @@ def test_a_response_made_on_one_gateway_is_continued_on_another_through_redis(
     for served in (a, b):  # all of it went through Redis: neither gateway fell back to its own memory
         assert backend_up(served.port) == 1.0
         assert "using local state" not in served.output()
+
+
+def test_with_redis_killed_each_gateway_still_continues_what_it_stored_itself(
+    upstreams,
+    redis_server,
+    serve,  # noqa: F811
+    sdk,
+) -> None:
+    sim = upstreams("fast")
+    data = fleet_config({"fast": [endpoint(sim, "m")]}, state=shared(redis_server))
+    a, b = serve(data), serve(data)
+    on_a, on_b = sdk(a), sdk(b)
+    first, _ = create(on_a, stream=False, input="Hi, I am Ann.")
+    second, _ = create(on_b, stream=False, previous_response_id=first.id, input="What is my name?")
+    redis_server.kill()
+    # A's own response, from A's copy: the conversation goes on, no error
+    third, _ = create(on_a, stream=True, previous_response_id=first.id, input="Still there?")
+    assert len(sim.chat_requests[-1].body["messages"]) == 3
+    assert on_a.responses.retrieve(third.id).id == third.id  # stored during the outage, in A
+    assert on_b.responses.retrieve(second.id).id == second.id
+    # the other gateway's response: the 400 / 404 of an unknown id, never a 500
+    with pytest.raises(openai.BadRequestError) as unknown:
+        on_b.responses.create(model="fast", previous_response_id=first.id, input="hello?")
+    assert unknown.value.body["param"] == "previous_response_id"
+    with pytest.raises(openai.NotFoundError):
+        on_b.responses.retrieve(third.id)
+    for served in (a, b):
+        assert backend_up(served.port) == 0.0  # the shared state fell back, as for every other use
