@@ -126,10 +126,6 @@ class Responses:
         # stored while the shared store could not be reached: found here only
         self._unshared = ResponseStore(local.max_entries, local.ttl_seconds, local.clock)
 
-    @property
-    def backend(self) -> str:
-        return "memory" if self._shared is None else self._shared.name
-
     async def put(self, stored: StoredResponse) -> None:
         if self._shared is None or self.max_entries == 0:
             self._local.put(stored)
