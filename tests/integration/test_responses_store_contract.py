@@ -166,3 +166,20 @@ def test_zero_entries_stores_nothing(stores) -> None:
         assert await second.get("resp_a") is None
 
     run(stores, body)
+
+
+def test_the_directory_prunes_in_batches_and_keeps_the_most_recent(tmp_path: Path) -> None:
+    """Past `max_entries` the directory is pruned every `max_entries // 16` puts of a
+    process: never more than that many extra files, and the newest always kept."""
+
+    async def body() -> None:
+        directory = tmp_path / "responses"
+        workers = [Responses(ResponseStore(64, HOUR, time.monotonic), DirectoryDocuments(str(directory))) for _ in "ab"]
+        for i in range(300):
+            await workers[i % 2].put(stored(f"resp_{i:03d}"))
+            assert len(list(directory.iterdir())) <= 64 + 2 * (64 // 16)  # each worker's batch at most
+        newest = [f"resp_{i:03d}" for i in range(300 - 56, 300)]
+        assert await ids_found(workers[0], *newest) == newest
+        assert await workers[1].get("resp_000") is None
+
+    asyncio.run(body())
