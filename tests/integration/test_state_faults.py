@@ -12,6 +12,7 @@ from tests.redis_server import RedisServer
 
 from octoroute.core.state import Gcra, Take
 from octoroute.fleet.state import LocalState
+from octoroute.server.responses_store import Responses, ResponseStore, StoredResponse
 from octoroute.state.guard import GuardedState
 from octoroute.state.redis_store import RedisState
 
@@ -93,5 +94,36 @@ def test_a_killed_redis_is_used_again_once_it_is_back(redis_server: RedisServer)
         assert (await store.incr_many("usage", {"n": 5})) == {"n": 5.0}  # Redis again, scripts reloaded
         assert store.name == "redis"
         await store.close()
+
+    asyncio.run(body())
+
+
+def test_stored_responses_survive_a_killed_redis_in_the_process_that_stored_them(redis_server: RedisServer) -> None:
+    def stored(response_id: str) -> StoredResponse:
+        return StoredResponse({"id": response_id, "object": "response"}, [{"role": "user", "content": "hi"}])
+
+    async def body() -> None:
+        events = Events()
+        guards = [guarded(redis_server.url, events, timeout=2.0) for _ in range(2)]
+        a, b = (Responses(ResponseStore(10, 3600, time.monotonic), g, keep_local=True) for g in guards)
+        for guard in guards:
+            await guard.start(2.0)
+        await a.put(stored("resp_1"))
+        assert await b.get("resp_1") is not None  # through Redis
+        redis_server.kill()
+        assert await a.get("resp_1") is not None  # this process's own copy; no exception
+        assert await b.get("resp_1") is None  # the other process's: unknown, as for an expired id
+        await a.put(stored("resp_2"))
+        assert await a.get("resp_2") is not None
+        assert events.changes == [False, False]  # each process's circuit opened once
+        redis_server.start()  # an empty Redis: nothing persisted
+        await until(lambda: all(g.up for g in guards), "the circuits to close")
+        assert await a.get("resp_2") is not None  # stored during the outage: still found where it was made
+        assert await b.get("resp_2") is None
+        assert await a.get("resp_1") is None  # Redis answers again, and it lost everything
+        assert await a.delete("resp_2") is True
+        assert await a.get("resp_2") is None
+        for guard in guards:
+            await guard.close()
 
     asyncio.run(body())

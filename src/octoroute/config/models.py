@@ -444,7 +444,8 @@ def _one_or_many(value: object) -> object:
 
 class ResponsesConfig(_Frozen):
     """`[responses]`: the Responses API's store of recent responses, which
-    `previous_response_id` and `GET /v1/responses/{id}` read (in memory, per worker)."""
+    `previous_response_id` and `GET /v1/responses/{id}` read (shared like `[state]`:
+    memory for one process, files for `--workers N`, Redis for replicas)."""
 
     store_max_entries: int = Field(default=1000, ge=0, le=1_000_000)  # 0: nothing is stored
     store_ttl_seconds: float = Field(default=3600.0, gt=0, le=7 * 86400, allow_inf_nan=False)

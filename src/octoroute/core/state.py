@@ -20,6 +20,11 @@ update):
 - `lease`: a named lease held for a time by one holder (one active probe per
   endpoint per interval across replicas).
 
+Beside it, `DocumentStore`: whole byte documents by id with a TTL and a count
+bound (the Responses API's stored responses), for the backends that share
+state between processes (the in-process default is the server's own memory
+store).
+
 Keys are plain strings without the backend's prefix; each backend adds its own
 namespace. Every value is a float (an integer count is exact up to 2**53).
 
@@ -142,4 +147,29 @@ class StateStore(Protocol):
 
     async def close(self) -> None:
         """Release connections and files; the store is not used afterwards."""
+        ...
+
+
+class DocumentStore(Protocol):
+    """Byte documents by id, shared like the rest of `[state]` (the Responses API's stored
+    responses): `state.documents.DirectoryDocuments` between the workers of one host,
+    `state.redis_store.RedisState` (behind `state.guard.GuardedState`) between replicas.
+
+    Every backend keeps the same bounds: a document is gone `ttl_seconds` after it was
+    written, however often it is read, and past `max_entries` the least recently read or
+    written go first (approximately: a backend may prune in batches)."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def put_document(self, doc_id: str, document: bytes, ttl_seconds: float, max_entries: int) -> None:
+        """Store `document` under `doc_id` (replacing any), then enforce the bounds."""
+        ...
+
+    async def get_document(self, doc_id: str, ttl_seconds: float) -> bytes | None:
+        """The document, None when unknown, expired or evicted; reading it makes it recent."""
+        ...
+
+    async def delete_document(self, doc_id: str, ttl_seconds: float) -> bool:
+        """Forget the document; False when there was no live one."""
         ...

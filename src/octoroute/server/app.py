@@ -32,9 +32,10 @@ from octoroute.server.live import Live
 from octoroute.server.middleware import RequestIds, body_middleware, errors_middleware, observe_middleware
 from octoroute.server.protocol import continue_on_read
 from octoroute.server.ratelimit import build_limiter, check_before_continue, rate_limit_middleware
-from octoroute.server.responses_store import ResponseStore
+from octoroute.server.responses_store import Responses, ResponseStore
 from octoroute.server.state import BEFORE_CONTINUE, DASHBOARD, LIVE, RESPONSES, STATE, HeadCheck
 from octoroute.service import Gateway
+from octoroute.state.documents import DirectoryDocuments
 from octoroute.state.guard import GuardedState
 from octoroute.state.redis_store import RedisState
 from octoroute.state.shm import SharedMemoryState
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
 
 SHARED_MEMORY_FILE = "state.shm"  # in the workers' metrics directory
+RESPONSES_DIRECTORY = "responses"  # the workers' stored responses, in the same directory
 STATE_CONNECT_SECONDS = 2.0  # for the first connection to Redis, at startup
 DASHBOARD_PAGE = files("octoroute.observe").joinpath("dashboard.html")
 
@@ -118,7 +120,7 @@ def create_app(
     app[LIVE] = Live(build(config, topology), build)
     app[STATE] = store
     app[DASHBOARD] = DASHBOARD_PAGE.read_bytes()
-    app[RESPONSES] = ResponseStore(config.responses.store_max_entries, config.responses.store_ttl_seconds, clock)
+    app[RESPONSES] = build_responses(config, store, clock, multiprocess_dir, workers)
     app.cleanup_ctx.append(_lifecycle)
     # every route defers `100 Continue` to its body's first read (server.protocol.continue_on_read)
     post = partial(app.router.add_post, expect_handler=continue_on_read)
@@ -178,6 +180,20 @@ def build_state(
     if workers > 1 and multiprocess_dir is not None:
         return SharedMemoryState(os.path.join(multiprocess_dir, SHARED_MEMORY_FILE))
     return LocalState(clock)
+
+
+def build_responses(
+    config: Config, store: StateStore, clock: Callable[[], float], multiprocess_dir: str | None, workers: int
+) -> Responses:
+    """The Responses API's store, shared with what `[state]` is shared with: Redis (this
+    process's memory beside it, for outages), else a directory in the workers' metrics
+    directory with `--workers N`, else memory alone."""
+    local = ResponseStore(config.responses.store_max_entries, config.responses.store_ttl_seconds, clock)
+    if isinstance(store, GuardedState):
+        return Responses(local, store, keep_local=True)
+    if workers > 1 and multiprocess_dir is not None:
+        return Responses(local, DirectoryDocuments(os.path.join(multiprocess_dir, RESPONSES_DIRECTORY)))
+    return Responses(local)
 
 
 def build_observer(

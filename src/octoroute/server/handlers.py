@@ -7,7 +7,7 @@ import contextlib
 import hmac
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -320,9 +320,13 @@ async def relay(
     outcome: Outcome,
     headers: dict[str, str],
     converter: StreamConverter,
+    before_end: Callable[[], Awaitable[None]] | None = None,
 ) -> web.StreamResponse:
     """Past the commit point: relay whole events; a failure ends with one error event.
-    The upstream's own events are watched for token usage on the way."""
+    The upstream's own events are watched for token usage on the way. `before_end`
+    is awaited after the converter finished and before its last events are sent
+    (the Responses API stores the response there, so a client that reads the end of
+    the stream can name it at once)."""
     stream = outcome.stream
     assert stream is not None
     trace = request[TRACE]
@@ -338,7 +342,10 @@ async def relay(
             async for events in rest:
                 watch.feed(events)
                 await response.write(converter.convert(events))
-        await response.write(converter.finish())
+        tail = converter.finish()
+        if before_end is not None:
+            await before_end()
+        await response.write(tail)
     except UpstreamMidStream as exc:
         gw.record_mid_stream(outcome.endpoint, exc)
         await response.write(converter.fail(f"upstream stream failed: {exc.message}"))

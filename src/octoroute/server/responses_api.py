@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -43,7 +43,7 @@ from octoroute.server.handlers import (
     relay,
     serve_call,
 )
-from octoroute.server.responses_store import ResponseStore, StoredResponse
+from octoroute.server.responses_store import Responses, StoredResponse
 from octoroute.server.state import LIVE, REQUEST_ID, RESPONSES, TRACE
 from octoroute.service import ChatCall, Outcome, decode_chat, openai_payload
 
@@ -71,11 +71,11 @@ def _degraded_header(lost: Iterable[Degradation], outcome: Outcome) -> dict[str,
     return degradation_headers(lost, outcome.degraded)
 
 
-def _history(store: ResponseStore, body: dict[str, Any]) -> list[dict[str, Any]]:
+async def _history(store: Responses, body: dict[str, Any]) -> list[dict[str, Any]]:
     previous = body.get("previous_response_id")
     if previous is None:
         return []
-    stored = store.get(str(previous))
+    stored = await store.get(str(previous))
     if stored is None:
         minutes = store.ttl_seconds / 60
         raise InvalidRequest(
@@ -94,7 +94,7 @@ async def _decode(request: web.Request) -> _Request:
         raise InvalidRequest(problem[1], param=problem[0])
     gw = request.app[LIVE].gateway
     hints = {h: body.pop(h) for h in _HINTS if h in body}
-    items = [*_history(request.app[RESPONSES], body), *input_items(body)]
+    items = [*(await _history(request.app[RESPONSES], body)), *input_items(body)]
     full = {k: v for k, v in body.items() if k != "previous_response_id"}
     full["input"] = items
     chat = responses_to_chat_request(full)
@@ -104,11 +104,13 @@ async def _decode(request: web.Request) -> _Request:
     return _Request(body, items, chat, call, f"resp_{secrets.token_hex(16)}")
 
 
-def _store(request: web.Request, decoded: _Request, response: dict[str, Any]) -> None:
+async def _store(request: web.Request, decoded: _Request, response: dict[str, Any]) -> None:
+    """Stored before the client has the answer's last byte, so a follow-up naming it,
+    on any worker or replica, finds it."""
     if decoded.body.get("store") is False:
         return
     output = [item for item in response.get("output") or [] if isinstance(item, dict)]
-    request.app[RESPONSES].put(StoredResponse(response, [*decoded.items, *output]))
+    await request.app[RESPONSES].put(StoredResponse(response, [*decoded.items, *output]))
 
 
 async def create_response(request: web.Request) -> web.StreamResponse:
@@ -126,7 +128,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
             payload = outcome.reply.payload
             raw = orjson.dumps(payload) if fill_response_fields(payload) else outcome.reply.body
             if isinstance(payload.get("id"), str):
-                _store(request, decoded, payload)
+                await _store(request, decoded, payload)
             return web.Response(body=raw, headers=headers, content_type="application/json")
         return await relay(request, gw, call, outcome, headers, NativeStream())
     lost = decoded.chat.lost
@@ -144,7 +146,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         gw.metrics.degradations(d.kind.value for d in more)
         note_reply(gw, trace, outcome, payload, Api.OPENAI)
         note_degraded(trace, headers)
-        _store(request, decoded, response)
+        await _store(request, decoded, response)
         return web.Response(body=orjson.dumps(response), headers=headers, content_type="application/json")
     translator = ChatToResponsesStream(frame, decoded.chat.names, ids, completed_at=lambda: int(time.time()))
     from_anthropic = (
@@ -152,12 +154,13 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         if outcome.endpoint.kind is Api.ANTHROPIC
         else None
     )
+    converter = ResponsesStream(translator, post, gw.metrics, from_anthropic)
 
-    def finished(response: dict[str, Any]) -> None:
-        _store(request, decoded, response)
+    async def store_final() -> None:
+        if converter.final is not None:
+            await _store(request, decoded, converter.final)
 
-    converter = ResponsesStream(translator, post, gw.metrics, from_anthropic, finished)
-    return await relay(request, gw, call, outcome, headers, converter)
+    return await relay(request, gw, call, outcome, headers, converter, before_end=store_final)
 
 
 class NativeStream:
@@ -209,14 +212,13 @@ class ResponsesStream:
         post: PostProcess | None,
         metrics: Recorder,
         from_anthropic: AnthropicToOpenAIStream | None,
-        finished: Callable[[dict[str, Any]], None],
     ) -> None:
         self._translator = translator
         self._post = post
         self._metrics = metrics
         self._from_anthropic = from_anthropic
-        self._finished = finished
         self._failed = False
+        self.final: dict[str, Any] | None = None  # the finished response, once `finish` made it
 
     def _chunks(self, data: bytes) -> list[dict[str, Any]] | None:
         """The chat chunks in one upstream event; None when it cannot be read."""
@@ -255,8 +257,7 @@ class ResponsesStream:
             held = [*self._from_anthropic.finish(), *held]
         events = [e for c in held for e in self._translator.feed(c)] + self._translator.finish()
         self._metrics.degradations(d.kind.value for d in self._translator.degradations)
-        if self._translator.response is not None:
-            self._finished(self._translator.response)
+        self.final = self._translator.response
         return b"".join(events)
 
     def fail(self, message: str) -> bytes:
@@ -264,20 +265,21 @@ class ResponsesStream:
         return self._translator.fail(message)
 
 
-def _stored_or_404(request: web.Request) -> StoredResponse:
-    response_id = request.match_info["response_id"]
-    stored = request.app[RESPONSES].get(response_id)
-    if stored is None:
-        raise NotFound(f"no response '{response_id}': unknown, not stored (store: false) or expired")
-    return stored
+def _not_found(response_id: str) -> NotFound:
+    return NotFound(f"no response '{response_id}': unknown, not stored (store: false) or expired")
 
 
 async def get_response(request: web.Request) -> web.Response:
-    return web.Response(body=orjson.dumps(_stored_or_404(request).response), content_type="application/json")
+    response_id = request.match_info["response_id"]
+    stored = await request.app[RESPONSES].get(response_id)
+    if stored is None:
+        raise _not_found(response_id)
+    return web.Response(body=orjson.dumps(stored.response), content_type="application/json")
 
 
 async def delete_response(request: web.Request) -> web.Response:
-    stored = _stored_or_404(request)
-    request.app[RESPONSES].delete(stored.id)
-    body = {"id": stored.id, "object": "response.deleted", "deleted": True}
+    response_id = request.match_info["response_id"]
+    if not await request.app[RESPONSES].delete(response_id):
+        raise _not_found(response_id)
+    body = {"id": response_id, "object": "response.deleted", "deleted": True}
     return web.Response(body=orjson.dumps(body), content_type="application/json")

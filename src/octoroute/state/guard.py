@@ -14,6 +14,12 @@ While the circuit is open each process limits with its own buckets, so a
 client's rate may reach (number of processes) × its limit for that time; the
 fallback's buckets start full. Counters added while open stay in that
 process's fallback store and are not copied to Redis afterwards.
+
+Documents (`core.state.DocumentStore`) go through the same circuit, but there
+is no fallback store for them here: while the circuit is open, or when a call
+fails, `put_document`, `get_document` and `delete_document` raise
+`StateUnavailable`, and the caller (the Responses store, `server.responses_store`)
+answers from its own process's copies.
 """
 
 from __future__ import annotations
@@ -24,12 +30,17 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
-from octoroute.core.state import Admission, Gcra, StateStore, Take
+from octoroute.core.state import Admission, DocumentStore, Gcra, StateStore, Take
 
 log = logging.getLogger("octoroute.state")
 
 
-class Remote(StateStore, Protocol):
+class StateUnavailable(Exception):
+    """The remote store is not in use (the circuit is open) or has just failed: a document
+    call has no local fallback in `GuardedState`, so the caller chooses its own."""
+
+
+class Remote(StateStore, DocumentStore, Protocol):
     """A store that can fail: `errors` are the exceptions that mean "it did not answer"."""
 
     errors: tuple[type[Exception], ...]
@@ -175,6 +186,37 @@ class GuardedState:
             except self._errors as error:
                 self._trip(error)
         return await self._fallback.lease(key, ttl_seconds)
+
+    async def put_document(self, doc_id: str, document: bytes, ttl_seconds: float, max_entries: int) -> None:
+        self._check_up()
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await self._remote.put_document(doc_id, document, ttl_seconds, max_entries)
+        except self._errors as error:
+            self._trip(error)
+            raise StateUnavailable(_describe(error)) from error
+
+    async def get_document(self, doc_id: str, ttl_seconds: float) -> bytes | None:
+        self._check_up()
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await self._remote.get_document(doc_id, ttl_seconds)
+        except self._errors as error:
+            self._trip(error)
+            raise StateUnavailable(_describe(error)) from error
+
+    async def delete_document(self, doc_id: str, ttl_seconds: float) -> bool:
+        self._check_up()
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await self._remote.delete_document(doc_id, ttl_seconds)
+        except self._errors as error:
+            self._trip(error)
+            raise StateUnavailable(_describe(error)) from error
+
+    def _check_up(self) -> None:
+        if not self._up:
+            raise StateUnavailable(f"shared state backend {self._remote.name} is not answering")
 
     async def close(self) -> None:
         if self._probe is not None:

@@ -12,6 +12,16 @@ request, and `state.guard.GuardedState` decides what to do about it.
 
 Keys: `<prefix>b:<key>` for a bucket (a string, expiring when the bucket is full
 again), `<prefix>h:<key>` for a hash, `<prefix>l:<key>` for a lease.
+
+Documents (`core.state.DocumentStore`, the Responses API's stored responses):
+`<prefix>d:<id>` holds one (`SET ... PX`, the TTL from when it was written);
+the sorted set `<prefix>d` scores each id by when it was last written or read
+(Redis's `TIME`). A put is one script: set, score, drop the ids unused for a
+whole TTL (their documents expired already), then pop the least recently used
+past `max_entries` and delete their documents. A get is one script too (read,
+then score the id again, or drop it from the set when its document is gone).
+The scripts name documents from the prefix they are given rather than in
+`KEYS`: fine on one Redis server, not on a Redis Cluster.
 """
 
 from __future__ import annotations
@@ -99,6 +109,36 @@ return out
 """
 
 
+# KEYS: the document, the set. ARGV: document, ttl in ms, max entries, id, ttl in seconds, document key prefix.
+_PUT_DOCUMENT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[2], now, ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[5]))
+local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[3])
+if extra > 0 then
+  local old = redis.call('ZPOPMIN', KEYS[2], extra)
+  for i = 1, #old, 2 do
+    redis.call('DEL', ARGV[6] .. old[i])
+  end
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
+# KEYS: the document, the set. ARGV: id. Returns the document or nil.
+_GET_DOCUMENT = """
+local document = redis.call('GET', KEYS[1])
+if document then
+  local t = redis.call('TIME')
+  redis.call('ZADD', KEYS[2], 'XX', tonumber(t[1]) + tonumber(t[2]) / 1000000, ARGV[1])
+else
+  redis.call('ZREM', KEYS[2], ARGV[1])
+end
+return document
+"""
+
 UNBOUNDED = "1e300"  # a capacity no debt reaches (Lua 5.1 may not parse "inf")
 
 
@@ -133,6 +173,8 @@ class RedisState:
         self._admit = self._redis.register_script(_ADMIT)
         self._wait = self._redis.register_script(_WAIT)
         self._incr = self._redis.register_script(_INCR)
+        self._put_document = self._redis.register_script(_PUT_DOCUMENT)
+        self._get_document = self._redis.register_script(_GET_DOCUMENT)
 
     async def ping(self) -> None:
         """Raise unless Redis answers."""
@@ -140,7 +182,7 @@ class RedisState:
 
     async def prepare(self) -> None:
         """Connect and load the scripts now, so the first request does not pay for it."""
-        for script in (self._admit, self._wait, self._incr):
+        for script in (self._admit, self._wait, self._incr, self._put_document, self._get_document):
             await self._redis.script_load(script.script)
 
     async def admit(self, takes: Sequence[Take]) -> Admission:
@@ -195,6 +237,30 @@ class RedisState:
 
     async def lease(self, key: str, ttl_seconds: float) -> bool:
         return bool(await self._redis.set(f"{self._prefix}l:{key}", b"1", nx=True, px=_ms(ttl_seconds)))
+
+    async def put_document(self, doc_id: str, document: bytes, ttl_seconds: float, max_entries: int) -> None:
+        prefix = f"{self._prefix}d:"
+        args: list[bytes | str | int] = [
+            document,
+            _ms(ttl_seconds),
+            max_entries,
+            doc_id,
+            repr(float(ttl_seconds)),
+            prefix,
+        ]
+        await self._put_document(keys=[prefix + doc_id, f"{self._prefix}d"], args=args)
+
+    async def get_document(self, doc_id: str, ttl_seconds: float) -> bytes | None:
+        """`ttl_seconds` is not needed: the document's key expires on its own."""
+        found = await self._get_document(keys=[f"{self._prefix}d:{doc_id}", f"{self._prefix}d"], args=[doc_id])
+        return None if found is None else bytes(found)
+
+    async def delete_document(self, doc_id: str, ttl_seconds: float) -> bool:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(f"{self._prefix}d:{doc_id}")
+            pipe.zrem(f"{self._prefix}d", doc_id)
+            deleted, _ = await pipe.execute()
+        return bool(deleted)
 
     async def close(self) -> None:
         await self._redis.aclose()
