@@ -19,7 +19,10 @@ is the most recent verdict of any live worker.
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import glob
+import os
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
@@ -265,6 +268,25 @@ class Recorder:
     def collect(self) -> Iterable[Metric]:
         """Every metric family, merged over workers in multiprocess mode."""
         return ()
+
+
+class _WorkerFiles:
+    """prometheus_client's multiprocess merge of every worker's files, less the files
+    still 0 bytes long. A worker creates a file the first time it writes a metric of a
+    new kind and sizes it a moment later; a scrape in between would fail on the empty
+    file (prometheus/client_python#1199), and a worker killed in between would leave it
+    to fail every scrape after. A file with nothing in it holds no values to lose."""
+
+    def __init__(self, directory: str) -> None:
+        self._directory = directory
+
+    def collect(self) -> Iterable[Metric]:
+        files = []
+        for path in glob.glob(os.path.join(self._directory, "*.db")):
+            with contextlib.suppress(FileNotFoundError):  # a dead worker's live gauges, just removed
+                if os.path.getsize(path) > 0:  # sized once, never shrunk: non-empty stays readable
+                    files.append(path)
+        return MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-any-return,no-untyped-call]
 
 
 class PrometheusRecorder(Recorder):
@@ -792,7 +814,7 @@ class PrometheusRecorder(Recorder):
         if self.multiprocess_dir is None:
             return self.registry
         merged = CollectorRegistry()
-        MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        merged.register(_WorkerFiles(self.multiprocess_dir))
         return merged
 
     def exposition(self) -> bytes:

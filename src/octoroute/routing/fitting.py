@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -68,6 +68,7 @@ class Settings:
 
 
 LENGTH_FEATURES = ("log_length", "log_words")
+WIDEN_MIN_GAIN = 0.001  # APGR a widened setting must add for `select_settings` to widen again
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,17 +229,48 @@ def out_of_fold_scores(
 
 
 def select_settings(
-    items: Sequence[LabelledPrompt], feats: Featurized, grid: Sequence[Settings], folds: int, seed: int
-) -> tuple[Settings, list[float]]:
-    """The grid's setting with the best cross-validated APGR (every score; the first of
-    equals, so order the grid simplest first), and every setting's APGR."""
+    items: Sequence[LabelledPrompt],
+    feats: Featurized,
+    grid: Sequence[Settings],
+    folds: int,
+    seed: int,
+    widen: int = 0,
+) -> tuple[Settings, list[tuple[Settings, float]]]:
+    """The setting with the best cross-validated APGR (every score; the first of
+    equals, so order the grid simplest first), and every setting tried with its APGR.
+
+    `widen`: while the best so far has the largest text weight tried, try it again at
+    twice that weight, up to `widen` more settings, and stop at the first that does
+    not improve by `WIDEN_MIN_GAIN`: a best setting at the grid's edge says the edge
+    was too near, and a gain below that is noise not worth another fit."""
     labels = Labels.of([e.weak for e in items], [e.strong for e in items])
-    results = [evaluate_scores(out_of_fold_scores(items, feats, s, folds, seed), labels).apgr_every for s in grid]
-    return grid[results.index(max(results))], results
+
+    def apgr(settings: Settings) -> float:
+        return evaluate_scores(out_of_fold_scores(items, feats, settings, folds, seed), labels).apgr_every
+
+    tried = [(settings, apgr(settings)) for settings in grid]
+    for _ in range(widen):
+        best, score = _best(tried)
+        if best.text_weight < max(s.text_weight for s, _ in tried):
+            break
+        wider = replace(best, text_weight=best.text_weight * 2)
+        tried.append((wider, apgr(wider)))
+        if tried[-1][1] < score + WIDEN_MIN_GAIN:
+            break
+    return _best(tried)[0], tried
+
+
+def _best(tried: Sequence[tuple[Settings, float]]) -> tuple[Settings, float]:
+    return max(tried, key=lambda pair: pair[1])  # max keeps the first of equals
 
 
 def nested_out_of_fold_scores(
-    items: Sequence[LabelledPrompt], feats: Featurized, grid: Sequence[Settings], folds: int, seed: int
+    items: Sequence[LabelledPrompt],
+    feats: Featurized,
+    grid: Sequence[Settings],
+    folds: int,
+    seed: int,
+    widen: int = 0,
 ) -> tuple[list[float], list[Settings]]:
     """Out-of-fold scores where each fold's model has its setting chosen by an inner
     cross-validation on that fold's training part only, so the scores measure the
@@ -246,7 +278,7 @@ def nested_out_of_fold_scores(
     scores = [0.0] * len(items)
     chosen: list[Settings] = []
     for train, held in fold_splits(len(items), folds, seed):
-        best, _ = select_settings([items[i] for i in train], feats.subset(train), grid, folds, seed)
+        best, _ = select_settings([items[i] for i in train], feats.subset(train), grid, folds, seed, widen)
         chosen.append(best)
         for index, score in zip(held, _fit_and_score(items, feats, best, train, held), strict=True):
             scores[index] = score

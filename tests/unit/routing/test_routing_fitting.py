@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from octoroute.routing.fitting import (
+    WIDEN_MIN_GAIN,
     Labelled,
     Settings,
     export,
@@ -101,7 +102,9 @@ def test_nested_selection_chooses_per_fold_on_the_training_part_only() -> None:
     grid = [
         Settings(target="mix", alpha=3.0, center_sources=False, length_prior=True, use_terms=t) for t in (False, True)
     ]
-    best, apgrs = select_settings(items, feats, grid, folds=3, seed=0)
+    best, tried = select_settings(items, feats, grid, folds=3, seed=0)
+    assert [s for s, _ in tried] == grid
+    apgrs = [a for _, a in tried]
     assert best is grid[apgrs.index(max(apgrs))]
     assert apgrs[1] > apgrs[0]  # the words decide these labels: terms win
     _, chosen = nested_out_of_fold_scores(items, feats, grid, folds=3, seed=0)
@@ -113,3 +116,63 @@ def test_nested_selection_chooses_per_fold_on_the_training_part_only() -> None:
     # with one setting in the grid, nested scores are the plain out-of-fold ones
     only, _ = nested_out_of_fold_scores(items, feats, grid[:1], folds=3, seed=0)
     assert only == out_of_fold_scores(items, feats, grid[0], folds=3, seed=0)
+
+
+def short_is_hard(count: int = 150, seed: int = 5) -> list[Labelled]:
+    """Hard prompts are the short ones: length misleads, so the more the text part
+    weighs against it, the better the ranking."""
+    rng = random.Random(seed)
+    items = []
+    for i in range(count):
+        hard = i % 3 == 0
+        words = " ".join(rng.choice(["river", "song", "garden", "paper"]) for _ in range(rng.randint(1, 6)))
+        padding = "" if hard else " ".join("hello" for _ in range(rng.randint(20, 60)))
+        text = f"{words} integral of x^{i} dx" if hard else f"{words} {padding}"
+        items.append(Labelled(text, 0.0 if hard else 1.0, 1.0))
+    return items
+
+
+def test_widening_doubles_the_best_text_weight_while_it_sits_at_the_edge_and_improves() -> None:
+    items = short_is_hard()
+    feats = featurize([e.text for e in items])
+    grid = [
+        Settings(target="mix", alpha=3.0, center_sources=False, length_prior=True, use_terms=False, text_weight=w)
+        for w in (0.25, 0.5)
+    ]
+    plain_best, plain = select_settings(items, feats, grid, folds=3, seed=0)
+    assert len(plain) == len(grid)
+    best, tried = select_settings(items, feats, grid, folds=3, seed=0, widen=3)
+    assert tried[: len(grid)] == plain  # the grid itself is scored as without widening
+    assert len(tried) > len(grid), "length misleads here: the edge weight wins and is widened"
+    for k in range(len(grid), len(tried)):
+        before = tried[:k]
+        leader, score = max(before, key=lambda pair: pair[1])
+        assert leader.text_weight == max(s.text_weight for s, _ in before)
+        assert tried[k][0] == Settings(**{**_fields(leader), "text_weight": 2 * leader.text_weight})
+        if k < len(tried) - 1:
+            assert tried[k][1] >= score + WIDEN_MIN_GAIN  # only a real improvement is widened again
+    assert best == max(tried, key=lambda pair: pair[1])[0]
+    assert best.text_weight > plain_best.text_weight
+
+
+def test_widening_leaves_a_best_setting_inside_the_grid_alone() -> None:
+    rng = random.Random(11)
+    items = []  # hard prompts are the long ones and the words are noise: length alone is best
+    for i in range(120):
+        hard = i % 3 == 0
+        words = " ".join(rng.choice(["river", "song", "garden", "paper", "stone"]) for _ in range(rng.randint(3, 8)))
+        text = words + (" and more" * rng.randint(30, 60) if hard else "")
+        items.append(Labelled(text, 0.0 if hard else 1.0, 1.0))
+    feats = featurize([e.text for e in items])
+    grid = [
+        Settings(target="mix", alpha=3.0, center_sources=False, length_prior=True, use_terms=True, text_weight=w)
+        for w in (0.0, 8.0)
+    ]
+    _, plain = select_settings(items, feats, grid, folds=3, seed=0)
+    best, tried = select_settings(items, feats, grid, folds=3, seed=0, widen=3)
+    assert best.text_weight == 0.0
+    assert tried == plain
+
+
+def _fields(settings: Settings) -> dict[str, object]:
+    return {name: getattr(settings, name) for name in Settings.__dataclass_fields__}
