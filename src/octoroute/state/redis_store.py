@@ -36,8 +36,9 @@ from redis.exceptions import RedisError
 from octoroute.core.state import ADMITTED, GCRA_SLACK_SECONDS, Admission, Gcra, Take
 
 # KEYS: the buckets. ARGV: slack, then interval, capacity, cost per bucket.
-# Returns {1} when admitted, else {0, wait as a string, index of the short bucket}.
-_ADMIT = """
+# Answers {0, wait as a string, index of the short bucket} when a bucket is
+# short; otherwise falls through to what follows it (`_ADMIT` takes, `_WAIT` not).
+_SHORTFALL = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local slack = tonumber(ARGV[1])
@@ -58,6 +59,12 @@ end
 if short >= 0 then
   return {0, string.format('%.17g', worst), short}
 end
+"""
+
+# Returns {1} when admitted (every bucket taken), else `_SHORTFALL`'s answer.
+_ADMIT = (
+    _SHORTFALL
+    + """
 for i = 1, #KEYS do
   local interval = tonumber(ARGV[3 * i - 1])
   local cost = tonumber(ARGV[3 * i + 1])
@@ -71,29 +78,10 @@ for i = 1, #KEYS do
 end
 return {1}
 """
+)
 
-# `_ADMIT`'s answer, taking nothing. KEYS and ARGV as for `_ADMIT`.
-_WAIT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local slack = tonumber(ARGV[1])
-local worst, short = 0, -1
-for i = 1, #KEYS do
-  local interval = tonumber(ARGV[3 * i - 1])
-  local capacity = tonumber(ARGV[3 * i])
-  local cost = tonumber(ARGV[3 * i + 1])
-  local f = tonumber(redis.call('GET', KEYS[i])) or now
-  local wait = math.max(f - now, 0) + cost * interval - interval * capacity
-  if wait > slack and wait > worst then
-    worst = wait
-    short = i - 1
-  end
-end
-if short >= 0 then
-  return {0, string.format('%.17g', worst), short}
-end
-return {1}
-"""
+# `_ADMIT`'s answer, taking nothing.
+_WAIT = _SHORTFALL + "return {1}\n"
 
 # KEYS[1]: the hash. ARGV: ttl in ms (0: none), then field, amount pairs. Returns the new values as strings.
 _INCR = """
