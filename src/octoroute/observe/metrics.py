@@ -46,6 +46,8 @@ ATTEMPT_OUTCOMES = (OK, *(e.value for e in ErrorType if e is not ErrorType.MID_S
 QUEUE_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 AFFINITY_RESULTS = ("hit", "new", "broken")
 RELOAD_RESULTS = ("ok", "refused")  # fleet.affinity.AffinityResult values (observe may not import fleet)
+# fleet.ratelimit.LimitReason values (observe may not import fleet): why [rate_limit] refused a request
+RATE_LIMIT_REASONS = ("requests", "tokens", "too_large")
 
 
 class QueueOutcome(enum.StrEnum):
@@ -230,6 +232,9 @@ class Recorder:
 
     def client_request(self, key: str | None, outcome: AuthOutcome) -> None:
         """`[auth]` answered a request from the key named `key` (None: no known key)."""
+
+    def rate_limited(self, reason: str) -> None:
+        """`[rate_limit]` refused a request (`reason`: a `fleet.ratelimit.LimitReason` value)."""
 
     def state_backend(self, up: bool) -> None:
         """The shared state backend ([state]) is answering (True) or this process fell back to local state."""
@@ -534,6 +539,16 @@ class PrometheusRecorder(Recorder):
             registry=registry,
         )
         self._c_clients = _Children(self._clients)
+        self._rate_limited = Counter(
+            "octoroute_rate_limited",
+            "Requests [rate_limit] refused, by reason: requests (429, request rate), tokens "
+            "(429, token budget), too_large (413, larger than the whole per-minute token budget).",
+            ["reason"],
+            registry=registry,
+        )
+        self._c_rate_limited = _Children(self._rate_limited)
+        for limit_reason in RATE_LIMIT_REASONS:
+            self._c_rate_limited.ensure(limit_reason)
         # Usage per client key: keys come from [auth] (bounded by the keys file and config) or
         # are 'anonymous', and each endpoint is in one group, so there are at most
         # (keys + 1) x endpoints series of each.
@@ -769,6 +784,9 @@ class PrometheusRecorder(Recorder):
 
     def client_request(self, key: str | None, outcome: AuthOutcome) -> None:
         self._c_clients[key or NO_KEY, outcome.value].inc()
+
+    def rate_limited(self, reason: str) -> None:
+        self._c_rate_limited[reason,].inc()
 
     def fail_open(self, group: str) -> None:
         self._c_fail_open[group,].inc()

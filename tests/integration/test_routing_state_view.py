@@ -1,0 +1,163 @@
+"""Why traffic goes where it goes, from real behaviour to `/metrics.json` and
+`octoroute stats`: an upstream answering 429 with `Retry-After` puts its endpoint
+in cooldown (seconds left, until when, how many 429s), a context window learned from
+an upstream's context-length error, and requests the gateway refused itself (rate
+limit, a request nothing can hold), counted by reason. Fixture upstreams are real
+HTTP servers on loopback; `octoroute stats --once` runs as a subprocess at a wide
+and a compact terminal width."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import openai
+import orjson
+import pytest
+import urllib3
+from tests.cli.test_stats import has_row, octoroute_stats, plain
+from tests.context_upstreams import ContextUpstream, Flavour
+from tests.error_upstreams import ScriptedUpstream, ok, openai_rate_limited
+from tests.support import endpoint, fleet_config
+
+HTTP = urllib3.PoolManager()
+HI = [{"role": "user", "content": "hi there"}]
+WIDE, COMPACT = "220", "80"
+
+
+@pytest.fixture
+def scripted(loop_thread) -> Iterator[Callable[[str], ScriptedUpstream]]:
+    yield from loop_thread.serving(ScriptedUpstream)
+
+
+@pytest.fixture
+def servers(loop_thread) -> Iterator[Callable[..., ContextUpstream]]:
+    yield from loop_thread.serving(ContextUpstream)
+
+
+def snapshot(gw) -> dict[str, Any]:
+    response = HTTP.request("GET", f"{gw.url}/metrics.json")
+    assert response.status == 200, response.data
+    return dict(orjson.loads(response.data))
+
+
+def stats(gw, columns: str) -> str:
+    """`octoroute stats --once` at this terminal width, table borders blanked."""
+    result = octoroute_stats("--url", gw.url, "--once", env={"COLUMNS": columns})
+    assert result.returncode == 0, result.stderr
+    out = plain(result.stdout)
+    assert max(len(line) for line in out.splitlines()) <= int(columns), out
+    return out
+
+
+def flat(out: str) -> str:
+    return " ".join(out.split())
+
+
+def words(n_chars: int) -> str:
+    return ("lorem ipsum " * (n_chars // 12 + 1))[:n_chars]
+
+
+def test_a_429_with_retry_after_shows_as_a_cooldown_until_then(scripted, gateway, sdk_clients):
+    a, b = scripted("a"), scripted("b")
+    a.script([openai_rate_limited("30")])
+    b.script([ok(), ok()])
+    gw = gateway(
+        fleet_config(
+            {"fast": [endpoint(a, "m", id="a", priority=2), endpoint(b, "m", id="b")]},
+            health={"loading_retry_seconds": 0.01},
+        )
+    )
+    client = sdk_clients.openai(gw)
+    before = snapshot(gw)["time"]
+    raw = client.chat.completions.with_raw_response.create(model="fast", messages=HI)
+    assert raw.headers["X-Octoroute-Endpoint"] == "b"  # a said 429: the request moved on
+    after = snapshot(gw)
+    rows = {e["id"]: e for e in after["endpoints"]}
+    cooled = rows["a"]
+    assert cooled["cooldowns"] == {"rate_limited": 1, "busy": 0}
+    assert before + 29 <= cooled["cooldown_until"] <= after["time"] + 30  # Retry-After: 30, from when it was said
+    assert cooled["cooldown_seconds"] == pytest.approx(cooled["cooldown_until"] - after["time"], abs=0.002)
+    assert rows["b"]["cooldown_until"] is None
+    assert rows["b"]["cooldowns"] == {"rate_limited": 0, "busy": 0}
+    assert after["refusals"]["total"] == 0  # the upstream's 429 is not the gateway refusing anyone
+
+    until = r"(29|30)s until \d\d:\d\d:\d\d"
+    wide = stats(gw, WIDE)
+    assert "in flight context out of rotation last error" in flat(wide), wide
+    # endpoint group model health attempts errors p50 p90 | in flight, context, out of rotation | last error
+    assert has_row(wide, "a", rf"a fast m healthy 1 1 – – 0 unknown {until} http_429: .* 429×1"), wide
+    assert has_row(wide, "b", r"b fast m healthy 1 0 \S+ ms \S+ ms 0 unknown – –"), wide
+    compact = stats(gw, COMPACT)
+    assert "load, context, rotation endpoint in flight context out of rotation" in flat(compact), compact
+    assert has_row(compact, "a", rf"a 0 unknown {until} 429×1"), compact
+    assert has_row(compact, "b", r"b 0 unknown –"), compact
+
+
+def test_a_window_learned_from_a_context_length_error_is_shown_with_who_said_it(servers, gateway, sdk_clients):
+    small = servers(Flavour.LLAMA, 2048, "small")
+    big = servers(Flavour.LLAMA, 16384, "big")
+    models = {"fast": [{"name": "qwen2.5-7b", "base_url": small.base_url, "id": "small", "priority": 2}]}
+    models["fast"].append({"name": "big", "base_url": big.base_url, "id": "big", "priority": 1})
+    gw = gateway(fleet_config(models))
+    rows = {e["id"]: e for e in snapshot(gw)["endpoints"]}
+    assert rows["small"]["context"]["told_by"] is None  # the capability table's guess until the server says
+    raw = sdk_clients.openai(gw).chat.completions.with_raw_response.create(
+        model="fast", messages=[{"role": "user", "content": words(6000)}], max_tokens=100
+    )
+    assert raw.headers["X-Octoroute-Endpoint"] == "big"
+    rows = {e["id"]: e for e in snapshot(gw)["endpoints"]}
+    assert rows["small"]["context"] == {
+        "window": 2048,
+        "source": "discovered",
+        "told_by": "overflow_error",
+        "total_slots": None,
+    }
+    wide = stats(gw, WIDE)
+    assert has_row(
+        wide, "small", r"small fast qwen2\.5-7b healthy 1 1 – – 0 2048 – context_overflow: .* overflow_error"
+    ), wide
+    assert has_row(stats(gw, COMPACT), "small", r"small 0 2048 overflow_error –")
+
+
+def test_refused_requests_are_counted_by_reason(servers, gateway, sdk_clients):
+    small = servers(Flavour.LLAMA, 2048, "small")
+    gw = gateway(
+        fleet_config(
+            {"fast": [{"name": "small", "base_url": small.base_url, "id": "small"}]},
+            health={"discover": True},
+            rate_limit={"enabled": True, "requests_per_second": 0.001, "burst": 2, "tokens_per_minute": 20_000},
+        )
+    )
+    client = openai.OpenAI(base_url=gw.base_url, api_key="one-client", max_retries=0)
+    try:
+        with pytest.raises(openai.BadRequestError):  # nothing can hold it: 400, the burst's first request
+            client.chat.completions.create(model="fast", messages=[{"role": "user", "content": words(40_000)}])
+        with pytest.raises(openai.APIStatusError) as too_large:  # over the whole per-minute token budget
+            client.chat.completions.create(model="fast", messages=[{"role": "user", "content": words(100_000)}])
+        assert too_large.value.status_code == 413
+        client.chat.completions.create(model="fast", messages=HI)  # the burst's second request
+        for _ in range(2):
+            with pytest.raises(openai.RateLimitError):
+                client.chat.completions.create(model="fast", messages=HI)
+    finally:
+        client.close()
+    refusals = snapshot(gw)["refusals"]
+    assert refusals == {
+        "total": 4,
+        "by_reason": {
+            "rate_limit_requests": 2,
+            "rate_limit_tokens": 0,
+            "rate_limit_too_large": 1,
+            "auth_unauthenticated": 0,
+            "auth_forbidden": 0,
+            "auth_budget": 0,
+            "queue_full": 0,
+            "queue_timeout": 0,
+            "context_rejected": 1,
+        },
+    }
+    for columns in (WIDE, COMPACT):
+        shown = flat(stats(gw, columns))
+        assert re.search(r"refused 4 rate limit: requests 2 rate limit: too large 1 context: too large 1", shown), shown
