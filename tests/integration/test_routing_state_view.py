@@ -18,7 +18,7 @@ import pytest
 import urllib3
 from tests.cli.test_stats import has_row, octoroute_stats, plain
 from tests.context_upstreams import ContextUpstream, Flavour
-from tests.error_upstreams import ScriptedUpstream, ok, openai_rate_limited
+from tests.error_upstreams import ScriptedUpstream, llama_invalid_key, ok, openai_rate_limited
 from tests.support import endpoint, fleet_config
 
 HTTP = urllib3.PoolManager()
@@ -156,8 +156,44 @@ def test_refused_requests_are_counted_by_reason(servers, gateway, sdk_clients):
             "queue_full": 0,
             "queue_timeout": 0,
             "context_rejected": 1,
+            "cooling_down": 0,
+            "no_healthy": 0,
         },
     }
     for columns in (WIDE, COMPACT):
         shown = flat(stats(gw, columns))
         assert re.search(r"refused 4 rate limit: requests 2 rate limit: too large 1 context: too large 1", shown), shown
+
+
+def test_no_endpoint_able_to_take_a_request_is_a_refusal_by_reason(scripted, gateway, sdk_clients):
+    a, b = scripted("a"), scripted("b")
+    a.script([openai_rate_limited("60")])
+    b.script([openai_rate_limited("60")])
+    limited = gateway(fleet_config({"fast": [endpoint(a, "m", id="a"), endpoint(b, "m", id="b")]}))
+    client = sdk_clients.openai(limited)
+    for _ in range(2):  # both say 429; then both are still cooling down and nothing is sent
+        with pytest.raises(openai.RateLimitError):
+            client.chat.completions.create(model="fast", messages=HI)
+    assert (a.sent, b.sent) == ([429], [429])
+    refusals = snapshot(limited)["refusals"]
+    assert (refusals["total"], refusals["by_reason"]["cooling_down"]) == (2, 2)
+    assert re.search(r"refused 2 fleet: all cooling down 2", flat(stats(limited, COMPACT)))
+
+    c, d = scripted("c"), scripted("d")
+    c.script([llama_invalid_key()])
+    d.script([llama_invalid_key()])
+    refusing = gateway(fleet_config({"fast": [endpoint(c, "m", id="c"), endpoint(d, "m", id="d")]}))
+    client = sdk_clients.openai(refusing)
+    with pytest.raises(openai.APIStatusError) as failed:  # both tried, both 401: a failure, not a refusal
+        client.chat.completions.create(model="fast", messages=HI)
+    assert failed.value.status_code == 502
+    with pytest.raises(openai.APIStatusError) as refused:  # neither is in rotation now
+        client.chat.completions.create(model="fast", messages=HI)
+    assert refused.value.status_code == 503
+    snap = snapshot(refusing)
+    assert (snap["refusals"]["total"], snap["refusals"]["by_reason"]["no_healthy"]) == (1, 1)
+    rows = {e["id"]: e for e in snap["endpoints"]}
+    assert rows["c"]["credentials_refused"] is True
+    wide = stats(refusing, WIDE)
+    assert has_row(wide, "c", r"c fast m healthy 1 1 – – 0 unknown credentials refused http_auth: .*"), wide
+    assert re.search(r"refused 1 fleet: none healthy 1", flat(wide))

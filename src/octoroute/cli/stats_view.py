@@ -529,7 +529,7 @@ def render_latency(snapshot: Snapshot) -> Table:
 
 def render_problems(snapshot: Snapshot) -> Table:
     """Retries, fallbacks, upstream errors, mid-stream failures, degradations, and the
-    requests the gateway refused itself (rate limit, auth, slots, context)."""
+    requests the gateway refused itself (rate limit, auth, slots, context, fleet)."""
     table = Table(title="retries / errors", title_justify="left", box=None, padding=(0, 1))
     table.add_column("")
     table.add_column("n", justify="right")
@@ -565,6 +565,8 @@ REFUSAL_NAMES = {
     "queue_full": "slots: line full",
     "queue_timeout": "slots: waited too long",
     "context_rejected": "context: too large",
+    "cooling_down": "fleet: all cooling down",
+    "no_healthy": "fleet: none healthy",
 }
 
 

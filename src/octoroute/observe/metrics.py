@@ -59,6 +59,14 @@ class QueueOutcome(enum.StrEnum):
     GONE = "gone"  # its client went away while it waited
 
 
+class FleetRefusal(enum.StrEnum):
+    """Why a request was refused without an endpoint serving it, the fleet being unable to
+    take it: the `reason` label of octoroute_fleet_refusals."""
+
+    COOLING_DOWN = "cooling_down"  # 429: every candidate cools down after a 429 or "server busy"
+    NO_HEALTHY = "no_healthy"  # 503: none is healthy, or every one refused our credentials
+
+
 class AuthOutcome(enum.StrEnum):
     """How `[auth]` answered a request: the `outcome` label of octoroute_client_requests."""
 
@@ -235,6 +243,9 @@ class Recorder:
 
     def rate_limited(self, reason: str) -> None:
         """`[rate_limit]` refused a request (`reason`: a `fleet.ratelimit.LimitReason` value)."""
+
+    def fleet_refused(self, reason: FleetRefusal) -> None:
+        """A request got no endpoint: all cooling down, or none healthy."""
 
     def state_backend(self, up: bool) -> None:
         """The shared state backend ([state]) is answering (True) or this process fell back to local state."""
@@ -549,6 +560,17 @@ class PrometheusRecorder(Recorder):
         self._c_rate_limited = _Children(self._rate_limited)
         for limit_reason in RATE_LIMIT_REASONS:
             self._c_rate_limited.ensure(limit_reason)
+        self._fleet_refusals = Counter(
+            "octoroute_fleet_refusals",
+            "Requests refused because no endpoint could take them, by reason: cooling_down (429: every "
+            "candidate cooling down after a 429 or 'server busy'), no_healthy (503: none healthy, or every "
+            "one refused our credentials).",
+            ["reason"],
+            registry=registry,
+        )
+        self._c_fleet_refusals = _Children(self._fleet_refusals)
+        for fleet_reason in FleetRefusal:
+            self._c_fleet_refusals.ensure(fleet_reason.value)
         # Usage per client key: keys come from [auth] (bounded by the keys file and config) or
         # are 'anonymous', and each endpoint is in one group, so there are at most
         # (keys + 1) x endpoints series of each.
@@ -787,6 +809,9 @@ class PrometheusRecorder(Recorder):
 
     def rate_limited(self, reason: str) -> None:
         self._c_rate_limited[reason,].inc()
+
+    def fleet_refused(self, reason: FleetRefusal) -> None:
+        self._c_fleet_refusals[reason.value,].inc()
 
     def fail_open(self, group: str) -> None:
         self._c_fail_open[group,].inc()

@@ -21,7 +21,14 @@ from octoroute.core.errors import COOLDOWN_PRESSURES, ErrorType
 from octoroute.core.facts import ContextEvent
 from octoroute.core.types import DegradationKind, Strategy, Tier
 from octoroute.observe.decisions import percentiles
-from octoroute.observe.metrics import AFFINITY_RESULTS, OK, RATE_LIMIT_REASONS, AuthOutcome, QueueOutcome
+from octoroute.observe.metrics import (
+    AFFINITY_RESULTS,
+    OK,
+    RATE_LIMIT_REASONS,
+    AuthOutcome,
+    FleetRefusal,
+    QueueOutcome,
+)
 from octoroute.observe.usage import UsageKey, UsageRow, UsageTotals, format_cost, total_cost, usage_rows
 
 DECISIONS_SHOWN = 100
@@ -118,7 +125,8 @@ def _cooling_until(until: float, now: float) -> float | None:
 
 def _refusals(samples: dict[str, list[tuple[dict[str, str], float]]]) -> dict[str, object]:
     """Requests the gateway itself refused, by reason, every reason listed (0 when it never
-    happened): [rate_limit], [auth], the waiting line for slots, and the context check."""
+    happened): [rate_limit], [auth], the waiting line for slots, the context check, and
+    the fleet (every candidate cooling down, none healthy)."""
     limited = _sum_by(samples["octoroute_rate_limited_total"], "reason")
     auth = _sum_by(samples["octoroute_client_requests_total"], "outcome")
     queue = _sum_by(samples["octoroute_queue_wait_seconds_count"], "outcome")
@@ -129,6 +137,9 @@ def _refusals(samples: dict[str, list[tuple[dict[str, str], float]]]) -> dict[st
     for waited in (QueueOutcome.FULL, QueueOutcome.TIMEOUT):
         by_reason[f"queue_{waited.value}"] = queue.get((waited.value,), 0)
     by_reason["context_rejected"] = context.get((ContextEvent.REJECTED.value,), 0)
+    fleet = _sum_by(samples["octoroute_fleet_refusals_total"], "reason")
+    for why in FleetRefusal:
+        by_reason[why.value] = fleet.get((why.value,), 0)
     return {"total": sum(by_reason.values()), "by_reason": by_reason}
 
 
