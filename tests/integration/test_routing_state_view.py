@@ -18,6 +18,7 @@ import pytest
 import urllib3
 from tests.cli.test_stats import has_row, octoroute_stats, plain
 from tests.context_upstreams import ContextUpstream, Flavour
+from tests.integration.test_auth import BOT_KEY, CI_KEY, ENV, FILE_KEY, auth_config, client
 from tests.error_upstreams import ScriptedUpstream, llama_invalid_key, ok, openai_rate_limited
 from tests.support import endpoint, fleet_config
 
@@ -197,3 +198,30 @@ def test_no_endpoint_able_to_take_a_request_is_a_refusal_by_reason(scripted, gat
     wide = stats(refusing, WIDE)
     assert has_row(wide, "c", r"c fast m healthy 1 1 – – 0 unknown credentials refused http_auth: .*"), wide
     assert re.search(r"refused 1 fleet: none healthy 1", flat(wide))
+
+
+def test_auth_refusals_are_counted_by_reason(upstreams, gateway, tmp_path):
+    keys = [
+        {"name": "ci", "key_env": "CI_KEY", "tokens_per_day": 1},
+        {"name": "bot", "key_env": "BOT_KEY", "models": ["fast"]},
+    ]
+    gw = gateway(auth_config(upstreams, tmp_path, keys=keys), env=ENV, wall_clock=lambda: 1_765_000_000.0)
+    with client(gw, "ork-wrong-key-0123456789") as stranger, pytest.raises(openai.AuthenticationError):
+        stranger.chat.completions.create(model="fast", messages=HI)
+    with client(gw, BOT_KEY) as bot, pytest.raises(openai.PermissionDeniedError):
+        bot.chat.completions.create(model="deep", messages=HI)
+    with client(gw, CI_KEY) as ci:
+        ci.chat.completions.create(model="fast", messages=HI)  # admitted while its budget remained
+        with pytest.raises(openai.RateLimitError):
+            ci.chat.completions.create(model="fast", messages=HI)
+    response = HTTP.request("GET", f"{gw.url}/metrics.json", headers={"Authorization": f"Bearer {FILE_KEY}"})
+    by_reason = orjson.loads(response.data)["refusals"]["by_reason"]
+    assert {k: n for k, n in by_reason.items() if n} == {
+        "auth_unauthenticated": 1,
+        "auth_forbidden": 1,
+        "auth_budget": 1,
+    }
+    result = octoroute_stats("--url", gw.url, "--once", "--token", FILE_KEY, env={"COLUMNS": COMPACT})
+    assert result.returncode == 0, result.stderr
+    shown = flat(plain(result.stdout))
+    assert re.search(r"refused 3 auth: no valid key 1 auth: model forbidden 1 auth: budget spent 1", shown), shown
