@@ -18,8 +18,8 @@ import pytest
 import urllib3
 from tests.cli.test_stats import has_row, octoroute_stats, plain
 from tests.context_upstreams import ContextUpstream, Flavour
-from tests.integration.test_auth import BOT_KEY, CI_KEY, ENV, FILE_KEY, auth_config, client
 from tests.error_upstreams import ScriptedUpstream, llama_invalid_key, ok, openai_rate_limited
+from tests.integration.test_auth import BOT_KEY, CI_KEY, ENV, FILE_KEY, auth_config, client
 from tests.support import endpoint, fleet_config
 
 HTTP = urllib3.PoolManager()
