@@ -36,7 +36,7 @@ for (const tr of document.querySelectorAll('#endpoints tbody tr[data-endpoint]')
   const cell = (id) => tr.querySelector(`td[data-testid="${id}"]`);
   rows[tr.dataset.endpoint] = {
     elsewhere: cell('elsewhere').innerText.trim(),
-    elsewhere_full: cell('elsewhere').classList.contains('bad'),
+    in_use: tr.querySelector('td[data-testid="in-use"]').innerText.trim(),
     context: cell('context').innerText.trim(),
     context_title: cell('context').title,
     rotation: cell('rotation').innerText.trim(),
@@ -131,8 +131,8 @@ def test_the_other_gateways_streams_show_as_elsewhere(browser: WebDriver, upstre
             lambda d: (s := d.execute_script(_STATE))["rows"].get("busy", {}).get("elsewhere") == str(HELD) and s,
             "busy's streams on the other gateway",
         )["rows"]
-        assert rows["busy"]["elsewhere_full"] is True  # 0 here + 3 elsewhere fill its 3 slots
-        assert (rows["idle"]["elsewhere"], rows["idle"]["elsewhere_full"]) == ("0", False)
+        assert rows["busy"]["in_use"] == f"0 / {HELD}"  # the other gateway's streams fill none of its own slots
+        assert (rows["idle"]["elsewhere"], rows["idle"]["in_use"]) == ("0", "0")
         page = urllib3.request("GET", f"http://127.0.0.1:{other.port}/metrics.json").json()
         assert {e["id"]: e["inflight_elsewhere"] for e in page["endpoints"]} == {"busy": HELD, "idle": 0}
     finally:

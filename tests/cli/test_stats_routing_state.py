@@ -86,7 +86,7 @@ def test_the_full_table_has_in_flight_context_and_rotation_columns() -> None:
     assert "overflow_error" in flat
     assert "credentials refused" in flat
     assert "429×3 busy×1" in flat
-    assert "in flight: here +other workers/replicas / slots" in flat
+    assert "in flight: this gateway +other processes (least-busy counts them) / slots" in flat
 
 
 @pytest.mark.parametrize("width", [80, 72])

@@ -350,7 +350,7 @@ def _endpoints_wide(endpoints: Sequence[EndpointStats], now: float) -> Table:
     return table
 
 
-IN_FLIGHT_LEGEND = "in flight: here +other workers/replicas / slots"
+IN_FLIGHT_LEGEND = "in flight: this gateway +other processes (least-busy counts them) / slots"
 _ROUTING_STATE = ("in_flight", "inflight_elsewhere", "context", "cooldown_seconds", "credentials_refused")
 
 
@@ -365,16 +365,16 @@ def _health(ep: EndpointStats) -> Text:
 
 
 def _in_flight(ep: EndpointStats) -> Text:
-    """'1 +2 / 4': this gateway's requests on the endpoint, the other processes' (shared
-    state), its slots; red when they are all taken."""
+    """'1 +2 / 4': this gateway's requests on the endpoint, those the answering worker sees
+    in other processes (shared state: least-busy selection adds them to its own), and the
+    slots; red when this gateway's fill them (slots bound each process, so the others'
+    requests never make an endpoint full)."""
     here, elsewhere, slots = ep.get("in_flight", 0), ep.get("inflight_elsewhere", 0), ep.get("max_concurrency")
-    text = Text(str(here))
+    text = Text(str(here), style="bold red" if slots is not None and here >= slots else "")
     if elsewhere:
         text.append(f" +{elsewhere}", style="cyan")
     if slots is not None:
         text.append(f" / {slots}", style="dim")
-        if here + elsewhere >= slots:
-            text.stylize("bold red")
     return text
 
 
