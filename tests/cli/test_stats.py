@@ -114,6 +114,29 @@ def plain(text: str) -> str:
     return re.sub(r"[│┃]", " ", ANSI.sub("", text))
 
 
+def rows_of(out: str, first_cell: str) -> list[str]:
+    """Every table row whose first cell is `first_cell`, with its continuation lines (cells
+    of two or more lines) joined to it: one string of words per row."""
+    lines = out.splitlines()
+    rows = []
+    for i, line in enumerate(lines):
+        cells = line.split()
+        if not cells or cells[0] != first_cell:
+            continue
+        indent = len(line) - len(line.lstrip())
+        row = cells
+        for more in lines[i + 1 :]:
+            if not more.strip() or len(more) - len(more.lstrip()) <= indent:
+                break
+            row = [*row, *more.split()]
+        rows.append(" ".join(row))
+    return rows
+
+
+def has_row(out: str, first_cell: str, pattern: str) -> bool:
+    return any(re.fullmatch(pattern, row) for row in rows_of(out, first_cell))
+
+
 def _dumps(data: object) -> bytes:
     import orjson
 

@@ -26,6 +26,7 @@ from typing import Any
 import openai
 import orjson
 import pytest
+from tests.cli.test_stats import has_row, octoroute_stats, plain
 from tests.redis_server import RedisServer
 from tests.support import endpoint, eventually, fleet_config, free_port
 
@@ -502,6 +503,14 @@ def test_streams_held_through_one_gateway_steer_the_other_to_the_idle_endpoint_u
         eventually(lambda: busy.count == HELD, timeout=10, what="the held streams to reach busy")
         eventually(lambda: elsewhere(b.port, "busy")[1] == HELD, timeout=10, what="b to see a's streams")
         assert elsewhere(a.port, "busy")[1] == 0  # a's own streams are not "elsewhere" to a
+        for columns in ("220", "80"):  # `octoroute stats` on b shows a's streams beside b's own (none)
+            shown = octoroute_stats("--url", f"127.0.0.1:{b.port}", "--once", env={"COLUMNS": columns})
+            assert shown.returncode == 0, shown.stderr
+            assert has_row(
+                plain(shown.stdout),
+                "busy",
+                rf"busy {'fast m healthy 0 0 – – ' if columns == '220' else ''}0 \+{HELD} .*",
+            ), shown.stdout
         for _ in range(5):
             status, _, body = chat(b.port)
             assert status == 200, body

@@ -164,6 +164,8 @@ def test_queue_full_is_503_with_retry_after_for_openai_clients(
     assert second.result(30).status == 200
     assert up.arrived == 2
     assert metric(gw.url, 'octoroute_queue_wait_seconds_count{group="fast",outcome="full"}') == 1
+    refused = metrics_json(gw.url)["refusals"]
+    assert (refused["total"], refused["by_reason"]["queue_full"]) == (1, 1)
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -205,6 +207,8 @@ def test_a_wait_past_its_limit_is_503(slotted, gateway, loop_thread, pool, relea
     assert first.result(30).status == 200
     assert up.arrived == 1
     assert metric(gw.url, 'octoroute_queue_wait_seconds_count{group="fast",outcome="timeout"}') == 1
+    refused = metrics_json(gw.url)["refusals"]
+    assert (refused["total"], refused["by_reason"]["queue_timeout"]) == (1, 1)
 
 
 def test_a_client_that_leaves_while_waiting_leaves_the_line(slotted, gateway, loop_thread, pool, release):

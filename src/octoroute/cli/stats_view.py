@@ -42,6 +42,13 @@ class LastError(TypedDict):
     message: str | None
 
 
+class EndpointContext(TypedDict):
+    window: int | None
+    source: str
+    told_by: NotRequired[str | None]
+    total_slots: NotRequired[int | None]
+
+
 class EndpointStats(TypedDict):
     id: str
     group: str
@@ -51,6 +58,14 @@ class EndpointStats(TypedDict):
     errors: int
     last_error: LastError | None
     latency_ms: NotRequired[Percentiles]
+    credentials_refused: NotRequired[bool]
+    cooldown_seconds: NotRequired[float]
+    cooldown_until: NotRequired[float | None]
+    cooldowns: NotRequired[dict[str, int]]
+    in_flight: NotRequired[int]
+    inflight_elsewhere: NotRequired[int]
+    max_concurrency: NotRequired[int | None]
+    context: NotRequired[EndpointContext | None]
 
 
 class RequestCounts(TypedDict):
@@ -75,6 +90,11 @@ class UpstreamErrorCount(TypedDict):
 class RateLimiter(TypedDict):
     enabled: bool
     buckets: int
+
+
+class Refusals(TypedDict):
+    total: int
+    by_reason: dict[str, int]
 
 
 class Decision(TypedDict):
@@ -148,6 +168,7 @@ class Snapshot(TypedDict):
     mid_stream_failures: NotRequired[int]
     degradations: NotRequired[dict[str, int]]
     rate_limiter: NotRequired[RateLimiter]
+    refusals: NotRequired[Refusals]
     shadow: NotRequired[ShadowStats | None]
     usage: NotRequired[UsageStats]
 
@@ -240,7 +261,8 @@ def render_endpoints(endpoints: Sequence[EndpointStats], now: float) -> Renderab
 
 
 def _endpoints_narrow(endpoints: Sequence[EndpointStats], now: float) -> RenderableType:
-    """About 75 columns: group and model under the endpoint id, last errors in their own table."""
+    """About 75 columns: group and model under the endpoint id; load, context windows and
+    why an endpoint is out of rotation in a table of their own, last errors in another."""
     table = Table(title="endpoints", title_justify="left", box=None, padding=(0, 1), show_edge=False)
     table.add_column("endpoint", no_wrap=True, overflow="ellipsis", max_width=26)
     table.add_column("health", no_wrap=True)
@@ -248,6 +270,19 @@ def _endpoints_narrow(endpoints: Sequence[EndpointStats], now: float) -> Rendera
     table.add_column("errors", justify="right", no_wrap=True)
     table.add_column("p50", justify="right", no_wrap=True)
     table.add_column("p90", justify="right", no_wrap=True)
+    state = Table(
+        title="load, context, rotation",
+        title_justify="left",
+        caption=IN_FLIGHT_LEGEND,
+        caption_justify="left",
+        box=None,
+        padding=(0, 1),
+        show_edge=False,
+    )
+    state.add_column("endpoint", no_wrap=True, overflow="ellipsis", max_width=26)
+    state.add_column("in flight", justify="right", no_wrap=True)
+    state.add_column("context", no_wrap=True, overflow="ellipsis", max_width=22)
+    state.add_column("out of rotation", overflow="fold", ratio=1, min_width=10)
     errors = Table(title="last errors", title_justify="left", box=None, padding=(0, 1), show_edge=False)
     errors.add_column("endpoint", no_wrap=True, overflow="ellipsis", max_width=26)
     errors.add_column("last error", overflow="fold", ratio=1)
@@ -257,21 +292,31 @@ def _endpoints_narrow(endpoints: Sequence[EndpointStats], now: float) -> Rendera
         who.append(f"\n{ep['group']} · {ep['model']}", style="dim")
         table.add_row(
             who,
-            Text("healthy", style="green") if ep["healthy"] else Text("unhealthy", style="bold red"),
+            _health(ep),
             str(ep["attempts"]),
             Text(str(ep["errors"]), style="red" if ep["errors"] else ""),
             format_ms(latency["p50"] if latency else None),
             format_ms(latency["p90"] if latency else None),
         )
+        if _has_routing_state(ep):
+            state.add_row(ep["id"], _in_flight(ep), _context(ep), _rotation(ep, now))
         if ep["last_error"] is not None:
             errors.add_row(ep["id"], _last_error(ep["last_error"], now))
     if not endpoints:
         table.add_row("no endpoints", *[""] * 5)
-    return Group(table, errors) if errors.row_count else table
+    parts = [table, state] if state.row_count else [table]
+    return Group(*parts, errors) if errors.row_count else Group(*parts)
 
 
 def _endpoints_wide(endpoints: Sequence[EndpointStats], now: float) -> Table:
-    table = Table(title="endpoints", title_justify="left", expand=False)
+    show_state = any(_has_routing_state(ep) for ep in endpoints)
+    table = Table(
+        title="endpoints",
+        title_justify="left",
+        caption=IN_FLIGHT_LEGEND if show_state else None,
+        caption_justify="left",
+        expand=False,
+    )
     table.add_column("endpoint", no_wrap=True, style="bold")
     table.add_column("group", no_wrap=True)
     table.add_column("model", no_wrap=True, max_width=28, overflow="ellipsis")
@@ -280,23 +325,92 @@ def _endpoints_wide(endpoints: Sequence[EndpointStats], now: float) -> Table:
     table.add_column("errors", justify="right")
     table.add_column("p50", justify="right", no_wrap=True)
     table.add_column("p90", justify="right", no_wrap=True)
+    if show_state:
+        table.add_column("in flight", justify="right", no_wrap=True)
+        table.add_column("context", no_wrap=True, max_width=24, overflow="ellipsis")
+        table.add_column("out of rotation", no_wrap=True)
     table.add_column("last error", max_width=60, no_wrap=True, overflow="ellipsis")
     for ep in endpoints:
         latency = ep.get("latency_ms")
+        state = [_in_flight(ep), _context(ep, "\n"), _rotation(ep, now)] if show_state else []
         table.add_row(
             ep["id"],
             ep["group"],
             ep["model"],
-            Text("healthy", style="green") if ep["healthy"] else Text("unhealthy", style="bold red"),
+            _health(ep),
             str(ep["attempts"]),
             Text(str(ep["errors"]), style="red" if ep["errors"] else ""),
             format_ms(latency["p50"] if latency else None),
             format_ms(latency["p90"] if latency else None),
+            *state,
             _last_error(ep["last_error"], now),
         )
     if not endpoints:
-        table.add_row("no endpoints", *[""] * 8)
+        table.add_row("no endpoints", *[""] * (len(table.columns) - 1))
     return table
+
+
+IN_FLIGHT_LEGEND = "in flight: this gateway +other processes (least-busy counts them) / slots"
+_ROUTING_STATE = ("in_flight", "inflight_elsewhere", "context", "cooldown_seconds", "credentials_refused")
+
+
+def _has_routing_state(ep: EndpointStats) -> bool:
+    """Whether the gateway sent any of the fields behind the in-flight, context and
+    cooldown columns (an older one sends none)."""
+    return any(key in ep for key in _ROUTING_STATE)
+
+
+def _health(ep: EndpointStats) -> Text:
+    return Text("healthy", style="green") if ep["healthy"] else Text("unhealthy", style="bold red")
+
+
+def _in_flight(ep: EndpointStats) -> Text:
+    """'1 +2 / 4': this gateway's requests on the endpoint, those the answering worker sees
+    in other processes (shared state: least-busy selection adds them to its own), and the
+    slots; red when this gateway's fill them (slots bound each process, so the others'
+    requests never make an endpoint full)."""
+    here, elsewhere, slots = ep.get("in_flight", 0), ep.get("inflight_elsewhere", 0), ep.get("max_concurrency")
+    text = Text(str(here), style="bold red" if slots is not None and here >= slots else "")
+    if elsewhere:
+        text.append(f" +{elsewhere}", style="cyan")
+    if slots is not None:
+        text.append(f" / {slots}", style="dim")
+    return text
+
+
+def _context(ep: EndpointStats, sep: str = " ") -> Text:
+    """'2048 overflow_error': the window in tokens and who said it (or where it comes from)."""
+    context = ep.get("context")
+    if not context:
+        return Text("–", style="dim")
+    window, told_by = context["window"], context.get("told_by")
+    said = Text(told_by or context["source"], style="yellow" if told_by == "overflow_error" else "dim")
+    if window is None:  # not known: only where it would have come from
+        return said
+    return Text(str(window) + sep).append_text(said)
+
+
+def _rotation(ep: EndpointStats, now: float) -> Text:
+    """Why the endpoint is out of rotation, if it is: what is left of a cooldown ('28s until
+    12:04:31'), refused credentials; then, dim, the times the upstream asked to back off
+    (429: rate limited, busy: 503 server busy) since the start."""
+    left = ep.get("cooldown_seconds", 0.0)
+    until = ep.get("cooldown_until")
+    lines: list[Text] = []
+    if left > 0:
+        line = Text(f"{left:.0f}s" if left >= 1 else f"{left:.1f}s", style="bold yellow")
+        if until is not None:
+            line.append(f" until {time.strftime('%H:%M:%S', time.localtime(until))}", style="yellow")
+        lines.append(line)
+    if ep.get("credentials_refused"):
+        lines.append(Text("credentials refused", style="bold red"))
+    asked = [f"{_PRESSURE_NAMES.get(r, r)}×{n}" for r, n in ep.get("cooldowns", {}).items() if n]
+    if asked:
+        lines.append(Text(" ".join(asked), style="dim"))
+    return Text("\n").join(lines) if lines else Text("–", style="dim")
+
+
+_PRESSURE_NAMES = {"rate_limited": "429", "busy": "busy"}
 
 
 def _last_error(error: LastError | None, now: float) -> Text:
@@ -414,7 +528,8 @@ def render_latency(snapshot: Snapshot) -> Table:
 
 
 def render_problems(snapshot: Snapshot) -> Table:
-    """Retries, fallbacks, upstream errors, mid-stream failures, degradations."""
+    """Retries, fallbacks, upstream errors, mid-stream failures, degradations, and the
+    requests the gateway refused itself (rate limit, auth, slots, context, fleet)."""
     table = Table(title="retries / errors", title_justify="left", box=None, padding=(0, 1))
     table.add_column("")
     table.add_column("n", justify="right")
@@ -434,7 +549,34 @@ def render_problems(snapshot: Snapshot) -> Table:
     limiter = snapshot.get("rate_limiter")
     if limiter and limiter["enabled"]:
         table.add_row("rate-limit buckets", str(limiter["buckets"]))
+    refusals = snapshot.get("refusals")
+    if refusals is not None:
+        _refusal_rows(table, refusals)
     return table
+
+
+REFUSAL_NAMES = {
+    "rate_limit_requests": "rate limit: requests",
+    "rate_limit_tokens": "rate limit: tokens",
+    "rate_limit_too_large": "rate limit: too large",
+    "auth_unauthenticated": "auth: no valid key",
+    "auth_forbidden": "auth: model forbidden",
+    "auth_budget": "auth: budget spent",
+    "queue_full": "slots: line full",
+    "queue_timeout": "slots: waited too long",
+    "context_rejected": "context: too large",
+    "cooling_down": "fleet: all cooling down",
+    "no_healthy": "fleet: none healthy",
+}
+
+
+def _refusal_rows(table: Table, refusals: Refusals) -> None:
+    """Requests the gateway refused itself: the total, then each reason that happened."""
+    total = refusals["total"]
+    table.add_row("refused", Text(str(total), style="bold yellow" if total else ""))
+    for reason, count in refusals["by_reason"].items():
+        if count:
+            table.add_row(Text(f"  {REFUSAL_NAMES.get(reason, reason)}", style="yellow"), str(count))
 
 
 def render_shadow(shadow: ShadowStats) -> Table:

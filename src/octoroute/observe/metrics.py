@@ -49,6 +49,8 @@ ATTEMPT_OUTCOMES = (OK, *(e.value for e in ErrorType if e is not ErrorType.MID_S
 QUEUE_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 AFFINITY_RESULTS = ("hit", "new", "broken")
 RELOAD_RESULTS = ("ok", "refused")  # fleet.affinity.AffinityResult values (observe may not import fleet)
+# fleet.ratelimit.LimitReason values (observe may not import fleet): why [rate_limit] refused a request
+RATE_LIMIT_REASONS = ("requests", "tokens", "too_large")
 
 
 class QueueOutcome(enum.StrEnum):
@@ -58,6 +60,14 @@ class QueueOutcome(enum.StrEnum):
     FULL = "full"  # the line was full: 503 at once
     TIMEOUT = "timeout"  # no slot within max_wait_seconds: 503
     GONE = "gone"  # its client went away while it waited
+
+
+class FleetRefusal(enum.StrEnum):
+    """Why a request was refused without an endpoint serving it, the fleet being unable to
+    take it: the `reason` label of octoroute_fleet_refusals."""
+
+    COOLING_DOWN = "cooling_down"  # 429: every candidate cools down after a 429 or "server busy"
+    NO_HEALTHY = "no_healthy"  # 503: none is healthy, or every one refused our credentials
 
 
 class AuthOutcome(enum.StrEnum):
@@ -233,6 +243,12 @@ class Recorder:
 
     def client_request(self, key: str | None, outcome: AuthOutcome) -> None:
         """`[auth]` answered a request from the key named `key` (None: no known key)."""
+
+    def rate_limited(self, reason: str) -> None:
+        """`[rate_limit]` refused a request (`reason`: a `fleet.ratelimit.LimitReason` value)."""
+
+    def fleet_refused(self, reason: FleetRefusal) -> None:
+        """A request got no endpoint: all cooling down, or none healthy."""
 
     def state_backend(self, up: bool) -> None:
         """The shared state backend ([state]) is answering (True) or this process fell back to local state."""
@@ -556,6 +572,27 @@ class PrometheusRecorder(Recorder):
             registry=registry,
         )
         self._c_clients = _Children(self._clients)
+        self._rate_limited = Counter(
+            "octoroute_rate_limited",
+            "Requests [rate_limit] refused, by reason: requests (429, request rate), tokens "
+            "(429, token budget), too_large (413, larger than the whole per-minute token budget).",
+            ["reason"],
+            registry=registry,
+        )
+        self._c_rate_limited = _Children(self._rate_limited)
+        for limit_reason in RATE_LIMIT_REASONS:
+            self._c_rate_limited.ensure(limit_reason)
+        self._fleet_refusals = Counter(
+            "octoroute_fleet_refusals",
+            "Requests refused because no endpoint could take them, by reason: cooling_down (429: every "
+            "candidate cooling down after a 429 or 'server busy'), no_healthy (503: none healthy, or every "
+            "one refused our credentials).",
+            ["reason"],
+            registry=registry,
+        )
+        self._c_fleet_refusals = _Children(self._fleet_refusals)
+        for fleet_reason in FleetRefusal:
+            self._c_fleet_refusals.ensure(fleet_reason.value)
         # Usage per client key: keys come from [auth] (bounded by the keys file and config) or
         # are 'anonymous', and each endpoint is in one group, so there are at most
         # (keys + 1) x endpoints series of each.
@@ -791,6 +828,12 @@ class PrometheusRecorder(Recorder):
 
     def client_request(self, key: str | None, outcome: AuthOutcome) -> None:
         self._c_clients[key or NO_KEY, outcome.value].inc()
+
+    def rate_limited(self, reason: str) -> None:
+        self._c_rate_limited[reason,].inc()
+
+    def fleet_refused(self, reason: FleetRefusal) -> None:
+        self._c_fleet_refusals[reason.value,].inc()
 
     def fail_open(self, group: str) -> None:
         self._c_fail_open[group,].inc()

@@ -17,10 +17,18 @@ import orjson
 from prometheus_client.metrics_core import Metric
 
 from octoroute.config.models import ShadowConfig
-from octoroute.core.errors import ErrorType
+from octoroute.core.errors import COOLDOWN_PRESSURES, ErrorType
+from octoroute.core.facts import ContextEvent
 from octoroute.core.types import DegradationKind, Strategy, Tier
 from octoroute.observe.decisions import percentiles
-from octoroute.observe.metrics import AFFINITY_RESULTS, OK, QueueOutcome
+from octoroute.observe.metrics import (
+    AFFINITY_RESULTS,
+    OK,
+    RATE_LIMIT_REASONS,
+    AuthOutcome,
+    FleetRefusal,
+    QueueOutcome,
+)
 from octoroute.observe.usage import UsageKey, UsageRow, UsageTotals, format_cost, total_cost, usage_rows
 
 DECISIONS_SHOWN = 100
@@ -110,6 +118,31 @@ def _queue(samples: dict[str, list[tuple[dict[str, str], float]]], groups: Seque
     }
 
 
+def _cooling_until(until: float, now: float) -> float | None:
+    """When a cooldown still running ends (unix seconds), None when there is none."""
+    return round(until, 3) if until > now else None
+
+
+def _refusals(samples: dict[str, list[tuple[dict[str, str], float]]]) -> dict[str, object]:
+    """Requests the gateway itself refused, by reason, every reason listed (0 when it never
+    happened): [rate_limit], [auth], the waiting line for slots, the context check, and
+    the fleet (every candidate cooling down, none healthy)."""
+    limited = _sum_by(samples["octoroute_rate_limited_total"], "reason")
+    auth = _sum_by(samples["octoroute_client_requests_total"], "outcome")
+    queue = _sum_by(samples["octoroute_queue_wait_seconds_count"], "outcome")
+    context = _sum_by(samples["octoroute_context_events_total"], "event")
+    by_reason = {f"rate_limit_{r}": limited.get((r,), 0) for r in RATE_LIMIT_REASONS}
+    for outcome in (AuthOutcome.UNAUTHENTICATED, AuthOutcome.FORBIDDEN, AuthOutcome.BUDGET):
+        by_reason[f"auth_{outcome.value}"] = auth.get((outcome.value,), 0)
+    for waited in (QueueOutcome.FULL, QueueOutcome.TIMEOUT):
+        by_reason[f"queue_{waited.value}"] = queue.get((waited.value,), 0)
+    by_reason["context_rejected"] = context.get((ContextEvent.REJECTED.value,), 0)
+    fleet = _sum_by(samples["octoroute_fleet_refusals_total"], "reason")
+    for why in FleetRefusal:
+        by_reason[why.value] = fleet.get((why.value,), 0)
+    return {"total": sum(by_reason.values()), "by_reason": by_reason}
+
+
 def build_snapshot(inputs: SnapshotInputs) -> dict[str, object]:
     """The snapshot as a JSON-ready dict."""
     samples = _samples(inputs.families)
@@ -136,6 +169,7 @@ def build_snapshot(inputs: SnapshotInputs) -> dict[str, object]:
     slots = {labels["endpoint"]: round(value) for labels, value in samples["octoroute_endpoint_slots"]}
     cool_until = {labels["endpoint"]: value for labels, value in samples["octoroute_endpoint_cooldown_until_seconds"]}
     refused = {labels["endpoint"]: value for labels, value in samples["octoroute_endpoint_credentials_refused"]}
+    cooldowns = _sum_by(samples["octoroute_upstream_cooldowns_total"], "endpoint", "reason")
     last_error: dict[str, dict[str, object]] = {}
     for record in errors:  # newest first: keep the first seen per endpoint
         endpoint = str(record.get("endpoint"))
@@ -154,6 +188,8 @@ def build_snapshot(inputs: SnapshotInputs) -> dict[str, object]:
                 "base_url": ep.base_url,
                 "healthy": healthy.get(ep.id, 1.0) >= 1.0,
                 "cooldown_seconds": round(max(0.0, cool_until.get(ep.id, 0.0) - inputs.now), 3),
+                "cooldown_until": _cooling_until(cool_until.get(ep.id, 0.0), inputs.now),
+                "cooldowns": {p.value: cooldowns.get((ep.id, p.value), 0) for p in COOLDOWN_PRESSURES},
                 "credentials_refused": refused.get(ep.id, 0.0) >= 1.0,
                 "attempts": sum(outcomes.values()),
                 "outcomes": outcomes,
@@ -212,6 +248,7 @@ def build_snapshot(inputs: SnapshotInputs) -> dict[str, object]:
             if n
         ],
         "queue": _queue(samples, inputs.groups),
+        "refusals": _refusals(samples),
         "affinity": {r: affinity.get((r,), 0) for r in AFFINITY_RESULTS},
         "shadow": shadow_summary(inputs, samples),
         "usage": usage_summary(samples, inputs.usage_costs, inputs.currency, inputs.usage_totals),

@@ -122,6 +122,7 @@ def rate_limit_middleware(limiter: RateLimiter, metrics: Recorder, shared: Share
             verdict = await shared.check_request(key, estimated_tokens=estimate)
         if not verdict.allowed:
             log.debug("refused %s for %s: %s", request.path, key, verdict.reason)
+            metrics.rate_limited(verdict.reason.value if verdict.reason else LimitReason.REQUESTS.value)
             return refusal(verdict, limits, api_of(request.path), estimate)
         if not estimate:
             return await handler(request)

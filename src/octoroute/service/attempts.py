@@ -14,7 +14,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from octoroute.config.topology import EndpointSpec, GroupSpec
-from octoroute.core.errors import ErrorType, OctorouteError, Pressure, UpstreamError, UpstreamStatusError
+from octoroute.core.errors import (
+    EndpointsCoolingDown,
+    ErrorType,
+    NoHealthyEndpoint,
+    OctorouteError,
+    Pressure,
+    UpstreamError,
+    UpstreamStatusError,
+)
 from octoroute.core.facts import ContextEvent
 from octoroute.core.types import Api, DegradationKind, Operation, RoutingDecision
 from octoroute.fleet.affinity import AffinityResult
@@ -24,6 +32,7 @@ from octoroute.fleet.policy import Attempt, AttemptPlan
 from octoroute.fleet.rotation import loading_backoff, pressure_of_error, unserved_error
 from octoroute.fleet.selector import GroupSelector
 from octoroute.fleet.slots import Claim
+from octoroute.observe.metrics import FleetRefusal
 from octoroute.observe.observer import RequestTrace
 from octoroute.observe.tracing import SpanHandle
 from octoroute.protocols.completions import ends_infill_stream
@@ -249,7 +258,12 @@ class AttemptLoop(ContextEscalation, Deciding, HealthKeeping):
             self.metrics.context_event(decision.group, ContextEvent.REJECTED)
             rejection.attempts = plan.attempts_made
             raise rejection
-        raise self._exhausted(plan, decision)
+        unserved = self._exhausted(plan, decision)
+        if isinstance(unserved, EndpointsCoolingDown):
+            self.metrics.fleet_refused(FleetRefusal.COOLING_DOWN)
+        elif isinstance(unserved, NoHealthyEndpoint):
+            self.metrics.fleet_refused(FleetRefusal.NO_HEALTHY)
+        raise unserved
 
     async def _call_upstream(
         self,
