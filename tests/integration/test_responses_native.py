@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import openai
 import orjson
 import pytest
 import urllib3
@@ -129,3 +130,26 @@ def test_passed_through_usage_is_counted(native, gateway, sdk_clients) -> None:
     ]
     assert any('direction="input"' in line and line.endswith(" 200.0") for line in counted), counted
     assert any('direction="output"' in line and line.endswith(" 20.0") for line in counted), counted
+
+
+def test_a_streamed_native_response_is_stored_and_can_be_continued(native, gateway, sdk_clients) -> None:
+    """A Responses endpoint's stream is stored as a whole answer is (under the upstream's
+    id), before the stream ends, so `previous_response_id` and GET find it; `store: false`
+    is honoured."""
+    up = native()
+    gw = gateway(fleet_config({"deep": [{"name": "gpt-oss-20b", "base_url": up.base_url, "responses": True}]}))
+    client = sdk_clients.openai(gw)
+    with client.responses.stream(model="deep", input="hi") as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert kinds[-1] == "response.completed"  # held back until stored, then sent
+    assert client.responses.retrieve(final.id).output_text == "Hello!"
+    client.responses.create(model="deep", previous_response_id=final.id, input="again")
+    sent = up.requests[-1]
+    assert [item.get("role") or item["type"] for item in sent["input"]] == ["user", "assistant", "user"]
+    assert sent["input"][0]["content"] == "hi"
+    client.responses.delete(final.id)
+    with client.responses.stream(model="deep", input="hi", store=False) as stream:
+        stream.get_final_response()
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(final.id)

@@ -17,8 +17,8 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
@@ -130,7 +130,8 @@ async def create_response(request: web.Request) -> web.StreamResponse:
             if isinstance(payload.get("id"), str):
                 await _store(request, decoded, payload)
             return web.Response(body=raw, headers=headers, content_type="application/json")
-        return await relay(request, gw, call, outcome, headers, NativeStream())
+        native = NativeStream()
+        return await relay(request, gw, call, outcome, headers, native, before_end=_storing(request, decoded, native))
     lost = decoded.chat.lost
     gw.metrics.degradations(d.kind.value for d in lost)  # only now: a native endpoint loses nothing
     headers.update(_degraded_header(lost, outcome))
@@ -155,48 +156,75 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         else None
     )
     converter = ResponsesStream(translator, post, gw.metrics, from_anthropic)
+    return await relay(request, gw, call, outcome, headers, converter, before_end=_storing(request, decoded, converter))
+
+
+class _Finishing(Protocol):
+    @property
+    def final(self) -> dict[str, Any] | None: ...
+
+
+def _storing(request: web.Request, decoded: _Request, stream: _Finishing) -> Callable[[], Awaitable[None]]:
+    """`relay`'s `before_end` for a streamed response: the finished response is stored
+    before the stream's last events go out."""
 
     async def store_final() -> None:
-        if converter.final is not None:
-            await _store(request, decoded, converter.final)
+        if stream.final is not None:
+            await _store(request, decoded, stream.final)
 
-    return await relay(request, gw, call, outcome, headers, converter, before_end=store_final)
+    return store_final
+
+
+# A Responses stream's last event: the response as it ended (`response.failed` is not
+# stored: OpenAI does not continue a failed response either).
+_FINISHED = frozenset({"response.completed", "response.incomplete"})
 
 
 class NativeStream:
     """A Responses-speaking endpoint's events, relayed as they are but for the
-    spec-required fields a response object lacks (`fill_response_fields`)."""
+    spec-required fields a response object lacks (`fill_response_fields`). The event
+    that ends the response is held back until `finish`, so the response is stored
+    (`final`) before a client reading the stream sees it end."""
 
     route = ROUTE
     content_type: str | None = "text/event-stream"
 
+    def __init__(self) -> None:
+        self.final: dict[str, Any] | None = None  # the finished response, once its event came
+        self._held: list[bytes] = []  # that event, and anything after it
+
     def convert(self, events: bytes) -> bytes:
-        if b'"response"' not in events:
+        if b'"response"' not in events and not self._held:
             return events
         out: list[bytes] = []
         for block in events.replace(b"\r\n", b"\n").split(b"\n\n"):
             if not block.strip():
                 continue
-            out.append(self._amended(block) + b"\n\n")
+            amended = self._amended(block) + b"\n\n"
+            (self._held if self._held or self.final is not None else out).append(amended)
         return b"".join(out)
 
-    @staticmethod
-    def _amended(block: bytes) -> bytes:
+    def _amended(self, block: bytes) -> bytes:
         data = b"".join(line[5:].strip() for line in block.split(b"\n") if line.startswith(b"data:"))
         try:
             event = orjson.loads(data) if data else None
         except orjson.JSONDecodeError:
             return block
         response = event.get("response") if isinstance(event, dict) else None
-        if not isinstance(event, dict) or not isinstance(response, dict) or not fill_response_fields(response):
+        if not isinstance(event, dict) or not isinstance(response, dict):
             return block
-        return encode_event(event)
+        filled = fill_response_fields(response)
+        if event.get("type") in _FINISHED and isinstance(response.get("id"), str):
+            self.final = response
+        return encode_event(event) if filled else block
 
     def finish(self) -> bytes:
-        return b""
+        held, self._held = self._held, []
+        return b"".join(held)
 
     def fail(self, message: str) -> bytes:
-        return encode_event({"type": "error", "code": "server_error", "message": message, "param": None})
+        error = encode_event({"type": "error", "code": "server_error", "message": message, "param": None})
+        return self.finish() + error
 
 
 class ResponsesStream:
