@@ -18,12 +18,10 @@ from collections.abc import Callable, Mapping, Sequence
 
 from octoroute.core.state import (
     ADMITTED,
-    GCRA_SLACK_SECONDS,
     Admission,
     Gcra,
     Take,
     gcra_charge,
-    gcra_wait,
     shortfall,
 )
 
@@ -51,13 +49,9 @@ class LocalState:
         """`admit` without the coroutine, for callers that know the store is local."""
         now = self._clock()
         self._maybe_sweep(now)
-        worst, short = 0.0, -1
-        for i, take in enumerate(takes):
-            wait = gcra_wait(self._buckets.get(take.key, now), now, take.bucket, take.cost)
-            if wait > GCRA_SLACK_SECONDS and wait > worst:
-                worst, short = wait, i
-        if short >= 0:
-            return Admission(False, worst, short)
+        verdict = shortfall([self._buckets.get(take.key, now) for take in takes], now, takes)
+        if not verdict.allowed:
+            return verdict
         for take in takes:
             self._buckets[take.key] = gcra_charge(self._buckets.get(take.key, now), now, take.bucket, take.cost)
         return ADMITTED

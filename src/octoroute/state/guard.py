@@ -27,12 +27,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Protocol, TypeVar
 
 from octoroute.core.state import Admission, DocumentStore, Gcra, StateStore, Take
 
 log = logging.getLogger("octoroute.state")
+_T = TypeVar("_T")
 
 
 class StateUnavailable(Exception):
@@ -188,35 +189,25 @@ class GuardedState:
         return await self._fallback.lease(key, ttl_seconds)
 
     async def put_document(self, doc_id: str, document: bytes, ttl_seconds: float, max_entries: int) -> None:
-        self._check_up()
-        try:
-            async with asyncio.timeout(self._timeout):
-                return await self._remote.put_document(doc_id, document, ttl_seconds, max_entries)
-        except self._errors as error:
-            self._trip(error)
-            raise StateUnavailable(_describe(error)) from error
+        await self._document(lambda: self._remote.put_document(doc_id, document, ttl_seconds, max_entries))
 
     async def get_document(self, doc_id: str, ttl_seconds: float) -> bytes | None:
-        self._check_up()
-        try:
-            async with asyncio.timeout(self._timeout):
-                return await self._remote.get_document(doc_id, ttl_seconds)
-        except self._errors as error:
-            self._trip(error)
-            raise StateUnavailable(_describe(error)) from error
+        return await self._document(lambda: self._remote.get_document(doc_id, ttl_seconds))
 
     async def delete_document(self, doc_id: str, ttl_seconds: float) -> bool:
-        self._check_up()
+        return await self._document(lambda: self._remote.delete_document(doc_id, ttl_seconds))
+
+    async def _document(self, call: Callable[[], Awaitable[_T]]) -> _T:
+        """`call` on the remote store within the timeout; `StateUnavailable` while the
+        circuit is open or when it fails (which opens it): documents have no fallback here."""
+        if not self._up:
+            raise StateUnavailable(f"shared state backend {self._remote.name} is not answering")
         try:
             async with asyncio.timeout(self._timeout):
-                return await self._remote.delete_document(doc_id, ttl_seconds)
+                return await call()
         except self._errors as error:
             self._trip(error)
             raise StateUnavailable(_describe(error)) from error
-
-    def _check_up(self) -> None:
-        if not self._up:
-            raise StateUnavailable(f"shared state backend {self._remote.name} is not answering")
 
     async def close(self) -> None:
         if self._probe is not None:

@@ -36,12 +36,10 @@ from contextlib import contextmanager
 
 from octoroute.core.state import (
     ADMITTED,
-    GCRA_SLACK_SECONDS,
     Admission,
     Gcra,
     Take,
     gcra_charge,
-    gcra_wait,
     shortfall,
 )
 
@@ -102,14 +100,9 @@ class SharedMemoryState:
     async def admit(self, takes: Sequence[Take]) -> Admission:
         with self._locked_fd():
             now = self._clock()
-            worst, short = 0.0, -1
-            for i, take in enumerate(takes):
-                full_at = self._find(_hash("b", take.key), now)[1]
-                wait = gcra_wait(now if full_at is None else full_at, now, take.bucket, take.cost)
-                if wait > GCRA_SLACK_SECONDS and wait > worst:
-                    worst, short = wait, i
-            if short >= 0:
-                return Admission(False, worst, short)
+            verdict = self._shortfall(takes, now)
+            if not verdict.allowed:
+                return verdict
             for take in takes:  # found again: an earlier write may have taken a free slot
                 h = _hash("b", take.key)
                 offset, full_at = self._find(h, now)
@@ -119,8 +112,11 @@ class SharedMemoryState:
 
     async def wait(self, takes: Sequence[Take]) -> Admission:
         with self._locked_fd():
-            now = self._clock()
-            found = [self._find(_hash("b", take.key), now)[1] for take in takes]
+            return self._shortfall(takes, self._clock())
+
+    def _shortfall(self, takes: Sequence[Take], now: float) -> Admission:
+        """`shortfall` of the buckets as stored (a missing one is full); the lock is held."""
+        found = [self._find(_hash("b", take.key), now)[1] for take in takes]
         return shortfall([now if full_at is None else full_at for full_at in found], now, takes)
 
     async def charge(self, key: str, bucket: Gcra, cost: float) -> None:
