@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import logging
 import socket
+import urllib.request
 from typing import Any
 
 import orjson
@@ -348,6 +349,9 @@ def test_a_refusal_before_100_continue_charges_nothing_and_a_request_let_through
     assert continued(port, "/v1/chat/completions", CHAT, "k1").startswith(b"HTTP/1.1 200 ")
     status, headers, _ = refused_from_head(port, "/v1/chat/completions", len(CHAT), "k1")
     assert (status, headers["retry-after"]) == (429, "2")  # charged once: not free, and not twice (4)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics.json", timeout=GUARD) as reply:
+        refusals = orjson.loads(reply.read())["refusals"]
+    assert refusals["by_reason"]["rate_limit_requests"] == 4  # counted as the refusals after a body are
 
 
 def test_limits_are_per_key_from_the_head(limited) -> None:

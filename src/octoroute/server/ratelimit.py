@@ -122,7 +122,7 @@ def rate_limit_middleware(limiter: RateLimiter, metrics: Recorder, shared: Share
             verdict = await shared.check_request(key, estimated_tokens=estimate)
         if not verdict.allowed:
             log.debug("refused %s for %s: %s", request.path, key, verdict.reason)
-            metrics.rate_limited(verdict.reason.value if verdict.reason else LimitReason.REQUESTS.value)
+            _count_refusal(metrics, verdict)
             return refusal(verdict, limits, api_of(request.path), estimate)
         if not estimate:
             return await handler(request)
@@ -177,9 +177,16 @@ def check_before_continue(limiter: RateLimiter, metrics: Recorder, shared: Share
             verdict = await shared.peek_request(key, estimated_tokens=estimate)
         if not verdict.allowed:
             log.debug("refused %s for %s before 100 Continue: %s", request.path, key, verdict.reason)
+            _count_refusal(metrics, verdict)
             raise RateLimited(*_refusal_of(verdict, limits, estimate))
 
     return check
+
+
+def _count_refusal(metrics: Recorder, verdict: Verdict) -> None:
+    """A refusal in `refusals` by reason (`octoroute_rate_limited`), whether it went out in
+    place of `100 Continue` or after the body."""
+    metrics.rate_limited(verdict.reason.value if verdict.reason else LimitReason.REQUESTS.value)
 
 
 def _declared_estimate(request: web.Request) -> int:
