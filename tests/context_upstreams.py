@@ -16,10 +16,13 @@ from __future__ import annotations
 import enum
 import json
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from aiohttp import web
+from tests.conftest import LoopThread
 from tests.support import LoopbackApp
 
 
@@ -174,3 +177,9 @@ class ContextUpstream(LoopbackApp):
         if self.flavour is Flavour.OLLAMA:
             return web.Response(status=404, text="404 page not found", content_type="text/plain")
         return _json(404, {"error": {"code": 404, "message": "File Not Found", "type": "not_found_error"}})
+
+
+@pytest.fixture
+def servers(loop_thread: LoopThread) -> Iterator[Callable[..., ContextUpstream]]:
+    """Factory: `servers(label, ...)` starts a ContextUpstream; all stop after the test."""
+    yield from loop_thread.serving(ContextUpstream)

@@ -15,11 +15,13 @@ request carried, as OpenAI does when it names the wrong key it was given.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import orjson
+import pytest
 from aiohttp import web
+from tests.conftest import LoopThread
 
 from octoroute.demo.simulated import SimulatedUpstream
 
@@ -148,3 +150,9 @@ class ScriptedUpstream(SimulatedUpstream):
             return await super()._models(request)
         self._record(request, b"", None)
         return self._render(canned, request)
+
+
+@pytest.fixture
+def scripted(loop_thread: LoopThread) -> Iterator[Callable[[str], ScriptedUpstream]]:
+    """Factory: `scripted(label)` starts an error-scripted upstream; all stop after the test."""
+    yield from loop_thread.serving(ScriptedUpstream)

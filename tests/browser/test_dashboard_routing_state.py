@@ -7,7 +7,6 @@ and, with two gateways sharing Redis, the streams the other one holds on an endp
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import openai
@@ -15,8 +14,8 @@ import pytest
 import urllib3
 from selenium.webdriver.chrome.webdriver import WebDriver
 from tests.browser.test_dashboard import ARTIFACTS, wait_connected, wait_for
-from tests.context_upstreams import ContextUpstream, Flavour
-from tests.error_upstreams import ScriptedUpstream, openai_rate_limited
+from tests.context_upstreams import ContextUpstream, Flavour, servers  # noqa: F401  (fixture)
+from tests.error_upstreams import ScriptedUpstream, openai_rate_limited, scripted  # noqa: F401  (fixture)
 from tests.integration.test_shared_state import (  # noqa: F401  (serve: fixture)
     HELD,
     busy_and_idle,
@@ -51,21 +50,11 @@ return {rows: rows, refused: document.getElementById('refused-total').innerText.
 """
 
 
-@pytest.fixture
-def scripted(loop_thread) -> Iterator[Callable[[str], ScriptedUpstream]]:
-    yield from loop_thread.serving(ScriptedUpstream)
-
-
-@pytest.fixture
-def servers(loop_thread) -> Iterator[Callable[..., ContextUpstream]]:
-    yield from loop_thread.serving(ContextUpstream)
-
-
 def words(n_chars: int) -> str:
     return ("lorem ipsum " * (n_chars // 12 + 1))[:n_chars]
 
 
-def test_cooldowns_learned_windows_and_refusals_are_shown(browser: WebDriver, scripted, servers, gateway) -> None:
+def test_cooldowns_learned_windows_and_refusals_are_shown(browser: WebDriver, scripted, servers, gateway) -> None:  # noqa: F811
     a, b = scripted("a"), scripted("b")
     a.script([openai_rate_limited("30")])
     small = servers(Flavour.LLAMA, 2048, "small")

@@ -6,24 +6,18 @@ can hold it (streamed or not, both APIs), and a request nothing can hold gets a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import anthropic
 import openai
 import pytest
 import urllib3
-from tests.context_upstreams import ContextUpstream, Flavour
+from tests.context_upstreams import ContextUpstream, Flavour, servers  # noqa: F401  (fixture)
 from tests.support import fleet_config
 
 from octoroute.demo.simulated import Mode
 
 CHAT = "POST /v1/chat/completions"
-
-
-@pytest.fixture
-def servers(loop_thread) -> Iterator[Callable[..., ContextUpstream]]:
-    yield from loop_thread.serving(ContextUpstream)
 
 
 def ep(up: ContextUpstream, **extra: Any) -> dict[str, Any]:
@@ -96,7 +90,7 @@ def ask(sdk_clients, gw, api: str, model: str, text: str, stream: bool, max_toke
 # -- discovery ---------------------------------------------------------------
 
 
-def test_windows_and_slots_are_discovered_configured_or_looked_up(servers, gateway):
+def test_windows_and_slots_are_discovered_configured_or_looked_up(servers, gateway):  # noqa: F811
     llama = servers(Flavour.LLAMA, 2048, "llama", slots=4)
     vllm = servers(Flavour.VLLM, 8192, "vllm")
     ollama_set = servers(Flavour.OLLAMA, 8192, "qwen2.5-coder:7b", num_ctx=8192)
@@ -151,14 +145,14 @@ def test_windows_and_slots_are_discovered_configured_or_looked_up(servers, gatew
     assert all(CHAT not in up.paths for up in (llama, vllm, ollama_set, silent))
 
 
-def test_discovery_is_off_when_configured_so(servers, gateway):
+def test_discovery_is_off_when_configured_so(servers, gateway):  # noqa: F811
     llama = servers(Flavour.LLAMA, 2048, "llama", slots=4)
     gw = gateway(fleet_config({"fast": [ep(llama)]}))
     assert context_of(gw, "llama") == {"window": None, "source": "unknown", "told_by": None, "total_slots": None}
     assert llama.paths == []
 
 
-def test_active_probes_rediscover_a_changed_window(servers, gateway, loop_thread):
+def test_active_probes_rediscover_a_changed_window(servers, gateway, loop_thread):  # noqa: F811
     llama = servers(Flavour.LLAMA, 2048, "llama", slots=1)
     gw = gateway(config({"fast": [ep(llama)]}))
     assert context_of(gw, "llama")["window"] == 2048
@@ -173,7 +167,7 @@ def test_active_probes_rediscover_a_changed_window(servers, gateway, loop_thread
     assert llama.paths[-2:] == ["GET /v1/models", "GET /props"]  # the probe, then only the source that answered
 
 
-def test_a_server_down_at_startup_is_asked_when_a_probe_finds_it_up(servers, gateway, loop_thread):
+def test_a_server_down_at_startup_is_asked_when_a_probe_finds_it_up(servers, gateway, loop_thread):  # noqa: F811
     llama = servers(Flavour.LLAMA, 2048, "llama", slots=2)
     loop_thread.run(llama.stop())  # its port stays known: the same server comes back there
     gw = gateway(config({"fast": [ep(llama)]}))
@@ -188,7 +182,7 @@ def test_a_server_down_at_startup_is_asked_when_a_probe_finds_it_up(servers, gat
     }
 
 
-def test_a_server_that_says_nothing_is_not_asked_again(servers, gateway, loop_thread):
+def test_a_server_that_says_nothing_is_not_asked_again(servers, gateway, loop_thread):  # noqa: F811
     silent = servers(Flavour.OPENAI, 8192, "silent")
     gw = gateway(config({"fast": [ep(silent)]}))
     assert silent.paths == ["GET /v1/models", "GET /props", "POST /api/show"]
@@ -201,7 +195,7 @@ def test_a_server_that_says_nothing_is_not_asked_again(servers, gateway, loop_th
 
 @pytest.mark.parametrize("api", ["openai", "anthropic"])
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
-def test_a_request_too_large_for_an_endpoint_skips_it(servers, gateway, sdk_clients, api, stream):
+def test_a_request_too_large_for_an_endpoint_skips_it(servers, gateway, sdk_clients, api, stream):  # noqa: F811
     small = servers(Flavour.LLAMA, 2048, "small", chars_per_token=4)
     big = servers(Flavour.VLLM, 16384, "big", chars_per_token=4)
     gw = gateway(config({"fast": [ep(small, priority=2), ep(big, priority=1)]}))
@@ -213,7 +207,7 @@ def test_a_request_too_large_for_an_endpoint_skips_it(servers, gateway, sdk_clie
     assert context_events(gw) == {("fast", "skipped"): 1, ("fast", "escalated"): 1}
 
 
-def test_requested_output_counts_toward_the_fit(servers, gateway, sdk_clients):
+def test_requested_output_counts_toward_the_fit(servers, gateway, sdk_clients):  # noqa: F811
     small = servers(Flavour.VLLM, 2048, "small", chars_per_token=4)
     big = servers(Flavour.VLLM, 16384, "big", chars_per_token=4)
     gw = gateway(config({"fast": [ep(small, priority=2), ep(big, priority=1)]}))
@@ -227,7 +221,7 @@ def test_requested_output_counts_toward_the_fit(servers, gateway, sdk_clients):
 
 @pytest.mark.parametrize("flavour", list(Flavour))
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
-def test_an_overflow_answer_is_escalated_to_a_larger_endpoint(servers, gateway, sdk_clients, flavour, stream):
+def test_an_overflow_answer_is_escalated_to_a_larger_endpoint(servers, gateway, sdk_clients, flavour, stream):  # noqa: F811
     # The server counts 2 characters a token, the gateway estimates 4: 6,000 characters
     # look like ~1,500 tokens to the gateway and are 3,000 to the server.
     small = servers(flavour, 2048, "small")
@@ -246,7 +240,7 @@ def test_an_overflow_answer_is_escalated_to_a_larger_endpoint(servers, gateway, 
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
-def test_anthropic_clients_are_escalated_too(servers, gateway, sdk_clients, stream):
+def test_anthropic_clients_are_escalated_too(servers, gateway, sdk_clients, stream):  # noqa: F811
     small = servers(Flavour.LLAMA, 2048, "small")
     big = servers(Flavour.LLAMA, 16384, "big")
     gw = gateway(config({"fast": [ep(small, priority=2), ep(big, priority=1)]}))
@@ -254,7 +248,7 @@ def test_anthropic_clients_are_escalated_too(servers, gateway, sdk_clients, stre
     assert small.chats == 1
 
 
-def test_the_window_an_overflow_states_is_learned(servers, gateway, sdk_clients):
+def test_the_window_an_overflow_states_is_learned(servers, gateway, sdk_clients):  # noqa: F811
     small = servers(Flavour.LLAMA, 2048, "small")
     big = servers(Flavour.LLAMA, 16384, "big")
     # The operator believes the small server has 8K; it says otherwise when asked too much.
@@ -272,7 +266,7 @@ def test_the_window_an_overflow_states_is_learned(servers, gateway, sdk_clients)
     assert small.chats == 1
 
 
-def test_escalation_goes_along_the_fallback_chain_then_to_any_larger_group(servers, gateway, sdk_clients):
+def test_escalation_goes_along_the_fallback_chain_then_to_any_larger_group(servers, gateway, sdk_clients):  # noqa: F811
     fast = servers(Flavour.LLAMA, 2048, "fast-1")
     balanced = servers(Flavour.LLAMA, 4096, "balanced-1")
     huge = servers(Flavour.VLLM, 65536, "huge-1")
@@ -306,7 +300,7 @@ def test_escalation_goes_along_the_fallback_chain_then_to_any_larger_group(serve
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
-def test_openai_client_gets_400_with_the_sizes(servers, gateway, sdk_clients, stream):
+def test_openai_client_gets_400_with_the_sizes(servers, gateway, sdk_clients, stream):  # noqa: F811
     small = servers(Flavour.LLAMA, 2048, "small")
     gw = gateway(config({"fast": [ep(small)]}))
     client = sdk_clients.openai(gw)
@@ -327,7 +321,10 @@ def test_openai_client_gets_400_with_the_sizes(servers, gateway, sdk_clients, st
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
 def test_anthropic_client_gets_400_with_the_sizes_after_every_endpoint_overflowed(
-    servers, gateway, sdk_clients, stream
+    servers,  # noqa: F811
+    gateway,
+    sdk_clients,
+    stream,
 ):
     small = servers(Flavour.LLAMA, 2048, "small")
     other = servers(Flavour.LLAMA, 3072, "other")
@@ -356,7 +353,7 @@ def test_anthropic_client_gets_400_with_the_sizes_after_every_endpoint_overflowe
 @pytest.mark.llama
 @pytest.mark.parametrize("api", ["openai", "anthropic"])
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
-def test_real_llama_server_is_discovered_and_escalated_from(servers, gateway, sdk_clients, llama_tiny, api, stream):
+def test_real_llama_server_is_discovered_and_escalated_from(servers, gateway, sdk_clients, llama_tiny, api, stream):  # noqa: F811
     """The start script runs llama-server with -c 2048 -np 1. Its tiny model spends one
     token per digit, so 4,000 digits look like ~1,000 tokens to the gateway and are
     ~4,000 to the server: its exceed_context_size_error must send the request on."""
@@ -385,7 +382,7 @@ def test_real_llama_server_is_discovered_and_escalated_from(servers, gateway, sd
     assert big.chats == 2
 
 
-def test_a_group_can_refuse_escalated_requests(servers, gateway, sdk_clients):
+def test_a_group_can_refuse_escalated_requests(servers, gateway, sdk_clients):  # noqa: F811
     small = servers(Flavour.LLAMA, 2048, "small")
     cloud = servers(Flavour.OPENAI, 128_000, "cloud")
     gw = gateway(

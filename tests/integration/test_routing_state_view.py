@@ -9,7 +9,6 @@ and a compact terminal width."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import openai
@@ -17,24 +16,20 @@ import orjson
 import pytest
 import urllib3
 from tests.cli.test_stats import has_row, octoroute_stats, plain
-from tests.context_upstreams import ContextUpstream, Flavour
-from tests.error_upstreams import ScriptedUpstream, llama_invalid_key, ok, openai_rate_limited
+from tests.context_upstreams import ContextUpstream, Flavour, servers  # noqa: F401  (fixture)
+from tests.error_upstreams import (  # noqa: F401  (fixture)
+    ScriptedUpstream,
+    llama_invalid_key,
+    ok,
+    openai_rate_limited,
+    scripted,
+)
 from tests.integration.test_auth import BOT_KEY, CI_KEY, ENV, FILE_KEY, auth_config, client
 from tests.support import endpoint, fleet_config
 
 HTTP = urllib3.PoolManager()
 HI = [{"role": "user", "content": "hi there"}]
 WIDE, COMPACT = "220", "80"
-
-
-@pytest.fixture
-def scripted(loop_thread) -> Iterator[Callable[[str], ScriptedUpstream]]:
-    yield from loop_thread.serving(ScriptedUpstream)
-
-
-@pytest.fixture
-def servers(loop_thread) -> Iterator[Callable[..., ContextUpstream]]:
-    yield from loop_thread.serving(ContextUpstream)
 
 
 def snapshot(gw) -> dict[str, Any]:
@@ -60,7 +55,7 @@ def words(n_chars: int) -> str:
     return ("lorem ipsum " * (n_chars // 12 + 1))[:n_chars]
 
 
-def test_a_429_with_retry_after_shows_as_a_cooldown_until_then(scripted, gateway, sdk_clients):
+def test_a_429_with_retry_after_shows_as_a_cooldown_until_then(scripted, gateway, sdk_clients):  # noqa: F811
     a, b = scripted("a"), scripted("b")
     a.script([openai_rate_limited("30")])
     b.script([ok(), ok()])
@@ -96,7 +91,7 @@ def test_a_429_with_retry_after_shows_as_a_cooldown_until_then(scripted, gateway
     assert has_row(compact, "b", r"b 0 unknown –"), compact
 
 
-def test_a_window_learned_from_a_context_length_error_is_shown_with_who_said_it(servers, gateway, sdk_clients):
+def test_a_window_learned_from_a_context_length_error_is_shown_with_who_said_it(servers, gateway, sdk_clients):  # noqa: F811
     small = servers(Flavour.LLAMA, 2048, "small")
     big = servers(Flavour.LLAMA, 16384, "big")
     models = {"fast": [{"name": "qwen2.5-7b", "base_url": small.base_url, "id": "small", "priority": 2}]}
@@ -122,7 +117,7 @@ def test_a_window_learned_from_a_context_length_error_is_shown_with_who_said_it(
     assert has_row(stats(gw, COMPACT), "small", r"small 0 2048 overflow_error –")
 
 
-def test_refused_requests_are_counted_by_reason(servers, gateway, sdk_clients):
+def test_refused_requests_are_counted_by_reason(servers, gateway, sdk_clients):  # noqa: F811
     small = servers(Flavour.LLAMA, 2048, "small")
     gw = gateway(
         fleet_config(
@@ -166,7 +161,7 @@ def test_refused_requests_are_counted_by_reason(servers, gateway, sdk_clients):
         assert re.search(r"refused 4 rate limit: requests 2 rate limit: too large 1 context: too large 1", shown), shown
 
 
-def test_no_endpoint_able_to_take_a_request_is_a_refusal_by_reason(scripted, gateway, sdk_clients):
+def test_no_endpoint_able_to_take_a_request_is_a_refusal_by_reason(scripted, gateway, sdk_clients):  # noqa: F811
     a, b = scripted("a"), scripted("b")
     a.script([openai_rate_limited("60")])
     b.script([openai_rate_limited("60")])

@@ -12,14 +12,13 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
 
 import anthropic
 import openai
 import orjson
 import pytest
 import urllib3
-from tests.error_upstreams import Canned, ScriptedUpstream
+from tests.error_upstreams import Canned, ScriptedUpstream, scripted  # noqa: F401  (fixture)
 from tests.support import endpoint, fleet_config
 
 HTTP = urllib3.PoolManager()
@@ -44,12 +43,7 @@ def assert_clean(where: str, text: str) -> None:
         assert secret not in text, f"{secret!r} leaked through {where}"
 
 
-@pytest.fixture
-def scripted(loop_thread) -> Iterator[Callable[[str], ScriptedUpstream]]:
-    yield from loop_thread.serving(ScriptedUpstream)
-
-
-def test_planted_secrets_never_leave_through_any_exit(scripted, gateway, sdk_clients, caplog, tmp_path):
+def test_planted_secrets_never_leave_through_any_exit(scripted, gateway, sdk_clients, caplog, tmp_path):  # noqa: F811
     refusing, failing = scripted("refusing"), scripted("failing")
     refusing.script([leaky(401)])
     failing.script([leaky(422), *[leaky(500)] * 4])
