@@ -213,7 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return run_keys(args.action, args.name, args.file, args.config, os.environ, sys.stdout)
     if args.command == "eval":
-        from octoroute.cli.evaluate import EvalArgs, EvalOptions, run_eval
+        from octoroute.cli.eval_command import EvalArgs, run_eval
+        from octoroute.cli.evaluate import EvalOptions
 
         options = EvalOptions(draws=args.draws, resamples=args.bootstrap, seed=args.seed)
         return run_eval(

@@ -36,12 +36,11 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from octoroute.config.topology import EndpointSpec
     from octoroute.core.state import StateStore
-    from octoroute.observe.metrics import Recorder
 
 log = logging.getLogger("octoroute.usage")
 
@@ -216,11 +215,22 @@ def fields_of(triples: Iterable[UsageKey]) -> list[str]:
     return [usage_field(*triple, stat) for triple in triples for stat in _STATS]
 
 
+class UsageCounters(Protocol):
+    """Where the ledger counts in this process: the app's metrics recorder
+    (`observe.metrics.Recorder`, which records nothing when metrics are off)."""
+
+    @property
+    def enabled(self) -> bool: ...
+
+    def usage(self, client: str, group: str, endpoint: str, tokens_in: int, tokens_out: int, reported: bool) -> None:
+        """One request's usage for the key `client` through `endpoint` of `group`."""
+
+
 class UsageLedger:
     """Counts each served request's usage under its client key, group and endpoint
     (see the module docstring for the shared store)."""
 
-    def __init__(self, metrics: Recorder, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, metrics: UsageCounters, clock: Callable[[], float] = time.monotonic) -> None:
         self._metrics = metrics
         self._clock = clock
         self._store: StateStore | None = None
