@@ -124,6 +124,7 @@ def test_the_other_gateways_streams_show_as_elsewhere(browser: WebDriver, upstre
         assert (rows["idle"]["elsewhere"], rows["idle"]["in_use"]) == ("0", "0")
         page = urllib3.request("GET", f"http://127.0.0.1:{other.port}/metrics.json").json()
         assert {e["id"]: e["inflight_elsewhere"] for e in page["endpoints"]} == {"busy": HELD, "idle": 0}
+        assert {e["id"]: e["inflight_replicas"] for e in page["endpoints"]} == {"busy": HELD, "idle": 0}
     finally:
         for sock in held:
             sock.close()

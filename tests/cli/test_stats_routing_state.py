@@ -1,5 +1,5 @@
 """`octoroute stats` shows why traffic goes where it goes: each endpoint's requests in
-flight here and in other processes against its slots, its context window and who said
+flight here and in other gateways against its slots, its context window and who said
 it, whether it is out of rotation (cooldown left and until when, refused credentials,
 how often the upstream said 429 or busy), and the requests the gateway refused itself.
 Both layouts: the full tables on a wide terminal, the compact ones at 80 columns."""
@@ -78,7 +78,7 @@ def test_the_full_table_has_in_flight_context_and_rotation_columns() -> None:
     flat = words(text)
     header = re.search(r"endpoint group model health attempts errors p50 p90 in flight context out of rotation", flat)
     assert header, flat
-    # one row per endpoint: 1 here, 3 in other processes, 4 slots; the window and who said it
+    # one row per endpoint: 1 here, 3 in other gateways, 4 slots; the window and who said it
     assert re.search(r"fast/qwen fast qwen2\.5:3b healthy 50 2 11\.0 ms 30\.0 ms 1 \+3 / 4 32768 – timeout", flat), flat
     assert re.search(r"balanced/llama balanced llama3\.1:8b unhealthy 9 5 – – 0 \+2 2048 28s until", flat), flat
     assert f"28s until {clock(UNTIL)}" in flat
@@ -86,7 +86,7 @@ def test_the_full_table_has_in_flight_context_and_rotation_columns() -> None:
     assert "overflow_error" in flat
     assert "credentials refused" in flat
     assert "429×3 busy×1" in flat
-    assert "in flight: this gateway +other processes (least-busy counts them) / slots" in flat
+    assert "in flight: this gateway +other gateways (least-busy counts them) / slots" in flat
 
 
 @pytest.mark.parametrize("width", [80, 72])
@@ -125,3 +125,18 @@ def test_an_older_gateway_without_these_fields_shows_no_empty_columns() -> None:
         assert "in flight" not in flat
         assert "out of rotation" not in flat
         assert "refused" not in flat
+
+
+@pytest.mark.parametrize("width", [80, 220])
+def test_sibling_workers_are_counted_once_other_gateways_after_the_plus(width: int) -> None:
+    """With `--workers 2`, `in_flight` sums both workers and `inflight_elsewhere` (what the
+    answering worker's least-busy adds) holds its sibling's requests again: the view adds
+    only `inflight_replicas`, the other gateways' share."""
+    sample = routing_sample()
+    sample["endpoints"][0] |= {"in_flight": 3, "inflight_elsewhere": 2, "inflight_replicas": 0}
+    sample["endpoints"][1] |= {"in_flight": 2, "inflight_elsewhere": 5, "inflight_replicas": 4}
+    flat = words(render(width, sample))
+    assert re.search(r"fast/qwen .*?3 / 4 32768", flat), flat
+    assert "+2" not in flat, flat
+    assert re.search(r"balanced/llama .*?2 \+4 2048", flat), flat
+    assert "+5" not in flat, flat

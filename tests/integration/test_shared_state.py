@@ -474,12 +474,24 @@ def hold_streams(port: int, model: str, count: int) -> list[socket.socket]:
     return held
 
 
-def elsewhere(port: int, endpoint_id: str) -> tuple[str, int]:
-    """(the answering worker's request-id prefix, its `inflight_elsewhere` for `endpoint_id`)."""
+def in_flight_row(port: int, endpoint_id: str) -> tuple[str, dict[str, Any]]:
+    """(the answering worker's request-id prefix, its `/metrics.json` row for `endpoint_id`)."""
     status, headers, body = request(port, "GET", "/metrics.json")
     assert status == 200, body
     rows = {row["id"]: row for row in orjson.loads(body)["endpoints"]}
-    return headers["x-request-id"][:ID_PREFIX], rows[endpoint_id]["inflight_elsewhere"]
+    return headers["x-request-id"][:ID_PREFIX], rows[endpoint_id]
+
+
+def elsewhere(port: int, endpoint_id: str) -> tuple[str, int]:
+    """(the answering worker's request-id prefix, its `inflight_elsewhere` for `endpoint_id`)."""
+    worker, row = in_flight_row(port, endpoint_id)
+    return worker, row["inflight_elsewhere"]
+
+
+def load_of(port: int, endpoint_id: str) -> tuple[int, int]:
+    """`in_flight` (this gateway's, every worker) and `inflight_replicas` (other gateways')."""
+    row = in_flight_row(port, endpoint_id)[1]
+    return row["in_flight"], row["inflight_replicas"]
 
 
 def busy_and_idle(upstreams: Callable[[str], Any]) -> tuple[Any, Any, dict[str, Any]]:
@@ -503,6 +515,8 @@ def test_streams_held_through_one_gateway_steer_the_other_to_the_idle_endpoint_u
         eventually(lambda: busy.count == HELD, timeout=10, what="the held streams to reach busy")
         eventually(lambda: elsewhere(b.port, "busy")[1] == HELD, timeout=10, what="b to see a's streams")
         assert elsewhere(a.port, "busy")[1] == 0  # a's own streams are not "elsewhere" to a
+        assert load_of(a.port, "busy") == (HELD, 0)
+        assert load_of(b.port, "busy") == (0, HELD)  # one worker each: replicas == elsewhere
         for columns in ("220", "80"):  # `octoroute stats` on b shows a's streams beside b's own (none)
             shown = octoroute_stats("--url", f"127.0.0.1:{b.port}", "--once", env={"COLUMNS": columns})
             assert shown.returncode == 0, shown.stderr
@@ -539,6 +553,10 @@ def test_two_workers_without_redis_see_each_other_s_in_flight_streams(upstreams,
             return len(seen) == 2 and sum(seen.values()) == HELD
 
         eventually(both_see_the_others, timeout=30, what=f"both workers to see the other's streams ({seen})")
+        # in_flight sums both workers; the sibling's streams in `inflight_elsewhere` are not
+        # another gateway's, so whichever worker answers, nothing is counted twice
+        loads = {load_of(served.port, "busy") for _ in range(8)}
+        assert loads == {(HELD, 0)}, loads
         for _ in range(6):
             status, _, body = chat(served.port)
             assert status == 200, body

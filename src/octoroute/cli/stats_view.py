@@ -64,6 +64,7 @@ class EndpointStats(TypedDict):
     cooldowns: NotRequired[dict[str, int]]
     in_flight: NotRequired[int]
     inflight_elsewhere: NotRequired[int]
+    inflight_replicas: NotRequired[int]
     max_concurrency: NotRequired[int | None]
     context: NotRequired[EndpointContext | None]
 
@@ -350,7 +351,7 @@ def _endpoints_wide(endpoints: Sequence[EndpointStats], now: float) -> Table:
     return table
 
 
-IN_FLIGHT_LEGEND = "in flight: this gateway +other processes (least-busy counts them) / slots"
+IN_FLIGHT_LEGEND = "in flight: this gateway +other gateways (least-busy counts them) / slots"
 _ROUTING_STATE = ("in_flight", "inflight_elsewhere", "context", "cooldown_seconds", "credentials_refused")
 
 
@@ -365,11 +366,13 @@ def _health(ep: EndpointStats) -> Text:
 
 
 def _in_flight(ep: EndpointStats) -> Text:
-    """'1 +2 / 4': this gateway's requests on the endpoint, those the answering worker sees
-    in other processes (shared state: least-busy selection adds them to its own), and the
-    slots; red when this gateway's fill them (slots bound each process, so the others'
-    requests never make an endpoint full)."""
-    here, elsewhere, slots = ep.get("in_flight", 0), ep.get("inflight_elsewhere", 0), ep.get("max_concurrency")
+    """'1 +2 / 4': this gateway's requests on the endpoint (every worker), other gateways'
+    sharing its `[state]` (as they last published), and the slots; red when this gateway's
+    fill them (slots bound each process, so the others' requests never make an endpoint
+    full). A gateway older than `inflight_replicas` gives only what its answering worker
+    sees elsewhere, sibling workers included."""
+    here, slots = ep.get("in_flight", 0), ep.get("max_concurrency")
+    elsewhere = ep.get("inflight_replicas", ep.get("inflight_elsewhere", 0))
     text = Text(str(here), style="bold red" if slots is not None and here >= slots else "")
     if elsewhere:
         text.append(f" +{elsewhere}", style="cyan")

@@ -46,6 +46,7 @@ class EndpointInfo:
     base_url: str
     context: Mapping[str, object] | None = None  # window, its source, total_slots (Gateway.context_info)
     in_flight_elsewhere: int = 0  # other workers' and replicas' requests on it, as last published
+    in_flight_here: int = 0  # the answering worker's own requests on it now
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +117,13 @@ def _queue(samples: dict[str, list[tuple[dict[str, str], float]]], groups: Seque
         "waiting": _ordered(waiting, groups),
         **{o.value: left.get((o.value,), 0) for o in QueueOutcome},
     }
+
+
+def _replicas(ep: EndpointInfo, gateway: int) -> int:
+    """Other gateways' requests on `ep`: what the answering worker sees elsewhere, less its
+    sibling workers' (this gateway's requests beyond its own, already in `in_flight`).
+    The two are read at different times (the others' as last published), so never below 0."""
+    return max(ep.in_flight_elsewhere - max(gateway - ep.in_flight_here, 0), 0)
 
 
 def _cooling_until(until: float, now: float) -> float | None:
@@ -200,6 +208,7 @@ def build_snapshot(inputs: SnapshotInputs) -> dict[str, object]:
                 "tokens": {"input": tokens.get((ep.id, "input"), 0), "output": tokens.get((ep.id, "output"), 0)},
                 "in_flight": in_flight.get((ep.id,), 0),
                 "inflight_elsewhere": ep.in_flight_elsewhere,
+                "inflight_replicas": _replicas(ep, in_flight.get((ep.id,), 0)),
                 "max_concurrency": slots.get(ep.id),
                 "context": ep.context,
             }

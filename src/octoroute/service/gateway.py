@@ -260,6 +260,7 @@ class Gateway(RouterModel, ShadowMode, Probing):
                 ep.base_url,
                 self.context_info(ep.id),
                 self.slots.board.in_flight_elsewhere(ep.id),
+                self.slots.board.in_flight(ep.id),
             )
             for ep in self.topology.endpoints.values()
         ]
