@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
 import os
 import queue
 import re
@@ -242,6 +244,31 @@ def test_demo_answers_through_the_official_sdk(serve):
         )
         assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert server.stop() == 0
+
+
+ACCESS_404 = re.compile(r"octoroute\.access .*route=/v1/chat/completions model=(.*) status=404")
+# C0 and C1 controls, DEL, U+2028/9: what a terminal or a line-based reader acts on
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def test_a_client_cannot_forge_log_lines_or_send_terminal_escapes(serve):
+    server = serve("--demo", "--port", "0")
+    port = int(server.wait_for(LISTENING)[0].group(2))
+    model = "m\x00\x1b[2J\x1b]0;owned\x07\u009b31m\u2028\r\n2026-01-01 00:00:00,000 INFO  octoroute.access forged=1"
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+    conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+    reply = conn.getresponse()
+    assert (reply.status, json.loads(reply.read())["error"]["code"]) == (404, "model_not_found")
+    conn.close()
+    line = server.wait_for(ACCESS_404)[0]
+    assert not CONTROL.search(line.string.rstrip("\n")), repr(line.string)
+    logged = line.group(1)
+    assert logged.startswith('"m\\u0000\\u001b[2J'), logged  # one quoted value, to the forged part's end
+    assert logged.endswith('forged=1"'), logged
+    assert json.loads(logged.replace("\\x9b", "\\u009b").replace("\\u2028", "\u2028")) == model
+    assert server.stop() == 0
+    assert not any(line.startswith("2026-01-01") for line in server.seen)
 
 
 def test_serve_refuses_a_bad_config(tmp_path):

@@ -10,7 +10,11 @@ import orjson
 
 ACCESS = logging.getLogger("octoroute.access")
 SHADOW = logging.getLogger("octoroute.shadow")
-_NEEDS_QUOTES = re.compile(r'[\s"=]')
+_NEEDS_QUOTES = re.compile(r'[\s"=\x00-\x1f\x7f-\x9f]')
+# what a terminal or a line-based log reader would act on: C0 and C1 controls (ESC, CSI),
+# DEL and the Unicode line and paragraph separators
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _LEVELS = {
     "trace": logging.DEBUG,
     "debug": logging.DEBUG,
@@ -38,13 +42,28 @@ class _JsonFormatter(logging.Formatter):
         return orjson.dumps(out).decode()
 
 
+class HumanFormatter(logging.Formatter):
+    """One line per record (a traceback after it stays as it is): control characters in
+    the message, which may come from a client (a model name) or an upstream (an error
+    text), are written as escapes, so no request can start a forged line or send a
+    terminal escape sequence. Access lines quote such values as JSON strings first."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-5s %(name)s %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return _CONTROLS.sub(_escape, super().formatMessage(record))
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return _ESCAPES.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
 def configure_logging(level: str, fmt: str) -> None:
     """Set the root handler once per process (called by the CLI, never on import)."""
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-5s %(name)s %(message)s"))
+    handler.setFormatter(_JsonFormatter() if fmt == "json" else HumanFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS.get(level, logging.INFO))
@@ -72,5 +91,5 @@ def log_shadow(fields: dict[str, object]) -> None:
 
 def _human(value: object) -> str:
     if isinstance(value, str) and _NEEDS_QUOTES.search(value):
-        return orjson.dumps(value).decode()
+        return orjson.dumps(value).decode()  # C0 controls as \u00XX; the formatter escapes the rest
     return str(value)
