@@ -156,3 +156,83 @@ def test_limits_are_checked_by_config_validation(tmp_path):
     text = str(caught.value)
     assert "limits.max_event_bytes" in text
     assert "limits.max_response_bytes" in text
+
+
+BAD_AFTER_FIRST = Script(SSE_HEAD_UNDELIMITED, [sse_event(CHUNK), b"data: {not json\n\n", sse_event(LAST_CHUNK)])
+
+
+CUT_INSIDE_AN_EVENT = Script(SSE_HEAD_UNDELIMITED, [sse_event(CHUNK), b'data: {"id":"c1","object":"chat.comp'])
+
+
+def test_a_stream_cut_inside_an_event_never_relays_the_half_event(raw, gateway, sdk_clients):
+    """The connection ends in the middle of an event's JSON: what came before is relayed,
+    the half event is not (the SDK would fail to parse it before seeing any error), and
+    the stream ends with the gateway's error event instead."""
+    upstream = raw(CUT_INSIDE_AN_EVENT)
+    gw = gateway(fleet_config({"fast": [raw_endpoint(upstream, "m")]}))
+    body = orjson.dumps({"model": "fast", "messages": HI, "stream": True})
+    response = HTTP.request(
+        "POST", f"{gw.url}/v1/chat/completions", body=body, headers={"content-type": "application/json"}
+    )
+    data = [line[6:] for line in response.data.decode().splitlines() if line.startswith("data: ")]
+    assert len(data) == 2, data
+    assert orjson.loads(data[0])["choices"][0]["delta"]["content"] == "Hel"
+    assert orjson.loads(data[1])["error"]["message"].endswith("the stream was cut inside an event")
+    stream = sdk_clients.openai(gw).chat.completions.create(model="fast", messages=HI, stream=True)
+    seen: list[str] = []
+
+    def drain() -> None:
+        for chunk in stream:
+            seen.append(chunk.choices[0].delta.content or "")
+
+    with pytest.raises(openai.APIError, match="cut inside an event"):
+        drain()
+    assert seen == ["Hel"]
+    client = sdk_clients.anthropic(gw)
+    with (
+        pytest.raises(anthropic.APIStatusError, match="cut inside an event"),
+        client.messages.stream(model="fast", max_tokens=50, messages=HI) as anthropic_stream,
+    ):
+        anthropic_stream.get_final_message()
+
+
+def test_a_whole_last_event_without_its_blank_line_is_relayed(raw, gateway, sdk_clients):
+    upstream = raw(Script(SSE_HEAD_UNDELIMITED, [sse_event(CHUNK), b"data: " + LAST_CHUNK]))
+    gw = gateway(fleet_config({"fast": [raw_endpoint(upstream, "m")]}))
+    stream = sdk_clients.openai(gw).chat.completions.create(model="fast", messages=HI, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "Hello"
+
+
+def test_an_unreadable_event_after_the_commit_point_ends_an_anthropic_stream_with_an_error(raw, gateway, sdk_clients):
+    upstream = raw(BAD_AFTER_FIRST)
+    gw = gateway(fleet_config({"fast": [raw_endpoint(upstream, "m")]}))
+    body = {"model": "fast", "max_tokens": 50, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    response = HTTP.request(
+        "POST", f"{gw.url}/v1/messages", body=orjson.dumps(body), headers={"content-type": "application/json"}
+    )
+    lines = response.data.decode().splitlines()
+    events = [line[7:] for line in lines if line.startswith("event: ")]
+    assert events[0] == "message_start"
+    assert events[-1] == "error"
+    assert "message_stop" not in events
+    assert "message_delta" not in events
+    error = orjson.loads(next(line[6:] for line in reversed(lines) if line.startswith("data: ")))
+    assert error["type"] == "error"
+    assert "unreadable" in error["error"]["message"]
+    text = [orjson.loads(line[6:]) for line in lines if line.startswith("data: ") and '"text_delta"' in line]
+    assert [t["delta"]["text"] for t in text] == ["Hel"]
+
+
+@pytest.mark.parametrize("answer", [b"{not json", b"[1, 2]"])
+def test_a_stream_request_answered_with_an_unreadable_whole_body_is_retried_elsewhere(
+    answer, raw, upstreams, gateway, sdk_clients
+):
+    bad = raw(Script(json_head(len(answer)), [answer]))
+    good = upstreams("good")
+    models = {"fast": [raw_endpoint(bad, "bad", id="bad", priority=2), endpoint(good, "good", id="good")]}
+    gw = gateway(fleet_config(models))
+    with sdk_clients.anthropic(gw).messages.stream(model="fast", max_tokens=50, messages=HI) as stream:
+        message = stream.get_final_message()
+    assert message.content[0].type == "text"
+    assert message.content[0].text
+    assert bad.served == 1

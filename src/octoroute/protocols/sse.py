@@ -112,6 +112,19 @@ def first_data_problem(events: bytes) -> str | None:
     return None
 
 
+def all_data_readable(events: bytes) -> bool:
+    """Whether every `data:` value in `events` is JSON (or `[DONE]`): what a stream's
+    unterminated last event must be to count as whole rather than cut inside."""
+    for data in iter_data(events):
+        if data == b"[DONE]":
+            continue
+        try:
+            orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return False
+    return True
+
+
 def has_data(events: bytes) -> bool:
     """Whether `events` hold at least one `data:` line (not only comments or ids)."""
     return next(iter_data(events), None) is not None

@@ -37,6 +37,7 @@ from octoroute.protocols.openai import normalised_error
 from octoroute.protocols.sse import (
     EventFramer,
     EventTooLarge,
+    all_data_readable,
     ends_stream,
     first_data_problem,
     has_data,
@@ -183,7 +184,9 @@ class UpstreamStream:
                     ended = ended or ends(events)
                     yield events
             tail = framer.pending
-            if tail.strip():
+            if tail.strip():  # an event the connection's end ended: relayed only if it is whole
+                if not all_data_readable(tail):
+                    raise UpstreamMidStream(self._endpoint.id, "the stream was cut inside an event")
                 ended = ended or ends(tail)
                 yield tail + b"\n\n"
         except DeadlineError as exc:
