@@ -39,6 +39,39 @@ def raw_endpoint(upstream: RawUpstream, name: str, **extra: object) -> dict[str,
     return {"name": name, "base_url": upstream.base_url, **extra}
 
 
+def openai_text_until(gw, sdk_clients, error: str) -> list[str]:
+    """The content pieces an openai SDK stream from `gw` yielded before it raised an
+    `APIError` matching `error` (the test fails if it never raises)."""
+    stream = sdk_clients.openai(gw).chat.completions.create(model="fast", messages=HI, stream=True)
+    seen: list[str] = []
+    with pytest.raises(openai.APIError, match=error):  # noqa: PT012 (the error comes while iterating)
+        for chunk in stream:
+            seen.append(chunk.choices[0].delta.content or "")
+    return seen
+
+
+def messages_stream_lines(gw) -> list[str]:
+    """The lines of a streamed `/v1/messages` answer from `gw`, read raw."""
+    body = {"model": "fast", "max_tokens": 50, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    response = HTTP.request(
+        "POST", f"{gw.url}/v1/messages", body=orjson.dumps(body), headers={"content-type": "application/json"}
+    )
+    return response.data.decode().splitlines()
+
+
+def ended_in_error(lines: list[str]) -> dict[str, str]:
+    """Checks that a `/v1/messages` stream started, then ended with an `error` event and
+    without a made-up `message_delta` (stop_reason) or `message_stop`; returns the error."""
+    events = [line[7:] for line in lines if line.startswith("event: ")]
+    assert events[0] == "message_start"
+    assert events[-1] == "error"
+    assert "message_stop" not in events
+    assert "message_delta" not in events  # no invented stop_reason
+    last = orjson.loads(next(line[6:] for line in reversed(lines) if line.startswith("data: ")))
+    assert last["type"] == "error"
+    return last["error"]
+
+
 CUT_AFTER_FIRST = Script(SSE_HEAD_UNDELIMITED, [sse_event(CHUNK)])
 WHOLE_UNDELIMITED = Script(SSE_HEAD_UNDELIMITED, [sse_event(CHUNK), sse_event(LAST_CHUNK), sse_event(b"[DONE]")])
 
@@ -46,30 +79,14 @@ WHOLE_UNDELIMITED = Script(SSE_HEAD_UNDELIMITED, [sse_event(CHUNK), sse_event(LA
 def test_an_openai_stream_cut_after_its_first_event_ends_with_an_error_event(raw, gateway, sdk_clients):
     upstream = raw(CUT_AFTER_FIRST)
     gw = gateway(fleet_config({"fast": [raw_endpoint(upstream, "m")]}))
-    stream = sdk_clients.openai(gw).chat.completions.create(model="fast", messages=HI, stream=True)
-    seen: list[str] = []
-
-    def drain() -> None:
-        for chunk in stream:
-            seen.append(chunk.choices[0].delta.content or "")
-
-    with pytest.raises(openai.APIError, match="ended without its final event"):
-        drain()
+    seen = openai_text_until(gw, sdk_clients, "ended without its final event")
     assert seen == ["Hel"]  # what arrived before the cut was relayed, then the error
 
 
 def test_an_anthropic_client_never_gets_a_made_up_message_stop(raw, gateway, sdk_clients):
     upstream = raw(CUT_AFTER_FIRST)
     gw = gateway(fleet_config({"fast": [raw_endpoint(upstream, "m")]}))
-    body = {"model": "fast", "max_tokens": 50, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-    response = HTTP.request(
-        "POST", f"{gw.url}/v1/messages", body=orjson.dumps(body), headers={"content-type": "application/json"}
-    )
-    events = [line[7:] for line in response.data.decode().splitlines() if line.startswith("event: ")]
-    assert events[0] == "message_start"
-    assert events[-1] == "error"
-    assert "message_stop" not in events
-    assert "message_delta" not in events  # no invented stop_reason
+    ended_in_error(messages_stream_lines(gw))
     client = sdk_clients.anthropic(gw)
     with pytest.raises(anthropic.APIStatusError, match="ended without its final event"):  # noqa: SIM117
         with client.messages.stream(model="fast", max_tokens=50, messages=[{"role": "user", "content": "hi"}]) as s:
@@ -178,16 +195,7 @@ def test_a_stream_cut_inside_an_event_never_relays_the_half_event(raw, gateway, 
     assert len(data) == 2, data
     assert orjson.loads(data[0])["choices"][0]["delta"]["content"] == "Hel"
     assert orjson.loads(data[1])["error"]["message"].endswith("the stream was cut inside an event")
-    stream = sdk_clients.openai(gw).chat.completions.create(model="fast", messages=HI, stream=True)
-    seen: list[str] = []
-
-    def drain() -> None:
-        for chunk in stream:
-            seen.append(chunk.choices[0].delta.content or "")
-
-    with pytest.raises(openai.APIError, match="cut inside an event"):
-        drain()
-    assert seen == ["Hel"]
+    assert openai_text_until(gw, sdk_clients, "cut inside an event") == ["Hel"]
     client = sdk_clients.anthropic(gw)
     with (
         pytest.raises(anthropic.APIStatusError, match="cut inside an event"),
@@ -206,19 +214,8 @@ def test_a_whole_last_event_without_its_blank_line_is_relayed(raw, gateway, sdk_
 def test_an_unreadable_event_after_the_commit_point_ends_an_anthropic_stream_with_an_error(raw, gateway, sdk_clients):
     upstream = raw(BAD_AFTER_FIRST)
     gw = gateway(fleet_config({"fast": [raw_endpoint(upstream, "m")]}))
-    body = {"model": "fast", "max_tokens": 50, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-    response = HTTP.request(
-        "POST", f"{gw.url}/v1/messages", body=orjson.dumps(body), headers={"content-type": "application/json"}
-    )
-    lines = response.data.decode().splitlines()
-    events = [line[7:] for line in lines if line.startswith("event: ")]
-    assert events[0] == "message_start"
-    assert events[-1] == "error"
-    assert "message_stop" not in events
-    assert "message_delta" not in events
-    error = orjson.loads(next(line[6:] for line in reversed(lines) if line.startswith("data: ")))
-    assert error["type"] == "error"
-    assert "unreadable" in error["error"]["message"]
+    lines = messages_stream_lines(gw)
+    assert "unreadable" in ended_in_error(lines)["message"]
     text = [orjson.loads(line[6:]) for line in lines if line.startswith("data: ") and '"text_delta"' in line]
     assert [t["delta"]["text"] for t in text] == ["Hel"]
 
