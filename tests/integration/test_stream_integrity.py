@@ -233,3 +233,66 @@ def test_a_stream_request_answered_with_an_unreadable_whole_body_is_retried_else
     assert message.content[0].type == "text"
     assert message.content[0].text
     assert bad.served == 1
+
+
+def anthropic_event(kind: str, payload: dict[str, object]) -> bytes:
+    return f"event: {kind}\n".encode() + sse_event(orjson.dumps({"type": kind, **payload}))
+
+
+ANTHROPIC_START = anthropic_event(
+    "message_start",
+    {
+        "message": {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": "m",
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 3, "output_tokens": 0},
+        }
+    },
+) + anthropic_event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+ANTHROPIC_TEXT = anthropic_event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": "Hel"}})
+ANTHROPIC_END = (
+    anthropic_event("content_block_stop", {"index": 0})
+    + anthropic_event(
+        "message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": 2}}
+    )
+    + anthropic_event("message_stop", {})
+)
+
+
+def test_an_unreadable_event_from_an_anthropic_upstream_ends_an_openai_stream_with_an_error(raw, gateway, sdk_clients):
+    """Translated for an OpenAI client, an Anthropic-native stream with a hole in it ends
+    with the error event instead of a completion that silently lacks the missing part."""
+    upstream = raw(
+        Script(SSE_HEAD_UNDELIMITED, [ANTHROPIC_START, ANTHROPIC_TEXT, b"data: {not json\n\n", ANTHROPIC_END])
+    )
+    gw = gateway(fleet_config({"fast": [raw_endpoint(upstream, "m", kind="anthropic")]}))
+    assert openai_text_until(gw, sdk_clients, "unreadable stream event") == ["", "Hel"]  # role, then text
+    whole = raw(Script(SSE_HEAD_UNDELIMITED, [ANTHROPIC_START, ANTHROPIC_TEXT, ANTHROPIC_END]))
+    gw_whole = gateway(fleet_config({"fast": [raw_endpoint(whole, "m", kind="anthropic")]}))
+    stream = sdk_clients.openai(gw_whole).chat.completions.create(model="fast", messages=HI, stream=True)
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hel"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_an_unreadable_event_from_llama_cpp_infill_ends_a_completions_stream_with_an_error(raw, gateway):
+    events = [
+        b'data: {"content":"a","stop":false}\n\n',
+        b"data: {not json\n\n",
+        b'data: {"content":"","stop":true}\n\n',
+    ]
+    upstream = raw(Script(SSE_HEAD_UNDELIMITED, events))
+    gw = gateway(fleet_config({"fast": [raw_endpoint(upstream, "m", fim="infill")]}))
+    body = {"model": "fast", "prompt": "def f(", "suffix": "):", "stream": True}
+    response = HTTP.request(
+        "POST", f"{gw.url}/v1/completions", body=orjson.dumps(body), headers={"content-type": "application/json"}
+    )
+    data = [line[6:] for line in response.data.decode().splitlines() if line.startswith("data: ")]
+    assert len(data) == 2, data  # the text before the hole, then the error: no [DONE]
+    assert orjson.loads(data[0])["choices"][0]["text"] == "a"
+    assert orjson.loads(data[1])["error"]["message"] == "upstream sent an unreadable stream event"

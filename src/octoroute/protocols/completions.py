@@ -145,6 +145,7 @@ class InfillStream:
         self._head = {"id": completion_id, "object": "text_completion", "created": created, "model": model}
         self._include_usage = include_usage
         self._done = False
+        self.unreadable = False  # an event was not JSON: nothing after it is converted
 
     def _chunk(self, text: str, finish: FinishReason | None) -> dict[str, Any]:
         return {**self._head, "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}]}
@@ -152,10 +153,13 @@ class InfillStream:
     def convert(self, events: bytes) -> bytes:
         out: list[dict[str, Any]] = []
         for data in iter_data(events):
+            if self.unreadable:
+                break
             try:
                 event = orjson.loads(data)
             except orjson.JSONDecodeError:
-                continue
+                self.unreadable = True
+                break
             if not isinstance(event, dict) or self._done:
                 continue
             text = event.get("content")

@@ -41,9 +41,14 @@ class FromInfill:
 
     def __init__(self, stream: InfillStream) -> None:
         self._stream = stream
+        self._failed = False
 
     def convert(self, events: bytes) -> bytes:
-        return self._stream.convert(events)
+        out = self._stream.convert(events)
+        if self._stream.unreadable and not self._failed:  # a hole in the answer: say so rather than skip it
+            self._failed = True
+            return out + self.fail("upstream sent an unreadable stream event")
+        return out
 
     def finish(self) -> bytes:
         return b""

@@ -292,11 +292,14 @@ class FromAnthropic:
     def convert(self, events: bytes) -> bytes:
         out: list[bytes] = []
         for data in iter_data(events):
+            if self._done:
+                break
             try:
                 event = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(event, dict) and not self._done:
+            except orjson.JSONDecodeError:  # a hole in the answer: say so rather than skip it
+                out.append(self.fail("upstream sent an unreadable stream event"))
+                break
+            if isinstance(event, dict):
                 out.append(encode_json_events(self._translator.feed(event)))
                 if event.get("type") == "error":
                     self._done = True

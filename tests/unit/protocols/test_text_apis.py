@@ -159,3 +159,14 @@ def test_infill_stream_becomes_completion_chunks_whatever_the_batching() -> None
         assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
         assert chunks[-1]["usage"]["completion_tokens"] == 2
         assert stream.done
+
+
+def test_an_unreadable_infill_event_stops_the_conversion_without_a_done() -> None:
+    stream = InfillStream("m", "cmpl-1", 1, include_usage=False)
+    out = stream.convert(
+        b'data: {"content":"a","stop":false}\n\ndata: {"cont\n\ndata: {"content":"b","stop":false}\n\n'
+    )
+    assert [orjson.loads(d)["choices"][0]["text"] for d in iter_data(out)] == ["a"]
+    assert stream.unreadable
+    assert stream.convert(b'data: {"content":"","stop":true}\n\n') == b""  # nothing after the hole, no [DONE]
+    assert not stream.done
