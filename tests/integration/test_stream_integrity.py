@@ -72,6 +72,12 @@ def ended_in_error(lines: list[str]) -> dict[str, str]:
     return last["error"]
 
 
+def mid_stream_failures(gw) -> int:
+    """The gateway's count of streams that failed after the commit point (`/metrics.json`)."""
+    snapshot = orjson.loads(HTTP.request("GET", f"{gw.url}/metrics.json").data)
+    return sum(ep["mid_stream_failures"] for ep in snapshot["endpoints"])
+
+
 CUT_AFTER_FIRST = Script(SSE_HEAD_UNDELIMITED, [sse_event(CHUNK)])
 WHOLE_UNDELIMITED = Script(SSE_HEAD_UNDELIMITED, [sse_event(CHUNK), sse_event(LAST_CHUNK), sse_event(b"[DONE]")])
 
@@ -215,7 +221,8 @@ def test_an_unreadable_event_after_the_commit_point_ends_an_anthropic_stream_wit
     upstream = raw(BAD_AFTER_FIRST)
     gw = gateway(fleet_config({"fast": [raw_endpoint(upstream, "m")]}))
     lines = messages_stream_lines(gw)
-    assert "unreadable" in ended_in_error(lines)["message"]
+    assert ended_in_error(lines)["message"] == "upstream stream failed: it sent an event that is not JSON"
+    assert mid_stream_failures(gw) == 1
     text = [orjson.loads(line[6:]) for line in lines if line.startswith("data: ") and '"text_delta"' in line]
     assert [t["delta"]["text"] for t in text] == ["Hel"]
 
@@ -271,7 +278,8 @@ def test_an_unreadable_event_from_an_anthropic_upstream_ends_an_openai_stream_wi
         Script(SSE_HEAD_UNDELIMITED, [ANTHROPIC_START, ANTHROPIC_TEXT, b"data: {not json\n\n", ANTHROPIC_END])
     )
     gw = gateway(fleet_config({"fast": [raw_endpoint(upstream, "m", kind="anthropic")]}))
-    assert openai_text_until(gw, sdk_clients, "unreadable stream event") == ["", "Hel"]  # role, then text
+    assert openai_text_until(gw, sdk_clients, "an event that is not JSON") == ["", "Hel"]  # role, then text
+    assert mid_stream_failures(gw) == 1
     whole = raw(Script(SSE_HEAD_UNDELIMITED, [ANTHROPIC_START, ANTHROPIC_TEXT, ANTHROPIC_END]))
     gw_whole = gateway(fleet_config({"fast": [raw_endpoint(whole, "m", kind="anthropic")]}))
     stream = sdk_clients.openai(gw_whole).chat.completions.create(model="fast", messages=HI, stream=True)
@@ -295,4 +303,32 @@ def test_an_unreadable_event_from_llama_cpp_infill_ends_a_completions_stream_wit
     data = [line[6:] for line in response.data.decode().splitlines() if line.startswith("data: ")]
     assert len(data) == 2, data  # the text before the hole, then the error: no [DONE]
     assert orjson.loads(data[0])["choices"][0]["text"] == "a"
-    assert orjson.loads(data[1])["error"]["message"] == "upstream sent an unreadable stream event"
+    assert orjson.loads(data[1])["error"]["message"] == "upstream stream failed: it sent an event that is not JSON"
+    assert mid_stream_failures(gw) == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/chat", {"model": "fast", "messages": HI, "stream": True}),
+        ("/v1/responses", {"model": "fast", "input": "hi", "stream": True}),
+    ],
+)
+def test_an_unreadable_event_ends_ollama_and_responses_streams_with_an_error(path, body, raw, gateway):
+    upstream = raw(BAD_AFTER_FIRST)
+    gw = gateway(fleet_config({"fast": [raw_endpoint(upstream, "m")]}))
+    response = HTTP.request(
+        "POST", gw.url + path, body=orjson.dumps(body), headers={"content-type": "application/json"}
+    )
+    assert response.status == 200
+    if path == "/api/chat":  # NDJSON lines: the text pieces, then one error line
+        lines = [orjson.loads(line) for line in response.data.splitlines()]
+        text = "".join(line["message"]["content"] for line in lines[:-1])
+        last = lines[-1]["error"]
+    else:  # SSE: the text deltas, then the failure
+        events = [orjson.loads(line[6:]) for line in response.data.splitlines() if line.startswith(b"data: ")]
+        text = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+        last = orjson.dumps(events[-1]).decode()
+    assert text == "Hel"  # what came before the hole, nothing after it
+    assert "it sent an event that is not JSON" in last
+    assert mid_stream_failures(gw) == 1

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 import orjson
 
 from octoroute.protocols.embeddings import token_ids_input
-from octoroute.protocols.sse import encode_data, encode_json_events, iter_data
+from octoroute.protocols.sse import UnreadableEvent, encode_data, encode_json_events, iter_data
 
 if TYPE_CHECKING:
     from octoroute.config.topology import EndpointSpec
@@ -145,7 +145,6 @@ class InfillStream:
         self._head = {"id": completion_id, "object": "text_completion", "created": created, "model": model}
         self._include_usage = include_usage
         self._done = False
-        self.unreadable = False  # an event was not JSON: nothing after it is converted
 
     def _chunk(self, text: str, finish: FinishReason | None) -> dict[str, Any]:
         return {**self._head, "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}]}
@@ -153,13 +152,10 @@ class InfillStream:
     def convert(self, events: bytes) -> bytes:
         out: list[dict[str, Any]] = []
         for data in iter_data(events):
-            if self.unreadable:
-                break
             try:
                 event = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                self.unreadable = True
-                break
+            except orjson.JSONDecodeError as exc:  # a hole in the answer: say so rather than skip it
+                raise UnreadableEvent(encode_json_events(out)) from exc
             if not isinstance(event, dict) or self._done:
                 continue
             text = event.get("content")

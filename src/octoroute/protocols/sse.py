@@ -112,6 +112,19 @@ def first_data_problem(events: bytes) -> str | None:
     return None
 
 
+UNREADABLE = "it sent an event that is not JSON"
+
+
+class UnreadableEvent(Exception):
+    """A stream converter met an upstream event that is not JSON: the stream has a hole
+    in it. `converted` is what the events before it became, to send before the error
+    event; the relay then ends the stream as for any failure after the commit point."""
+
+    def __init__(self, converted: bytes = b"") -> None:
+        super().__init__(UNREADABLE)
+        self.converted = converted
+
+
 def all_data_readable(events: bytes) -> bool:
     """Whether every `data:` value in `events` is JSON (or `[DONE]`): what a stream's
     unterminated last event must be to count as whole rather than cut inside."""

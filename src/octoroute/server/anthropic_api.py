@@ -23,7 +23,7 @@ from octoroute.core.types import Api, Degradation
 from octoroute.observe.metrics import Recorder
 from octoroute.protocols.anthropic import stream_error_event
 from octoroute.protocols.postprocess import PostProcess
-from octoroute.protocols.sse import iter_data
+from octoroute.protocols.sse import UnreadableEvent, iter_data
 from octoroute.protocols.thinking import read_thinking
 from octoroute.protocols.translate_request import anthropic_to_openai_request
 from octoroute.protocols.translate_response import openai_to_anthropic_response
@@ -144,9 +144,8 @@ class AnthropicStream:
                 continue
             try:
                 chunk = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                out.append(self.fail("upstream sent an unreadable stream event"))
-                break
+            except orjson.JSONDecodeError as exc:
+                raise UnreadableEvent(b"".join(out)) from exc
             if not isinstance(chunk, dict):
                 continue
             self._failed = "error" in chunk and "choices" not in chunk

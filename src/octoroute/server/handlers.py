@@ -39,7 +39,7 @@ from octoroute.protocols.openai import (
     stream_error_event,
 )
 from octoroute.protocols.postprocess import PostProcess
-from octoroute.protocols.sse import encode_data, encode_json_events, iter_data
+from octoroute.protocols.sse import UNREADABLE, UnreadableEvent, encode_data, encode_json_events, iter_data
 from octoroute.protocols.translate_stream import AnthropicToOpenAIStream
 from octoroute.protocols.usage import StreamWatch, drop_usage_chunks, usage_of, wants_usage
 from octoroute.routing.features import last_user_text
@@ -296,9 +296,8 @@ class FromAnthropic:
                 break
             try:
                 event = orjson.loads(data)
-            except orjson.JSONDecodeError:  # a hole in the answer: say so rather than skip it
-                out.append(self.fail("upstream sent an unreadable stream event"))
-                break
+            except orjson.JSONDecodeError as exc:  # a hole in the answer: say so rather than skip it
+                raise UnreadableEvent(b"".join(out)) from exc
             if isinstance(event, dict):
                 out.append(encode_json_events(self._translator.feed(event)))
                 if event.get("type") == "error":
@@ -349,7 +348,10 @@ async def relay(
         if before_end is not None:
             await before_end()
         await response.write(tail)
-    except UpstreamMidStream as exc:
+    except (UpstreamMidStream, UnreadableEvent) as exc:
+        if isinstance(exc, UnreadableEvent):
+            await response.write(exc.converted)
+            exc = UpstreamMidStream(outcome.endpoint.id, UNREADABLE)
         gw.record_mid_stream(outcome.endpoint, exc)
         await response.write(converter.fail(f"upstream stream failed: {exc.message}"))
     except ConnectionResetError:

@@ -30,7 +30,7 @@ from octoroute.protocols import ollama
 from octoroute.protocols.completions import InfillStream
 from octoroute.protocols.ollama import CHAT, GENERATE, Endpoint, OllamaStream, Timings
 from octoroute.protocols.postprocess import PostProcess
-from octoroute.protocols.sse import iter_data
+from octoroute.protocols.sse import UnreadableEvent, iter_data
 from octoroute.protocols.translate_stream import AnthropicToOpenAIStream
 from octoroute.server.anthropic_api import as_chunk_events
 from octoroute.server.completions_api import decode_completions
@@ -110,7 +110,8 @@ class OllamaConverter:
         self._failed = False
 
     def _chunks(self, events: bytes) -> list[dict[str, Any]] | str:
-        """The OpenAI chunks in `events`, or the error message that ends the stream."""
+        """The OpenAI chunks in `events`, or the error message that ends the stream;
+        `UnreadableEvent` with the lines of the chunks before an event that is not JSON."""
         if self._native is None:  # an upstream that ignored `stream: true` sent one whole answer
             events = as_chunk_events(events)
         chunks: list[dict[str, Any]] = []
@@ -119,8 +120,8 @@ class OllamaConverter:
                 continue
             try:
                 event = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                return "upstream sent an unreadable stream event"
+            except orjson.JSONDecodeError as exc:
+                raise UnreadableEvent(self._lines(chunks)) from exc
             if not isinstance(event, dict):
                 continue
             if self._native is not None:

@@ -28,7 +28,7 @@ from octoroute.core.types import Api, Degradation, DegradationKind
 from octoroute.observe.metrics import Recorder
 from octoroute.protocols.postprocess import PostProcess
 from octoroute.protocols.responses import check_responses_body, encode_event, fill_response_fields, response_frame
-from octoroute.protocols.sse import iter_data
+from octoroute.protocols.sse import UnreadableEvent, iter_data
 from octoroute.protocols.translate_responses_request import ChatTranslation, input_items, responses_to_chat_request
 from octoroute.protocols.translate_responses_response import ItemIds, chat_to_response
 from octoroute.protocols.translate_responses_stream import ChatToResponsesStream
@@ -267,8 +267,7 @@ class ResponsesStream:
                 continue
             chunks = self._chunks(data)
             if chunks is None:
-                out.append(self.fail("upstream sent an unreadable stream event"))
-                break
+                raise UnreadableEvent(b"".join(out))
             for chunk in chunks:
                 failed = "error" in chunk and "choices" not in chunk
                 pieces = [chunk] if self._post is None or failed else self._post.chunk(chunk)

@@ -26,7 +26,7 @@ from octoroute.protocols.embeddings import (
     to_ollama_embed,
     token_ids_input,
 )
-from octoroute.protocols.sse import iter_data
+from octoroute.protocols.sse import UnreadableEvent, iter_data
 
 EP = EndpointSpec("llama", "coder", "qwen-coder", "http://x/v1", 1.0, 1, 48, 0.2, None, ResolvedTimeouts(1, 1, 1))
 
@@ -161,12 +161,9 @@ def test_infill_stream_becomes_completion_chunks_whatever_the_batching() -> None
         assert stream.done
 
 
-def test_an_unreadable_infill_event_stops_the_conversion_without_a_done() -> None:
+def test_an_unreadable_infill_event_is_a_hole_the_relay_must_end_the_stream_at() -> None:
     stream = InfillStream("m", "cmpl-1", 1, include_usage=False)
-    out = stream.convert(
-        b'data: {"content":"a","stop":false}\n\ndata: {"cont\n\ndata: {"content":"b","stop":false}\n\n'
-    )
-    assert [orjson.loads(d)["choices"][0]["text"] for d in iter_data(out)] == ["a"]
-    assert stream.unreadable
-    assert stream.convert(b'data: {"content":"","stop":true}\n\n') == b""  # nothing after the hole, no [DONE]
+    with pytest.raises(UnreadableEvent) as caught:
+        stream.convert(b'data: {"content":"a","stop":false}\n\ndata: {"cont\n\ndata: {"content":"b","stop":false}\n\n')
+    assert [orjson.loads(d)["choices"][0]["text"] for d in iter_data(caught.value.converted)] == ["a"]
     assert not stream.done
