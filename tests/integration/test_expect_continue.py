@@ -371,6 +371,24 @@ def test_an_auth_keys_own_limit_is_429_before_any_100_continue(limited) -> None:
     assert "rate limit exceeded" in assert_error_shape("anthropic", answer, 429)
 
 
+def test_a_key_limited_to_some_models_gets_the_same_answer_as_without_expect(limited) -> None:
+    """Over its rate limit and naming a model it may not use, a restricted key gets 403 without
+    Expect (the model check comes first): so with Expect its head alone cannot decide, it gets
+    `100 Continue`, and its body gets the same 403 (or, for a model it may use, the 429)."""
+    keys = [{"name": "bot", "key_env": "BOT_KEY", "models": ["fast"], "requests_per_second": 0.5, "burst": 1}]
+    port, _ = limited({"requests_per_second": 100, "burst": 100}, auth={"enabled": True, "keys": keys})
+    assert continued(port, "/v1/chat/completions", CHAT, BOT_KEY).startswith(b"HTTP/1.1 200 ")  # the burst, spent
+    deep = CHAT.replace(b'"fast"', b'"deep"')
+    status, _, answer = without_expect(port, "/v1/chat/completions", deep, BOT_KEY)
+    assert status == 403
+    forbidden = continued(port, "/v1/chat/completions", deep, BOT_KEY)
+    assert forbidden.startswith(b"HTTP/1.1 403 "), forbidden
+    assert forbidden.partition(b"\r\n\r\n")[2] == answer
+    limited_now = continued(port, "/v1/chat/completions", CHAT, BOT_KEY)
+    assert limited_now.startswith(b"HTTP/1.1 429 "), limited_now
+    assert b"Retry-After: 2" in limited_now
+
+
 def test_a_declared_body_over_the_whole_token_budget_is_413_before_any_100_continue(limited) -> None:
     port, _ = limited({"tokens_per_minute": 10})  # CHAT (60 bytes) is 15 tokens by body bytes / 4
     status, headers, answer = refused_from_head(port, "/v1/chat/completions", len(CHAT), "k1")

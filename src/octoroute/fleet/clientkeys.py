@@ -56,6 +56,11 @@ class ClientKey:
         return any(fnmatchcase(model, pattern) for pattern in self.models)
 
     @property
+    def restricted(self) -> bool:
+        """Whether some model is refused to this key (so its answer depends on the body)."""
+        return self.models != ANY_MODEL
+
+    @property
     def rate_limit_key(self) -> str:
         """The rate limiter's bucket for this key: its name, whatever the client sends."""
         return f"client:{self.name}"

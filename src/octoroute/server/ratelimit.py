@@ -162,10 +162,17 @@ def check_before_continue(limiter: RateLimiter, metrics: Recorder, shared: Share
     estimate is the one the middleware will make when the declared `Content-Length` is
     the body's size (no `Content-Encoding`); otherwise 0, a lower bound, so only a spent
     request rate or a budget in debt refuses, and `Retry-After` may be shorter than
-    the body's own estimate would make it."""
+    the body's own estimate would make it.
+
+    A key that may not use every model is not checked here: after its body the model
+    check (403) comes before the rate limit (429), and the model is in the body, so
+    only the body can say which answer it gets."""
 
     async def check(request: web.Request) -> None:
         if request.method != "POST" or request.path not in LIMITED_PATHS:
+            return
+        authenticated: ClientKey | None = request.get(CLIENT)
+        if authenticated is not None and authenticated.restricted:
             return
         key = bucket_of(request)
         limits = limiter.limits_for(key)
