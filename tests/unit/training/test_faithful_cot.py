@@ -24,7 +24,7 @@ from training.faithful_cot import (
     read_items,
     split_shippable,
 )
-from training.select_model import extra_sources, unseen
+from training.select_model import extra_sources, loso_summary, unseen
 
 
 @pytest.mark.parametrize(
@@ -343,3 +343,10 @@ def test_a_strategyqa_answer_that_is_not_a_boolean_is_refused(tmp_path: Path) ->
     strategyqa = next(d for d in DATASETS if d.source == "fcot-strategyqa")
     with pytest.raises(ValueError, match="not a boolean"):
         read_items(git_dir, strategyqa, commit)
+
+
+def test_loso_summary_adds_the_mean_without_faithful_cot_when_it_is_held_out() -> None:
+    older = {"arc_challenge": (0.6, 0.5), "gpqa": (0.4, 0.5)}
+    assert loso_summary(older) == "LOSO mean 0.500 (length 0.500)"
+    with_fcot = {**older, "fcot-strategyqa": (0.8, 0.2)}
+    assert loso_summary(with_fcot) == ("LOSO mean 0.600 (length 0.400) LOSO mean without fcot (2) 0.500 (length 0.500)")
