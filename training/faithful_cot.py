@@ -12,11 +12,12 @@ and turns each item into a `data.Example`.
 
 Which datasets. The four grade-school maths sets that are not GSM8K: SVAMP
 (1,000 items), ASDiv (2,097), MultiArith (596) and AQuA (254, five-option
-algebra). GSM8K is one of the evaluation sets and is never read
-(`EXCLUDED_DATASETS`); the other benchmarks of the repository (StrategyQA,
-date, sports, SayCan, CLUTRR) are not grade-school maths and are not read
-either. ASDiv and MultiArith come without a license we could find upstream:
-they are `VALIDATION_ONLY` (used to choose settings, never fitted for shipped
+algebra); and StrategyQA (2,290 yes/no questions that need implicit
+world-knowledge steps, MIT). GSM8K is one of the evaluation sets and is never
+read (`EXCLUDED_DATASETS`); the other benchmarks of the repository (date,
+sports, SayCan, CLUTRR) are off target and are not read either. ASDiv and
+MultiArith come without a license we could find upstream: they are
+`VALIDATION_ONLY` (used to choose settings, never fitted for shipped
 weights).
 
 Which models. The repository's models are code-davinci-001/002,
@@ -27,7 +28,11 @@ span the range from far below to about the evaluation pair's weak model
 strong side is gpt-4, the evaluation pair's strong model. A model's score on
 an item is the mean over its prompt styles (standard, COT, LtM, noNL, NL+SL)
 whose predictions file is readable and covers every item of the dataset; a
-side's score is the mean over its models with at least one such file.
+side's score is the mean over its models with at least one such file. For a
+dataset with a chance level (a guess among few answers: yes/no, five
+options), a style no model beats chance with by `NEAR_CHANCE` is left out:
+its runs are coin flips and say nothing about the item (StrategyQA's noNL,
+whose Datalog programs score 0.49-0.56 for every model).
 
 How an answer is scored, following the repository's own evaluator
 (`source/evaluate/evaluate_answer_acc.py` and `source/dataset/utils.py` at the
@@ -44,6 +49,15 @@ pinned commit), with one change:
   (SVAMP, MultiArith) or score it wrong (ASDiv).
 - AQuA: the answer is the option letter, alone or followed by a remark in
   brackets (`E (None of these`); `A or D` is no answer.
+- StrategyQA: the `answer` field is `True`/`False` (a JSON boolean or the
+  string). When it is anything else (`[invalid]`: the repository reads the
+  word after the completion's last "answer is" and found no bare yes/no, as
+  for a third of gpt-4's replies), that word is read again allowing
+  punctuation after it ("the answer is no, because ..."), and failing that the
+  leading "Yes"/"No" of the completion's last line (the final answer of a
+  least-to-most reply, the whole of a one-line reply); a reply that gives neither ("The answer is
+  likely no", "It depends", "As an AI language model ...") is a hedge and
+  wrong.
 - An answer containing `[invalid]` (the program failed) is wrong.
 
 `main` prints every run's accuracy next to the repository's own
@@ -81,31 +95,38 @@ MODEL_NAMES = {
     "gpt4": "gpt-4",
 }
 PROMPTS = ("standard", "COT", "LtM", "noNL", "NL+SL")
+# A style whose every model's accuracy is below chance + this is left out (datasets with a chance level).
+NEAR_CHANCE = 0.1
 EXCLUDED_DATASETS = ("GSM8K",)
 # No license found upstream: used to choose settings, never to fit shipped weights.
 VALIDATION_ONLY = ("fcot-asdiv", "fcot-multiarith")
 
-Kind = Literal["number", "choice"]
+Kind = Literal["number", "choice", "boolean"]
 
 
 @dataclass(frozen=True, slots=True)
 class Dataset:
-    """One benchmark of the repository: its directory, our source name, how it is scored, its size."""
+    """One benchmark of the repository: its directory, our source name, how it is scored, its size.
+
+    `chance` is the accuracy of a guess (None when answers are open numbers).
+    """
 
     name: str
     source: str
     kind: Kind
     size: int
+    chance: float | None = None
 
 
 DATASETS = (
     Dataset("SVAMP", "fcot-svamp", "number", 1000),
     Dataset("ASDiv", "fcot-asdiv", "number", 2097),
     Dataset("MultiArith", "fcot-multiarith", "number", 596),
-    Dataset("AQUA", "fcot-aqua", "choice", 254),
+    Dataset("AQUA", "fcot-aqua", "choice", 254, chance=0.2),
+    Dataset("StrategyQA", "fcot-strategyqa", "boolean", 2290, chance=0.5),
 )
 
-Gold = tuple[int, ...] | str
+Gold = tuple[int, ...] | str | bool
 
 
 # ---- scoring (pure) ----
@@ -114,6 +135,8 @@ INVALID = "[invalid]"
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?")
 _CHOICE = re.compile(r"([A-E])(?:\s*\(.*)?", re.DOTALL)
+_LEADING_YES_NO = re.compile(r"\s*(yes|no)\b", re.IGNORECASE)
+_ANSWER_IS_YES_NO = re.compile(r"answer is (yes|no)\b", re.IGNORECASE)
 
 
 def to_integer(text: str) -> int | None:
@@ -168,8 +191,33 @@ def answer_choice(answer: str) -> str | None:
     return match.group(1) if match else None
 
 
-def is_correct(kind: Kind, answer: str, gold: Gold) -> bool:
-    """Whether an `answer` field is right for an item of a dataset of `kind`."""
+def answer_boolean(answer: str, completion: str = "") -> bool | None:
+    """A StrategyQA prediction: the `answer` field when it is True/False, else what the completion says.
+
+    The completion is read as the repository reads it (the word after its last
+    "answer is"), except that punctuation after the word is allowed ("the
+    answer is no, because ..."), and, failing that, by the leading yes/no of
+    its last line (the final answer of a least-to-most reply; the whole reply
+    when it is one line).
+
+    >>> answer_boolean("False"), answer_boolean("[invalid]", "Yes, it is."), answer_boolean("[invalid]", "It depends")
+    (False, True, None)
+    """
+    field = answer.strip().lower()
+    if field in ("true", "false"):
+        return field == "true"
+    last = completion.rsplit("answer is ", 1)
+    match = _ANSWER_IS_YES_NO.match("answer is " + last[1]) if len(last) == 2 else None
+    lines = [line for line in completion.splitlines() if line.strip()]
+    match = match or _LEADING_YES_NO.match(lines[-1] if lines else "")
+    return None if match is None else match.group(1).lower() == "yes"
+
+
+def is_correct(kind: Kind, answer: str, gold: Gold, completion: str = "") -> bool:
+    """Whether an `answer` field (with its run's `completion`) is right for an item of a dataset of `kind`."""
+    if kind == "boolean":
+        found = answer_boolean(answer, completion)
+        return found is not None and found is gold
     if kind == "choice":
         return answer_choice(answer) == gold
     found = answer_numbers(answer)
@@ -239,6 +287,10 @@ def read_items(git_dir: Path, dataset: Dataset, commit: str = FAITHFUL_COT_COMMI
             if not isinstance(options, list):
                 raise ValueError(f"{dataset.name} item {item_id}: options are not a list")
             item = Item(aqua_prompt(question, [str(o) for o in options]), str(row["answer"]).strip())
+        elif dataset.kind == "boolean":
+            if not isinstance(row["answer"], bool):
+                raise ValueError(f"{dataset.name} item {item_id}: answer is not a boolean")
+            item = Item(question, row["answer"])
         else:
             item = Item(question, gold_numbers(row["answer"]))
         if items.setdefault(item_id, item) != item:
@@ -252,7 +304,8 @@ def score_run(dataset: Dataset, items: Mapping[int, Item], raw: bytes) -> dict[i
     for row in _lines(raw):
         item_id = int(str(row["id"]))
         if item_id in items and item_id not in correct:
-            correct[item_id] = is_correct(dataset.kind, str(row.get("answer", "")), items[item_id].gold)
+            answer, completion = str(row.get("answer", "")), str(row.get("completion", ""))
+            correct[item_id] = is_correct(dataset.kind, answer, items[item_id].gold, completion)
     return correct
 
 
@@ -272,7 +325,20 @@ def read_dataset(git_dir: Path, dataset: Dataset, commit: str = FAITHFUL_COT_COM
                 left_out.append(f"{model}_{prompt} ({len(correct)} of {len(items)} items)")
                 continue
             runs[(model, prompt)] = correct
+    for prompt, best in near_chance_styles(dataset, runs).items():
+        left_out.append(f"{prompt} (no model {NEAR_CHANCE:g} above chance {dataset.chance:g}: best {best:.3f})")
+        runs = {key: correct for key, correct in runs.items() if key[1] != prompt}
     return DatasetResults(dataset, items, runs, tuple(left_out))
+
+
+def near_chance_styles(dataset: Dataset, runs: Mapping[tuple[str, str], Mapping[int, bool]]) -> dict[str, float]:
+    """The prompt styles whose every run scores below chance + `NEAR_CHANCE`, with their best accuracy."""
+    if dataset.chance is None:
+        return {}
+    best: dict[str, float] = {}
+    for (_, prompt), correct in runs.items():
+        best[prompt] = max(best.get(prompt, 0.0), sum(correct.values()) / len(correct))
+    return {prompt: acc for prompt, acc in best.items() if acc < dataset.chance + NEAR_CHANCE}
 
 
 def side_models(results: DatasetResults, wanted: Sequence[str]) -> dict[str, tuple[str, ...]]:
@@ -311,7 +377,7 @@ def examples_of(results: DatasetResults) -> list[Example]:
 
 
 def load_faithful_cot(git_dir: Path, commit: str = FAITHFUL_COT_COMMIT) -> list[Example]:
-    """SVAMP, ASDiv, MultiArith and AQuA items (sources `fcot-*`; see `VALIDATION_ONLY`)."""
+    """SVAMP, ASDiv, MultiArith, AQuA and StrategyQA items (sources `fcot-*`; see `VALIDATION_ONLY`)."""
     examples: list[Example] = []
     for dataset in DATASETS:
         examples.extend(examples_of(read_dataset(git_dir, dataset, commit)))

@@ -15,7 +15,9 @@ GPT-4, the evaluation sets' model pair; validation only, no license to ship).
 to the training data and to the held-out benchmarks. Faithful-CoT's
 validation-only sets (ASDiv, MultiArith: no license found) never enter a fit:
 like RouterDC's slices they are scored by a model fitted on all training data,
-without the items that near-copy a training item.
+without the items that near-copy a training item. When a Faithful-CoT set is
+held out, each line also gives the LOSO mean without them, comparable with
+selections run before they were added.
 """
 
 from __future__ import annotations
@@ -63,6 +65,23 @@ def loso(
             apgr(length.tolist(), weak[test].tolist(), strong[test].tolist()),
         )
     return result
+
+
+def loso_summary(per_source: dict[str, tuple[float, float]]) -> str:
+    """'LOSO mean m (length l)', plus the same over the sources before Faithful-CoT's when any of those is held out.
+
+    The second mean compares with selections run without Faithful-CoT (DATA.md's "old sources").
+    """
+    line = ""
+    groups = [("", list(per_source.values()))]
+    older = [v for source, v in per_source.items() if not source.startswith("fcot-")]
+    if len(older) < len(per_source):
+        groups.append((f" without fcot ({len(older)})", older))
+    for label, values in groups:
+        line += (
+            f" LOSO mean{label} {np.mean([v[0] for v in values]):.3f} (length {np.mean([v[1] for v in values]):.3f})"
+        )
+    return line.lstrip()
 
 
 def extra_sources(
@@ -170,11 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             text_weight=text_weight,
         )
         per_source = loso(examples, feats, settings, oracle=not args.pair)
-        model_mean = np.mean([v[0] for v in per_source.values()])
-        length_mean = np.mean([v[1] for v in per_source.values()])
         line = (
             f"{target:5s} alpha={alpha:<5g} center={center!s:5s} prior={prior!s:5s} min_df={min_df}"
-            f" terms={terms!s:5s} text_weight={text_weight:<4g} LOSO mean {model_mean:.3f} (length {length_mean:.3f})"
+            f" terms={terms!s:5s} text_weight={text_weight:<4g} {loso_summary(per_source)}"
         )
         fitted = fit(examples, feats, settings) if rdc_feats is not None or fcot_val_feats is not None else None
         if fitted is not None and rdc_feats is not None:

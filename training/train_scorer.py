@@ -19,7 +19,7 @@ candidate` picks the settings the 2026-12-07 selection over all of them
 preferred; that candidate ranks the evaluation sets worse than the shipped
 model, so it is not shipped (docs/routing-quality.md). Write it elsewhere
 with `--out`. `--faithful-cot` adds Faithful-CoT's licensed sets (SVAMP,
-AQuA) to the fit and reports APGR on its validation-only sets (ASDiv,
+AQuA, StrategyQA) to the fit and reports APGR on its validation-only sets (ASDiv,
 MultiArith), which never enter it.
 """
 
