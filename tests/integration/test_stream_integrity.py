@@ -21,6 +21,7 @@ from tests.integration.raw_upstream import (
     json_head,
     sse_event,
 )
+from tests.spec_validation import validate
 from tests.support import endpoint, fleet_config
 
 HI = [{"role": "user", "content": "hi"}]
@@ -332,3 +333,73 @@ def test_an_unreadable_event_ends_ollama_and_responses_streams_with_an_error(pat
     assert text == "Hel"  # what came before the hole, nothing after it
     assert "it sent an event that is not JSON" in last
     assert mid_stream_failures(gw) == 1
+
+
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        (b"{}", "answered without choices holding a message"),
+        (b'{"choices": []}', "answered without choices holding a message"),
+        (b'{"choices": [{"message": null}]}', "answered without choices holding a message"),
+        (b'{"error": {"message": "model is loading"}}', "answered 200 with an error: model is loading"),
+    ],
+)
+def test_a_200_that_is_not_a_chat_completion_fails_the_attempt(answer, why, raw, upstreams, gateway, sdk_clients):
+    bad = raw(Script(json_head(len(answer)), [answer]))
+    alone = gateway(fleet_config({"fast": [raw_endpoint(bad, "m")]}, retry={"max_attempts": 1}))
+    with pytest.raises(openai.APIStatusError) as caught:
+        sdk_clients.openai(alone).chat.completions.create(model="fast", messages=HI)
+    assert caught.value.status_code == 502
+    assert why in caught.value.message
+    good = upstreams("good")
+    models = {"fast": [raw_endpoint(bad, "bad", id="bad", priority=2), endpoint(good, "good", id="good")]}
+    served = sdk_clients.openai(gateway(fleet_config(models))).chat.completions.with_raw_response.create(
+        model="fast", messages=HI
+    )
+    assert served.headers["X-Octoroute-Endpoint"] == "good"  # retried elsewhere, before any byte reached the client
+    assert served.parse().choices[0].message.content
+
+
+def test_a_completion_missing_fields_the_spec_requires_gets_them(raw, gateway, sdk_clients):
+    """A server that sends only the choices (no id, object, created, model; no index or
+    finish_reason; a null usage): the client still gets a spec-valid chat.completion."""
+    answer = b'{"choices": [{"message": {"role": "assistant", "content": "hi"}}], "usage": null}'
+    upstream = raw(Script(json_head(len(answer)), [answer]))
+    gw = gateway(fleet_config({"fast": [raw_endpoint(upstream, "m")]}))
+    reply = HTTP.request(
+        "POST",
+        f"{gw.url}/v1/chat/completions",
+        body=orjson.dumps({"model": "fast", "messages": HI}),
+        headers={"content-type": "application/json"},
+    )
+    body = orjson.loads(reply.data)
+    validate("CreateChatCompletionResponse", body)
+    assert body["id"] == "chatcmpl-" + reply.headers["X-Request-Id"]
+    assert (body["object"], body["model"], body["choices"][0]["finish_reason"]) == ("chat.completion", "m", "stop")
+    assert "usage" not in body
+    completion = sdk_clients.openai(gw).chat.completions.create(model="fast", messages=HI)  # strict validation
+    assert completion.choices[0].message.content == "hi"
+
+
+def test_a_text_completion_without_text_fails_the_attempt(raw, gateway):
+    answer = b'{"choices": [{"message": {"content": "hi"}}]}'
+    upstream = raw(Script(json_head(len(answer)), [answer]))
+    gw = gateway(fleet_config({"fast": [raw_endpoint(upstream, "m")]}, retry={"max_attempts": 1}))
+    reply = HTTP.request(
+        "POST",
+        f"{gw.url}/v1/completions",
+        body=orjson.dumps({"model": "fast", "prompt": "hi"}),
+        headers={"content-type": "application/json"},
+    )
+    assert reply.status == 502
+    assert "answered without choices holding a text" in orjson.loads(reply.data)["error"]["message"]
+
+
+def test_an_anthropic_native_200_without_content_fails_the_attempt(raw, gateway, sdk_clients):
+    answer = b'{"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}'
+    upstream = raw(Script(json_head(len(answer)), [answer]))
+    gw = gateway(fleet_config({"fast": [raw_endpoint(upstream, "m", kind="anthropic")]}, retry={"max_attempts": 1}))
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        sdk_clients.anthropic(gw).messages.create(model="fast", max_tokens=10, messages=HI)
+    assert caught.value.status_code == 502
+    assert "answered without a content list" in caught.value.message

@@ -206,20 +206,50 @@ def normalised_error(raw: bytes, status: int) -> dict[str, object]:
     return fixed
 
 
-def fill_required_fields(response: dict[str, Any]) -> bool:
-    """Add the keys the spec requires of a chat.completion but some servers omit
-    (llama.cpp sends no `logprobs` or `refusal`), as null. True when it changed anything,
-    so a conforming upstream's bytes can be relayed untouched."""
+def reply_problem(response: Mapping[str, Any], item: str) -> str | None:
+    """Why a whole chat (`item` "message") or text (`item` "text") completion cannot be
+    relayed as one: its `choices` is not a non-empty list of objects holding `item`
+    (an upstream's error in a 200, or something else entirely). None when it can."""
+    kind = dict if item == "message" else str
+    choices = response.get("choices")
+    if (
+        isinstance(choices, list)
+        and choices
+        and all(isinstance(c, dict) and isinstance(c.get(item), kind) for c in choices)
+    ):
+        return None
+    error = response.get("error")
+    if error is not None:
+        message = error.get("message") if isinstance(error, dict) else error
+        return f"answered 200 with an error: {str(message)[:200]}"
+    return f"answered without choices holding a {item}"
+
+
+def fill_required_fields(response: dict[str, Any], defaults: Mapping[str, Any] | None = None) -> bool:
+    """Add the keys the spec requires of a chat.completion (or text completion) but some
+    servers omit: `defaults` for the top-level ones (`id`, `object`, `created`, `model`);
+    per choice its `index` (its position), `finish_reason` ("stop": the answer is whole)
+    and `logprobs`, and a message's `content` and `refusal` (null; llama.cpp sends no
+    `logprobs` or `refusal`); a `usage` that is not an object (optional) goes. True when
+    it changed anything, so a conforming upstream's bytes can be relayed untouched."""
     changed = False
+    for key, value in (defaults or {}).items():
+        if key not in response:
+            response[key] = value
+            changed = True
+    if "usage" in response and not isinstance(response["usage"], dict):
+        del response["usage"]
+        changed = True
     choices = response.get("choices")
     if not isinstance(choices, list):
-        return False
-    for choice in choices:
+        return changed
+    for position, choice in enumerate(choices):
         if not isinstance(choice, dict):
             continue
-        if "logprobs" not in choice:
-            choice["logprobs"] = None
-            changed = True
+        for key, value in (("index", position), ("finish_reason", "stop"), ("logprobs", None)):
+            if key not in choice:
+                choice[key] = value
+                changed = True
         message = choice.get("message")
         if isinstance(message, dict):
             for key in ("content", "refusal"):

@@ -64,7 +64,13 @@ async def completions(request: web.Request) -> web.StreamResponse:
         reply = outcome.reply
         payload = dict(reply.payload)
         note_reply(gw, trace, outcome, payload, Api.OPENAI)
-        raw = orjson.dumps(payload) if fill_required_fields(payload) else reply.body
+        defaults = {
+            "id": f"cmpl-{call.request_id}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": outcome.endpoint.name,
+        }
+        raw = orjson.dumps(payload) if fill_required_fields(payload, defaults) else reply.body
         return web.Response(status=reply.status, body=raw, headers=headers, content_type="application/json")
     if upstream_path(call, outcome.endpoint) is INFILL_PATH:
         translated = InfillStream(

@@ -227,7 +227,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         note_reply(gw, trace, outcome, payload, Api.OPENAI)
         post = None if native else gw.post_process(outcome.group, call)
         changed = native or (post.completion(payload) if post is not None else False)
-        changed = fill_required_fields(payload) or changed
+        defaults = {
+            "id": f"chatcmpl-{call.request_id}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": outcome.endpoint.name,
+        }
+        changed = fill_required_fields(payload, defaults) or changed
         raw = orjson.dumps(payload) if changed else reply.body
         return web.Response(status=reply.status, body=raw, headers=headers, content_type="application/json")
     if native:

@@ -41,6 +41,7 @@ from octoroute.service.bodies import (
     INFILL_PATH,
     RESPONSES_PATH,
     body_for,
+    chat_reply,
     headers_for,
     operation_reply,
     operation_request,
@@ -217,8 +218,10 @@ class AttemptLoop(ContextEscalation, Deciding, HealthKeeping):
                 sent_at = time.perf_counter()
                 try:
                     reply, stream = await self._call_upstream(call, ep, body, headers_for(ep, extra_headers), where)
-                    if reply is not None and where is not None:
-                        reply = operation_reply(call, ep, where, reply)
+                    if reply is not None:
+                        reply = (
+                            chat_reply(call, ep, reply) if where is None else operation_reply(call, ep, where, reply)
+                        )
                     latency = stream.first_byte_ms if stream is not None else reply.latency_ms if reply else 0.0
                 except UpstreamError as raised:
                     seat.release()

@@ -18,6 +18,7 @@ from octoroute.core.types import Api, DegradationKind, Fim, Operation
 from octoroute.protocols.completions import from_infill, to_infill
 from octoroute.protocols.egress import translated_body
 from octoroute.protocols.embeddings import from_ollama_embed, to_ollama_embed
+from octoroute.protocols.openai import reply_problem
 from octoroute.protocols.thinking import read_thinking
 from octoroute.protocols.translate_request_reverse import openai_to_anthropic_request
 from octoroute.protocols.translate_response import anthropic_to_openai_response
@@ -57,6 +58,11 @@ def operation_reply(call: ChatCall, ep: EndpointSpec, where: UpstreamPath, reply
     translated from Ollama's /api/embed or llama.cpp's /infill. An answer that is not
     what the path answers fails the attempt (`UpstreamProtocolError`: tried elsewhere)."""
     translated: Mapping[str, Any] | None
+    if where is COMPLETIONS_PATH:
+        problem = reply_problem(reply.payload, "text")
+        if problem is not None:
+            raise UpstreamProtocolError(ep.id, problem)
+        return reply
     if where is OLLAMA_EMBED_PATH:
         encoding = call.body.get("encoding_format")
         translated = from_ollama_embed(reply.payload, ep.name, encoding if isinstance(encoding, str) else None)
@@ -109,6 +115,22 @@ def headers_for(ep: EndpointSpec, headers: Mapping[str, str]) -> Mapping[str, st
     if ep.kind is Api.ANTHROPIC or not any(k.lower().startswith("anthropic-") for k in headers):
         return headers
     return {k: v for k, v in headers.items() if not k.lower().startswith("anthropic-")}
+
+
+def chat_reply(call: ChatCall, ep: EndpointSpec, reply: UpstreamReply) -> UpstreamReply:
+    """A whole chat answer, if it is one: a chat.completion's `choices` with a `message`
+    each, an Anthropic Message's `content` list (a Responses object from an endpoint that
+    speaks Responses is the handler's to read). Anything else fails the attempt
+    (`UpstreamProtocolError`: tried elsewhere), rather than reaching the client as a 200."""
+    if call.responses_body is not None and ep.responses and ep.kind is not Api.ANTHROPIC:
+        return reply
+    if ep.kind is Api.ANTHROPIC:
+        problem = None if isinstance(reply.payload.get("content"), list) else "answered without a content list"
+    else:
+        problem = reply_problem(reply.payload, "message")
+    if problem is not None:
+        raise UpstreamProtocolError(ep.id, problem)
+    return reply
 
 
 def openai_payload(ep: EndpointSpec, payload: dict[str, Any]) -> dict[str, Any]:
