@@ -403,3 +403,19 @@ def test_an_anthropic_native_200_without_content_fails_the_attempt(raw, gateway,
         sdk_clients.anthropic(gw).messages.create(model="fast", max_tokens=10, messages=HI)
     assert caught.value.status_code == 502
     assert "answered without a content list" in caught.value.message
+
+
+def test_an_embeddings_200_without_a_data_list_fails_the_attempt(raw, gateway):
+    answer = b'{"object": "list", "data": null}'
+    upstream = raw(Script(json_head(len(answer)), [answer]))
+    models = {"fast": [raw_endpoint(upstream, "chat")], "embed": [raw_endpoint(upstream, "nomic-embed")]}
+    data = fleet_config(models, retry={"max_attempts": 1}, groups={"embed": {"serves": ["embeddings"]}})
+    gw = gateway(data)
+    reply = HTTP.request(
+        "POST",
+        f"{gw.url}/v1/embeddings",
+        body=orjson.dumps({"model": "embed", "input": "hi"}),
+        headers={"content-type": "application/json"},
+    )
+    assert reply.status == 502, reply.data
+    assert "answered without a data list" in orjson.loads(reply.data)["error"]["message"]
