@@ -58,14 +58,11 @@ def operation_reply(call: ChatCall, ep: EndpointSpec, where: UpstreamPath, reply
     translated from Ollama's /api/embed or llama.cpp's /infill. An answer that is not
     what the path answers fails the attempt (`UpstreamProtocolError`: tried elsewhere)."""
     translated: Mapping[str, Any] | None
-    if where is COMPLETIONS_PATH or where is EMBEDDINGS_PATH:
-        problem = (
-            reply_problem(reply.payload, "text")
-            if where is COMPLETIONS_PATH
-            else None
-            if isinstance(reply.payload.get("data"), list)
-            else "answered without a data list"
-        )
+    if where is COMPLETIONS_PATH or where is EMBEDDINGS_PATH:  # passed through: it must be that API's answer
+        if where is COMPLETIONS_PATH:
+            problem = reply_problem(reply.payload, "text")
+        else:
+            problem = None if isinstance(reply.payload.get("data"), list) else "answered without a data list"
         if problem is not None:
             raise UpstreamProtocolError(ep.id, problem)
         return reply
