@@ -419,3 +419,47 @@ def test_an_embeddings_200_without_a_data_list_fails_the_attempt(raw, gateway):
     )
     assert reply.status == 502, reply.data
     assert "answered without a data list" in orjson.loads(reply.data)["error"]["message"]
+
+
+def test_a_completion_with_servers_known_quirks_reaches_the_client_spec_valid(raw, gateway, sdk_clients):
+    """A null finish_reason, usage without its totals, a tool call without id or type and
+    with its arguments as an object (as some servers send them): normalised, so the
+    strict SDK parses the answer and the arguments are the JSON string the spec asks for."""
+    answer = orjson.dumps(
+        {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "m",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [{"function": {"name": "f", "arguments": {"city": "Paris"}}}],
+                    },
+                    "finish_reason": None,
+                }
+            ],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2},
+        }
+    )
+    upstream = raw(Script(json_head(len(answer)), [answer]))
+    gw = gateway(fleet_config({"fast": [raw_endpoint(upstream, "m")]}))
+    raw_reply = HTTP.request(
+        "POST",
+        f"{gw.url}/v1/chat/completions",
+        body=orjson.dumps({"model": "fast", "messages": HI}),
+        headers={"content-type": "application/json"},
+    )
+    body = orjson.loads(raw_reply.data)
+    validate("CreateChatCompletionResponse", body)
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["tool_calls"] == [
+        {"id": "call_0_0", "type": "function", "function": {"name": "f", "arguments": '{"city":"Paris"}'}}
+    ]
+    assert body["usage"]["total_tokens"] == 5
+    completion = sdk_clients.openai(gw).chat.completions.create(model="fast", messages=HI)  # strict validation
+    assert completion.choices[0].message.tool_calls[0].function.arguments == '{"city":"Paris"}'

@@ -225,35 +225,83 @@ def reply_problem(response: Mapping[str, Any], item: str) -> str | None:
     return f"answered without choices holding a {item}"
 
 
+FINISH_REASONS = frozenset(("stop", "length", "tool_calls", "content_filter", "function_call"))
+
+
 def fill_required_fields(response: dict[str, Any], defaults: Mapping[str, Any] | None = None) -> bool:
-    """Add the keys the spec requires of a chat.completion (or text completion) but some
-    servers omit: `defaults` for the top-level ones (`id`, `object`, `created`, `model`);
-    per choice its `index` (its position), `finish_reason` ("stop": the answer is whole)
-    and `logprobs`, and a message's `content` and `refusal` (null; llama.cpp sends no
-    `logprobs` or `refusal`); a `usage` that is not an object (optional) goes. True when
-    it changed anything, so a conforming upstream's bytes can be relayed untouched."""
+    """Make a whole chat.completion (or text completion) from an OpenAI-compatible server
+    spec-valid where servers are known to differ, touching nothing that already is:
+    `defaults` for missing top-level keys (`id`, `object`, `created`, `model`); per choice
+    its `index` (its position), `logprobs` (null) and a `finish_reason` (`tool_calls`
+    when the message calls tools, else `stop`, for one missing, null or not the spec's);
+    a message's `content` and `refusal` (null; llama.cpp sends neither `logprobs` nor
+    `refusal`) and its tool calls' `id`, `type` and `arguments` as a JSON string; `usage`
+    counts that are missing (0, the total their sum), or `usage` itself when it is not an
+    object. True when it changed anything, so a conforming upstream's bytes can be
+    relayed untouched."""
     changed = False
     for key, value in (defaults or {}).items():
         if key not in response:
             response[key] = value
             changed = True
-    if "usage" in response and not isinstance(response["usage"], dict):
+    usage = response.get("usage")
+    if "usage" in response and not isinstance(usage, dict):
         del response["usage"]
         changed = True
+    elif isinstance(usage, dict):
+        changed = _fill_usage(usage) or changed
     choices = response.get("choices")
     if not isinstance(choices, list):
         return changed
     for position, choice in enumerate(choices):
         if not isinstance(choice, dict):
             continue
-        for key, value in (("index", position), ("finish_reason", "stop"), ("logprobs", None)):
+        message = choice.get("message")
+        calls = message.get("tool_calls") if isinstance(message, dict) else None
+        for key, value in (("index", position), ("logprobs", None)):
             if key not in choice:
                 choice[key] = value
                 changed = True
-        message = choice.get("message")
+        reason = choice.get("finish_reason")
+        if not isinstance(reason, str) or reason not in FINISH_REASONS:
+            choice["finish_reason"] = "tool_calls" if calls else "stop"
+            changed = True
         if isinstance(message, dict):
             for key in ("content", "refusal"):
                 if key not in message:
                     message[key] = None
                     changed = True
+            if isinstance(calls, list):
+                changed = _fill_tool_calls(calls, position) or changed
+    return changed
+
+
+def _fill_usage(usage: dict[str, Any]) -> bool:
+    changed = False
+    for key in ("prompt_tokens", "completion_tokens"):
+        if not isinstance(usage.get(key), int):
+            usage[key] = 0
+            changed = True
+    if not isinstance(usage.get("total_tokens"), int):
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        changed = True
+    return changed
+
+
+def _fill_tool_calls(calls: list[Any], position: int) -> bool:
+    changed = False
+    for i, call in enumerate(calls):
+        if not isinstance(call, dict):
+            continue
+        if not isinstance(call.get("id"), str):
+            call["id"] = f"call_{position}_{i}"
+            changed = True
+        if "type" not in call:
+            call["type"] = "function"
+            changed = True
+        function = call.get("function")
+        if isinstance(function, dict) and not isinstance(function.get("arguments"), str):
+            arguments = function.get("arguments")
+            function["arguments"] = orjson.dumps(arguments).decode() if isinstance(arguments, dict | list) else "{}"
+            changed = True
     return changed

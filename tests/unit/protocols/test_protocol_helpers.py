@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 
@@ -115,6 +117,49 @@ def test_missing_required_completion_fields_are_filled_with_null():
     assert llama_style["choices"][0]["logprobs"] is None
     assert llama_style["choices"][0]["message"]["refusal"] is None
     assert fill_required_fields(llama_style) is False
+
+
+@pytest.mark.parametrize(
+    ("reason", "calls", "want"),
+    [
+        (None, None, "stop"),
+        ({}, None, "stop"),  # unhashable: no crash
+        ([1], [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}], "tool_calls"),
+        ("eos", None, "stop"),
+        ("length", None, "length"),
+    ],
+)
+def test_a_finish_reason_the_spec_does_not_know_is_replaced(reason: Any, calls: Any, want: str) -> None:
+    from octoroute.protocols.openai import fill_required_fields
+
+    message = {"role": "assistant", "content": "x", "refusal": None, **({"tool_calls": calls} if calls else {})}
+    answer = {"choices": [{"index": 0, "logprobs": None, "finish_reason": reason, "message": message}]}
+    assert fill_required_fields(answer) is (reason != want)
+    assert answer["choices"][0]["finish_reason"] == want
+
+
+def test_a_conforming_answer_is_left_as_it_is() -> None:
+    from octoroute.protocols.openai import fill_required_fields
+
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a":1}'}}
+    answer = {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "logprobs": None,
+                "finish_reason": "tool_calls",
+                "message": {"role": "assistant", "content": None, "refusal": None, "tool_calls": [call]},
+            }
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+    }
+    before = orjson.dumps(answer)
+    assert fill_required_fields(answer, {"id": "other", "object": "x", "created": 2, "model": "n"}) is False
+    assert orjson.dumps(answer) == before
 
 
 @pytest.mark.parametrize(
