@@ -54,9 +54,7 @@ def openai_text_until(gw, sdk_clients, error: str) -> list[str]:
 def messages_stream_lines(gw) -> list[str]:
     """The lines of a streamed `/v1/messages` answer from `gw`, read raw."""
     body = {"model": "fast", "max_tokens": 50, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-    response = HTTP.request(
-        "POST", f"{gw.url}/v1/messages", body=orjson.dumps(body), headers={"content-type": "application/json"}
-    )
+    response = post(gw, "/v1/messages", body)
     return response.data.decode().splitlines()
 
 
@@ -71,6 +69,11 @@ def ended_in_error(lines: list[str]) -> dict[str, str]:
     last = orjson.loads(next(line[6:] for line in reversed(lines) if line.startswith("data: ")))
     assert last["type"] == "error"
     return last["error"]
+
+
+def post(gw, path: str, body: object) -> urllib3.BaseHTTPResponse:
+    """`body` as JSON to `path` on the gateway, read whole."""
+    return HTTP.request("POST", gw.url + path, body=orjson.dumps(body), headers={"content-type": "application/json"})
 
 
 def mid_stream_failures(gw) -> int:
@@ -194,10 +197,7 @@ def test_a_stream_cut_inside_an_event_never_relays_the_half_event(raw, gateway, 
     the stream ends with the gateway's error event instead."""
     upstream = raw(CUT_INSIDE_AN_EVENT)
     gw = gateway(fleet_config({"fast": [raw_endpoint(upstream, "m")]}))
-    body = orjson.dumps({"model": "fast", "messages": HI, "stream": True})
-    response = HTTP.request(
-        "POST", f"{gw.url}/v1/chat/completions", body=body, headers={"content-type": "application/json"}
-    )
+    response = post(gw, "/v1/chat/completions", {"model": "fast", "messages": HI, "stream": True})
     data = [line[6:] for line in response.data.decode().splitlines() if line.startswith("data: ")]
     assert len(data) == 2, data
     assert orjson.loads(data[0])["choices"][0]["delta"]["content"] == "Hel"
@@ -298,9 +298,7 @@ def test_an_unreadable_event_from_llama_cpp_infill_ends_a_completions_stream_wit
     upstream = raw(Script(SSE_HEAD_UNDELIMITED, events))
     gw = gateway(fleet_config({"fast": [raw_endpoint(upstream, "m", fim="infill")]}))
     body = {"model": "fast", "prompt": "def f(", "suffix": "):", "stream": True}
-    response = HTTP.request(
-        "POST", f"{gw.url}/v1/completions", body=orjson.dumps(body), headers={"content-type": "application/json"}
-    )
+    response = post(gw, "/v1/completions", body)
     data = [line[6:] for line in response.data.decode().splitlines() if line.startswith("data: ")]
     assert len(data) == 2, data  # the text before the hole, then the error: no [DONE]
     assert orjson.loads(data[0])["choices"][0]["text"] == "a"
@@ -318,9 +316,7 @@ def test_an_unreadable_event_from_llama_cpp_infill_ends_a_completions_stream_wit
 def test_an_unreadable_event_ends_ollama_and_responses_streams_with_an_error(path, body, raw, gateway):
     upstream = raw(BAD_AFTER_FIRST)
     gw = gateway(fleet_config({"fast": [raw_endpoint(upstream, "m")]}))
-    response = HTTP.request(
-        "POST", gw.url + path, body=orjson.dumps(body), headers={"content-type": "application/json"}
-    )
+    response = post(gw, path, body)
     assert response.status == 200
     if path == "/api/chat":  # NDJSON lines: the text pieces, then one error line
         lines = [orjson.loads(line) for line in response.data.splitlines()]
@@ -366,12 +362,7 @@ def test_a_completion_missing_fields_the_spec_requires_gets_them(raw, gateway, s
     answer = b'{"choices": [{"message": {"role": "assistant", "content": "hi"}}], "usage": null}'
     upstream = raw(Script(json_head(len(answer)), [answer]))
     gw = gateway(fleet_config({"fast": [raw_endpoint(upstream, "m")]}))
-    reply = HTTP.request(
-        "POST",
-        f"{gw.url}/v1/chat/completions",
-        body=orjson.dumps({"model": "fast", "messages": HI}),
-        headers={"content-type": "application/json"},
-    )
+    reply = post(gw, "/v1/chat/completions", {"model": "fast", "messages": HI})
     body = orjson.loads(reply.data)
     validate("CreateChatCompletionResponse", body)
     assert body["id"] == "chatcmpl-" + reply.headers["X-Request-Id"]
@@ -385,12 +376,7 @@ def test_a_text_completion_without_text_fails_the_attempt(raw, gateway):
     answer = b'{"choices": [{"message": {"content": "hi"}}]}'
     upstream = raw(Script(json_head(len(answer)), [answer]))
     gw = gateway(fleet_config({"fast": [raw_endpoint(upstream, "m")]}, retry={"max_attempts": 1}))
-    reply = HTTP.request(
-        "POST",
-        f"{gw.url}/v1/completions",
-        body=orjson.dumps({"model": "fast", "prompt": "hi"}),
-        headers={"content-type": "application/json"},
-    )
+    reply = post(gw, "/v1/completions", {"model": "fast", "prompt": "hi"})
     assert reply.status == 502
     assert "answered without choices holding a text" in orjson.loads(reply.data)["error"]["message"]
 
@@ -411,12 +397,7 @@ def test_an_embeddings_200_without_a_data_list_fails_the_attempt(raw, gateway):
     models = {"fast": [raw_endpoint(upstream, "chat")], "embed": [raw_endpoint(upstream, "nomic-embed")]}
     data = fleet_config(models, retry={"max_attempts": 1}, groups={"embed": {"serves": ["embeddings"]}})
     gw = gateway(data)
-    reply = HTTP.request(
-        "POST",
-        f"{gw.url}/v1/embeddings",
-        body=orjson.dumps({"model": "embed", "input": "hi"}),
-        headers={"content-type": "application/json"},
-    )
+    reply = post(gw, "/v1/embeddings", {"model": "embed", "input": "hi"})
     assert reply.status == 502, reply.data
     assert "answered without a data list" in orjson.loads(reply.data)["error"]["message"]
 
@@ -447,12 +428,7 @@ def test_a_completion_with_servers_known_quirks_reaches_the_client_spec_valid(ra
     )
     upstream = raw(Script(json_head(len(answer)), [answer]))
     gw = gateway(fleet_config({"fast": [raw_endpoint(upstream, "m")]}))
-    raw_reply = HTTP.request(
-        "POST",
-        f"{gw.url}/v1/chat/completions",
-        body=orjson.dumps({"model": "fast", "messages": HI}),
-        headers={"content-type": "application/json"},
-    )
+    raw_reply = post(gw, "/v1/chat/completions", {"model": "fast", "messages": HI})
     body = orjson.loads(raw_reply.data)
     validate("CreateChatCompletionResponse", body)
     choice = body["choices"][0]
