@@ -1,5 +1,6 @@
-"""Streams never pass off a cut as complete, the commit point is the first valid
-event, and upstream answers are bounded (issue: hardening), over real sockets."""
+"""Streams never pass off a cut or a hole as complete, the commit point is the first valid
+event, and upstream answers are bounded, must be answers of their API, and reach the
+client spec-valid (issue: hardening), over real sockets."""
 
 from __future__ import annotations
 
