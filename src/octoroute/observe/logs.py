@@ -52,7 +52,8 @@ class HumanFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)-5s %(name)s %(message)s")
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        return _CONTROLS.sub(_escape, super().formatMessage(record))
+        line = super().formatMessage(record)
+        return line if line.isprintable() else _CONTROLS.sub(_escape, line)  # the scan only when needed
 
 
 def _escape(match: re.Match[str]) -> str:
