@@ -449,13 +449,22 @@ def test_something_else_at_the_url_is_a_clear_line(canned, status, body, message
     assert result.stderr.count("\n") == 1
 
 
+# `octoroute stats` started with SIGINT ignored, as a shell starts an `&` job (or CI its
+# steps): Python then raises no KeyboardInterrupt unless the program asks for it.
+SIGINT_IGNORED = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "sys.argv = ['octoroute', *sys.argv[1:]]; runpy.run_module('octoroute', run_name='__main__')"
+)
+
+
 class LiveStats:
     """`octoroute stats` in live mode, output read as it comes (rich is told the
-    pipe is a terminal so it redraws instead of printing once at exit)."""
+    pipe is a terminal so it redraws instead of printing once at exit). It starts
+    with SIGINT ignored: Ctrl-C must end the view all the same."""
 
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "octoroute", "stats", *args],
+            [sys.executable, "-c", SIGINT_IGNORED, "stats", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env={
@@ -511,6 +520,10 @@ def live_stats() -> Iterator[type[LiveStats]]:
         if s.proc.poll() is None:
             s.proc.kill()
             s.proc.wait(10)
+        s._reader.join(10)  # the process is gone: its output ends
+        for pipe in (s.proc.stdout, s.proc.stderr):  # a test that failed midway left them open
+            if pipe is not None and not pipe.closed:
+                pipe.close()
 
 
 def test_live_view_refreshes_survives_a_gateway_outage_and_exits_cleanly_on_ctrl_c(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.client
 import ipaddress
+import signal
 import socket
 import sys
 import time
@@ -189,7 +190,11 @@ def run_stats(url: str | None, token: str | None, interval: float, once: bool, e
 
 
 def _watch(console: Console, url: str, token: str | None, interval: float, snapshot: Snapshot) -> None:
-    """Refresh until Ctrl-C; a failed fetch shows in the view and the loop keeps trying."""
+    """Refresh until Ctrl-C; a failed fetch shows in the view and the loop keeps trying.
+    Ctrl-C is how the view ends, so it is made to work even when the process was started
+    with SIGINT ignored (as a shell does for `&` jobs), where Python would not raise
+    `KeyboardInterrupt` and the view could only be killed."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     previous: Snapshot | None = None
     problem: str | None = None
     with Live(console=console, auto_refresh=False) as live:
