@@ -8,9 +8,10 @@ cancel start-up and shutdown out: their difference divided by `--requests`
 is the cost of one request. The variants are the gateway with metrics on and
 with `[observability] metrics = false`, so the last line is what metrics cost
 per request, in instructions. The same code and inputs give the same counts
-within about 0.5% whatever else the machine is doing, which makes this the
-measure to compare changes with; the CPU times of `overhead.py` move by
-±10-20% between runs. It takes about two minutes (callgrind runs Python some
+within about 1.5% whatever else the machine is doing (0.5% between back-to-back
+runs; up to 1.5% seen across runs of code paths a change did not touch), which
+makes this the measure to compare changes with; the CPU times of `overhead.py`
+move by ±10-20% between runs. It takes about two minutes (callgrind runs Python some
 fifty times slower).
 
     .venv/bin/python bench/instructions.py [--requests 400] [--base 40]

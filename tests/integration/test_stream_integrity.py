@@ -440,3 +440,19 @@ def test_a_completion_with_servers_known_quirks_reaches_the_client_spec_valid(ra
     assert body["usage"]["total_tokens"] == 5
     completion = sdk_clients.openai(gw).chat.completions.create(model="fast", messages=HI)  # strict validation
     assert completion.choices[0].message.tool_calls[0].function.arguments == '{"city":"Paris"}'
+
+
+def test_a_responses_200_without_an_output_list_fails_the_attempt(raw, upstreams, gateway, sdk_clients):
+    """From an endpoint that speaks the Responses API (`responses = true`), passed through."""
+    answer = b'{"object": "response", "status": "completed"}'
+    bad = raw(Script(json_head(len(answer)), [answer]))
+    alone = gateway(fleet_config({"fast": [raw_endpoint(bad, "m", responses=True)]}, retry={"max_attempts": 1}))
+    reply = post(alone, "/v1/responses", {"model": "fast", "input": "hi"})
+    assert reply.status == 502
+    assert "answered without an output list" in orjson.loads(reply.data)["error"]["message"]
+    good = upstreams("good")
+    models = {
+        "fast": [raw_endpoint(bad, "bad", id="bad", priority=2, responses=True), endpoint(good, "good", id="good")]
+    }
+    response = sdk_clients.openai(gateway(fleet_config(models))).responses.create(model="fast", input="hi")
+    assert response.output_text  # retried on the endpoint that answers, translated from chat

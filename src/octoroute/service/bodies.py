@@ -122,12 +122,12 @@ def headers_for(ep: EndpointSpec, headers: Mapping[str, str]) -> Mapping[str, st
 
 def chat_reply(call: ChatCall, ep: EndpointSpec, reply: UpstreamReply) -> UpstreamReply:
     """A whole chat answer, if it is one: a chat.completion's `choices` with a `message`
-    each, an Anthropic Message's `content` list (a Responses object from an endpoint that
-    speaks Responses is the handler's to read). Anything else fails the attempt
+    each, an Anthropic Message's `content` list, a Responses object's `output` list (from
+    an endpoint that speaks Responses). Anything else fails the attempt
     (`UpstreamProtocolError`: tried elsewhere), rather than reaching the client as a 200."""
     if call.responses_body is not None and ep.responses and ep.kind is not Api.ANTHROPIC:
-        return reply
-    if ep.kind is Api.ANTHROPIC:
+        problem = None if isinstance(reply.payload.get("output"), list) else "answered without an output list"
+    elif ep.kind is Api.ANTHROPIC:
         problem = None if isinstance(reply.payload.get("content"), list) else "answered without a content list"
     else:
         problem = reply_problem(reply.payload, "message")
