@@ -235,7 +235,8 @@ def fill_required_fields(response: dict[str, Any], defaults: Mapping[str, Any] |
     its `index` (its position), `logprobs` (null) and a `finish_reason` (`tool_calls`
     when the message calls tools, else `stop`, for one missing, null or not the spec's);
     a message's `content` and `refusal` (null; llama.cpp sends neither `logprobs` nor
-    `refusal`) and its tool calls' `id`, `type` and `arguments` as a JSON string; `usage`
+    `refusal`) and its tool calls' `id`, `type` and `arguments` as a JSON string (an
+    entry with no `function` or `custom` object is dropped); `usage`
     counts that are missing (0, the total their sum), or `usage` itself when it is not an
     object. True when it changed anything, so a conforming upstream's bytes can be
     relayed untouched."""
@@ -272,6 +273,12 @@ def fill_required_fields(response: dict[str, Any], defaults: Mapping[str, Any] |
                     message[key] = None
                     changed = True
             if isinstance(calls, list):
+                usable = [
+                    c for c in calls if isinstance(c, dict) and isinstance(c.get("function") or c.get("custom"), dict)
+                ]
+                if len(usable) < len(calls):  # entries that name no call carry nothing to run
+                    message["tool_calls"] = calls = usable
+                    changed = True
                 changed = _fill_tool_calls(calls, position) or changed
     return changed
 
@@ -297,7 +304,7 @@ def _fill_tool_calls(calls: list[Any], position: int) -> bool:
             call["id"] = f"call_{position}_{i}"
             changed = True
         if "type" not in call:
-            call["type"] = "function"
+            call["type"] = "custom" if "custom" in call else "function"
             changed = True
         function = call.get("function")
         if isinstance(function, dict) and not isinstance(function.get("arguments"), str):

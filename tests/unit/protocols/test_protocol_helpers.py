@@ -138,6 +138,19 @@ def test_a_finish_reason_the_spec_does_not_know_is_replaced(reason: Any, calls: 
     assert answer["choices"][0]["finish_reason"] == want
 
 
+def test_tool_call_entries_that_name_no_call_are_dropped_and_the_rest_completed() -> None:
+    from octoroute.protocols.openai import fill_required_fields
+
+    calls = [None, 5, {"function": None}, {"function": {"name": "f", "arguments": {"a": 1}}}]
+    answer = {"choices": [{"message": {"role": "assistant", "content": None, "tool_calls": calls}}]}
+    assert fill_required_fields(answer) is True
+    choice = answer["choices"][0]
+    assert choice["message"]["tool_calls"] == [
+        {"id": "call_0_0", "type": "function", "function": {"name": "f", "arguments": '{"a":1}'}}
+    ]
+    assert choice["finish_reason"] == "tool_calls"
+
+
 def test_a_conforming_answer_is_left_as_it_is() -> None:
     from octoroute.protocols.openai import fill_required_fields
 
