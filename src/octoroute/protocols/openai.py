@@ -277,9 +277,9 @@ def fill_required_fields(response: dict[str, Any], defaults: Mapping[str, Any] |
                     c for c in calls if isinstance(c, dict) and isinstance(c.get("function") or c.get("custom"), dict)
                 ]
                 if len(usable) < len(calls):  # entries that name no call carry nothing to run
-                    message["tool_calls"] = calls = usable
+                    message["tool_calls"] = usable
                     changed = True
-                changed = _fill_tool_calls(calls, position) or changed
+                changed = _fill_tool_calls(usable, position) or changed
     return changed
 
 
@@ -295,11 +295,9 @@ def _fill_usage(usage: dict[str, Any]) -> bool:
     return changed
 
 
-def _fill_tool_calls(calls: list[Any], position: int) -> bool:
+def _fill_tool_calls(calls: list[dict[str, Any]], position: int) -> bool:
     changed = False
     for i, call in enumerate(calls):
-        if not isinstance(call, dict):
-            continue
         if not isinstance(call.get("id"), str):
             call["id"] = f"call_{position}_{i}"
             changed = True

@@ -98,18 +98,22 @@ def ends_responses_stream(events: bytes) -> bool:
     return _RESPONSE_END.search(events) is not None
 
 
+def _readable(data: bytes) -> bool:
+    """Whether one `data:` value is JSON, or the `[DONE]` that ends OpenAI streams."""
+    if data == b"[DONE]":
+        return True
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
 def first_data_problem(events: bytes) -> str | None:
     """Why the first `data:` event in `events` cannot start a stream (it is not
     JSON), or None when it can, or when `events` hold no data yet (comments only)."""
-    for data in iter_data(events):
-        if data == b"[DONE]":
-            return None
-        try:
-            orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return "its first event is not valid JSON"
-        return None
-    return None
+    first = next(iter_data(events), None)
+    return None if first is None or _readable(first) else "its first event is not valid JSON"
 
 
 UNREADABLE = "it sent an event that is not JSON"
@@ -128,14 +132,7 @@ class UnreadableEvent(Exception):
 def all_data_readable(events: bytes) -> bool:
     """Whether every `data:` value in `events` is JSON (or `[DONE]`): what a stream's
     unterminated last event must be to count as whole rather than cut inside."""
-    for data in iter_data(events):
-        if data == b"[DONE]":
-            continue
-        try:
-            orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return False
-    return True
+    return all(_readable(data) for data in iter_data(events))
 
 
 def has_data(events: bytes) -> bool:

@@ -62,7 +62,7 @@ def operation_reply(call: ChatCall, ep: EndpointSpec, where: UpstreamPath, reply
         if where is COMPLETIONS_PATH:
             problem = reply_problem(reply.payload, "text")
         else:
-            problem = None if isinstance(reply.payload.get("data"), list) else "answered without a data list"
+            problem = _list_problem(reply.payload, "data", "a data list")
         if problem is not None:
             raise UpstreamProtocolError(ep.id, problem)
         return reply
@@ -126,14 +126,19 @@ def chat_reply(call: ChatCall, ep: EndpointSpec, reply: UpstreamReply) -> Upstre
     an endpoint that speaks Responses). Anything else fails the attempt
     (`UpstreamProtocolError`: tried elsewhere), rather than reaching the client as a 200."""
     if call.responses_body is not None and ep.responses and ep.kind is not Api.ANTHROPIC:
-        problem = None if isinstance(reply.payload.get("output"), list) else "answered without an output list"
+        problem = _list_problem(reply.payload, "output", "an output list")
     elif ep.kind is Api.ANTHROPIC:
-        problem = None if isinstance(reply.payload.get("content"), list) else "answered without a content list"
+        problem = _list_problem(reply.payload, "content", "a content list")
     else:
         problem = reply_problem(reply.payload, "message")
     if problem is not None:
         raise UpstreamProtocolError(ep.id, problem)
     return reply
+
+
+def _list_problem(payload: Mapping[str, Any], key: str, what: str) -> str | None:
+    """Why an answer whose `key` must be a list is not one (None when it is)."""
+    return None if isinstance(payload.get(key), list) else f"answered without {what}"
 
 
 def openai_payload(ep: EndpointSpec, payload: dict[str, Any]) -> dict[str, Any]:
