@@ -103,18 +103,31 @@ def test_a_conversation_continues_on_whichever_worker_answers(upstreams, serve, 
     assert gone.value.body["param"] == "previous_response_id"
 
 
+def two_gateways_one_conversation(
+    upstreams: Any,
+    redis_server: Any,
+    start: Any,
+    sdk: Callable[[Served], openai.OpenAI],
+) -> tuple[Any, tuple[Served, openai.OpenAI], tuple[Served, openai.OpenAI], Response, Response]:
+    """Gateways A and B (`start`: the `serve` fixture) on one Redis in front of one
+    upstream; a response made on A and its follow-up made on B. Returns the upstream,
+    (A, its client), (B, its client) and the two responses."""
+    sim = upstreams("fast")
+    data = fleet_config({"fast": [endpoint(sim, "m")]}, state=shared(redis_server))
+    a, b = start(data), start(data)
+    on_a, on_b = sdk(a), sdk(b)
+    first, _ = create(on_a, stream=False, input="Hi, I am Ann.")
+    second, _ = create(on_b, stream=False, previous_response_id=first.id, input="What is my name?")
+    return sim, (a, on_a), (b, on_b), first, second
+
+
 def test_a_response_made_on_one_gateway_is_continued_on_another_through_redis(
     upstreams,
     redis_server,
     serve,  # noqa: F811
     sdk,
 ) -> None:
-    sim = upstreams("fast")
-    data = fleet_config({"fast": [endpoint(sim, "m")]}, state=shared(redis_server))
-    a, b = serve(data), serve(data)
-    on_a, on_b = sdk(a), sdk(b)
-    first, _ = create(on_a, stream=False, input="Hi, I am Ann.")
-    second, _ = create(on_b, stream=False, previous_response_id=first.id, input="What is my name?")
+    sim, (a, on_a), (b, on_b), first, second = two_gateways_one_conversation(upstreams, redis_server, serve, sdk)
     assert second.previous_response_id == first.id
     assert len(sim.chat_requests[-1].body["messages"]) == 3
     third, _ = create(on_a, stream=True, previous_response_id=second.id, input="And again?")
@@ -137,12 +150,7 @@ def test_with_redis_killed_each_gateway_still_continues_what_it_stored_itself(
     serve,  # noqa: F811
     sdk,
 ) -> None:
-    sim = upstreams("fast")
-    data = fleet_config({"fast": [endpoint(sim, "m")]}, state=shared(redis_server))
-    a, b = serve(data), serve(data)
-    on_a, on_b = sdk(a), sdk(b)
-    first, _ = create(on_a, stream=False, input="Hi, I am Ann.")
-    second, _ = create(on_b, stream=False, previous_response_id=first.id, input="What is my name?")
+    sim, (a, on_a), (b, on_b), first, second = two_gateways_one_conversation(upstreams, redis_server, serve, sdk)
     redis_server.kill()
     # A's own response, from A's copy: the conversation goes on, no error
     third, _ = create(on_a, stream=True, previous_response_id=first.id, input="Still there?")
